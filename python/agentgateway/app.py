@@ -1,0 +1,407 @@
+"""The ASGI application: the HTTP surface of DESIGN.md section 2 on one port.
+
+One ``Gateway`` per worker process. It owns one pooled keep-alive aiohttp ``ClientSession`` (created at lifespan
+start-up, where the worker's loop runs) and the router built from the validated config. Bodies are moved as
+``bytes``: the Rust core translates upstream bytes into client bytes, one call per network read.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+from collections.abc import Awaitable, Callable, MutableMapping
+from typing import Any
+
+import aiohttp
+import orjson
+
+from . import __version__
+from ._core import CoreError, StreamTranslator, translate_response
+from .config import GatewayConfig, load_config, load_config_file
+from .errors import (
+    GatewayError,
+    UpstreamHTTPError,
+    UpstreamProtocolError,
+    UpstreamTimeout,
+    UpstreamUnreachable,
+    error_body,
+)
+from .providers import Provider, UpstreamRequest
+from .request import parse_chat_request
+from .router import Router
+
+__all__ = ["Gateway", "create_app"]
+
+Scope = MutableMapping[str, Any]
+Message = MutableMapping[str, Any]
+Receive = Callable[[], Awaitable[Message]]
+Send = Callable[[Message], Awaitable[None]]
+
+logger = logging.getLogger("agentgateway")
+
+MAX_REQUEST_BYTES = 10 * 1024 * 1024
+
+# Environment variables through which the CLI hands the config to granian's worker processes.
+CONFIG_FILE_ENV = "AGENTGATEWAY_CONFIG_FILE"
+CONFIG_INLINE_ENV = "AGENTGATEWAY_CONFIG_INLINE"
+LOG_LEVEL_ENV = "AGENTGATEWAY_LOG_LEVEL"
+LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
+
+_JSON_HEADERS = [(b"content-type", b"application/json")]
+_SSE_HEADERS = [
+    (b"content-type", b"text/event-stream; charset=utf-8"),
+    (b"cache-control", b"no-cache"),
+    # Tells nginx-style proxies between us and the client not to hold events back.
+    (b"x-accel-buffering", b"no"),
+]
+# Upstream response headers a client needs to see: rate-limit state and its request id for support tickets.
+_FORWARDED_HEADER_PREFIXES = (b"retry-after", b"x-ratelimit-", b"x-request-id", b"openai-processing-ms")
+
+_COMPLETION_PATHS = frozenset(("/v1/chat/completions", "/chat/completions", "/"))
+_MODEL_PATHS = frozenset(("/v1/models", "/models"))
+
+
+class _ClientDisconnected(Exception):
+    pass
+
+
+class Gateway:
+    def __init__(self, config: GatewayConfig, source: str = "config") -> None:
+        self.config = config
+        self.router = Router(config, source)
+        self.timeouts = config.llm.timeouts
+        self.session: aiohttp.ClientSession | None = None
+        self.models_body = orjson.dumps(
+            {
+                "object": "list",
+                "data": [
+                    {"id": name, "object": "model", "created": 0, "owned_by": "agentgateway"}
+                    for name in self.router.exact_names
+                ],
+            }
+        )
+
+    # -- ASGI entry points -------------------------------------------------------------------------------------
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http":
+            await self.http(scope, receive, send)
+        elif scope["type"] == "lifespan":
+            await self.lifespan(receive, send)
+
+    async def lifespan(self, receive: Receive, send: Send) -> None:
+        while True:
+            message = await receive()
+            if message["type"] == "lifespan.startup":
+                try:
+                    await self.startup()
+                except Exception as exc:
+                    await send({"type": "lifespan.startup.failed", "message": str(exc)})
+                    return
+                await send({"type": "lifespan.startup.complete"})
+            elif message["type"] == "lifespan.shutdown":
+                await self.shutdown()
+                await send({"type": "lifespan.shutdown.complete"})
+                return
+
+    async def startup(self) -> None:
+        if self.session is None:
+            connector = aiohttp.TCPConnector(limit=0, ttl_dns_cache=300, keepalive_timeout=60)
+            self.session = aiohttp.ClientSession(
+                connector=connector,
+                timeout=aiohttp.ClientTimeout(
+                    total=None,
+                    connect=self.timeouts.connect,
+                    sock_connect=self.timeouts.connect,
+                    sock_read=self.timeouts.first_byte,
+                ),
+                # The gateway is a proxy: cookies from one client's upstream answer must never reach another.
+                cookie_jar=aiohttp.DummyCookieJar(),
+                headers={"User-Agent": f"agentgateway/{__version__}"},
+            )
+
+    async def shutdown(self) -> None:
+        if self.session is not None:
+            await self.session.close()
+            self.session = None
+
+    async def http(self, scope: Scope, receive: Receive, send: Send) -> None:
+        path: str = scope["path"]
+        method: str = scope["method"]
+        try:
+            if path in _COMPLETION_PATHS:
+                if method != "POST":
+                    raise _method_not_allowed(method, path, "POST")
+                await self.chat_completions(scope, receive, send)
+            elif path in _MODEL_PATHS or path in ("/healthz", "/readyz"):
+                if method not in ("GET", "HEAD"):
+                    raise _method_not_allowed(method, path, "GET")
+                if path == "/healthz":
+                    await _send_json(send, 200, b'{"status":"ok"}')
+                elif path == "/readyz":
+                    ready = self.session is not None
+                    await _send_json(
+                        send, 200 if ready else 503, b'{"status":"ready"}' if ready else b'{"status":"starting"}'
+                    )
+                else:
+                    await _send_json(send, 200, self.models_body)
+            else:
+                raise GatewayError(
+                    f"Unknown path {path!r}. Chat completions are served at POST /v1/chat/completions "
+                    "(also /chat/completions and /); models at GET /v1/models.",
+                    status=404,
+                    type_="invalid_request_error",
+                    code="unknown_url",
+                )
+        except GatewayError as exc:
+            await _send_json(send, exc.status, exc.body(), exc.headers)
+        except _ClientDisconnected:
+            pass
+        except Exception:
+            # A bug of ours, not the client's: log it and still answer in OpenAI's shape.
+            logger.exception("unexpected error serving %s %s", method, path)
+            await _send_json(send, 500, error_body("Internal error in the gateway.", "api_error", "internal_error"))
+
+    # -- chat completions --------------------------------------------------------------------------------------
+
+    async def chat_completions(self, scope: Scope, receive: Receive, send: Send) -> None:
+        raw = await _read_body(scope, receive)
+        authorization = None
+        for name, value in scope["headers"]:
+            if name == b"authorization":
+                authorization = value
+                break
+        request = parse_chat_request(raw, authorization)
+        provider = self.router.route(request.model)
+        upstream = provider.prepare(request)
+        session = self.session
+        if session is None:
+            raise GatewayError("The gateway is starting up; retry shortly.", status=503, code="not_ready")
+
+        # A client that goes away cancels its upstream request: the watcher waits for http.disconnect and
+        # cancels this task, which closes the upstream connection instead of reading an answer nobody wants.
+        task = asyncio.current_task()
+        watcher = asyncio.get_running_loop().create_task(_watch_disconnect(receive, task))
+        try:
+            if request.stream:
+                await self._stream(session, provider, request.model, request.include_usage, upstream, send)
+            else:
+                await self._complete(session, provider, request.model, upstream, send)
+        except asyncio.CancelledError:
+            if task is not None and watcher.done() and not watcher.cancelled() and task.uncancel() == 0:
+                logger.info("client disconnected; upstream request to %s cancelled", provider.entry.name)
+                return
+            raise
+        finally:
+            watcher.cancel()
+
+    async def _complete(
+        self,
+        session: aiohttp.ClientSession,
+        provider: Provider,
+        client_model: str,
+        upstream: UpstreamRequest,
+        send: Send,
+    ) -> None:
+        try:
+            async with session.post(upstream.url, data=upstream.body, headers=upstream.headers) as response:
+                body = await response.read()
+                if response.status >= 400:
+                    raise UpstreamHTTPError.from_openai_body(response.status, body, _forwarded_headers(response))
+                headers = _forwarded_headers(response)
+        except aiohttp.ClientError as exc:
+            raise _upstream_failure(exc, provider, self.timeouts.first_byte) from None
+        except TimeoutError:
+            raise _upstream_timeout(provider, self.timeouts.first_byte) from None
+        rewrite = _model_rewrite(provider, client_model)
+        if rewrite is not None or provider.translator != "openai":
+            try:
+                body, _usage = translate_response(provider.translator, body, rewrite)
+            except CoreError as exc:
+                raise UpstreamProtocolError(f"The upstream's answer could not be read: {exc}") from None
+        await _send_json(send, 200, body, headers)
+
+    async def _stream(
+        self,
+        session: aiohttp.ClientSession,
+        provider: Provider,
+        client_model: str,
+        include_usage: bool,
+        upstream: UpstreamRequest,
+        send: Send,
+    ) -> None:
+        try:
+            response = await session.post(upstream.url, data=upstream.body, headers=upstream.headers)
+        except aiohttp.ClientError as exc:
+            raise _upstream_failure(exc, provider, self.timeouts.first_byte) from None
+        except TimeoutError:
+            raise _upstream_timeout(provider, self.timeouts.first_byte) from None
+        try:
+            if response.status >= 400:
+                try:
+                    body = await response.read()
+                except (aiohttp.ClientError, TimeoutError):
+                    body = b""
+                raise UpstreamHTTPError.from_openai_body(response.status, body, _forwarded_headers(response))
+            _set_idle_timeout(response, self.timeouts.idle)
+            translator = StreamTranslator(provider.translator, _model_rewrite(provider, client_model), include_usage)
+            await send(
+                {"type": "http.response.start", "status": 200, "headers": _SSE_HEADERS + _forwarded_headers(response)}
+            )
+            content = response.content
+            try:
+                while chunk := await content.readany():
+                    out = translator.feed(chunk)
+                    if out:
+                        await send({"type": "http.response.body", "body": out, "more_body": True})
+                tail = translator.finish()
+            except CoreError as exc:
+                tail = UpstreamProtocolError(f"The upstream's stream could not be read: {exc}").stream_event()
+            except TimeoutError:
+                tail = UpstreamTimeout(
+                    f"The upstream sent nothing for {self.timeouts.idle:g}s in the middle of the stream."
+                ).stream_event()
+            except aiohttp.ClientError as exc:
+                tail = UpstreamUnreachable(
+                    f"The upstream connection failed in the middle of the stream: {_describe(exc)}"
+                ).stream_event()
+            except Exception as exc:
+                # Whatever failed, the client must learn the stream is incomplete rather than see a clean end.
+                logger.exception("stream from %s failed", provider.entry.name)
+                tail = GatewayError(f"The stream failed in the gateway: {_describe(exc)}").stream_event()
+            if translator.error is not None:
+                logger.warning("stream from %s ended with an error: %s", provider.entry.name, translator.error)
+            await send({"type": "http.response.body", "body": tail, "more_body": False})
+        except BaseException:
+            response.close()  # an unfinished upstream answer: drop the connection rather than pool it
+            raise
+        response.release()
+
+
+# -- helpers -------------------------------------------------------------------------------------------------------
+
+
+def _model_rewrite(provider: Provider, client_model: str) -> str | None:
+    """The model name to put back into answers, or None when the upstream already reports the client's own."""
+    upstream_model = provider.upstream_model
+    return client_model if upstream_model is not None and upstream_model != client_model else None
+
+
+def _set_idle_timeout(response: aiohttp.ClientResponse, idle: float) -> None:
+    # The session's sock_read covers the wait for headers (first byte); once a body is flowing the limit is the
+    # idle gap between reads. aiohttp keeps the read timer on the connection's protocol.
+    connection = response.connection
+    protocol = connection.protocol if connection is not None else None
+    if protocol is not None:
+        protocol.read_timeout = idle
+        protocol.start_timeout()
+
+
+def _forwarded_headers(response: aiohttp.ClientResponse) -> list[tuple[bytes, bytes]]:
+    return [
+        (name.lower(), value)
+        for name, value in response.raw_headers
+        if name.lower().startswith(_FORWARDED_HEADER_PREFIXES)
+    ]
+
+
+def _describe(exc: BaseException) -> str:
+    text = str(exc)
+    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
+
+
+def _upstream_failure(exc: aiohttp.ClientError, provider: Provider, first_byte: float) -> GatewayError:
+    if isinstance(exc, aiohttp.ServerTimeoutError):
+        return _upstream_timeout(provider, first_byte)
+    logger.warning("upstream %s unreachable: %s", provider.entry.name, _describe(exc))
+    return UpstreamUnreachable(f"The upstream for model {provider.entry.name!r} could not be reached: {_describe(exc)}")
+
+
+def _upstream_timeout(provider: Provider, first_byte: float) -> GatewayError:
+    logger.warning("upstream %s timed out", provider.entry.name)
+    return UpstreamTimeout(
+        f"The upstream for model {provider.entry.name!r} sent no response headers within {first_byte:g}s."
+    )
+
+
+def _method_not_allowed(method: str, path: str, allowed: str) -> GatewayError:
+    return GatewayError(
+        f"Method {method} is not allowed on {path}; use {allowed}.",
+        status=405,
+        type_="invalid_request_error",
+        code="method_not_allowed",
+        headers=[(b"allow", allowed.encode())],
+    )
+
+
+async def _send_json(send: Send, status: int, body: bytes, headers: list[tuple[bytes, bytes]] | None = None) -> None:
+    await send(
+        {
+            "type": "http.response.start",
+            "status": status,
+            "headers": _JSON_HEADERS + headers if headers else _JSON_HEADERS,
+        }
+    )
+    await send({"type": "http.response.body", "body": body})
+
+
+async def _read_body(scope: Scope, receive: Receive) -> bytes:
+    for name, value in scope["headers"]:
+        if name == b"content-length":
+            if value.isdigit() and int(value) > MAX_REQUEST_BYTES:
+                raise _too_large()
+            break
+    message = await receive()
+    if message["type"] == "http.disconnect":
+        raise _ClientDisconnected
+    body: bytes = message.get("body", b"")
+    if not message.get("more_body", False):
+        if len(body) > MAX_REQUEST_BYTES:
+            raise _too_large()
+        return body
+    chunks = [body]
+    size = len(body)
+    while True:
+        message = await receive()
+        if message["type"] == "http.disconnect":
+            raise _ClientDisconnected
+        body = message.get("body", b"")
+        size += len(body)
+        if size > MAX_REQUEST_BYTES:
+            raise _too_large()
+        chunks.append(body)
+        if not message.get("more_body", False):
+            return b"".join(chunks)
+
+
+def _too_large() -> GatewayError:
+    return GatewayError(
+        f"The request body is larger than {MAX_REQUEST_BYTES} bytes.",
+        status=413,
+        type_="invalid_request_error",
+        code="request_too_large",
+    )
+
+
+async def _watch_disconnect(receive: Receive, task: asyncio.Task[Any] | None) -> None:
+    while True:
+        message = await receive()
+        if message["type"] == "http.disconnect":
+            if task is not None:
+                task.cancel()
+            return
+
+
+def create_app() -> Gateway:
+    """granian's factory in each worker: loads the config the CLI validated (passed through the environment)."""
+    logging.basicConfig(level=os.environ.get(LOG_LEVEL_ENV, "INFO"), format=LOG_FORMAT)
+    inline = os.environ.get(CONFIG_INLINE_ENV)
+    if inline is not None:
+        return Gateway(load_config(inline), "<inline config>")
+    path = os.environ.get(CONFIG_FILE_ENV)
+    if path is None:
+        raise RuntimeError(
+            f"set {CONFIG_FILE_ENV} or {CONFIG_INLINE_ENV}, or start the gateway with the agentgateway command"
+        )
+    return Gateway(load_config_file(path), path)

@@ -1,0 +1,15 @@
+"""The provider registry: config provider name -> the class that calls that upstream.
+
+Adding a provider is one file here, one in ``rust/sse_core/src/providers/`` and one line in each registry."""
+
+from __future__ import annotations
+
+from .base import ChatRequest, Provider, UpstreamRequest
+from .openai import OpenAIProvider
+
+__all__ = ["PROVIDERS", "ChatRequest", "Provider", "UpstreamRequest"]
+
+PROVIDERS: dict[str, type[Provider]] = {
+    "openAI": OpenAIProvider,
+    "custom": OpenAIProvider,
+}

@@ -1,0 +1,45 @@
+"""OpenAI and OpenAI-compatible (``custom``) upstreams: the request is forwarded as is, except for the model
+(``params.model``) and ``stream_options.include_usage``, which is always asked for so every stream is metered;
+the core translator gives the client back its own model name and drops the usage chunk it did not ask for."""
+
+from __future__ import annotations
+
+import orjson
+
+from ..config import ModelEntry, Timeouts
+from .base import ChatRequest, Provider, UpstreamRequest
+
+__all__ = ["OpenAIProvider"]
+
+DEFAULT_BASE_URL = "https://api.openai.com/v1"
+
+
+class OpenAIProvider(Provider):
+    translator = "openai"
+
+    def __init__(self, entry: ModelEntry, timeouts: Timeouts) -> None:
+        super().__init__(entry, timeouts)
+        self.url = (entry.params.base_url or DEFAULT_BASE_URL) + "/chat/completions"
+        api_key = entry.params.api_key
+        self.headers: dict[str, str] = {"Content-Type": "application/json"}
+        if api_key is not None:
+            self.headers["Authorization"] = "Bearer " + api_key.get_secret_value()
+        self.forward_client_auth = api_key is None
+
+    def prepare(self, request: ChatRequest) -> UpstreamRequest:
+        headers = self.headers
+        if self.forward_client_auth and request.authorization is not None:
+            headers = {**headers, "Authorization": request.authorization.decode("latin-1")}
+        body = request.body
+        changed = False
+        if self.upstream_model is not None and self.upstream_model != request.model:
+            body["model"] = self.upstream_model
+            changed = True
+        if request.stream:
+            options = body.get("stream_options")
+            if not (isinstance(options, dict) and options.get("include_usage") is True):
+                body["stream_options"] = {**(options if isinstance(options, dict) else {}), "include_usage": True}
+                changed = True
+        # Nothing to change: the client's bytes go upstream untouched (and its numbers keep their exact spelling).
+        payload = orjson.dumps(body) if changed else request.raw
+        return UpstreamRequest(self.url, headers, payload)

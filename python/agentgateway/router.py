@@ -1,0 +1,64 @@
+"""Model name -> the first configured entry that matches it (an exact name or a glob such as ``gpt-*`` or ``*``)."""
+
+from __future__ import annotations
+
+import fnmatch
+import re
+
+from .config import GatewayConfig
+from .errors import ConfigError, ModelNotFound
+from .providers import PROVIDERS, Provider
+
+__all__ = ["Router"]
+
+_GLOB_CHARS = frozenset("*?[")
+# Clients send few distinct model names; remembering the answer for each keeps routing one dict lookup. The cap
+# stops a client that sends endless random names from growing it without bound.
+_CACHE_LIMIT = 4096
+
+
+class Router:
+    def __init__(self, config: GatewayConfig, source: str = "config") -> None:
+        self.providers: list[Provider] = []
+        self._matchers: list[tuple[re.Pattern[str] | str, Provider]] = []
+        for index, entry in enumerate(config.llm.models):
+            provider_class = PROVIDERS.get(entry.provider_name)
+            if provider_class is None:
+                raise ConfigError(
+                    f"{source}: llm.models[{index}].provider: the {entry.provider_name!r} provider is not available "
+                    f"in this version (available: {', '.join(sorted(PROVIDERS, key=str.lower))})"
+                )
+            provider = provider_class(entry, config.llm.timeouts)
+            self.providers.append(provider)
+            pattern: re.Pattern[str] | str = entry.name
+            if _GLOB_CHARS.intersection(entry.name):
+                pattern = re.compile(fnmatch.translate(entry.name))
+            self._matchers.append((pattern, provider))
+        self.exact_names = [e.name for e in config.llm.models if not _GLOB_CHARS.intersection(e.name)]
+        self.patterns = [e.name for e in config.llm.models if _GLOB_CHARS.intersection(e.name)]
+        self._cache: dict[str, Provider | None] = {}
+
+    def route(self, model: str) -> Provider:
+        try:
+            provider = self._cache[model]
+        except KeyError:
+            provider = self._match(model)
+            if len(self._cache) >= _CACHE_LIMIT:
+                self._cache.clear()
+            self._cache[model] = provider
+        if provider is None:
+            raise ModelNotFound(self._not_found_message(model), param="model")
+        return provider
+
+    def _match(self, model: str) -> Provider | None:
+        for pattern, provider in self._matchers:
+            if pattern == model if isinstance(pattern, str) else pattern.fullmatch(model):
+                return provider
+        return None
+
+    def _not_found_message(self, model: str) -> str:
+        served = ", ".join(self.exact_names) or "(none by exact name)"
+        message = f"The model {model!r} is not served by this gateway. Served models: {served}"
+        if self.patterns:
+            message += f"; patterns: {', '.join(self.patterns)}"
+        return message + "."

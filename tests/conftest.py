@@ -1,0 +1,139 @@
+"""Shared fixtures: a fake OpenAI upstream, and the real ``agentgateway`` command serving a config that points at it.
+
+The gateway runs as a subprocess exactly as a user starts it (granian, uvloop, worker processes), so the tests
+cover the CLI, config hand-over to workers, and the HTTP server, not just the ASGI callable.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+import pytest
+
+sys.path.insert(0, str(Path(__file__).parent))
+
+from fakes.openai_upstream import FakeOpenAI, start_fake_openai
+
+TEST_KEY = "sk-test-secret-key-0123456789"
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@dataclass
+class RunningGateway:
+    process: subprocess.Popen[bytes]
+    port: int
+    log_path: Path
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+    def stop(self, sig: int = signal.SIGTERM, timeout: float = 30) -> int:
+        if self.process.poll() is None:
+            self.process.send_signal(sig)
+        return self.process.wait(timeout)
+
+
+def start_gateway(
+    config: str, tmp: Path, *extra: str, workers: int = 1, env: dict[str, str] | None = None
+) -> RunningGateway:
+    port = free_port()
+    log_path = tmp / f"gateway-{port}.log"
+    with log_path.open("wb") as log:
+        process = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "agentgateway",
+                "-c",
+                config,
+                "--host",
+                "127.0.0.1",
+                "--port",
+                str(port),
+                "--workers",
+                str(workers),
+                *extra,
+            ],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            env={**os.environ, **(env or {})},
+        )
+    gateway = RunningGateway(process, port, log_path)
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise RuntimeError(f"the gateway exited with {process.returncode}:\n{gateway.log()}")
+        try:
+            if httpx.get(gateway.url + "/readyz", timeout=1).status_code == 200:
+                return gateway
+        except httpx.TransportError:
+            pass
+        time.sleep(0.1)
+    gateway.stop(signal.SIGKILL)
+    raise RuntimeError(f"the gateway did not become ready:\n{gateway.log()}")
+
+
+def gateway_config(upstream: str, *, timeouts: str = "") -> str:
+    return f"""
+llm:
+  models:
+  - name: gpt-4o-mini
+    provider: openAI
+    params:
+      model: upstream-model
+      apiKey: {TEST_KEY}
+      baseUrl: {upstream}
+  - name: unreachable
+    provider: openAI
+    params:
+      apiKey: {TEST_KEY}
+      baseUrl: http://127.0.0.1:{free_port()}/v1
+  - name: "passthrough-*"
+    provider:
+      custom:
+        formats: [{{type: completions}}]
+    params:
+      baseUrl: {upstream}
+  {timeouts}
+"""
+
+
+@pytest.fixture(scope="session")
+def fake_openai() -> Iterator[FakeOpenAI]:
+    fake, stop = start_fake_openai()
+    yield fake
+    stop()
+
+
+@pytest.fixture(scope="session")
+def gateway(fake_openai: FakeOpenAI, tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningGateway]:
+    running = start_gateway(gateway_config(fake_openai.base_url), tmp_path_factory.mktemp("gw"))
+    yield running
+    running.stop()
+
+
+@pytest.fixture(scope="session")
+def impatient_gateway(fake_openai: FakeOpenAI, tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningGateway]:
+    """Short upstream timeouts, to see 504s and idle-timeout error events quickly."""
+    config = gateway_config(fake_openai.base_url, timeouts="timeouts: {connect: 1, firstByte: 1, idle: 1}")
+    running = start_gateway(config, tmp_path_factory.mktemp("gw-impatient"))
+    yield running
+    running.stop()

@@ -1,0 +1,216 @@
+"""A fake OpenAI Chat Completions upstream speaking the real wire format, with faults on demand.
+
+The behaviour is chosen by the model name the upstream receives (the gateway forwards it, or rewrites it from
+``params.model``), so one server covers every case. Every request is recorded for assertions.
+
+Models (any other name answers normally):
+- ``*-429``            429 with ``Retry-After: 7`` and an OpenAI rate-limit error body
+- ``*-500-text``       500 with a plain-text body
+- ``*-midstream-error``  a stream that sends two chunks and then ``data: {"error": ...}``
+- ``*-truncated``      a stream that stops after two chunks, without finish_reason or ``[DONE]``
+- ``*-reset``          a stream whose connection is reset after two chunks
+- ``*-slow-headers``   waits 3 s before answering
+- ``*-stall``          a stream that goes silent for 3 s after two chunks
+- ``*-hang``           a stream that sends one chunk and then waits until the client goes away (records it)
+- ``*-crlf``           a stream framed with ``\\r\\n`` line ends and split at awkward places
+- ``*-no-done``        a stream with finish_reason and usage but no ``[DONE]``
+"""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import orjson
+from aiohttp import web
+
+STORY = "Once upon a time there was a small gateway that translated every chunk it saw".split()
+
+
+@dataclass
+class Recorded:
+    path: str
+    headers: dict[str, str]
+    raw: bytes
+    body: Any
+
+
+@dataclass
+class FakeOpenAI:
+    requests: list[Recorded] = field(default_factory=list)
+    disconnects: list[float] = field(default_factory=list)
+    hang_started: list[float] = field(default_factory=list)
+    base_url: str = ""
+
+    def last(self) -> Recorded:
+        return self.requests[-1]
+
+    async def handle(self, request: web.Request) -> web.StreamResponse:
+        raw = await request.read()
+        body = orjson.loads(raw)
+        self.requests.append(Recorded(request.path, dict(request.headers), raw, body))
+        model: str = body["model"]
+        if model.endswith("-429"):
+            return web.Response(
+                status=429,
+                headers={"Retry-After": "7", "x-ratelimit-remaining-requests": "0"},
+                content_type="application/json",
+                body=orjson.dumps(
+                    {
+                        "error": {
+                            "message": "Rate limit reached for requests",
+                            "type": "requests",
+                            "param": None,
+                            "code": "rate_limit_exceeded",
+                        }
+                    }
+                ),
+            )
+        if model.endswith("-500-text"):
+            return web.Response(status=500, text="upstream exploded")
+        if model.endswith("-slow-headers"):
+            await asyncio.sleep(3)
+        if body.get("stream"):
+            return await self.stream(request, body)
+        return web.Response(
+            content_type="application/json",
+            headers={"x-request-id": "req_fake_123"},
+            body=orjson.dumps(
+                {
+                    "id": "chatcmpl-fake",
+                    "object": "chat.completion",
+                    "created": 1700000000,
+                    "model": model,
+                    "choices": [
+                        {
+                            "index": 0,
+                            "message": {"role": "assistant", "content": " ".join(STORY), "refusal": None},
+                            "logprobs": None,
+                            "finish_reason": "stop",
+                        }
+                    ],
+                    "usage": {"prompt_tokens": 12, "completion_tokens": len(STORY), "total_tokens": 12 + len(STORY)},
+                    "system_fingerprint": "fp_fake",
+                }
+            ),
+        )
+
+    async def stream(self, request: web.Request, body: dict[str, Any]) -> web.StreamResponse:
+        model: str = body["model"]
+        include_usage = bool((body.get("stream_options") or {}).get("include_usage"))
+        newline = b"\r\n" if model.endswith("-crlf") else b"\n"
+        response = web.StreamResponse(headers={"Content-Type": "text/event-stream", "x-request-id": "req_fake_stream"})
+        await response.prepare(request)
+
+        def event(payload: dict[str, Any] | str) -> bytes:
+            data = payload.encode() if isinstance(payload, str) else orjson.dumps(payload)
+            return b"data: " + data + newline + newline
+
+        def chunk(delta: dict[str, Any], finish_reason: str | None = None) -> bytes:
+            payload: dict[str, Any] = {
+                "id": "chatcmpl-fake",
+                "object": "chat.completion.chunk",
+                "created": 1700000000,
+                "model": model,
+                "system_fingerprint": "fp_fake",
+                "choices": [{"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish_reason}],
+            }
+            if include_usage:
+                payload["usage"] = None  # what OpenAI does on every chunk once usage was asked for
+            return event(payload)
+
+        await response.write(b": keep-alive comment" + newline + newline)
+        await response.write(chunk({"role": "assistant", "content": ""}))
+        await response.write(chunk({"content": STORY[0]}))
+        if model.endswith("-midstream-error"):
+            await response.write(
+                event(
+                    {
+                        "error": {
+                            "message": "The server had an error while processing your request.",
+                            "type": "server_error",
+                            "param": None,
+                            "code": None,
+                        }
+                    }
+                )
+            )
+            return response
+        if model.endswith("-truncated"):
+            return response
+        if model.endswith("-reset"):
+            assert request.transport is not None
+            request.transport.abort()
+            return response
+        if model.endswith("-stall"):
+            await asyncio.sleep(3)
+        if model.endswith("-hang"):
+            self.hang_started.append(time.monotonic())
+            try:
+                await asyncio.sleep(30)
+            except asyncio.CancelledError:
+                self.disconnects.append(time.monotonic())
+                raise
+            return response
+        rest = b"".join(chunk({"content": " " + word}) for word in STORY[1:]) + chunk({}, "stop")
+        if include_usage:
+            rest += event(
+                {
+                    "id": "chatcmpl-fake",
+                    "object": "chat.completion.chunk",
+                    "created": 1700000000,
+                    "model": model,
+                    "system_fingerprint": "fp_fake",
+                    "choices": [],
+                    "usage": {"prompt_tokens": 12, "completion_tokens": len(STORY), "total_tokens": 12 + len(STORY)},
+                }
+            )
+        if not model.endswith("-no-done"):
+            rest += event("[DONE]")
+        if model.endswith("-crlf"):
+            # Split inside "\r\n" pairs and inside JSON, so framing must survive arbitrary read boundaries.
+            for start in range(0, len(rest), 37):
+                await response.write(rest[start : start + 37])
+                await asyncio.sleep(0)
+        else:
+            await response.write(rest)
+        await response.write_eof()
+        return response
+
+
+def start_fake_openai() -> tuple[FakeOpenAI, Callable[[], None]]:
+    """Serves the fake on 127.0.0.1 (a free port) from a daemon thread."""
+    fake = FakeOpenAI()
+    app = web.Application(handler_args={"lingering_time": 0})
+    app.router.add_post("/v1/chat/completions", fake.handle)
+    app.router.add_post("/chat/completions", fake.handle)
+    loop = asyncio.new_event_loop()
+    runner = web.AppRunner(app, access_log=None, handler_cancellation=True)
+    ready = threading.Event()
+
+    def run() -> None:
+        asyncio.set_event_loop(loop)
+        loop.run_until_complete(runner.setup())
+        site = web.TCPSite(runner, "127.0.0.1", 0)
+        loop.run_until_complete(site.start())
+        port = runner.addresses[0][1]
+        fake.base_url = f"http://127.0.0.1:{port}/v1"
+        ready.set()
+        loop.run_forever()
+
+    thread = threading.Thread(target=run, daemon=True, name="fake-openai")
+    thread.start()
+    if not ready.wait(10):
+        raise RuntimeError("fake upstream did not start")
+
+    def stop() -> None:
+        asyncio.run_coroutine_threadsafe(runner.cleanup(), loop).result(10)
+        loop.call_soon_threadsafe(loop.stop)
+        thread.join(10)
+        loop.close()
+
+    return fake, stop
