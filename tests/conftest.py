@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
+import openai
 import pytest
 
 sys.path.insert(0, str(Path(__file__).parent))
@@ -24,6 +25,21 @@ sys.path.insert(0, str(Path(__file__).parent))
 from fakes.openai_upstream import FakeOpenAI, start_fake_openai
 
 TEST_KEY = "sk-test-secret-key-0123456789"
+_OPEN_CLIENTS: list[openai.OpenAI] = []
+
+
+def openai_client(base_url: str) -> openai.OpenAI:
+    """A real openai client (no retries, so upstream errors show as they are), closed after the test."""
+    client = openai.OpenAI(base_url=base_url, api_key="sk-client", max_retries=0)
+    _OPEN_CLIENTS.append(client)
+    return client
+
+
+@pytest.fixture(autouse=True)
+def _close_openai_clients() -> Iterator[None]:
+    yield
+    while _OPEN_CLIENTS:
+        _OPEN_CLIENTS.pop().close()
 
 
 def free_port() -> int:
@@ -52,7 +68,7 @@ class RunningGateway:
 
 
 def start_gateway(
-    config: str, tmp: Path, *extra: str, workers: int = 1, env: dict[str, str] | None = None
+    config: str | None, tmp: Path, *extra: str, workers: int = 1, env: dict[str, str] | None = None
 ) -> RunningGateway:
     port = free_port()
     log_path = tmp / f"gateway-{port}.log"
@@ -62,8 +78,7 @@ def start_gateway(
                 sys.executable,
                 "-m",
                 "agentgateway",
-                "-c",
-                config,
+                *(["-c", config] if config is not None else []),
                 "--host",
                 "127.0.0.1",
                 "--port",

@@ -7,7 +7,7 @@ import time
 import httpx
 import openai
 import pytest
-from conftest import TEST_KEY, RunningGateway
+from conftest import TEST_KEY, RunningGateway, openai_client
 from fakes.openai_upstream import FakeOpenAI
 
 MESSAGES = [{"role": "user", "content": "hi"}]
@@ -29,7 +29,7 @@ def error_of(response: httpx.Response) -> dict[str, object]:
 
 
 def sdk(gateway: RunningGateway) -> openai.OpenAI:
-    return openai.OpenAI(base_url=gateway.url, api_key="sk-client", max_retries=0)
+    return openai_client(gateway.url)
 
 
 @pytest.mark.parametrize(
@@ -158,6 +158,7 @@ def test_upstream_without_headers_in_time_is_504(impatient_gateway: RunningGatew
         ("passthrough-midstream-error", "error while processing"),
         ("passthrough-truncated", "ended before the response was complete"),
         ("passthrough-reset", "connection failed"),
+        ("passthrough-garbage", "stream could not be read"),
     ],
 )
 def test_failure_after_the_stream_began_ends_with_an_error_event(

@@ -8,15 +8,15 @@ import httpx
 import openai
 import orjson
 import pytest
-from conftest import TEST_KEY, RunningGateway
+from conftest import TEST_KEY, RunningGateway, openai_client
 from fakes.openai_upstream import STORY, FakeOpenAI
 
 MESSAGES = [{"role": "system", "content": "You are terse."}, {"role": "user", "content": "Tell me a story."}]
 STORY_TEXT = " ".join(STORY)
 
 
-def client(gateway: RunningGateway, suffix: str = "", **kwargs: object) -> openai.OpenAI:
-    return openai.OpenAI(base_url=gateway.url + suffix, api_key="sk-client", max_retries=0, **kwargs)  # type: ignore[arg-type]
+def client(gateway: RunningGateway, suffix: str = "") -> openai.OpenAI:
+    return openai_client(gateway.url + suffix)
 
 
 def sse_payloads(body: bytes) -> list[bytes]:

@@ -189,9 +189,12 @@ class Gateway:
             else:
                 await self._complete(session, provider, request.model, upstream, send)
         except asyncio.CancelledError:
-            if task is not None and watcher.done() and not watcher.cancelled() and task.uncancel() == 0:
-                logger.info("client disconnected; upstream request to %s cancelled", provider.entry.name)
-                return
+            if watcher.done() and not watcher.cancelled():
+                # The watcher saw the client go: that cancellation is ours and ends here (3.11+ counts it).
+                uncancel = getattr(task, "uncancel", None)
+                if uncancel is None or uncancel() == 0:
+                    logger.info("client disconnected; upstream request to %s cancelled", provider.entry.name)
+                    return
             raise
         finally:
             watcher.cancel()
@@ -212,7 +215,7 @@ class Gateway:
                 headers = _forwarded_headers(response)
         except aiohttp.ClientError as exc:
             raise _upstream_failure(exc, provider, self.timeouts.first_byte) from None
-        except TimeoutError:
+        except asyncio.TimeoutError:
             raise _upstream_timeout(provider, self.timeouts.first_byte) from None
         rewrite = _model_rewrite(provider, client_model)
         if rewrite is not None or provider.translator != "openai":
@@ -235,13 +238,13 @@ class Gateway:
             response = await session.post(upstream.url, data=upstream.body, headers=upstream.headers)
         except aiohttp.ClientError as exc:
             raise _upstream_failure(exc, provider, self.timeouts.first_byte) from None
-        except TimeoutError:
+        except asyncio.TimeoutError:
             raise _upstream_timeout(provider, self.timeouts.first_byte) from None
         try:
             if response.status >= 400:
                 try:
                     body = await response.read()
-                except (aiohttp.ClientError, TimeoutError):
+                except (aiohttp.ClientError, asyncio.TimeoutError):
                     body = b""
                 raise UpstreamHTTPError.from_openai_body(response.status, body, _forwarded_headers(response))
             _set_idle_timeout(response, self.timeouts.idle)
@@ -255,10 +258,10 @@ class Gateway:
                     out = translator.feed(chunk)
                     if out:
                         await send({"type": "http.response.body", "body": out, "more_body": True})
+                    if translator.failed:
+                        break  # the upstream sent something unreadable; the error frame is already out
                 tail = translator.finish()
-            except CoreError as exc:
-                tail = UpstreamProtocolError(f"The upstream's stream could not be read: {exc}").stream_event()
-            except TimeoutError:
+            except asyncio.TimeoutError:
                 tail = UpstreamTimeout(
                     f"The upstream sent nothing for {self.timeouts.idle:g}s in the middle of the stream."
                 ).stream_event()

@@ -14,6 +14,8 @@ Models (any other name answers normally):
 - ``*-hang``           a stream that sends one chunk and then waits until the client goes away (records it)
 - ``*-crlf``           a stream framed with ``\\r\\n`` line ends and split at awkward places
 - ``*-no-done``        a stream with finish_reason and usage but no ``[DONE]``
+- ``*-slow``           a stream that sends one word every 0.1 s
+- ``*-garbage``        a stream whose third event is not JSON
 """
 
 from __future__ import annotations
@@ -142,6 +144,10 @@ class FakeOpenAI:
             return response
         if model.endswith("-truncated"):
             return response
+        if model.endswith("-garbage"):
+            await response.write(b"data: <html>502 Bad Gateway</html>" + newline + newline)
+            await response.write(chunk({"content": " never"}))
+            return response
         if model.endswith("-reset"):
             assert request.transport is not None
             request.transport.abort()
@@ -171,6 +177,11 @@ class FakeOpenAI:
             )
         if not model.endswith("-no-done"):
             rest += event("[DONE]")
+        if model.endswith("-slow"):
+            for word in STORY[1:]:
+                await response.write(chunk({"content": " " + word}))
+                await asyncio.sleep(0.1)
+            rest = rest[rest.index(chunk({}, "stop")) :]
         if model.endswith("-crlf"):
             # Split inside "\r\n" pairs and inside JSON, so framing must survive arbitrary read boundaries.
             for start in range(0, len(rest), 37):

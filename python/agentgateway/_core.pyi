@@ -1,0 +1,119 @@
+"""Type stubs for `agentgateway._core`, the Rust streaming core (source: `rust/sse_core`).
+
+Everything here is bytes in, bytes out: the gateway feeds each network read of an upstream
+response body to a `StreamTranslator` and writes what it returns to the client unchanged. No
+Python callbacks are made from Rust and no per-event objects are created.
+
+Errors: every failure raises `CoreError` (a `ValueError`), including a bug inside the core (a Rust
+panic is caught per call, so one bad stream fails alone).
+"""
+
+from typing import final
+
+__all__ = ["CoreError", "StreamTranslator", "__version__", "translate_response"]
+
+__version__: str
+"""The version of the Rust core (the package version, defined once in Cargo.toml)."""
+
+class CoreError(ValueError):
+    """An upstream response the core cannot translate, or an internal error of the core.
+
+    Raised for: an unknown provider name; a whole response body (`translate_response`) that is not
+    valid JSON or not a JSON object; an internal error of the core (a caught panic, message starting
+    with ``"internal error in the stream translator"``). A bad *stream* chunk does not raise: see
+    `StreamTranslator.failed`. After `StreamTranslator.feed` or `StreamTranslator.finish` raised,
+    the stream is over: send the client an error event and close.
+    """
+
+@final
+class StreamTranslator:
+    """Translates one upstream streaming response into OpenAI Chat Completions SSE frames.
+
+    Sans-IO: call `feed` with each chunk read from the upstream body (split anywhere), write the
+    returned bytes (zero or more complete ``data: ...\\n\\n`` frames) to the client, and call
+    `finish` once at upstream EOF. Read the facts (`usage`, `finish_reason`, `error`, `done`) at
+    the end. One instance per stream, used from one task; not reusable.
+
+    For provider ``"openai"`` (and OpenAI-compatible servers) the chunks pass through, copied
+    verbatim unless edited: the top-level ``model`` is replaced by `client_model`; when
+    `include_usage` is false the usage chunk (``choices: []`` with a ``usage``) is dropped and
+    ``"usage": null`` is removed from the other chunks. ``data: [DONE]`` ends the stream (later
+    events are ignored). Upstream error payloads (a top-level ``error`` key, or an SSE event named
+    ``error``) are passed on as ``data: {"error": {...}}`` and recorded in `error`.
+
+    Args:
+        provider: the upstream provider, one of ``"openai"``.
+        client_model: the model name the client asked for, written into every chunk in place of
+            the upstream's; ``None`` keeps the upstream's.
+        include_usage: whether the client asked for ``stream_options.include_usage``.
+
+    Raises:
+        CoreError: unknown provider.
+    """
+
+    def __new__(cls, provider: str, client_model: str | None, include_usage: bool) -> StreamTranslator: ...
+    def feed(self, chunk: bytes) -> bytes:
+        """Translate one chunk of the upstream body.
+
+        Returns:
+            Complete SSE frames, possibly ``b""`` (an event split across reads is held back until
+            its end arrives). When a payload is not a JSON object, or an event passes 16 MiB
+            without ending, the frames before it are returned followed by an error frame
+            (``"code": "upstream_protocol_error"``); the translator is then `failed`.
+
+        Raises:
+            CoreError: an internal error only.
+        """
+
+    def finish(self) -> bytes:
+        """Signal upstream EOF and return the last frames.
+
+        A pending event without its final blank line is still translated. Then, unless the
+        stream ended with ``[DONE]`` or carried an error: if a ``finish_reason`` was seen, a
+        ``data: [DONE]\\n\\n`` is added (the upstream omitted it); otherwise the stream was cut
+        short, and an error frame with ``"code": "stream_truncated"`` is added and recorded in
+        `error`. An event cut off in the middle of its payload counts as a truncation, not as
+        invalid JSON. Calling `finish` again returns ``b""``.
+
+        Raises:
+            CoreError: an internal error only.
+        """
+
+    @property
+    def usage(self) -> tuple[int, int, int] | None:
+        """``(prompt_tokens, completion_tokens, total_tokens)`` of the last non-null ``usage``
+        seen (a missing count is 0), even when the usage chunk was not sent to the client."""
+
+    @property
+    def finish_reason(self) -> str | None:
+        """The last non-null ``choices[*].finish_reason`` seen."""
+
+    @property
+    def error(self) -> str | None:
+        """The message of the first error recorded: an upstream error payload, a chunk that
+        could not be translated, or the truncation message. ``None`` for a clean stream."""
+
+    @property
+    def done(self) -> bool:
+        """Whether ``data: [DONE]`` was sent to the client (passed through or added by `finish`)."""
+
+    @property
+    def failed(self) -> bool:
+        """Whether an untranslatable upstream chunk ended the client's stream with an error frame:
+        stop reading the upstream (later input is ignored)."""
+
+def translate_response(
+    provider: str, body: bytes, client_model: str | None
+) -> tuple[bytes, tuple[int, int, int] | None]:
+    """Translate a whole (non-streaming) upstream response body into an OpenAI Chat Completions body.
+
+    For ``"openai"``: the top-level ``model`` is replaced by `client_model` (the body is returned
+    byte for byte when it is ``None`` or already equal).
+
+    Returns:
+        The body to send, and ``(prompt_tokens, completion_tokens, total_tokens)`` from its
+        ``usage`` (``None`` when absent or null).
+
+    Raises:
+        CoreError: unknown provider, or a body that is not a JSON object.
+    """

@@ -1,0 +1,82 @@
+//! The one error type of the core. The Python binding turns every variant into
+//! `agentgateway._core.CoreError` (a `ValueError`) in one place.
+
+use std::fmt;
+
+/// Why the core could not translate an upstream response.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CoreError {
+    /// No translator is registered under this provider name.
+    UnknownProvider(String),
+    /// An upstream payload is not valid JSON.
+    InvalidJson {
+        /// Which payload: "stream chunk", "response body", ...
+        what: &'static str,
+        /// serde_json's description, with line and column.
+        detail: String,
+    },
+    /// An upstream payload is valid JSON but not an object.
+    NotAnObject {
+        /// Which payload: "stream chunk", "response body", ...
+        what: &'static str,
+    },
+    /// An upstream event grew past the size limit without ending.
+    EventTooLarge {
+        /// The limit, in bytes.
+        limit: usize,
+    },
+    /// A bug in the core (for instance a caught panic); the stream cannot go on.
+    Internal(String),
+}
+
+impl CoreError {
+    #[cold]
+    #[inline(never)]
+    pub(crate) fn invalid_utf8(what: &'static str, err: &std::str::Utf8Error) -> Self {
+        Self::InvalidJson {
+            what,
+            detail: format!("invalid UTF-8 at byte {}", err.valid_up_to()),
+        }
+    }
+
+    #[cold]
+    #[inline(never)]
+    pub(crate) fn from_json(what: &'static str, err: &serde_json::Error) -> Self {
+        if err.is_data() {
+            // Syntactically valid JSON of the wrong type at the top level.
+            Self::NotAnObject { what }
+        } else {
+            Self::InvalidJson {
+                what,
+                detail: err.to_string(),
+            }
+        }
+    }
+
+    /// An internal error (a bug in the core) described by `detail`.
+    #[cold]
+    #[inline(never)]
+    pub fn internal(detail: impl fmt::Display) -> Self {
+        Self::Internal(detail.to_string())
+    }
+}
+
+impl fmt::Display for CoreError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::UnknownProvider(name) => write!(f, "unknown provider {name:?}"),
+            Self::InvalidJson { what, detail } => {
+                write!(f, "upstream {what} is not valid JSON: {detail}")
+            }
+            Self::NotAnObject { what } => write!(f, "upstream {what} is not a JSON object"),
+            Self::EventTooLarge { limit } => {
+                write!(f, "upstream stream event larger than {limit} bytes")
+            }
+            Self::Internal(detail) => {
+                write!(f, "internal error in the stream translator: {detail}")
+            }
+        }
+    }
+}
+
+impl std::error::Error for CoreError {}

@@ -1,0 +1,15 @@
+//! The Rust core of agentgateway: sans-IO framing of upstream response bodies and translation of
+//! each provider's responses into OpenAI Chat Completions bytes. Pure Rust (tested with plain
+//! `cargo test`); the Python binding is compiled in with the `python` feature (maturin sets it).
+
+pub mod error;
+pub mod framing;
+mod json;
+pub mod providers;
+
+#[cfg(feature = "python")]
+mod python;
+
+pub use error::CoreError;
+pub use framing::{SseEvent, SseParser};
+pub use providers::{new_stream_translator, translate_response, StreamTranslator, Usage};

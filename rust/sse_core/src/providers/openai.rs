@@ -1,0 +1,782 @@
+//! OpenAI and OpenAI-compatible upstreams: the wire format already is the client's, so responses
+//! pass through with a few top-level edits (see WIRE.md sections 1 and 6):
+//!
+//! * the upstream `model` is replaced by the model name the client asked for;
+//! * when the client did not ask for usage (`stream_options.include_usage`), the usage chunk
+//!   (`choices: []` with a non-null `usage`) is dropped and `"usage": null` is removed from the
+//!   other chunks — the gateway always asks upstream for usage, to meter every stream;
+//! * a stream that ends without `data: [DONE]` is completed with `[DONE]` when the last choice had
+//!   a finish reason, and with an error event otherwise (a truncated answer must not look whole).
+//!
+//! Chunks are split into top-level members only (no value tree), and a chunk needing no edit is
+//! copied verbatim.
+
+use std::sync::LazyLock;
+
+use memchr::{memchr, memchr_iter, memmem};
+use serde::Deserialize;
+use serde_json::value::RawValue;
+
+use super::sse_writer::{write_data, write_done};
+use super::Usage;
+use crate::error::CoreError;
+use crate::framing::{SseEvent, SseParser};
+use crate::json::{is_null, string_literal, write_object, Object};
+
+/// The message of the error event sent when the upstream stream stops before its end.
+pub const TRUNCATED_MESSAGE: &str = "upstream stream ended before the response was complete";
+
+/// The whole frame sent when the upstream stream stops before its end.
+pub const TRUNCATED_FRAME: &[u8] = b"data: {\"error\":{\"message\":\"upstream stream ended before the response was complete\",\"type\":\"upstream_error\",\"param\":null,\"code\":\"stream_truncated\"}}\n\n";
+
+/// The largest event (data plus unterminated line) held while waiting for its end: far above any
+/// real chunk, low enough that an upstream that never ends a line cannot exhaust memory.
+pub const MAX_EVENT_BYTES: usize = 16 * 1024 * 1024;
+
+/// Translator for one OpenAI Chat Completions stream.
+#[derive(Debug)]
+pub struct OpenAIStream {
+    parser: SseParser,
+    /// Scratch list of the events parsed from one chunk, kept to reuse its allocation.
+    events: Vec<SseEvent>,
+    /// The client's model name as a JSON string literal.
+    client_model: Option<Vec<u8>>,
+    include_usage: bool,
+    usage: Option<Usage>,
+    finish_reason: Option<String>,
+    error: Option<String>,
+    /// `data: [DONE]` was sent to the client.
+    done: bool,
+    /// A chunk could not be translated; everything after it is ignored.
+    failed: bool,
+}
+
+/// The only part of a choice the gateway needs to know.
+#[derive(Deserialize)]
+struct ChoiceView {
+    #[serde(default)]
+    finish_reason: Option<String>,
+}
+
+/// What a chunk's `choices` tells the gateway.
+#[derive(Debug, Default, PartialEq, Eq)]
+struct ChoicesFacts {
+    /// `choices` is `[]`.
+    empty: bool,
+    /// The last non-null `finish_reason` in it.
+    finish_reason: Option<String>,
+}
+
+impl ChoicesFacts {
+    /// Lenient: a `choices` of another shape says nothing (and is passed through untouched).
+    fn of(choices: &RawValue) -> Self {
+        let text = choices.get();
+        if let Some(inner) = text.strip_prefix('[') {
+            if inner.trim_start().starts_with(']') {
+                return Self {
+                    empty: true,
+                    finish_reason: None,
+                };
+            }
+        }
+        if !may_have_finish_reason(text.as_bytes()) {
+            return Self::default();
+        }
+        match serde_json::from_str::<Vec<ChoiceView>>(text) {
+            Ok(list) => Self {
+                empty: list.is_empty(),
+                finish_reason: list.into_iter().filter_map(|c| c.finish_reason).next_back(),
+            },
+            Err(_) => Self::default(),
+        }
+    }
+}
+
+/// A cheap pre-check that saves parsing `choices` again in the common chunk, where every
+/// `finish_reason` is `null`: false only when each `"finish_reason"` key is followed by `null`.
+/// A key spelled with `\u` escapes would not be seen, so any `\u` means "maybe".
+fn may_have_finish_reason(text: &[u8]) -> bool {
+    const KEY: &[u8] = b"\"finish_reason\"";
+    // Built once: building a searcher costs more than searching a chunk.
+    static KEY_FINDER: LazyLock<memmem::Finder<'static>> =
+        LazyLock::new(|| memmem::Finder::new(KEY));
+    let not_null = KEY_FINDER.find_iter(text).any(|at| {
+        let after = text.get(at + KEY.len()..).unwrap_or_default();
+        let after = after.trim_ascii_start();
+        let value = after.strip_prefix(b":").unwrap_or(after).trim_ascii_start();
+        !value.starts_with(b"null")
+    });
+    not_null || memchr_iter(b'\\', text).any(|at| text.get(at + 1) == Some(&b'u'))
+}
+
+impl OpenAIStream {
+    /// `client_model`: the model name to show the client (`None` keeps the upstream's);
+    /// `include_usage`: whether the client asked for the usage chunk.
+    #[must_use]
+    pub fn new(client_model: Option<String>, include_usage: bool) -> Self {
+        Self {
+            parser: SseParser::new(),
+            events: Vec::new(),
+            client_model: client_model.as_deref().map(string_literal),
+            include_usage,
+            usage: None,
+            finish_reason: None,
+            error: None,
+            done: false,
+            failed: false,
+        }
+    }
+
+    /// Translate one chunk of the upstream body (any split) into complete SSE frames.
+    pub fn feed(&mut self, chunk: &[u8]) -> Result<Vec<u8>, CoreError> {
+        let mut out = Vec::new();
+        self.feed_into(chunk, &mut out)?;
+        Ok(out)
+    }
+
+    /// Signal upstream EOF and return the last frames.
+    pub fn finish(&mut self) -> Result<Vec<u8>, CoreError> {
+        let mut out = Vec::new();
+        self.finish_into(&mut out)?;
+        Ok(out)
+    }
+
+    /// [`Self::feed`], appending to `out`.
+    ///
+    /// An upstream chunk that cannot be translated (not a JSON object, or an event over
+    /// [`MAX_EVENT_BYTES`]) does not lose the frames before it: they are written, then an error
+    /// frame (`"code": "upstream_protocol_error"`), and the translator is [`Self::failed`]: it
+    /// ignores the rest of the stream, which the caller should stop reading.
+    pub fn feed_into(&mut self, chunk: &[u8], out: &mut Vec<u8>) -> Result<(), CoreError> {
+        // The output is about the size of the input: grow once rather than by doubling.
+        out.reserve(chunk.len());
+        self.parser.feed(chunk, &mut self.events);
+        self.drain_events(out);
+        if self.parser.pending_len() > MAX_EVENT_BYTES && !self.failed {
+            self.fail(
+                &CoreError::EventTooLarge {
+                    limit: MAX_EVENT_BYTES,
+                },
+                out,
+            );
+        }
+        Ok(())
+    }
+
+    /// [`Self::finish`], appending to `out`.
+    pub fn finish_into(&mut self, out: &mut Vec<u8>) -> Result<(), CoreError> {
+        self.parser.finish(&mut self.events);
+        // The events flushed here were never terminated by a blank line. One whose payload does
+        // not parse was cut off by the end of the stream: that is a truncation (handled below),
+        // not an upstream that sends invalid JSON.
+        self.events.retain(|event| !is_cut_off(&event.data));
+        self.drain_events(out);
+        if self.done || self.failed || self.error.is_some() {
+            return Ok(());
+        }
+        if self.finish_reason.is_some() {
+            // The answer is complete; the upstream just did not send `[DONE]`.
+            self.done = true;
+            write_done(out);
+        } else {
+            self.record_error(TRUNCATED_MESSAGE.to_owned());
+            out.extend_from_slice(TRUNCATED_FRAME);
+        }
+        Ok(())
+    }
+
+    /// The last non-null usage seen.
+    #[must_use]
+    pub fn usage(&self) -> Option<Usage> {
+        self.usage
+    }
+
+    /// The last non-null `choices[*].finish_reason` seen.
+    #[must_use]
+    pub fn finish_reason(&self) -> Option<&str> {
+        self.finish_reason.as_deref()
+    }
+
+    /// The first error recorded: an upstream error payload, an untranslatable chunk, or truncation.
+    #[must_use]
+    pub fn error(&self) -> Option<&str> {
+        self.error.as_deref()
+    }
+
+    /// Whether `data: [DONE]` was sent.
+    #[must_use]
+    pub fn done(&self) -> bool {
+        self.done
+    }
+
+    /// Whether an untranslatable chunk ended the stream (an error frame was written).
+    #[must_use]
+    pub fn failed(&self) -> bool {
+        self.failed
+    }
+
+    fn drain_events(&mut self, out: &mut Vec<u8>) {
+        let mut events = std::mem::take(&mut self.events);
+        for event in &events {
+            if let Err(err) = self.translate_event(event, out) {
+                self.fail(&err, out);
+                break;
+            }
+        }
+        events.clear();
+        self.events = events;
+    }
+
+    /// End the client's stream with an error frame: the upstream sent something that is not
+    /// its wire format.
+    #[cold]
+    #[inline(never)]
+    fn fail(&mut self, err: &CoreError, out: &mut Vec<u8>) {
+        self.failed = true;
+        let message = format!("the upstream's stream could not be read: {err}");
+        out.extend_from_slice(b"data: {\"error\":{\"message\":");
+        out.extend_from_slice(&string_literal(&message));
+        out.extend_from_slice(
+            b",\"type\":\"upstream_error\",\"param\":null,\"code\":\"upstream_protocol_error\"}}\n\n",
+        );
+        self.record_error(message);
+    }
+
+    fn record_error(&mut self, message: String) {
+        if self.error.is_none() {
+            self.error = Some(message);
+        }
+    }
+
+    fn translate_event(&mut self, event: &SseEvent, out: &mut Vec<u8>) -> Result<(), CoreError> {
+        if self.done || self.failed {
+            // Nothing may follow `[DONE]` or a failure on the client's side.
+            return Ok(());
+        }
+        let data = event.data.as_slice();
+        if data == b"[DONE]" {
+            self.done = true;
+            write_done(out);
+            return Ok(());
+        }
+        if event.event.as_deref() == Some("error") {
+            self.error_event(data, out);
+            return Ok(());
+        }
+        let chunk = Object::parse(data, "stream chunk")?;
+        if let Some(error) = chunk.get("error").filter(|v| !is_null(v)) {
+            // The openai SDKs raise on a chunk with an `error` key: pass it on as it is.
+            self.record_error(error_message(error));
+            write_data(out, data);
+            return Ok(());
+        }
+
+        let usage = chunk.get("usage").filter(|v| !is_null(v));
+        if let Some(usage) = usage.and_then(|raw| Usage::from_openai_json(raw.get())) {
+            self.usage = Some(usage);
+        }
+        let mut no_choices = false;
+        if let Some(choices) = chunk.get("choices") {
+            let facts = ChoicesFacts::of(choices);
+            no_choices = facts.empty;
+            if let Some(reason) = facts.finish_reason {
+                self.finish_reason = Some(reason);
+            }
+        }
+
+        if !self.include_usage && usage.is_some() && no_choices {
+            return Ok(()); // the usage chunk the client did not ask for
+        }
+        let client_model = self.client_model.as_deref();
+        let drop_usage_null = !self.include_usage;
+        let needs_edit = chunk.0.iter().any(|m| {
+            (m.key == "model" && client_model.is_some_and(|cm| m.value.get().as_bytes() != cm))
+                || (drop_usage_null && m.key == "usage" && is_null(m.value))
+        });
+        if !needs_edit {
+            write_data(out, data);
+            return Ok(());
+        }
+        let members = chunk.0.iter().filter_map(|m| {
+            if drop_usage_null && m.key == "usage" && is_null(m.value) {
+                return None;
+            }
+            let value = match client_model {
+                Some(cm) if m.key == "model" => cm,
+                _ => m.value.get().as_bytes(),
+            };
+            Some((&m.key, value))
+        });
+        if memchr(b'\n', data).is_none() {
+            // Common case: one-line payload, so the edited one is one line too; write in place.
+            out.extend_from_slice(b"data: ");
+            write_object(out, members);
+            out.extend_from_slice(b"\n\n");
+        } else {
+            let mut payload = Vec::with_capacity(data.len() + 16);
+            write_object(&mut payload, members);
+            write_data(out, &payload);
+        }
+        Ok(())
+    }
+
+    /// An SSE event named `error`: pass it on in the shape the openai SDKs raise on.
+    #[cold]
+    #[inline(never)]
+    fn error_event(&mut self, data: &[u8], out: &mut Vec<u8>) {
+        let parsed = Object::parse(data, "error event").ok();
+        if let Some(error) = parsed
+            .as_ref()
+            .and_then(|o| o.get("error"))
+            .filter(|v| !is_null(v))
+        {
+            self.record_error(error_message(error));
+            write_data(out, data);
+            return;
+        }
+        // No `error` key: the client would take it for a chunk. Wrap the message instead.
+        let message = parsed
+            .as_ref()
+            .and_then(|o| o.get("message"))
+            .and_then(|m| serde_json::from_str::<String>(m.get()).ok())
+            .unwrap_or_else(|| String::from_utf8_lossy(data).into_owned());
+        out.extend_from_slice(b"data: {\"error\":{\"message\":");
+        out.extend_from_slice(&string_literal(&message));
+        out.extend_from_slice(b",\"type\":\"upstream_error\",\"param\":null,\"code\":null}}\n\n");
+        self.record_error(message);
+    }
+}
+
+/// Whether an unterminated payload is an incomplete one (anything but `[DONE]` or a JSON value).
+#[cold]
+#[inline(never)]
+fn is_cut_off(data: &[u8]) -> bool {
+    data != b"[DONE]" && serde_json::from_slice::<serde::de::IgnoredAny>(data).is_err()
+}
+
+/// The message of an OpenAI `error` value: `{"message": ...}`, a bare string, or the raw JSON.
+#[cold]
+#[inline(never)]
+fn error_message(error: &RawValue) -> String {
+    match serde_json::from_str::<serde_json::Value>(error.get()) {
+        Ok(serde_json::Value::String(message)) => message,
+        Ok(serde_json::Value::Object(fields)) => match fields.get("message") {
+            Some(serde_json::Value::String(message)) => message.clone(),
+            _ => error.get().to_owned(),
+        },
+        _ => error.get().to_owned(),
+    }
+}
+
+/// Translate a whole Chat Completions response body: rewrite the top-level `model` to
+/// `client_model` (the body is copied verbatim when there is nothing to change) and return the
+/// usage it reports.
+pub fn translate_response(
+    body: &[u8],
+    client_model: Option<&str>,
+) -> Result<(Vec<u8>, Option<Usage>), CoreError> {
+    let response = Object::parse(body, "response body")?;
+    let usage = response
+        .get("usage")
+        .filter(|v| !is_null(v))
+        .and_then(|raw| Usage::from_openai_json(raw.get()));
+    let Some(client_model) = client_model.map(string_literal) else {
+        return Ok((body.to_vec(), usage));
+    };
+    let needs_edit = response
+        .0
+        .iter()
+        .any(|m| m.key == "model" && m.value.get().as_bytes() != client_model.as_slice());
+    if !needs_edit {
+        return Ok((body.to_vec(), usage));
+    }
+    let mut out = Vec::with_capacity(body.len() + client_model.len());
+    write_object(
+        &mut out,
+        response.0.iter().map(|m| {
+            let value = if m.key == "model" {
+                client_model.as_slice()
+            } else {
+                m.value.get().as_bytes()
+            };
+            (&m.key, value)
+        }),
+    );
+    Ok((out, usage))
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::indexing_slicing)]
+mod tests {
+    use super::*;
+
+    const CHUNK: &str = r#"{"id": "c1", "object": "chat.completion.chunk", "created": 1, "model": "gpt-4o-mini", "choices": [{"index": 0, "delta": {"content": "Hi"}, "finish_reason": null}]}"#;
+    const CHUNK_USAGE_NULL: &str = r#"{"id":"c1","model":"gpt-4o-mini","choices":[{"index":0,"delta":{"content":"Hi"},"finish_reason":null}],"usage":null}"#;
+    const STOP: &str = r#"{"id":"c1","model":"gpt-4o-mini","choices":[{"index":0,"delta":{},"finish_reason":"stop"}]}"#;
+    const USAGE: &str = r#"{"id":"c1","model":"gpt-4o-mini","choices":[],"usage":{"prompt_tokens":12,"completion_tokens":40,"total_tokens":52}}"#;
+
+    fn sse(payloads: &[&str]) -> Vec<u8> {
+        payloads
+            .iter()
+            .flat_map(|p| format!("data: {p}\n\n").into_bytes())
+            .collect()
+    }
+
+    fn run(t: &mut OpenAIStream, input: &[u8]) -> String {
+        let mut out = t.feed(input).unwrap();
+        out.extend(t.finish().unwrap());
+        String::from_utf8(out).unwrap()
+    }
+
+    #[test]
+    fn chunk_without_edits_is_copied_verbatim() {
+        let mut t = OpenAIStream::new(None, true);
+        let input = sse(&[CHUNK, CHUNK_USAGE_NULL, STOP, USAGE, "[DONE]"]);
+        assert_eq!(run(&mut t, &input).as_bytes(), input.as_slice());
+        assert!(t.done());
+        assert_eq!(t.error(), None);
+    }
+
+    #[test]
+    fn same_model_needs_no_edit() {
+        let mut t = OpenAIStream::new(Some("gpt-4o-mini".to_owned()), true);
+        let input = sse(&[CHUNK, "[DONE]"]);
+        assert_eq!(run(&mut t, &input).as_bytes(), input.as_slice());
+    }
+
+    #[test]
+    fn model_rewrite_keeps_key_order_and_other_bytes() {
+        let mut t = OpenAIStream::new(Some("my \"alias\"".to_owned()), true);
+        let out = String::from_utf8(t.feed(&sse(&[CHUNK])).unwrap()).unwrap();
+        assert_eq!(
+            out,
+            "data: {\"id\":\"c1\",\"object\":\"chat.completion.chunk\",\"created\":1,\"model\":\"my \\\"alias\\\"\",\"choices\":[{\"index\": 0, \"delta\": {\"content\": \"Hi\"}, \"finish_reason\": null}]}\n\n"
+        );
+    }
+
+    #[test]
+    fn escaped_keys_are_re_escaped() {
+        let mut t = OpenAIStream::new(Some("x".to_owned()), true);
+        let out = t
+            .feed(b"data: {\"model\":\"m\",\"a\\\"b\\u00e9\":1}\n\n")
+            .unwrap();
+        assert_eq!(out, "data: {\"model\":\"x\",\"a\\\"bé\":1}\n\n".as_bytes());
+    }
+
+    #[test]
+    fn usage_chunk_is_dropped_when_client_did_not_ask() {
+        let mut t = OpenAIStream::new(None, false);
+        let out = run(&mut t, &sse(&[STOP, USAGE, "[DONE]"]));
+        assert_eq!(out, format!("data: {STOP}\n\ndata: [DONE]\n\n"));
+        assert_eq!(t.usage().map(|u| u.as_tuple()), Some((12, 40, 52)));
+    }
+
+    #[test]
+    fn usage_chunk_is_kept_when_client_asked() {
+        let mut t = OpenAIStream::new(None, true);
+        let out = run(&mut t, &sse(&[USAGE, "[DONE]"]));
+        assert_eq!(out, format!("data: {USAGE}\n\ndata: [DONE]\n\n"));
+        assert_eq!(t.usage().map(|u| u.as_tuple()), Some((12, 40, 52)));
+    }
+
+    #[test]
+    fn usage_null_is_removed_when_client_did_not_ask() {
+        let mut t = OpenAIStream::new(None, false);
+        let out = String::from_utf8(t.feed(&sse(&[CHUNK_USAGE_NULL])).unwrap()).unwrap();
+        assert_eq!(
+            out,
+            "data: {\"id\":\"c1\",\"model\":\"gpt-4o-mini\",\"choices\":[{\"index\":0,\"delta\":{\"content\":\"Hi\"},\"finish_reason\":null}]}\n\n"
+        );
+        assert_eq!(t.usage(), None);
+    }
+
+    #[test]
+    fn usage_null_is_kept_when_client_asked() {
+        let mut t = OpenAIStream::new(None, true);
+        let input = sse(&[CHUNK_USAGE_NULL]);
+        assert_eq!(t.feed(&input).unwrap(), input);
+    }
+
+    #[test]
+    fn model_rewrite_and_usage_null_removal_together() {
+        let mut t = OpenAIStream::new(Some("alias".to_owned()), false);
+        let out = String::from_utf8(t.feed(&sse(&[CHUNK_USAGE_NULL])).unwrap()).unwrap();
+        assert_eq!(
+            out,
+            "data: {\"id\":\"c1\",\"model\":\"alias\",\"choices\":[{\"index\":0,\"delta\":{\"content\":\"Hi\"},\"finish_reason\":null}]}\n\n"
+        );
+    }
+
+    #[test]
+    fn facts_are_recorded() {
+        let mut t = OpenAIStream::new(None, true);
+        run(&mut t, &sse(&[CHUNK, STOP, USAGE, "[DONE]"]));
+        assert_eq!(t.finish_reason(), Some("stop"));
+        assert_eq!(
+            t.usage(),
+            Some(Usage {
+                prompt_tokens: 12,
+                completion_tokens: 40,
+                total_tokens: 52
+            })
+        );
+        assert!(t.done());
+        assert_eq!(t.error(), None);
+    }
+
+    #[test]
+    fn last_non_null_finish_reason_wins() {
+        let mut t = OpenAIStream::new(None, true);
+        t.feed(&sse(&[
+            r#"{"choices":[{"finish_reason":"length"},{"finish_reason":null}]}"#,
+            r#"{"choices":[{"finish_reason":null}]}"#,
+        ]))
+        .unwrap();
+        assert_eq!(t.finish_reason(), Some("length"));
+    }
+
+    fn facts(choices: &str) -> ChoicesFacts {
+        ChoicesFacts::of(&serde_json::from_str::<Box<RawValue>>(choices).unwrap())
+    }
+
+    fn reason(reason: &str) -> ChoicesFacts {
+        ChoicesFacts {
+            empty: false,
+            finish_reason: Some(reason.to_owned()),
+        }
+    }
+
+    #[test]
+    fn choices_facts() {
+        assert!(facts("[]").empty);
+        assert!(facts("[ \n ]").empty);
+        assert_eq!(facts("null"), ChoicesFacts::default());
+        assert_eq!(facts("{}"), ChoicesFacts::default());
+        assert_eq!(
+            facts(r#"[{"finish_reason": null}]"#),
+            ChoicesFacts::default()
+        );
+        assert_eq!(facts(r#"[{"delta": {}}]"#), ChoicesFacts::default());
+        assert_eq!(facts(r#"[{"finish_reason" : "stop"}]"#), reason("stop"));
+        assert_eq!(
+            facts(r#"[{"finish_reason":null},{"finish_reason":"length"}]"#),
+            reason("length")
+        );
+        // A key spelled with escapes is still found.
+        assert_eq!(facts(r#"[{"finish\u005freason":"stop"}]"#), reason("stop"));
+        // The key text inside a string value is not a key (and a wrong shape says nothing).
+        assert_eq!(
+            facts(r#"[{"delta":{"content":"\"finish_reason\": 1"}}]"#),
+            ChoicesFacts::default()
+        );
+        assert_eq!(facts(r#"[{"finish_reason": 1}]"#), ChoicesFacts::default());
+    }
+
+    #[test]
+    fn done_is_passed_through_and_ends_the_stream() {
+        let mut t = OpenAIStream::new(None, true);
+        let out = run(&mut t, &sse(&["[DONE]", CHUNK]));
+        assert_eq!(out, "data: [DONE]\n\n");
+        assert!(t.done());
+    }
+
+    #[test]
+    fn error_payload_is_passed_through_and_recorded() {
+        let payload = r#"{"error": {"message": "overloaded", "type": "server_error", "param": null, "code": null}}"#;
+        let mut t = OpenAIStream::new(Some("alias".to_owned()), false);
+        let out = run(&mut t, &sse(&[CHUNK, payload]));
+        assert!(out.ends_with(&format!("data: {payload}\n\n")));
+        assert_eq!(t.error(), Some("overloaded"));
+        assert!(!t.done(), "no [DONE] after an error");
+    }
+
+    #[test]
+    fn error_event_is_passed_through_and_recorded() {
+        let payload = r#"{"error":{"message":"boom","type":"x"}}"#;
+        let mut t = OpenAIStream::new(None, true);
+        let out = run(
+            &mut t,
+            format!("event: error\ndata: {payload}\n\n").as_bytes(),
+        );
+        assert_eq!(out, format!("data: {payload}\n\n"));
+        assert_eq!(t.error(), Some("boom"));
+    }
+
+    #[test]
+    fn error_event_without_error_key_is_wrapped() {
+        let mut t = OpenAIStream::new(None, true);
+        let out = run(&mut t, b"event: error\ndata: {\"message\":\"bad \\\"thing\\\"\"}\n\nevent: error\ndata: not json\n\n");
+        assert_eq!(
+            out,
+            "data: {\"error\":{\"message\":\"bad \\\"thing\\\"\",\"type\":\"upstream_error\",\"param\":null,\"code\":null}}\n\n\
+             data: {\"error\":{\"message\":\"not json\",\"type\":\"upstream_error\",\"param\":null,\"code\":null}}\n\n"
+        );
+        assert_eq!(t.error(), Some("bad \"thing\""));
+    }
+
+    #[test]
+    fn invalid_json_ends_the_stream_with_an_error_frame_after_the_good_ones() {
+        let mut t = OpenAIStream::new(None, true);
+        let mut input = sse(&[CHUNK]);
+        input.extend_from_slice(b"data: {\"choices\": [\n\n");
+        input.extend_from_slice(&sse(&[CHUNK]));
+        let out = String::from_utf8(t.feed(&input).unwrap()).unwrap();
+        let frames: Vec<&str> = out.split_terminator("\n\n").collect();
+        assert_eq!(frames.len(), 2, "{out}");
+        assert_eq!(frames[0], format!("data: {CHUNK}"));
+        assert!(frames[1].starts_with(
+            "data: {\"error\":{\"message\":\"the upstream's stream could not be read"
+        ));
+        assert!(frames[1].contains("\"code\":\"upstream_protocol_error\""));
+        assert!(t.failed());
+        assert!(t.error().is_some_and(|e| e.contains("not valid JSON")));
+        // The stream is over: nothing more comes out, not even a truncation event.
+        assert_eq!(t.feed(&sse(&[CHUNK])).unwrap(), b"");
+        assert_eq!(t.finish().unwrap(), b"");
+    }
+
+    #[test]
+    fn endless_event_ends_the_stream_with_an_error_frame() {
+        let mut t = OpenAIStream::new(None, true);
+        let piece = vec![b'x'; 1024 * 1024];
+        t.feed(b"data: ").unwrap();
+        let mut out = Vec::new();
+        for _ in 0..=MAX_EVENT_BYTES / piece.len() {
+            out = t.feed(&piece).unwrap();
+            if t.failed() {
+                break;
+            }
+        }
+        assert!(t.failed());
+        let out = String::from_utf8(out).unwrap();
+        assert!(out.contains("upstream_protocol_error"), "{out}");
+        assert!(t.error().is_some_and(|e| e.contains("16777216")));
+        assert_eq!(t.finish().unwrap(), b"");
+    }
+
+    #[test]
+    fn non_object_chunk_ends_the_stream_with_an_error_frame() {
+        let mut t = OpenAIStream::new(None, true);
+        let out = String::from_utf8(t.feed(b"data: [1, 2]\n\n").unwrap()).unwrap();
+        assert!(out.contains("upstream_protocol_error"), "{out}");
+        assert!(t.failed());
+    }
+
+    #[test]
+    fn finish_adds_done_after_a_finish_reason() {
+        let mut t = OpenAIStream::new(None, true);
+        let out = run(&mut t, &sse(&[CHUNK, STOP, USAGE]));
+        assert!(out.ends_with(&format!("data: {USAGE}\n\ndata: [DONE]\n\n")));
+        assert!(t.done());
+        assert_eq!(t.error(), None);
+    }
+
+    #[test]
+    fn finish_flushes_a_pending_event() {
+        let mut t = OpenAIStream::new(None, true);
+        let out = run(&mut t, format!("data: {STOP}").as_bytes());
+        assert_eq!(out, format!("data: {STOP}\n\ndata: [DONE]\n\n"));
+    }
+
+    #[test]
+    fn finish_reports_a_truncated_stream() {
+        let mut t = OpenAIStream::new(None, true);
+        let out = run(&mut t, &sse(&[CHUNK]));
+        assert_eq!(
+            out.as_bytes(),
+            [sse(&[CHUNK]).as_slice(), TRUNCATED_FRAME].concat()
+        );
+        assert_eq!(t.error(), Some(TRUNCATED_MESSAGE));
+        assert!(!t.done());
+        // Idempotent.
+        assert_eq!(t.finish().unwrap(), b"");
+        let frame: serde_json::Value = serde_json::from_slice(&TRUNCATED_FRAME[6..]).unwrap();
+        assert_eq!(frame["error"]["message"], TRUNCATED_MESSAGE);
+        assert_eq!(frame["error"]["code"], "stream_truncated");
+    }
+
+    #[test]
+    fn payload_cut_off_at_eof_is_a_truncation() {
+        let mut t = OpenAIStream::new(None, true);
+        let out = run(
+            &mut t,
+            format!("data: {CHUNK}\n\ndata: {{\"id\": \"c").as_bytes(),
+        );
+        assert_eq!(
+            out.as_bytes(),
+            [sse(&[CHUNK]).as_slice(), TRUNCATED_FRAME].concat()
+        );
+        assert_eq!(t.error(), Some(TRUNCATED_MESSAGE));
+    }
+
+    #[test]
+    fn payload_cut_off_at_eof_after_a_finish_reason_gets_done() {
+        let mut t = OpenAIStream::new(None, true);
+        let out = run(
+            &mut t,
+            format!("data: {STOP}\n\ndata: {{\"usage\": {{").as_bytes(),
+        );
+        assert_eq!(out, format!("data: {STOP}\n\ndata: [DONE]\n\n"));
+    }
+
+    #[test]
+    fn empty_stream_is_truncated() {
+        let mut t = OpenAIStream::new(None, true);
+        assert_eq!(run(&mut t, b"").as_bytes(), TRUNCATED_FRAME);
+    }
+
+    #[test]
+    fn multi_line_payload_stays_well_framed() {
+        let mut t = OpenAIStream::new(Some("alias".to_owned()), true);
+        let out = t
+            .feed(b"data: {\"model\": \"m\",\ndata: \"choices\": []}\n\n")
+            .unwrap();
+        assert_eq!(out, b"data: {\"model\":\"alias\",\"choices\":[]}\n\n");
+        let mut t = OpenAIStream::new(None, true);
+        let out = t
+            .feed(b"data: {\"model\": \"m\",\ndata: \"choices\": []}\n\n")
+            .unwrap();
+        assert_eq!(out, b"data: {\"model\": \"m\",\ndata: \"choices\": []}\n\n");
+    }
+
+    #[test]
+    fn translate_response_rewrites_model() {
+        let body = br#"{"id": "x", "model": "gpt-4o", "choices": [], "usage": {"prompt_tokens": 1, "completion_tokens": 2, "total_tokens": 3}}"#;
+        let (out, usage) = translate_response(body, Some("alias")).unwrap();
+        assert_eq!(
+            String::from_utf8(out).unwrap(),
+            r#"{"id":"x","model":"alias","choices":[],"usage":{"prompt_tokens": 1, "completion_tokens": 2, "total_tokens": 3}}"#
+        );
+        assert_eq!(usage.map(|u| u.as_tuple()), Some((1, 2, 3)));
+    }
+
+    #[test]
+    fn translate_response_without_model_is_verbatim() {
+        let body = b" {\"model\": \"gpt-4o\", \"usage\": null} ";
+        assert_eq!(
+            translate_response(body, None).unwrap(),
+            (body.to_vec(), None)
+        );
+        assert_eq!(
+            translate_response(body, Some("gpt-4o")).unwrap(),
+            (body.to_vec(), None)
+        );
+    }
+
+    #[test]
+    fn translate_response_errors() {
+        assert!(matches!(
+            translate_response(b"<html>", None),
+            Err(CoreError::InvalidJson {
+                what: "response body",
+                ..
+            })
+        ));
+        assert_eq!(
+            translate_response(b"\"text\"", Some("m")),
+            Err(CoreError::NotAnObject {
+                what: "response body"
+            })
+        );
+    }
+}

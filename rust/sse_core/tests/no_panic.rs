@@ -1,0 +1,98 @@
+//! Arbitrary bytes never panic the parser or the translators (errors are fine).
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)]
+
+use _core::framing::SseParser;
+use _core::providers::{new_stream_translator, translate_response, PROVIDERS};
+use proptest::prelude::*;
+
+/// Bytes biased toward SSE and JSON syntax, so that deep paths are reached too.
+fn bytes() -> impl Strategy<Value = Vec<u8>> {
+    let tokens = prop_oneof![
+        3 => any::<u8>().prop_map(|b| vec![b]),
+        1 => prop::sample::select(vec![
+            &b"data: "[..], b"data:", b"event: error\n", b"\n", b"\r", b"\r\n", b"\n\n", b":",
+            b"{", b"}", b"[", b"]", b"\"", b",", b"null", b"[DONE]", b"\"model\":", b"\"usage\":",
+            b"\"choices\":", b"\"error\":", b"\"finish_reason\":", b"\"message\":", b"\"stop\"",
+            b"\xEF\xBB\xBF", b"{\"prompt_tokens\":1}", b"\\u00e9", b"\\",
+        ])
+        .prop_map(<[u8]>::to_vec),
+    ];
+    prop::collection::vec(tokens, 0..200).prop_map(|t| t.concat())
+}
+
+fn pieces(input: &[u8], cuts: &[usize]) -> Vec<Vec<u8>> {
+    let mut cuts: Vec<usize> = cuts.iter().map(|c| c % (input.len() + 1)).collect();
+    cuts.sort_unstable();
+    let mut out = Vec::new();
+    let mut start = 0;
+    for cut in cuts {
+        out.push(input[start..cut].to_vec());
+        start = cut;
+    }
+    out.push(input[start..].to_vec());
+    out
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(3000))]
+
+    #[test]
+    fn parser_never_panics(input in bytes(), cuts in prop::collection::vec(any::<usize>(), 0..4)) {
+        let mut parser = SseParser::new();
+        let mut out = Vec::new();
+        for piece in pieces(&input, &cuts) {
+            parser.feed(&piece, &mut out);
+        }
+        parser.finish(&mut out);
+    }
+
+    #[test]
+    fn translators_never_panic(
+        input in bytes(),
+        cuts in prop::collection::vec(any::<usize>(), 0..4),
+        client_model in prop::option::of("[a-z\"\\\\é]{0,5}"),
+        include_usage in any::<bool>(),
+    ) {
+        for provider in PROVIDERS {
+            let mut t = new_stream_translator(provider, client_model.clone(), include_usage).unwrap();
+            for piece in pieces(&input, &cuts) {
+                let _ = t.feed(&piece);
+            }
+            let _ = t.finish();
+            let _ = translate_response(provider, &input, client_model.as_deref());
+        }
+    }
+
+    #[test]
+    fn translator_output_is_valid_sse_of_json_objects(
+        input in bytes(),
+        client_model in prop::option::of("[a-z\"\\\\é]{0,5}"),
+        include_usage in any::<bool>(),
+    ) {
+        // Whatever comes in, what goes out re-parses as SSE whose payloads are JSON objects
+        // (or [DONE]), and nothing follows [DONE].
+        let mut t = new_stream_translator("openai", client_model, include_usage).unwrap();
+        let mut out = Vec::new();
+        if let Ok(bytes) = t.feed(&input) {
+            out.extend(bytes);
+            if let Ok(bytes) = t.finish() {
+                out.extend(bytes);
+            }
+        }
+        let mut parser = SseParser::new();
+        let mut events = Vec::new();
+        parser.feed(&out, &mut events);
+        parser.finish(&mut events);
+        let mut seen_done = false;
+        for event in events {
+            prop_assert!(!seen_done, "event after [DONE]");
+            prop_assert_eq!(event.event, None);
+            if event.data == b"[DONE]" {
+                seen_done = true;
+                continue;
+            }
+            let value: serde_json::Value = serde_json::from_slice(&event.data).unwrap();
+            prop_assert!(value.is_object());
+        }
+    }
+}
