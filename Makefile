@@ -27,6 +27,7 @@ lint:
 	$(PYTHON) -m ruff check python tests benches
 	$(PYTHON) -m ruff format --check python tests benches
 	$(PYTHON) -m mypy python/agentgateway
+	$(PYTHON) -m mypy.stubtest agentgateway._core
 
 test-rust:
 	cargo test --quiet
