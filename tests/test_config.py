@@ -155,3 +155,16 @@ def test_version_matches_the_core() -> None:
 
     result = run_cli("--version")
     assert result.stdout.strip() == f"agentgateway {agentgateway.__version__}"
+
+
+@pytest.mark.parametrize("path", sorted((Path(__file__).parent.parent / "examples").glob("*.yaml")), ids=str)
+def test_every_example_config_is_valid(path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("OPENAI_API_KEY", "sk-example")
+    Router(load_config(path.read_text(), str(path)), str(path))
+
+
+def test_the_bundled_demo_config_is_valid(monkeypatch: pytest.MonkeyPatch) -> None:
+    from agentgateway.demo import DEMO_UPSTREAM_ENV, demo_config_text
+
+    monkeypatch.setenv(DEMO_UPSTREAM_ENV, "http://127.0.0.1:9/v1")
+    Router(load_config(demo_config_text(), "demo.yaml"))
