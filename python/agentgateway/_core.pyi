@@ -1,7 +1,8 @@
 """Type stubs for `agentgateway._core`, the Rust streaming core (source: `rust/sse_core`).
 
-Everything here is bytes in, bytes out: the gateway feeds each network read of an upstream
-response body to a `StreamTranslator` and writes what it returns to the client unchanged. No
+Everything here is bytes in, bytes out: the gateway's upstream client feeds each network read to a
+`ResponseParser` (HTTP/1.1 framing), the body bytes to a `StreamTranslator`, and writes what that
+returns to the client unchanged. No
 Python callbacks are made from Rust and no per-event objects are created.
 
 Errors: every failure raises `CoreError` (a `ValueError`), including a bug inside the core (a Rust
@@ -10,7 +11,7 @@ panic is caught per call, so one bad stream fails alone).
 
 from typing import final
 
-__all__ = ["CoreError", "StreamTranslator", "__version__", "translate_response"]
+__all__ = ["CoreError", "ResponseParser", "StreamTranslator", "__version__", "translate_response"]
 
 __version__: str
 """The version of the Rust core (the package version, defined once in Cargo.toml)."""
@@ -101,6 +102,45 @@ class StreamTranslator:
     def failed(self) -> bool:
         """Whether an untranslatable upstream chunk ended the client's stream with an error frame:
         stop reading the upstream (later input is ignored)."""
+
+@final
+class ResponseParser:
+    """Frames one upstream HTTP/1.1 response (RFC 9112), sans-IO: one `feed` per network read.
+
+    Bodies end by ``Content-Length``, by chunked transfer coding (decoded here), or by the connection
+    closing (then `finish` ends them). Interim ``1xx`` answers are skipped; ``204``/``304`` have no body.
+    Only an unfinished head or chunk-size line is held between calls; body bytes pass straight through.
+    """
+
+    def __new__(cls) -> ResponseParser: ...
+    def feed(self, data: bytes) -> tuple[tuple[int, list[tuple[bytes, bytes]]] | None, bytes]:
+        """Parse one read.
+
+        Returns:
+            ``(head, body)``: ``head`` is ``(status, [(lower-cased name, value), ...])`` in the call
+            where the head completed, else None; ``body`` is the decoded body bytes of this read.
+
+        Raises:
+            CoreError: a malformed head (or one over 64 KiB), a bad Content-Length or chunk size,
+                chunk data not followed by CRLF, or a 101 answer.
+        """
+
+    def finish(self) -> None:
+        """The connection closed: a close-delimited body is complete now.
+
+        Raises:
+            CoreError: the head or a length-framed or chunked body was cut short.
+        """
+
+    @property
+    def complete(self) -> bool:
+        """Whether the whole response has been read."""
+
+    @property
+    def keep_alive(self) -> bool:
+        """Whether the connection may carry another request: the response is complete, is not
+        close-delimited, did not say ``Connection: close`` (HTTP/1.1; HTTP/1.0 needs ``keep-alive``),
+        and no bytes followed it."""
 
 def translate_response(
     provider: str, body: bytes, client_model: str | None

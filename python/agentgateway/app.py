@@ -1,7 +1,7 @@
 """The ASGI application: the HTTP surface of DESIGN.md section 2 on one port.
 
-One ``Gateway`` per worker process. It owns one pooled keep-alive aiohttp ``ClientSession`` (created at lifespan
-start-up, where the worker's loop runs) and the router built from the validated config. Bodies are moved as
+One ``Gateway`` per worker process. It owns the upstream client (keep-alive pools, created at lifespan start-up
+where the worker's loop runs) and the router built from the validated config. Bodies are moved as
 ``bytes``: the Rust core translates upstream bytes into client bytes, one call per network read.
 """
 
@@ -13,23 +13,20 @@ import os
 from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any
 
-import aiohttp
 import orjson
 
-from . import __version__
 from ._core import CoreError, StreamTranslator, translate_response
 from .config import GatewayConfig, load_config, load_config_file
 from .errors import (
     GatewayError,
     UpstreamHTTPError,
     UpstreamProtocolError,
-    UpstreamTimeout,
-    UpstreamUnreachable,
     error_body,
 )
-from .providers import Provider, UpstreamRequest
+from .providers import Provider
 from .request import parse_chat_request
 from .router import Router
+from .upstream import UpstreamClient, UpstreamRequest, UpstreamResponse
 
 __all__ = ["Gateway", "create_app"]
 
@@ -71,7 +68,7 @@ class Gateway:
         self.config = config
         self.router = Router(config, source)
         self.timeouts = config.llm.timeouts
-        self.session: aiohttp.ClientSession | None = None
+        self.client: UpstreamClient | None = None
         self.models_body = orjson.dumps(
             {
                 "object": "list",
@@ -106,25 +103,13 @@ class Gateway:
                 return
 
     async def startup(self) -> None:
-        if self.session is None:
-            connector = aiohttp.TCPConnector(limit=0, ttl_dns_cache=300, keepalive_timeout=60)
-            self.session = aiohttp.ClientSession(
-                connector=connector,
-                timeout=aiohttp.ClientTimeout(
-                    total=None,
-                    connect=self.timeouts.connect,
-                    sock_connect=self.timeouts.connect,
-                    sock_read=self.timeouts.first_byte,
-                ),
-                # The gateway is a proxy: cookies from one client's upstream answer must never reach another.
-                cookie_jar=aiohttp.DummyCookieJar(),
-                headers={"User-Agent": f"agentgateway/{__version__}"},
-            )
+        if self.client is None:
+            self.client = UpstreamClient(self.timeouts)
 
     async def shutdown(self) -> None:
-        if self.session is not None:
-            await self.session.close()
-            self.session = None
+        if self.client is not None:
+            self.client.close()
+            self.client = None
 
     async def http(self, scope: Scope, receive: Receive, send: Send) -> None:
         path: str = scope["path"]
@@ -140,7 +125,7 @@ class Gateway:
                 if path == "/healthz":
                     await _send_json(send, 200, b'{"status":"ok"}')
                 elif path == "/readyz":
-                    ready = self.session is not None
+                    ready = self.client is not None
                     await _send_json(
                         send, 200 if ready else 503, b'{"status":"ready"}' if ready else b'{"status":"starting"}'
                     )
@@ -175,8 +160,8 @@ class Gateway:
         request = parse_chat_request(raw, authorization)
         provider = self.router.route(request.model)
         upstream = provider.prepare(request)
-        session = self.session
-        if session is None:
+        client = self.client
+        if client is None:
             raise GatewayError("The gateway is starting up; retry shortly.", status=503, code="not_ready")
 
         # A client that goes away cancels its upstream request: the watcher waits for http.disconnect and
@@ -185,9 +170,9 @@ class Gateway:
         watcher = asyncio.get_running_loop().create_task(_watch_disconnect(receive, task))
         try:
             if request.stream:
-                await self._stream(session, provider, request.model, request.include_usage, upstream, send)
+                await self._stream(client, provider, request.model, request.include_usage, upstream, send)
             else:
-                await self._complete(session, provider, request.model, upstream, send)
+                await self._complete(client, provider, request.model, upstream, send)
         except asyncio.CancelledError:
             if watcher.done() and not watcher.cancelled():
                 # The watcher saw the client go: that cancellation is ours and ends here (3.11+ counts it).
@@ -201,22 +186,23 @@ class Gateway:
 
     async def _complete(
         self,
-        session: aiohttp.ClientSession,
+        client: UpstreamClient,
         provider: Provider,
         client_model: str,
         upstream: UpstreamRequest,
         send: Send,
     ) -> None:
+        response = await client.send(upstream)
         try:
-            async with session.post(upstream.url, data=upstream.body, headers=upstream.headers) as response:
-                body = await response.read()
-                if response.status >= 400:
-                    raise UpstreamHTTPError.from_openai_body(response.status, body, _forwarded_headers(response))
-                headers = _forwarded_headers(response)
-        except aiohttp.ClientError as exc:
-            raise _upstream_failure(exc, provider, self.timeouts.first_byte) from None
-        except asyncio.TimeoutError:
-            raise _upstream_timeout(provider, self.timeouts.first_byte) from None
+            body = await response.read()
+        except BaseException:
+            response.abort()
+            raise
+        response.release()
+        headers = _forwarded_headers(response)
+        if response.status >= 400:
+            _log_upstream_status(provider, response.status)
+            raise UpstreamHTTPError.from_openai_body(response.status, body, headers)
         rewrite = _model_rewrite(provider, client_model)
         if rewrite is not None or provider.translator != "openai":
             try:
@@ -227,48 +213,38 @@ class Gateway:
 
     async def _stream(
         self,
-        session: aiohttp.ClientSession,
+        client: UpstreamClient,
         provider: Provider,
         client_model: str,
         include_usage: bool,
         upstream: UpstreamRequest,
         send: Send,
     ) -> None:
-        try:
-            response = await session.post(upstream.url, data=upstream.body, headers=upstream.headers)
-        except aiohttp.ClientError as exc:
-            raise _upstream_failure(exc, provider, self.timeouts.first_byte) from None
-        except asyncio.TimeoutError:
-            raise _upstream_timeout(provider, self.timeouts.first_byte) from None
+        response = await client.send(upstream)
         try:
             if response.status >= 400:
+                _log_upstream_status(provider, response.status)
                 try:
                     body = await response.read()
-                except (aiohttp.ClientError, asyncio.TimeoutError):
+                except GatewayError:
                     body = b""
                 raise UpstreamHTTPError.from_openai_body(response.status, body, _forwarded_headers(response))
-            _set_idle_timeout(response, self.timeouts.idle)
             translator = StreamTranslator(provider.translator, _model_rewrite(provider, client_model), include_usage)
             await send(
                 {"type": "http.response.start", "status": 200, "headers": _SSE_HEADERS + _forwarded_headers(response)}
             )
-            content = response.content
             try:
-                while chunk := await content.readany():
+                while chunk := await response.read_chunk():
                     out = translator.feed(chunk)
                     if out:
                         await send({"type": "http.response.body", "body": out, "more_body": True})
                     if translator.failed:
                         break  # the upstream sent something unreadable; the error frame is already out
                 tail = translator.finish()
-            except asyncio.TimeoutError:
-                tail = UpstreamTimeout(
-                    f"The upstream sent nothing for {self.timeouts.idle:g}s in the middle of the stream."
-                ).stream_event()
-            except aiohttp.ClientError as exc:
-                tail = UpstreamUnreachable(
-                    f"The upstream connection failed in the middle of the stream: {_describe(exc)}"
-                ).stream_event()
+            except GatewayError as exc:
+                # Timeouts, resets and framing errors after the stream began: the client gets them as the last event.
+                logger.warning("stream from %s failed: %s", provider.entry.name, exc.message)
+                tail = exc.stream_event()
             except Exception as exc:
                 # Whatever failed, the client must learn the stream is incomplete rather than see a clean end.
                 logger.exception("stream from %s failed", provider.entry.name)
@@ -277,7 +253,7 @@ class Gateway:
                 logger.warning("stream from %s ended with an error: %s", provider.entry.name, translator.error)
             await send({"type": "http.response.body", "body": tail, "more_body": False})
         except BaseException:
-            response.close()  # an unfinished upstream answer: drop the connection rather than pool it
+            response.abort()  # an unfinished upstream answer: drop the connection so the upstream stops too
             raise
         response.release()
 
@@ -291,22 +267,8 @@ def _model_rewrite(provider: Provider, client_model: str) -> str | None:
     return client_model if upstream_model is not None and upstream_model != client_model else None
 
 
-def _set_idle_timeout(response: aiohttp.ClientResponse, idle: float) -> None:
-    # The session's sock_read covers the wait for headers (first byte); once a body is flowing the limit is the
-    # idle gap between reads. aiohttp keeps the read timer on the connection's protocol.
-    connection = response.connection
-    protocol = connection.protocol if connection is not None else None
-    if protocol is not None:
-        protocol.read_timeout = idle
-        protocol.start_timeout()
-
-
-def _forwarded_headers(response: aiohttp.ClientResponse) -> list[tuple[bytes, bytes]]:
-    return [
-        (name.lower(), value)
-        for name, value in response.raw_headers
-        if name.lower().startswith(_FORWARDED_HEADER_PREFIXES)
-    ]
+def _forwarded_headers(response: UpstreamResponse) -> list[tuple[bytes, bytes]]:
+    return [(name, value) for name, value in response.headers if name.startswith(_FORWARDED_HEADER_PREFIXES)]
 
 
 def _describe(exc: BaseException) -> str:
@@ -314,18 +276,8 @@ def _describe(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
 
 
-def _upstream_failure(exc: aiohttp.ClientError, provider: Provider, first_byte: float) -> GatewayError:
-    if isinstance(exc, aiohttp.ServerTimeoutError):
-        return _upstream_timeout(provider, first_byte)
-    logger.warning("upstream %s unreachable: %s", provider.entry.name, _describe(exc))
-    return UpstreamUnreachable(f"The upstream for model {provider.entry.name!r} could not be reached: {_describe(exc)}")
-
-
-def _upstream_timeout(provider: Provider, first_byte: float) -> GatewayError:
-    logger.warning("upstream %s timed out", provider.entry.name)
-    return UpstreamTimeout(
-        f"The upstream for model {provider.entry.name!r} sent no response headers within {first_byte:g}s."
-    )
+def _log_upstream_status(provider: Provider, status: int) -> None:
+    logger.warning("upstream for %s answered HTTP %d", provider.entry.name, status)
 
 
 def _method_not_allowed(method: str, path: str, allowed: str) -> GatewayError:

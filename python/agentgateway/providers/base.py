@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from typing import Any, ClassVar
 
 from ..config import ModelEntry, Timeouts
+from ..upstream import UpstreamRequest
 
 __all__ = ["ChatRequest", "Provider", "UpstreamRequest"]
 
@@ -21,13 +22,6 @@ class ChatRequest:
     stream: bool
     include_usage: bool
     authorization: bytes | None
-
-
-@dataclass(slots=True)
-class UpstreamRequest:
-    url: str
-    headers: dict[str, str]
-    body: bytes
 
 
 class Provider:

@@ -7,7 +7,8 @@ from __future__ import annotations
 import orjson
 
 from ..config import ModelEntry, Timeouts
-from .base import ChatRequest, Provider, UpstreamRequest
+from ..upstream import Endpoint, UpstreamRequest
+from .base import ChatRequest, Provider
 
 __all__ = ["OpenAIProvider"]
 
@@ -19,7 +20,7 @@ class OpenAIProvider(Provider):
 
     def __init__(self, entry: ModelEntry, timeouts: Timeouts) -> None:
         super().__init__(entry, timeouts)
-        self.url = (entry.params.base_url or DEFAULT_BASE_URL) + "/chat/completions"
+        self.endpoint = Endpoint.parse((entry.params.base_url or DEFAULT_BASE_URL) + "/chat/completions")
         api_key = entry.params.api_key
         self.headers: dict[str, str] = {"Content-Type": "application/json"}
         if api_key is not None:
@@ -42,4 +43,4 @@ class OpenAIProvider(Provider):
                 changed = True
         # Nothing to change: the client's bytes go upstream untouched (and its numbers keep their exact spelling).
         payload = orjson.dumps(body) if changed else request.raw
-        return UpstreamRequest(self.url, headers, payload)
+        return UpstreamRequest(self.endpoint, headers, payload)

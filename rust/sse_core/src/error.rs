@@ -25,6 +25,8 @@ pub enum CoreError {
         /// The limit, in bytes.
         limit: usize,
     },
+    /// The upstream's HTTP/1.1 response is malformed or cut short.
+    Http(String),
     /// A bug in the core (for instance a caught panic); the stream cannot go on.
     Internal(String),
 }
@@ -72,6 +74,7 @@ impl fmt::Display for CoreError {
             Self::EventTooLarge { limit } => {
                 write!(f, "upstream stream event larger than {limit} bytes")
             }
+            Self::Http(detail) => write!(f, "{detail}"),
             Self::Internal(detail) => {
                 write!(f, "internal error in the stream translator: {detail}")
             }

@@ -12,6 +12,7 @@ use pyo3::prelude::*;
 use pyo3::types::PyBytes;
 
 use crate::error::CoreError as Error;
+use crate::framing::http1;
 use crate::providers::{self, Usage};
 
 create_exception!(
@@ -155,11 +156,77 @@ fn translate_response<'py>(
     Ok((PyBytes::new(py, &out), usage_tuple(usage)))
 }
 
+type HeadTuple<'py> = (u16, Vec<(Bound<'py, PyBytes>, Bound<'py, PyBytes>)>);
+
+/// Frames one upstream HTTP/1.1 response: one `feed` per network read.
+#[pyclass(module = "agentgateway._core", name = "ResponseParser")]
+pub struct PyResponseParser {
+    inner: http1::ResponseParser,
+    /// Scratch buffer for the body bytes of one call.
+    body: Vec<u8>,
+}
+
+#[pymethods]
+impl PyResponseParser {
+    #[new]
+    fn new() -> Self {
+        Self {
+            inner: http1::ResponseParser::new(),
+            body: Vec::new(),
+        }
+    }
+
+    /// Parse one read: `(head if it completed now, else None; decoded body bytes of this read)`.
+    #[allow(clippy::type_complexity)]
+    fn feed<'py>(
+        &mut self,
+        py: Python<'py>,
+        data: &[u8],
+    ) -> PyResult<(Option<HeadTuple<'py>>, Bound<'py, PyBytes>)> {
+        self.body.clear();
+        let (inner, body) = (&mut self.inner, &mut self.body);
+        let head = guarded(|| inner.feed(data, body))?;
+        let head = head.map(|head| {
+            let headers = head
+                .headers
+                .iter()
+                .map(|(name, value)| (PyBytes::new(py, name), PyBytes::new(py, value)))
+                .collect();
+            (head.status, headers)
+        });
+        let bytes = PyBytes::new(py, &self.body);
+        if self.body.capacity() > MAX_KEPT_CAPACITY {
+            self.body = Vec::new();
+        }
+        Ok((head, bytes))
+    }
+
+    /// The connection closed: a close-delimited body ends; anything else unfinished raises.
+    fn finish(&mut self) -> PyResult<()> {
+        let inner = &mut self.inner;
+        guarded(|| inner.finish())?;
+        Ok(())
+    }
+
+    /// Whether the whole response has been read.
+    #[getter]
+    fn complete(&self) -> bool {
+        self.inner.is_complete()
+    }
+
+    /// Whether the connection may carry another request now.
+    #[getter]
+    fn keep_alive(&self) -> bool {
+        self.inner.keep_alive()
+    }
+}
+
 #[pymodule]
 fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add("__version__", env!("CARGO_PKG_VERSION"))?;
     m.add("CoreError", m.py().get_type::<CoreError>())?;
     m.add_class::<PyStreamTranslator>()?;
+    m.add_class::<PyResponseParser>()?;
     m.add_function(wrap_pyfunction!(translate_response, m)?)?;
     Ok(())
 }

@@ -1,0 +1,295 @@
+"""The upstream HTTP/1.1 client against raw loopback servers that write exact bytes (no HTTP library in between)."""
+
+from __future__ import annotations
+
+import asyncio
+import gzip
+from collections.abc import Awaitable, Callable
+
+import pytest
+from agentgateway.config import Timeouts
+from agentgateway.errors import GatewayError, UpstreamProtocolError, UpstreamTimeout, UpstreamUnreachable
+from agentgateway.upstream import Endpoint, UpstreamClient, UpstreamRequest
+
+Handler = Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]]
+
+
+async def read_request(reader: asyncio.StreamReader) -> tuple[bytes, bytes]:
+    head = await reader.readuntil(b"\r\n\r\n")
+    length = 0
+    for line in head.split(b"\r\n"):
+        if line.lower().startswith(b"content-length:"):
+            length = int(line.split(b":", 1)[1])
+    return head, await reader.readexactly(length)
+
+
+class RawServer:
+    """Counts connections and requests; each connection runs ``handler`` once per request."""
+
+    def __init__(self, respond: Callable[[int, bytes], bytes | None], *, close_after: bool = False) -> None:
+        self.respond = respond
+        self.close_after = close_after
+        self.connections = 0
+        self.requests: list[tuple[bytes, bytes]] = []
+
+    async def handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self.connections += 1
+        try:
+            while True:
+                head, body = await read_request(reader)
+                self.requests.append((head, body))
+                answer = self.respond(len(self.requests), body)
+                if answer is None:
+                    break
+                writer.write(answer)
+                await writer.drain()
+                if self.close_after:
+                    break
+        except (asyncio.IncompleteReadError, ConnectionError):
+            pass
+        finally:
+            writer.close()
+
+    async def __aenter__(self) -> str:
+        self.server = await asyncio.start_server(self.handle, "127.0.0.1", 0)
+        port = self.server.sockets[0].getsockname()[1]
+        return f"http://127.0.0.1:{port}/v1/chat/completions"
+
+    async def __aexit__(self, *exc: object) -> None:
+        self.server.close()
+
+
+def request(url: str, body: bytes = b'{"x":1}', headers: dict[str, str] | None = None) -> UpstreamRequest:
+    return UpstreamRequest(Endpoint.parse(url), headers or {"Content-Type": "application/json"}, body)
+
+
+FAST = Timeouts(connect=1, first_byte=0.5, idle=0.5)
+
+
+def json_answer(payload: bytes, extra: bytes = b"") -> bytes:
+    return b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n%sContent-Length: %d\r\n\r\n%s" % (
+        extra,
+        len(payload),
+        payload,
+    )
+
+
+def test_request_bytes_and_keep_alive_reuse() -> None:
+    async def run() -> None:
+        server = RawServer(lambda n, body: json_answer(b'{"n":%d}' % n))
+        async with server as url:
+            client = UpstreamClient(FAST)
+            for n in (1, 2, 3):
+                response = await client.send(request(url, headers={"Authorization": "Bearer k"}))
+                assert response.status == 200
+                assert await response.read() == b'{"n":%d}' % n
+                response.release()
+            client.close()
+        assert server.connections == 1, "keep-alive connections must be reused"
+        head, body = server.requests[0]
+        assert head.startswith(b"POST /v1/chat/completions HTTP/1.1\r\nHost: 127.0.0.1:")
+        assert b"\r\nAuthorization: Bearer k\r\n" in head
+        assert b"\r\nContent-Length: 7\r\n" in head
+        assert b"\r\nAccept-Encoding: identity\r\n" in head
+        assert body == b'{"x":1}'
+
+    asyncio.run(run())
+
+
+def test_chunked_stream_arrives_piece_by_piece() -> None:
+    async def run() -> None:
+        gate = asyncio.Event()
+
+        async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+            await read_request(reader)
+            writer.write(b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nTransfer-Encoding: chunked\r\n\r\n")
+            writer.write(b"6\r\ndata: \r\n")
+            await writer.drain()
+            await gate.wait()
+            writer.write(b"3\r\nabc\r\n0\r\n\r\n")
+            await writer.drain()
+            writer.close()
+
+        server = await asyncio.start_server(handle, "127.0.0.1", 0)
+        url = f"http://127.0.0.1:{server.sockets[0].getsockname()[1]}/x"
+        client = UpstreamClient(FAST)
+        response = await client.send(request(url))
+        assert response.status == 200
+        assert (b"content-type", b"text/event-stream") in response.headers
+        assert await response.read_chunk() == b"data: "
+        gate.set()
+        assert await response.read_chunk() == b"abc"
+        assert await response.read_chunk() == b""
+        response.release()
+        client.close()
+        server.close()
+
+    asyncio.run(run())
+
+
+def test_close_delimited_body_ends_at_eof() -> None:
+    async def run() -> None:
+        server = RawServer(lambda n, body: b"HTTP/1.1 200 OK\r\nConnection: close\r\n\r\nwhole body", close_after=True)
+        async with server as url:
+            client = UpstreamClient(FAST)
+            response = await client.send(request(url))
+            assert await response.read() == b"whole body"
+            response.release()
+            response = await client.send(request(url))  # the first connection cannot be reused
+            assert await response.read() == b"whole body"
+            client.close()
+        assert server.connections == 2
+
+    asyncio.run(run())
+
+
+def test_gzip_body_is_decoded() -> None:
+    async def run() -> None:
+        packed = gzip.compress(b'{"ok":true}')
+        server = RawServer(lambda n, body: json_answer(packed, b"Content-Encoding: gzip\r\n"))
+        async with server as url:
+            client = UpstreamClient(FAST)
+            response = await client.send(request(url))
+            assert await response.read() == b'{"ok":true}'
+            client.close()
+
+    asyncio.run(run())
+
+
+def test_server_closing_an_idle_connection_is_retried_once_on_a_new_one() -> None:
+    async def run() -> None:
+        # The server answers one request per connection but says nothing about closing: the keep-alive race.
+        server = RawServer(lambda n, body: json_answer(b"{}"), close_after=True)
+        async with server as url:
+            client = UpstreamClient(FAST)
+            for _ in range(3):
+                response = await client.send(request(url))
+                assert await response.read() == b"{}"
+                response.release()
+                await asyncio.sleep(0.05)  # let the close arrive, or not: both paths must work
+            client.close()
+        assert len(server.requests) == 3
+
+    asyncio.run(run())
+
+
+def test_connection_dropped_after_the_request_without_answer_is_502_not_retried() -> None:
+    async def run() -> None:
+        server = RawServer(lambda n, body: None)  # reads the request, then hangs up
+        async with server as url:
+            client = UpstreamClient(FAST)
+            with pytest.raises(UpstreamUnreachable, match="before answering"):
+                await client.send(request(url))
+            client.close()
+        assert len(server.requests) == 1, "a fresh connection's request may have been processed: never resend"
+
+    asyncio.run(run())
+
+
+def test_refused_connection_is_502() -> None:
+    async def run() -> None:
+        server = await asyncio.start_server(lambda r, w: None, "127.0.0.1", 0)
+        port = server.sockets[0].getsockname()[1]
+        server.close()
+        await server.wait_closed()
+        client = UpstreamClient(FAST)
+        with pytest.raises(UpstreamUnreachable, match=f"127.0.0.1:{port}"):
+            await client.send(request(f"http://127.0.0.1:{port}/x"))
+
+    asyncio.run(run())
+
+
+def test_no_head_within_first_byte_timeout_is_504() -> None:
+    async def run() -> None:
+        server = RawServer(lambda n, body: b"")  # never answers
+        async with server as url:
+            client = UpstreamClient(FAST)
+            started = asyncio.get_running_loop().time()
+            with pytest.raises(UpstreamTimeout, match=r"no response headers within 0\.5s"):
+                await client.send(request(url))
+            assert asyncio.get_running_loop().time() - started < 1.5
+            client.close()
+
+    asyncio.run(run())
+
+
+def test_silence_in_the_middle_of_a_body_hits_the_idle_timeout() -> None:
+    async def run() -> None:
+        server = RawServer(lambda n, body: b"HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\npartial")
+        async with server as url:
+            client = UpstreamClient(FAST)
+            response = await client.send(request(url))
+            assert await response.read_chunk() == b"partial"
+            with pytest.raises(UpstreamTimeout, match=r"nothing for 0\.5s"):
+                await response.read_chunk()
+            client.close()
+
+    asyncio.run(run())
+
+
+def test_truncated_body_is_an_error() -> None:
+    async def run() -> None:
+        server = RawServer(lambda n, body: b"HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\npartial", close_after=True)
+        async with server as url:
+            client = UpstreamClient(FAST)
+            response = await client.send(request(url))
+            with pytest.raises(UpstreamUnreachable, match="in the middle of the response"):
+                await response.read()
+            client.close()
+
+    asyncio.run(run())
+
+
+def test_garbage_instead_of_http_is_a_protocol_error() -> None:
+    async def run() -> None:
+        server = RawServer(lambda n, body: b"SSH-2.0-OpenSSH_9.6\r\n\r\n")
+        async with server as url:
+            client = UpstreamClient(FAST)
+            with pytest.raises(UpstreamProtocolError):
+                await client.send(request(url))
+            client.close()
+
+    asyncio.run(run())
+
+
+def test_header_values_with_line_breaks_are_refused() -> None:
+    async def run() -> None:
+        client = UpstreamClient(FAST)
+        with pytest.raises(GatewayError, match="line break") as caught:
+            await client.send(request("http://127.0.0.1:9/x", headers={"Authorization": "Bearer a\r\nX-Evil: 1"}))
+        assert caught.value.status == 400
+
+    asyncio.run(run())
+
+
+def test_a_slow_reader_pauses_the_upstream_instead_of_buffering_everything() -> None:
+    async def run() -> None:
+        total = 64 * 1024 * 1024
+        sent = 0
+
+        async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+            nonlocal sent
+            await read_request(reader)
+            writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n" % total)
+            piece = b"x" * 65536
+            while sent < total:
+                writer.write(piece)
+                sent += len(piece)
+                await writer.drain()
+            writer.close()
+
+        server = await asyncio.start_server(handle, "127.0.0.1", 0)
+        url = f"http://127.0.0.1:{server.sockets[0].getsockname()[1]}/x"
+        client = UpstreamClient(Timeouts(connect=1, first_byte=5, idle=5))
+        response = await client.send(request(url))
+        await asyncio.sleep(0.5)  # the client reads nothing for a while
+        assert sent < total / 2, f"the upstream was read ahead by {sent} bytes"
+        received = 0
+        while chunk := await response.read_chunk():
+            received += len(chunk)
+        assert received == total
+        response.release()
+        client.close()
+        server.close()
+
+    asyncio.run(run())
