@@ -69,6 +69,10 @@ def test_valid_config_with_env_substitution(monkeypatch: pytest.MonkeyPatch) -> 
             "x.yaml:5: llm.models[0].params.apiKey: environment variable UNSET_VAR_FOR_TEST is not set",
         ),
         (
+            'llm:\n  models:\n  - name: a\n    provider: openAI\n    params: {apiKey: "sk-1\\n"}\n',
+            "x.yaml:5: llm.models[0].params.apiKey: contains a line break",
+        ),
+        (
             "llm:\n  models:\n  - name: a\n    provider: openAI\n  timeouts: {idle: 0}\n",
             "x.yaml:5: llm.timeouts.idle: Input should be greater than 0",
         ),

@@ -8,8 +8,8 @@ from collections.abc import Awaitable, Callable
 
 import pytest
 from agentgateway.config import Timeouts
-from agentgateway.errors import GatewayError, UpstreamProtocolError, UpstreamTimeout, UpstreamUnreachable
-from agentgateway.upstream import Endpoint, UpstreamClient, UpstreamRequest
+from agentgateway.errors import UpstreamProtocolError, UpstreamTimeout, UpstreamUnreachable
+from agentgateway.upstream import Endpoint, UpstreamClient, UpstreamRequest, encode_headers
 
 Handler = Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]]
 
@@ -60,7 +60,7 @@ class RawServer:
 
 
 def request(url: str, body: bytes = b'{"x":1}', headers: dict[str, str] | None = None) -> UpstreamRequest:
-    return UpstreamRequest(Endpoint.parse(url), headers or {"Content-Type": "application/json"}, body)
+    return UpstreamRequest(Endpoint.parse(url), encode_headers(headers or {"Content-Type": "application/json"}), body)
 
 
 FAST = Timeouts(connect=1, first_byte=0.5, idle=0.5)
@@ -253,13 +253,8 @@ def test_garbage_instead_of_http_is_a_protocol_error() -> None:
 
 
 def test_header_values_with_line_breaks_are_refused() -> None:
-    async def run() -> None:
-        client = UpstreamClient(FAST)
-        with pytest.raises(GatewayError, match="line break") as caught:
-            await client.send(request("http://127.0.0.1:9/x", headers={"Authorization": "Bearer a\r\nX-Evil: 1"}))
-        assert caught.value.status == 400
-
-    asyncio.run(run())
+    with pytest.raises(ValueError, match="Authorization header contains a line break"):
+        encode_headers({"Authorization": "Bearer a\r\nX-Evil: 1"})
 
 
 def test_a_slow_reader_pauses_the_upstream_instead_of_buffering_everything() -> None:

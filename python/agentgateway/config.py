@@ -86,6 +86,14 @@ class ModelParams(_Model):
             raise ValueError(f"must not have a query or fragment, got {value!r}")
         return value.rstrip("/")
 
+    @field_validator("api_key")
+    @classmethod
+    def _check_api_key(cls, value: SecretStr | None) -> SecretStr | None:
+        # A key read from a file often ends with a newline; sent as a header it would break the request.
+        if value is not None and any(c in value.get_secret_value() for c in "\r\n"):
+            raise ValueError("contains a line break (a trailing newline from the file or variable it came from?)")
+        return value
+
     @field_validator("model")
     @classmethod
     def _check_model(cls, value: str | None) -> str | None:

@@ -7,7 +7,8 @@ from __future__ import annotations
 import orjson
 
 from ..config import ModelEntry, Timeouts
-from ..upstream import Endpoint, UpstreamRequest
+from ..errors import InvalidRequest
+from ..upstream import Endpoint, UpstreamRequest, encode_headers, header_line
 from .base import ChatRequest, Provider
 
 __all__ = ["OpenAIProvider"]
@@ -22,15 +23,19 @@ class OpenAIProvider(Provider):
         super().__init__(entry, timeouts)
         self.endpoint = Endpoint.parse((entry.params.base_url or DEFAULT_BASE_URL) + "/chat/completions")
         api_key = entry.params.api_key
-        self.headers: dict[str, str] = {"Content-Type": "application/json"}
+        headers = {"Content-Type": "application/json"}
         if api_key is not None:
-            self.headers["Authorization"] = "Bearer " + api_key.get_secret_value()
+            headers["Authorization"] = "Bearer " + api_key.get_secret_value()
+        self.headers = encode_headers(headers)
         self.forward_client_auth = api_key is None
 
     def prepare(self, request: ChatRequest) -> UpstreamRequest:
         headers = self.headers
         if self.forward_client_auth and request.authorization is not None:
-            headers = {**headers, "Authorization": request.authorization.decode("latin-1")}
+            try:
+                headers += header_line(b"Authorization", request.authorization)
+            except ValueError as exc:
+                raise InvalidRequest(f"Invalid Authorization header: {exc}.", param="Authorization") from None
         body = request.body
         changed = False
         if self.upstream_model is not None and self.upstream_model != request.model:
