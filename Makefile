@@ -39,7 +39,7 @@ test: install lint test-rust test-python
 
 bench: install
 	$(PYTHON) -m pytest benches --benchmark-enable -p no:cacheprovider
-	bash benches/load.sh
+	$(PYTHON) benches/load.py
 
 clean:
 	cargo clean

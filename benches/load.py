@@ -1,0 +1,527 @@
+"""Load bench: the gateway against an nginx reverse proxy, both in front of the same nginx mock upstream.
+
+    bash benches/load.sh            (or: python benches/load.py, make bench)
+
+Starts on 127.0.0.1, each on a free port:
+
+* a mock OpenAI upstream (nginx, one worker) that serves fixed answers: ``POST /v1/chat/completions`` ->
+  data/completion.json, ``POST /stream/v1/chat/completions`` -> data/stream.sse (33 chunks, a usage chunk and
+  ``[DONE]``);
+* an nginx ``proxy_pass`` to it ($WORKERS workers, keep-alive upstream pool, no buffering for streams): the floor
+  for a proxy on this machine;
+* the gateway (``python -m agentgateway --workers $WORKERS``), model ``bench`` -> .../v1 and ``bench-stream`` ->
+  .../stream/v1.
+
+Every target must answer one plain and one streamed request correctly before it is loaded. Then, for $ROUNDS
+rounds (targets alternating), wrk (data/post.lua, one thread) loads each target at $CONNS connections for
+$DURATION seconds after a 2 s warm-up, and the CPU time (utime + stime from /proc) of the target's whole process
+tree is read before and after. CPU microseconds per request is the figure to compare: on a shared 2-core
+machine, where wrk and the upstream compete for the same cores, it is much steadier than requests per second.
+Each row is the median round by CPU µs/request; the table is printed and written to benches/results.md.
+
+Exit status: 0 when every request succeeded, 1 on any failed check, error or non-2xx answer.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import datetime
+import json
+import os
+import platform
+import re
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.error
+import urllib.request
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, NoReturn
+
+HERE = Path(__file__).resolve().parent
+DATA = HERE / "data"
+REPO = HERE.parent
+CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
+WARMUP_SECONDS = 2
+STREAM_CASE = "stream (33 chunks)"
+RESULT_LINE = re.compile(
+    r"RESULT requests=(\d+) errors=(\d+) non2xx=(\d+) rps=([\d.]+) p50_ms=([\d.]+) p99_ms=([\d.]+)"
+)
+
+
+class BenchError(Exception):
+    """A check failed: the bench stops, cleans up and exits 1."""
+
+
+# -- processes -----------------------------------------------------------------------------------------------------
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def process_tree(root: int) -> list[int]:
+    """``root`` and all its descendants (granian's main process and its workers; nginx's master and workers)."""
+    children: dict[int, list[int]] = {}
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            ppid = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
+        except (OSError, IndexError, ValueError):
+            continue  # gone meanwhile
+        children.setdefault(ppid, []).append(int(entry.name))
+    tree, todo = [], [root]
+    while todo:
+        pid = todo.pop()
+        tree.append(pid)
+        todo += children.get(pid, [])
+    return tree
+
+
+def cpu_ticks(pids: list[int]) -> int:
+    total = 0
+    for pid in pids:
+        try:
+            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        total += int(fields[11]) + int(fields[12])  # utime + stime, in clock ticks
+    return total
+
+
+def rss_mb(pids: list[int]) -> float:
+    total_kb = 0
+    for pid in pids:
+        try:
+            status = Path(f"/proc/{pid}/status").read_text()
+        except OSError:
+            continue
+        for line in status.splitlines():
+            if line.startswith("VmRSS:"):
+                total_kb += int(line.split()[1])
+    return total_kb / 1024
+
+
+def _die_with_parent() -> None:
+    # Runs in the child before exec: if this script is killed outright (SIGKILL), the kernel kills the child too.
+    with contextlib.suppress(OSError, AttributeError):
+        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+
+
+class Processes:
+    """Every process the bench starts, each in its own process group, all stopped by ``stop_all``."""
+
+    def __init__(self, logs: Path) -> None:
+        self.logs = logs
+        self.started: list[tuple[str, subprocess.Popen[bytes]]] = []
+
+    def start(self, name: str, args: list[str], env: dict[str, str] | None = None) -> subprocess.Popen[bytes]:
+        with (self.logs / f"{name}.log").open("wb") as log:
+            process = subprocess.Popen(
+                args,
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                env=env,
+                start_new_session=True,
+                preexec_fn=_die_with_parent,  # noqa: PLW1509 (this script starts no threads)
+            )
+        self.started.append((name, process))
+        return process
+
+    def log_tail(self, name: str, lines: int = 30) -> str:
+        path = self.logs / f"{name}.log"
+        text = path.read_text(errors="replace") if path.exists() else ""
+        return "\n".join(text.splitlines()[-lines:])
+
+    def check_alive(self) -> None:
+        for name, process in self.started:
+            if process.poll() is not None:
+                raise BenchError(f"{name} exited with status {process.returncode}:\n{self.log_tail(name)}")
+
+    def stop_all(self) -> None:
+        # SIGTERM: granian drains and stops its workers; nginx shuts down fast. Then SIGKILL whatever is left in
+        # each process group (a group is the started process's own id: start_new_session).
+        for _, process in reversed(self.started):
+            _signal_group(process.pid, signal.SIGTERM)
+        deadline = time.monotonic() + 10
+        for _, process in self.started:
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                process.wait(max(0.1, deadline - time.monotonic()))
+            _signal_group(process.pid, signal.SIGKILL)
+            try:
+                process.wait(5)
+            except subprocess.TimeoutExpired:
+                print(f"warning: process {process.pid} did not stop", file=sys.stderr)
+
+
+def _signal_group(pgid: int, sig: int) -> None:
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(pgid, sig)
+
+
+def _exit_on_signal(signum: int, _frame: Any) -> NoReturn:
+    raise SystemExit(128 + signum)
+
+
+# -- configs -------------------------------------------------------------------------------------------------------
+
+
+def nginx_conf(root: Path, workers: int, body: str) -> Path:
+    for sub in ("body", "proxy", "fastcgi", "uwsgi", "scgi"):
+        (root / sub).mkdir(parents=True, exist_ok=True)
+    conf = root / "nginx.conf"
+    conf.write_text(
+        f"""daemon off;
+worker_processes {workers};
+pid {root}/nginx.pid;
+error_log {root}/error.log warn;
+events {{ worker_connections 8192; }}
+http {{
+  access_log off;
+  keepalive_requests 1000000;
+  keepalive_timeout 120s;
+  client_body_temp_path {root}/body;
+  proxy_temp_path {root}/proxy;
+  fastcgi_temp_path {root}/fastcgi;
+  uwsgi_temp_path {root}/uwsgi;
+  scgi_temp_path {root}/scgi;
+  {body}
+}}
+"""
+    )
+    return conf
+
+
+def mock_upstream_conf(root: Path, port: int) -> Path:
+    """The cheapest possible OpenAI upstream (as shared/bench/gen_nginx.py writes it)."""
+    files = root / "files"
+    for path, source in (("v1/chat/completions", "completion.json"), ("stream/v1/chat/completions", "stream.sse")):
+        (files / path).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(DATA / source, files / path)
+    # nginx's static module answers POST with 405; error_page turns that into a GET of the same file.
+    return nginx_conf(
+        root,
+        1,
+        f"""server {{
+    listen 127.0.0.1:{port} reuseport backlog=4096;
+    root {files};
+    error_page 405 =200 $uri;
+    location = /v1/chat/completions {{ default_type application/json; }}
+    location = /stream/v1/chat/completions {{ default_type text/event-stream; }}
+  }}""",
+    )
+
+
+def proxy_conf(root: Path, workers: int, port: int, upstream_port: int) -> Path:
+    """A plain reverse proxy: HTTP/1.1 with a keep-alive pool to the upstream, streams passed on unbuffered."""
+    proxy = 'proxy_pass http://mock; proxy_http_version 1.1; proxy_set_header Connection "";'
+    return nginx_conf(
+        root,
+        workers,
+        f"""upstream mock {{ server 127.0.0.1:{upstream_port}; keepalive 128; keepalive_requests 1000000; }}
+  server {{
+    listen 127.0.0.1:{port} reuseport backlog=4096;
+    location / {{ {proxy} }}
+    location /stream/ {{ {proxy} proxy_buffering off; }}
+  }}""",
+    )
+
+
+def gateway_config(upstream_port: int) -> str:
+    base = f"http://127.0.0.1:{upstream_port}"
+    return f"""llm:
+  models:
+  - name: bench
+    provider: openAI
+    params: {{apiKey: sk-bench, baseUrl: "{base}/v1"}}
+  - name: bench-stream
+    provider: openAI
+    params: {{apiKey: sk-bench, baseUrl: "{base}/stream/v1"}}
+"""
+
+
+# -- checks --------------------------------------------------------------------------------------------------------
+
+
+def post(url: str, model: str, stream: bool) -> bytes:
+    body = json.dumps(
+        {"model": model, "messages": [{"role": "user", "content": "Tell me a short story."}], "stream": stream}
+    ).encode()
+    request = urllib.request.Request(url, body, {"Content-Type": "application/json", "Authorization": "Bearer x"})
+    try:
+        with urllib.request.urlopen(request, timeout=10) as response:
+            return response.read()  # type: ignore[no-any-return]
+    except urllib.error.HTTPError as exc:
+        raise BenchError(f"POST {url} (model {model}) answered {exc.code}: {exc.read()[:500]!r}") from None
+    except OSError as exc:
+        raise BenchError(f"POST {url} (model {model}) failed: {exc}") from None
+
+
+def streamed_text(transcript: bytes) -> str:
+    """The content a client would show for an SSE transcript (what must survive the proxy)."""
+    text = []
+    for event in transcript.split(b"\n\n"):
+        if event.startswith(b"data: {"):
+            for choice in json.loads(event[6:]).get("choices", []):
+                text.append((choice.get("delta") or {}).get("content") or "")
+    return "".join(text)
+
+
+def check_target(name: str, plain_url: str, plain_model: str, stream_url: str, stream_model: str) -> None:
+    answer = post(plain_url, plain_model, False)
+    try:
+        choices = json.loads(answer).get("choices")
+    except ValueError:
+        choices = None
+    if not choices:
+        raise BenchError(f"{name}: the plain answer has no choices: {answer[:500]!r}")
+    transcript = post(stream_url, stream_model, True)
+    if not transcript.rstrip().endswith(b"data: [DONE]"):
+        raise BenchError(f"{name}: the stream does not end with data: [DONE]: ...{transcript[-300:]!r}")
+    expected = streamed_text((DATA / "stream.sse").read_bytes())
+    if streamed_text(transcript) != expected:
+        raise BenchError(f"{name}: the streamed text differs from the upstream's: {transcript[:500]!r}")
+
+
+def wait_ready(processes: Processes, url: str, timeout: float = 30) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        processes.check_alive()
+        try:
+            with urllib.request.urlopen(url, timeout=1) as response:
+                if response.status == 200:
+                    return
+        except OSError:
+            pass
+        time.sleep(0.1)
+    raise BenchError(f"{url} did not answer 200 within {timeout:g}s")
+
+
+# -- measuring -----------------------------------------------------------------------------------------------------
+
+
+@dataclass
+class Target:
+    name: str
+    pid: int
+    urls: dict[str, str]  # case -> url
+    models: dict[str, str]  # case -> model
+
+
+@dataclass
+class Row:
+    case: str
+    target: str
+    requests: int
+    errors: int
+    non2xx: int
+    rps: float
+    p50: float
+    p99: float
+    cpu_us: float
+    rss_mb: float
+
+
+def run_wrk(url: str, model: str, stream: bool, conns: int, seconds: int) -> str:
+    env = {**os.environ, "MODEL": model, "STREAM": "1" if stream else "0", "KEY": "sk-bench"}
+    args = ["wrk", "-t1", f"-c{conns}", f"-d{seconds}s", "--timeout", "5s", "-s", str(DATA / "post.lua"), url]
+    done = subprocess.run(args, env=env, capture_output=True, text=True, timeout=seconds + 30)
+    if done.returncode != 0:
+        raise BenchError(f"wrk failed ({done.returncode}): {done.stderr}")
+    return done.stdout
+
+
+def measure(case: str, target: Target, conns: int, seconds: int) -> Row:
+    stream = case == STREAM_CASE
+    url, model = target.urls[case], target.models[case]
+    run_wrk(url, model, stream, conns, WARMUP_SECONDS)
+    before = cpu_ticks(process_tree(target.pid))
+    output = run_wrk(url, model, stream, conns, seconds)
+    tree = process_tree(target.pid)  # the same processes: a worker that died would show as errors
+    after = cpu_ticks(tree)
+    match = RESULT_LINE.search(output)
+    if match is None:
+        raise BenchError(f"wrk printed no RESULT line:\n{output}")
+    requests = int(match[1])
+    return Row(
+        case=case,
+        target=target.name,
+        requests=requests,
+        errors=int(match[2]),
+        non2xx=int(match[3]),
+        rps=float(match[4]),
+        p50=float(match[5]),
+        p99=float(match[6]),
+        cpu_us=(after - before) / CLOCK_TICKS * 1e6 / max(requests, 1),
+        rss_mb=rss_mb(tree),
+    )
+
+
+def report(
+    rounds: dict[tuple[str, str], list[Row]], settings: dict[str, int], versions: str, anomalies: list[str]
+) -> str:
+    rows = [sorted(runs, key=lambda r: r.cpu_us)[len(runs) // 2] for runs in rounds.values()]
+    floor = {r.case: r.cpu_us for r in rows if r.target.startswith("nginx")}
+    nproc = os.cpu_count()
+    lines = [
+        f"Load bench, {datetime.datetime.now(datetime.timezone.utc):%Y-%m-%d %H:%M} UTC: nproc={nproc}"
+        f" ({platform.processor() or platform.machine()}), wrk -t1 -c{settings['conns']} -d{settings['duration']}s"
+        f" after a {WARMUP_SECONDS}s warm-up, {settings['rounds']} round(s), median round shown; {versions}.",
+        "",
+        "**CPU µs/req is the figure to compare**: the CPU time (user + system) of the target's whole process tree"
+        " divided by the requests it served. RPS and latency depend on what else the 2 cores run (wrk, the mock"
+        " upstream).",
+        "",
+        "| case | target | RPS | p50 ms | p99 ms | CPU µs/req | ratio to nginx | RSS MB | CPU µs/req min-max"
+        " | errors + non-2xx |",
+        "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    for r in rows:
+        runs = rounds[(r.case, r.target)]
+        failures = sum(x.errors + x.non2xx for x in runs)
+        lines.append(
+            f"| {r.case} | {r.target} | {r.rps:,.0f} | {r.p50:.2f} | {r.p99:.2f} | {r.cpu_us:.1f}"
+            f" | {r.cpu_us / floor[r.case]:.1f}x | {r.rss_mb:.0f} | {min(x.cpu_us for x in runs):.0f}-"
+            f"{max(x.cpu_us for x in runs):.0f} | {failures} |"
+        )
+    if anomalies:
+        lines += ["", "Anomalies:", *(f"- {a}" for a in anomalies)]
+    return "\n".join(lines) + "\n"
+
+
+def versions() -> str:
+    code = "import agentgateway, granian, platform; print(agentgateway.__version__, granian.__version__)"
+    env = {
+        **os.environ,
+        "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO / "python"), os.environ.get("PYTHONPATH")])),
+    }
+    done = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True)
+    gateway, _, granian = done.stdout.strip().partition(" ")
+    nginx = subprocess.run(["nginx", "-v"], capture_output=True, text=True).stderr.strip().partition("/")[2]
+    return f"agentgateway {gateway}, granian {granian}, Python {platform.python_version()}, nginx {nginx}"
+
+
+# -- main ----------------------------------------------------------------------------------------------------------
+
+
+def main() -> int:
+    for tool in ("nginx", "wrk"):
+        if shutil.which(tool) is None:
+            print(f"{tool} not found: apt-get install -y nginx wrk", file=sys.stderr)
+            return 1
+    settings = {
+        "duration": int(os.environ.get("DURATION", "8")),
+        "conns": int(os.environ.get("CONNS", "32")),
+        "workers": int(os.environ.get("WORKERS", "1")),
+        "rounds": int(os.environ.get("ROUNDS", "3")),
+    }
+    for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+        signal.signal(sig, _exit_on_signal)
+    root = Path(tempfile.mkdtemp(prefix="agentgateway-bench-"))
+    root.chmod(0o755)  # nginx's workers run as an unprivileged user and must read the mock's files
+    processes = Processes(root)
+    try:
+        return _run(processes, root, settings)
+    except BenchError as exc:
+        print(f"\nFAILED: {exc}", file=sys.stderr)
+        return 1
+    finally:
+        for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+            signal.signal(sig, signal.SIG_IGN)  # a second Ctrl-C must not interrupt the clean-up
+        processes.stop_all()
+        shutil.rmtree(root, ignore_errors=True)
+
+
+def _run(processes: Processes, root: Path, settings: dict[str, int]) -> int:
+    workers = settings["workers"]
+    upstream_port, proxy_port, gateway_port = free_port(), free_port(), free_port()
+    processes.start("upstream", ["nginx", "-c", str(mock_upstream_conf(root / "upstream", upstream_port))])
+    proxy = processes.start(
+        "proxy", ["nginx", "-c", str(proxy_conf(root / "proxy", workers, proxy_port, upstream_port))]
+    )
+    env = {
+        **os.environ,
+        "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO / "python"), os.environ.get("PYTHONPATH")])),
+    }
+    gateway_args = ["--host", "127.0.0.1", "--port", str(gateway_port), "--workers", str(workers)]
+    gateway = processes.start(
+        "gateway",
+        [sys.executable, "-m", "agentgateway", "-c", gateway_config(upstream_port), *gateway_args],
+        env=env,
+    )
+    wait_ready(processes, f"http://127.0.0.1:{gateway_port}/readyz")
+
+    proxy_url, gateway_url = f"http://127.0.0.1:{proxy_port}", f"http://127.0.0.1:{gateway_port}/v1/chat/completions"
+    targets = [
+        Target(
+            "nginx proxy_pass",
+            proxy.pid,
+            {"plain": f"{proxy_url}/v1/chat/completions", STREAM_CASE: f"{proxy_url}/stream/v1/chat/completions"},
+            {"plain": "bench", STREAM_CASE: "bench"},
+        ),
+        Target(
+            f"agentgateway ({workers} worker{'s' if workers > 1 else ''})",
+            gateway.pid,
+            {"plain": gateway_url, STREAM_CASE: gateway_url},
+            {"plain": "bench", STREAM_CASE: "bench-stream"},
+        ),
+    ]
+    for target in targets:
+        check_target(target.name, target.urls["plain"], "bench", target.urls[STREAM_CASE], target.models[STREAM_CASE])
+    tree = process_tree(gateway.pid)
+    print(f"gateway up on :{gateway_port}, process tree {tree}; nginx proxy :{proxy_port}; upstream :{upstream_port}")
+
+    rounds: dict[tuple[str, str], list[Row]] = {}
+    anomalies: list[str] = []
+    failures: list[str] = []
+    for index in range(settings["rounds"]):
+        for case in ("plain", STREAM_CASE):
+            for target in targets:
+                row = measure(case, target, settings["conns"], settings["duration"])
+                processes.check_alive()
+                rounds.setdefault((case, target.name), []).append(row)
+                print(
+                    f"round {index + 1}: {case:18} {target.name:26} {row.rps:9,.0f} rps  p50 {row.p50:6.2f} ms"
+                    f"  p99 {row.p99:7.2f} ms  {row.cpu_us:7.1f} CPU µs/req  errors {row.errors}"
+                    f"  non-2xx {row.non2xx}",
+                    flush=True,
+                )
+                if row.errors or row.non2xx or not row.requests:
+                    failures.append(
+                        f"round {index + 1}, {case}, {target.name}: {row.requests} requests,"
+                        f" {row.errors} socket errors/timeouts, {row.non2xx} non-2xx answers"
+                    )
+                if row.p99 > 10 * row.p50:
+                    anomalies.append(
+                        f"round {index + 1}, {case}, {target.name}: p99 {row.p99:.1f} ms is over 10x"
+                        f" p50 {row.p50:.2f} ms"
+                    )
+    gateway_log = [
+        line
+        for line in processes.log_tail("gateway", 10_000).splitlines()
+        if re.search(r"WARNING|ERROR|Traceback", line)
+    ]
+    if gateway_log:
+        anomalies.append(f"the gateway logged {len(gateway_log)} warning/error line(s), e.g. {gateway_log[0]!r}")
+
+    table = report(rounds, settings, versions(), failures + anomalies)
+    print("\n" + table)
+    (HERE / "results.md").write_text(table)
+    if failures:
+        print("FAILED: requests did not all succeed:\n" + "\n".join(failures), file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

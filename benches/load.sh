@@ -1,0 +1,17 @@
+#!/usr/bin/env bash
+# The load bench: the gateway against an nginx proxy_pass, plain and streamed, in CPU µs per request.
+# Method and results: benches/README.md. Settings from the environment: DURATION (s, default 8), CONNS (32),
+# WORKERS (1), ROUNDS (3), PYTHON (python3; needs the gateway's dependencies). Writes benches/results.md.
+# load.py stops every process it started on exit, on failure and on SIGINT/SIGTERM/SIGHUP.
+set -euo pipefail
+export PATH="$PATH:/usr/sbin:/sbin"  # nginx lives in /usr/sbin
+missing=()
+for tool in nginx wrk; do
+  command -v "$tool" >/dev/null || missing+=("$tool")
+done
+if ((${#missing[@]})); then
+  echo "benches/load.sh: ${missing[*]} not found; install with: sudo apt-get install -y nginx wrk" >&2
+  exit 1
+fi
+here=$(cd "$(dirname "$0")" && pwd)
+exec "${PYTHON:-python3}" "$here/load.py" "$@"

@@ -1,0 +1,116 @@
+"""Micro benches of the Rust core, called from Python as the gateway calls it.
+
+Run: ``python -m pytest benches --benchmark-enable`` (the project's normal pytest run collects only tests/).
+
+The gateway makes one core call per network read, so the benches feed what a read delivers: the whole stream
+transcript at once (a fast upstream on loopback), or one SSE event per call (a real model, token by token). Each
+stream round uses a fresh translator made outside the timed call. The transcript is data/stream.sse: 33 chunks
+(32 with content, one with the finish reason), a usage chunk and ``[DONE]``; every chunk says
+``"model": "gpt-4o-mini"``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+from agentgateway._core import ResponseParser, StreamTranslator, translate_response
+from pytest_benchmark.fixture import BenchmarkFixture
+
+DATA = Path(__file__).parent / "data"
+TRANSCRIPT = (DATA / "stream.sse").read_bytes()
+EVENTS = [event + b"\n\n" for event in TRANSCRIPT.split(b"\n\n") if event]
+COMPLETION = (DATA / "completion.json").read_bytes()
+ROUNDS = 3000
+
+# (client_model, include_usage):
+#   passthrough: no model to write back, usage asked for -> every chunk is copied verbatim (the fast path);
+#   same-model: the client's model equals the upstream's, usage not asked for -> the usage chunk is dropped and
+#     every other chunk is still copied verbatim (nothing to rewrite: the names match);
+#   rewrite: an alias the upstream does not report -> every chunk is re-serialized with the client's model.
+STREAM_CASES = pytest.mark.parametrize(
+    ("client_model", "include_usage"),
+    [(None, True), ("gpt-4o-mini", False), ("gpt-4o-mini-alias", False)],
+    ids=["passthrough", "same-model-no-usage", "rewrite-model-no-usage"],
+)
+
+
+def fresh_translator(client_model: str | None, include_usage: bool) -> Callable[[], tuple[tuple[Any, ...], dict]]:
+    def setup() -> tuple[tuple[Any, ...], dict[str, Any]]:
+        return (StreamTranslator("openai", client_model, include_usage),), {}
+
+    return setup
+
+
+def expected_output(client_model: str | None, include_usage: bool) -> bytes:
+    translator = StreamTranslator("openai", client_model, include_usage)
+    return translator.feed(TRANSCRIPT) + translator.finish()
+
+
+@STREAM_CASES
+def test_stream_whole_transcript(benchmark: BenchmarkFixture, client_model: str | None, include_usage: bool) -> None:
+    def feed(translator: StreamTranslator) -> bytes:
+        return translator.feed(TRANSCRIPT)
+
+    out = benchmark.pedantic(
+        feed, setup=fresh_translator(client_model, include_usage), rounds=ROUNDS, warmup_rounds=100
+    )
+    assert out.endswith(b"data: [DONE]\n\n")
+    assert (b'"usage": {' in out) == include_usage
+    if client_model == "gpt-4o-mini-alias":
+        assert out.count(b'"model":"gpt-4o-mini-alias"') == len(EVENTS) - 2  # all but the usage chunk and [DONE]
+    else:
+        assert TRANSCRIPT.startswith(out[: len(EVENTS[0])])  # the first chunk passed through verbatim
+
+
+@STREAM_CASES
+def test_stream_one_event_per_read(benchmark: BenchmarkFixture, client_model: str | None, include_usage: bool) -> None:
+    def feed(translator: StreamTranslator) -> int:
+        size = 0
+        for event in EVENTS:
+            size += len(translator.feed(event))
+        return size
+
+    size = benchmark.pedantic(
+        feed, setup=fresh_translator(client_model, include_usage), rounds=ROUNDS, warmup_rounds=100
+    )
+    assert size == len(expected_output(client_model, include_usage))
+
+
+@pytest.mark.parametrize("client_model", ["gpt-4o-mini", "gpt-4o-mini-alias"], ids=["same-model", "rewrite-model"])
+def test_translate_response(benchmark: BenchmarkFixture, client_model: str) -> None:
+    body, usage = benchmark(translate_response, "openai", COMPLETION, client_model)
+    assert usage == (12, 17, 29)
+    if client_model == "gpt-4o-mini":
+        assert body == COMPLETION  # the upstream already reports the client's model: returned byte for byte
+    else:
+        assert b'"gpt-4o-mini-alias"' in body
+
+
+def test_http1_content_length_response(benchmark: BenchmarkFixture) -> None:
+    response = b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: %d\r\n\r\n%s" % (
+        len(COMPLETION),
+        COMPLETION,
+    )
+
+    def run() -> bytes:
+        return ResponseParser().feed(response)[1]
+
+    assert benchmark(run) == COMPLETION
+
+
+def test_http1_chunked_stream_one_event_per_read(benchmark: BenchmarkFixture) -> None:
+    head = b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nTransfer-Encoding: chunked\r\n\r\n"
+    pieces = [b"%x\r\n%s\r\n" % (len(event), event) for event in EVENTS] + [b"0\r\n\r\n"]
+
+    def run() -> int:
+        parser = ResponseParser()
+        parser.feed(head)
+        size = 0
+        for piece in pieces:
+            size += len(parser.feed(piece)[1])
+        return size
+
+    assert benchmark(run) == len(TRANSCRIPT)
