@@ -227,6 +227,22 @@ def test_silence_in_the_middle_of_a_body_hits_the_idle_timeout() -> None:
     asyncio.run(run())
 
 
+def test_idle_limit_shorter_than_first_byte_applies_from_the_first_byte() -> None:
+    async def run() -> None:
+        server = RawServer(lambda n, body: b"HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\npartial")
+        async with server as url:
+            client = UpstreamClient(Timeouts(connect=1, first_byte=30, idle=0.3))
+            response = await client.send(request(url))
+            assert await response.read_chunk() == b"partial"
+            started = asyncio.get_running_loop().time()
+            with pytest.raises(UpstreamTimeout, match=r"nothing for 0\.3s"):
+                await response.read_chunk()
+            assert asyncio.get_running_loop().time() - started < 2
+            client.close()
+
+    asyncio.run(run())
+
+
 def test_truncated_body_is_an_error() -> None:
     async def run() -> None:
         server = RawServer(lambda n, body: b"HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\npartial", close_after=True)

@@ -120,6 +120,7 @@ class _Connection(asyncio.Protocol):
         self.received_any = False
         self.deadline = 0.0
         self.timer: asyncio.TimerHandle | None = None
+        self.timer_at = 0.0
 
     # -- asyncio.Protocol ----------------------------------------------------------------------------------------
 
@@ -140,7 +141,10 @@ class _Connection(asyncio.Protocol):
             return
         if head is not None:
             self.head = head
-        self.deadline = self.loop.time() + self.pool.timeouts.idle
+        deadline = self.deadline = self.loop.time() + self.pool.timeouts.idle
+        if deadline < self.timer_at and not parser.complete:
+            # The first byte moved the deadline from first_byte to the (shorter) idle limit: fire at that one.
+            self._arm_timer(deadline)
         if body:
             self.chunks.append(body)
             self.buffered += len(body)
@@ -180,7 +184,7 @@ class _Connection(asyncio.Protocol):
         self.reused = reused
         self.parser = ResponseParser()
         self.deadline = self.loop.time() + self.pool.timeouts.first_byte
-        self.timer = self.loop.call_at(self.deadline, self._on_timer)
+        self._arm_timer(self.deadline)
         if len(body) < 16384:
             self.transport.write(head + body)
         else:
@@ -250,6 +254,12 @@ class _Connection(asyncio.Protocol):
         self._wake()
         self.abort()
 
+    def _arm_timer(self, when: float) -> None:
+        if self.timer is not None:
+            self.timer.cancel()
+        self.timer = self.loop.call_at(when, self._on_timer)
+        self.timer_at = when
+
     def _cancel_timer(self) -> None:
         if self.timer is not None:
             self.timer.cancel()
@@ -260,9 +270,8 @@ class _Connection(asyncio.Protocol):
         self.timer = None
         if self.parser is None or self.complete:
             return
-        now = self.loop.time()
-        if now < self.deadline:
-            self.timer = self.loop.call_at(self.deadline, self._on_timer)
+        if self.loop.time() < self.deadline:
+            self._arm_timer(self.deadline)
             return
         timeouts = self.pool.timeouts
         if self.head is None:
