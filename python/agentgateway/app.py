@@ -11,6 +11,7 @@ import asyncio
 import logging
 import os
 from collections.abc import Awaitable, Callable, MutableMapping
+from functools import partial
 from typing import Any
 
 import orjson
@@ -164,25 +165,27 @@ class Gateway:
         if client is None:
             raise GatewayError("The gateway is starting up; retry shortly.", status=503, code="not_ready")
 
-        # A client that goes away cancels its upstream request: the watcher waits for http.disconnect and
-        # cancels this task, which closes the upstream connection instead of reading an answer nobody wants.
+        # A client that goes away cancels its upstream request, which closes the upstream connection instead of
+        # reading an answer nobody wants. Once the body is read, the only ASGI message left is http.disconnect:
+        # wait for it beside the upstream call. granian's receive() returns a future, so this needs no task.
         task = asyncio.current_task()
-        watcher = asyncio.get_running_loop().create_task(_watch_disconnect(receive, task))
+        disconnect = asyncio.ensure_future(receive())
+        disconnect.add_done_callback(partial(_cancel_on_disconnect, task))
         try:
             if request.stream:
                 await self._stream(client, provider, request.model, request.include_usage, upstream, send)
             else:
                 await self._complete(client, provider, request.model, upstream, send)
         except asyncio.CancelledError:
-            if watcher.done() and not watcher.cancelled():
-                # The watcher saw the client go: that cancellation is ours and ends here (3.11+ counts it).
+            if disconnect.done() and not disconnect.cancelled():
+                # The client went away: that cancellation is ours and ends here (3.11+ counts cancellations).
                 uncancel = getattr(task, "uncancel", None)
                 if uncancel is None or uncancel() == 0:
                     logger.info("client disconnected; upstream request to %s cancelled", provider.entry.name)
                     return
             raise
         finally:
-            watcher.cancel()
+            disconnect.cancel()
 
     async def _complete(
         self,
@@ -339,13 +342,10 @@ def _too_large() -> GatewayError:
     )
 
 
-async def _watch_disconnect(receive: Receive, task: asyncio.Task[Any] | None) -> None:
-    while True:
-        message = await receive()
-        if message["type"] == "http.disconnect":
-            if task is not None:
-                task.cancel()
-            return
+def _cancel_on_disconnect(task: asyncio.Task[Any] | None, disconnect: asyncio.Future[Message]) -> None:
+    # Also called when the request ends normally and cancels the wait: then there is nothing to do.
+    if task is not None and not disconnect.cancelled() and disconnect.exception() is None:
+        task.cancel()
 
 
 def create_app() -> Gateway:

@@ -20,23 +20,24 @@ ROLES = frozenset(("system", "developer", "user", "assistant", "tool", "function
 
 # Optional top-level fields and the JSON types they must have when present (bool is not a number here).
 _NUMBER = (int, float)
-_OPTIONAL_TYPES: tuple[tuple[str, tuple[type, ...], str], ...] = (
-    ("temperature", _NUMBER, "a number"),
-    ("top_p", _NUMBER, "a number"),
-    ("presence_penalty", _NUMBER, "a number"),
-    ("frequency_penalty", _NUMBER, "a number"),
-    ("max_tokens", (int,), "an integer"),
-    ("max_completion_tokens", (int,), "an integer"),
-    ("n", (int,), "an integer"),
-    ("seed", (int,), "an integer"),
-    ("tools", (list,), "an array"),
-    ("stop", (str, list), "a string or an array of strings"),
-    ("response_format", (dict,), "an object"),
-    ("metadata", (dict,), "an object"),
-    ("user", (str,), "a string"),
-    ("logprobs", (bool,), "a boolean"),
-    ("parallel_tool_calls", (bool,), "a boolean"),
-)
+_OPTIONAL_TYPES: dict[str, tuple[tuple[type, ...], str]] = {
+    "temperature": (_NUMBER, "a number"),
+    "top_p": (_NUMBER, "a number"),
+    "presence_penalty": (_NUMBER, "a number"),
+    "frequency_penalty": (_NUMBER, "a number"),
+    "max_tokens": ((int,), "an integer"),
+    "max_completion_tokens": ((int,), "an integer"),
+    "n": ((int,), "an integer"),
+    "seed": ((int,), "an integer"),
+    "tools": ((list,), "an array"),
+    "stop": ((str, list), "a string or an array of strings"),
+    "response_format": ((dict,), "an object"),
+    "metadata": ((dict,), "an object"),
+    "user": ((str,), "a string"),
+    "logprobs": ((bool,), "a boolean"),
+    "parallel_tool_calls": ((bool,), "a boolean"),
+}
+_OPTIONAL_NAMES = frozenset(_OPTIONAL_TYPES)
 
 _JSON_TYPE_NAMES = {
     str: "a string",
@@ -132,8 +133,10 @@ def parse_chat_request(raw: bytes, authorization: bytes | None) -> ChatRequest:
             raise _wrong_type("stream_options.include_usage", "a boolean", usage_flag)
         include_usage = usage_flag
 
-    for name, types, expected in _OPTIONAL_TYPES:
-        value = body.get(name)
+    # Only the fields the body has: a request carries a handful of the many optional ones.
+    for name in _OPTIONAL_NAMES.intersection(body):
+        value = body[name]
+        types, expected = _OPTIONAL_TYPES[name]
         if value is not None and (not isinstance(value, types) or (isinstance(value, bool) and bool not in types)):
             raise _wrong_type(name, expected, value)
 
