@@ -225,21 +225,22 @@ class _Connection(asyncio.Protocol):
             self.pool.give_back(self)
 
     def close(self) -> None:
-        self.parser = None
-        self._cancel_timer()
-        if not self.closed:
-            self.closed = True
-            if self.transport is not None:
-                self.transport.close()
+        self._shut(abort=False)
 
     def abort(self) -> None:
-        """For a cancelled exchange: drop the connection at once so the upstream stops generating."""
+        """For a cancelled exchange: drop the connection at once (a reset) so the upstream stops generating."""
+        self._shut(abort=True)
+
+    def _shut(self, *, abort: bool) -> None:
         self.parser = None
         self._cancel_timer()
         if not self.closed:
             self.closed = True
             if self.transport is not None:
-                self.transport.abort()
+                if abort:
+                    self.transport.abort()
+                else:
+                    self.transport.close()
 
     # -- internals ---------------------------------------------------------------------------------------------
 
