@@ -4,7 +4,11 @@ from __future__ import annotations
 
 import asyncio
 import gzip
+import shutil
+import ssl
+import subprocess
 from collections.abc import Awaitable, Callable
+from pathlib import Path
 
 import pytest
 from agentgateway.config import Timeouts
@@ -304,3 +308,61 @@ def test_a_slow_reader_pauses_the_upstream_instead_of_buffering_everything() -> 
         server.close()
 
     asyncio.run(run())
+
+
+def _self_signed_certificate(directory: Path) -> tuple[Path, Path]:
+    cert, key = directory / "cert.pem", directory / "key.pem"
+    subprocess.run(
+        [
+            "openssl",
+            "req",
+            "-x509",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-days",
+            "1",
+            "-subj",
+            "/CN=localhost",
+            "-addext",
+            "subjectAltName=DNS:localhost,IP:127.0.0.1",
+            "-keyout",
+            str(key),
+            "-out",
+            str(cert),
+        ],
+        check=True,
+        capture_output=True,
+    )
+    return cert, key
+
+
+@pytest.mark.skipif(shutil.which("openssl") is None, reason="needs the openssl command to make a certificate")
+def test_tls_upstream_is_verified_against_the_trust_store(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    cert, key = _self_signed_certificate(tmp_path)
+    server_context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    server_context.load_cert_chain(cert, key)
+
+    async def run(trusted: bool) -> None:
+        server = RawServer(lambda n, body: json_answer(b'{"tls":true}'))
+        listener = await asyncio.start_server(server.handle, "127.0.0.1", 0, ssl=server_context)
+        port = listener.sockets[0].getsockname()[1]
+        client = UpstreamClient(FAST)
+        try:
+            if trusted:
+                for _ in range(2):
+                    response = await client.send(request(f"https://localhost:{port}/v1/chat/completions"))
+                    assert await response.read() == b'{"tls":true}'
+                    response.release()
+                assert server.connections == 1, "TLS connections are kept alive and reused too"
+            else:
+                with pytest.raises(UpstreamUnreachable, match="TLS handshake"):
+                    await client.send(request(f"https://localhost:{port}/v1/chat/completions"))
+        finally:
+            client.close()
+            listener.close()
+
+    asyncio.run(run(trusted=False))  # a certificate nobody vouches for is refused
+    # OpenSSL's default verify paths honour SSL_CERT_FILE: trusting our certificate makes the same server fine.
+    monkeypatch.setenv("SSL_CERT_FILE", str(cert))
+    asyncio.run(run(trusted=True))
