@@ -28,7 +28,7 @@ class Router:
                     f"{source}: llm.models[{index}].provider: the {entry.provider_name!r} provider is not available "
                     f"in this version (available: {', '.join(sorted(PROVIDERS, key=str.lower))})"
                 )
-            provider = provider_class(entry, config.llm.timeouts)
+            provider = provider_class(entry)
             self.providers.append(provider)
             pattern: re.Pattern[str] | str = entry.name
             if _GLOB_CHARS.intersection(entry.name):

@@ -6,10 +6,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
-from ..config import ModelEntry, Timeouts
+from ..config import ModelEntry
 from ..upstream import UpstreamRequest
 
-__all__ = ["ChatRequest", "Provider", "UpstreamRequest"]
+__all__ = ["ChatRequest", "Provider"]
 
 
 @dataclass(slots=True)
@@ -30,9 +30,8 @@ class Provider:
     #: the provider name that the Rust core's ``StreamTranslator`` / ``translate_response`` know.
     translator: ClassVar[str]
 
-    def __init__(self, entry: ModelEntry, timeouts: Timeouts) -> None:
+    def __init__(self, entry: ModelEntry) -> None:
         self.entry = entry
-        self.timeouts = timeouts
         self.upstream_model = entry.params.model
 
     def prepare(self, request: ChatRequest) -> UpstreamRequest:

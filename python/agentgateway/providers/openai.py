@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import orjson
 
-from ..config import ModelEntry, Timeouts
+from ..config import ModelEntry
 from ..errors import InvalidRequest
 from ..upstream import Endpoint, UpstreamRequest, encode_headers, header_line
 from .base import ChatRequest, Provider
@@ -19,8 +19,8 @@ DEFAULT_BASE_URL = "https://api.openai.com/v1"
 class OpenAIProvider(Provider):
     translator = "openai"
 
-    def __init__(self, entry: ModelEntry, timeouts: Timeouts) -> None:
-        super().__init__(entry, timeouts)
+    def __init__(self, entry: ModelEntry) -> None:
+        super().__init__(entry)
         self.endpoint = Endpoint.parse((entry.params.base_url or DEFAULT_BASE_URL) + "/chat/completions")
         api_key = entry.params.api_key
         headers = {"Content-Type": "application/json"}
