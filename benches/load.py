@@ -31,6 +31,7 @@ import json
 import os
 import platform
 import re
+import resource
 import shutil
 import signal
 import socket
@@ -49,7 +50,8 @@ DATA = HERE / "data"
 REPO = HERE.parent
 CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 WARMUP_SECONDS = 2
-STREAM_CASE = "stream (33 chunks)"
+MAX_OTHER_LOAD = 0.1  # cores used by processes outside the bench, above which a run is flagged
+STREAM_CASE = "stream (35 SSE events)"
 RESULT_LINE = re.compile(
     r"RESULT requests=(\d+) errors=(\d+) non2xx=(\d+) rps=([\d.]+) p50_ms=([\d.]+) p99_ms=([\d.]+)"
 )
@@ -330,6 +332,7 @@ class Row:
     p99: float
     cpu_us: float
     rss_mb: float
+    other_cores: float  # CPU used meanwhile by processes outside the bench, in cores
 
 
 def run_wrk(url: str, model: str, stream: bool, conns: int, seconds: int) -> str:
@@ -341,14 +344,32 @@ def run_wrk(url: str, model: str, stream: bool, conns: int, seconds: int) -> str
     return done.stdout
 
 
-def measure(case: str, target: Target, conns: int, seconds: int) -> Row:
+def busy_ticks() -> int:
+    """CPU time the whole machine spent busy (all cores, every process), in clock ticks."""
+    fields = [int(x) for x in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+    user, nice, system, _idle, _iowait, irq, softirq, steal = fields[:8]
+    return user + nice + system + irq + softirq + steal
+
+
+def measure(case: str, target: Target, upstream_pid: int, conns: int, seconds: int) -> Row:
     stream = case == STREAM_CASE
     url, model = target.urls[case], target.models[case]
     run_wrk(url, model, stream, conns, WARMUP_SECONDS)
+    upstream_before = cpu_ticks(process_tree(upstream_pid))
+    wrk_before = resource.getrusage(resource.RUSAGE_CHILDREN)
+    machine_before = busy_ticks()
     before = cpu_ticks(process_tree(target.pid))
+    started = time.monotonic()
     output = run_wrk(url, model, stream, conns, seconds)
+    elapsed = time.monotonic() - started
     tree = process_tree(target.pid)  # the same processes: a worker that died would show as errors
     after = cpu_ticks(tree)
+    machine = busy_ticks() - machine_before
+    wrk_after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    upstream = cpu_ticks(process_tree(upstream_pid)) - upstream_before
+    wrk_cpu = wrk_after.ru_utime + wrk_after.ru_stime - wrk_before.ru_utime - wrk_before.ru_stime
+    # Whatever else ran meanwhile (other people's builds and tests on a shared machine) skews every figure.
+    other = ((machine - upstream - (after - before)) / CLOCK_TICKS - wrk_cpu) / elapsed
     match = RESULT_LINE.search(output)
     if match is None:
         raise BenchError(f"wrk printed no RESULT line:\n{output}")
@@ -364,6 +385,7 @@ def measure(case: str, target: Target, conns: int, seconds: int) -> Row:
         p99=float(match[6]),
         cpu_us=(after - before) / CLOCK_TICKS * 1e6 / max(requests, 1),
         rss_mb=rss_mb(tree),
+        other_cores=max(0.0, other),
     )
 
 
@@ -380,11 +402,12 @@ def report(
         "",
         "**CPU µs/req is the figure to compare**: the CPU time (user + system) of the target's whole process tree"
         " divided by the requests it served. RPS and latency depend on what else the 2 cores run (wrk, the mock"
-        " upstream).",
+        " upstream). Other load: the most CPU (in cores) that processes outside the bench used during a round;"
+        f" above {MAX_OTHER_LOAD} the machine was not quiet and the figures are skewed.",
         "",
         "| case | target | RPS | p50 ms | p99 ms | CPU µs/req | ratio to nginx | RSS MB | CPU µs/req min-max"
-        " | errors + non-2xx |",
-        "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|",
+        " | errors + non-2xx | other load (cores) |",
+        "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for r in rows:
         runs = rounds[(r.case, r.target)]
@@ -392,7 +415,7 @@ def report(
         lines.append(
             f"| {r.case} | {r.target} | {r.rps:,.0f} | {r.p50:.2f} | {r.p99:.2f} | {r.cpu_us:.1f}"
             f" | {r.cpu_us / floor[r.case]:.1f}x | {r.rss_mb:.0f} | {min(x.cpu_us for x in runs):.0f}-"
-            f"{max(x.cpu_us for x in runs):.0f} | {failures} |"
+            f"{max(x.cpu_us for x in runs):.0f} | {failures} | {max(x.other_cores for x in runs):.2f} |"
         )
     if anomalies:
         lines += ["", "Anomalies:", *(f"- {a}" for a in anomalies)]
@@ -445,7 +468,7 @@ def main() -> int:
 def _run(processes: Processes, root: Path, settings: dict[str, int]) -> int:
     workers = settings["workers"]
     upstream_port, proxy_port, gateway_port = free_port(), free_port(), free_port()
-    processes.start("upstream", ["nginx", "-c", str(mock_upstream_conf(root / "upstream", upstream_port))])
+    upstream = processes.start("upstream", ["nginx", "-c", str(mock_upstream_conf(root / "upstream", upstream_port))])
     proxy = processes.start(
         "proxy", ["nginx", "-c", str(proxy_conf(root / "proxy", workers, proxy_port, upstream_port))]
     )
@@ -487,19 +510,24 @@ def _run(processes: Processes, root: Path, settings: dict[str, int]) -> int:
     for index in range(settings["rounds"]):
         for case in ("plain", STREAM_CASE):
             for target in targets:
-                row = measure(case, target, settings["conns"], settings["duration"])
+                row = measure(case, target, upstream.pid, settings["conns"], settings["duration"])
                 processes.check_alive()
                 rounds.setdefault((case, target.name), []).append(row)
                 print(
-                    f"round {index + 1}: {case:18} {target.name:26} {row.rps:9,.0f} rps  p50 {row.p50:6.2f} ms"
+                    f"round {index + 1}: {case:22} {target.name:26} {row.rps:9,.0f} rps  p50 {row.p50:6.2f} ms"
                     f"  p99 {row.p99:7.2f} ms  {row.cpu_us:7.1f} CPU µs/req  errors {row.errors}"
-                    f"  non-2xx {row.non2xx}",
+                    f"  non-2xx {row.non2xx}  other load {row.other_cores:.2f} cores",
                     flush=True,
                 )
                 if row.errors or row.non2xx or not row.requests:
                     failures.append(
                         f"round {index + 1}, {case}, {target.name}: {row.requests} requests,"
                         f" {row.errors} socket errors/timeouts, {row.non2xx} non-2xx answers"
+                    )
+                if row.other_cores > MAX_OTHER_LOAD:
+                    anomalies.append(
+                        f"round {index + 1}, {case}, {target.name}: other processes used {row.other_cores:.2f}"
+                        " cores meanwhile (the machine was not quiet: numbers are skewed)"
                     )
                 if row.p99 > 10 * row.p50:
                     anomalies.append(
