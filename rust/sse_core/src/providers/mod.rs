@@ -3,6 +3,8 @@
 //! [`StreamTranslator`], an arm in [`new_stream_translator`] and [`translate_response`], and a name
 //! in [`PROVIDERS`] (a test checks that every listed name is constructible).
 
+pub mod anthropic;
+pub mod encoder;
 pub mod openai;
 
 use serde::Deserialize;
@@ -10,7 +12,7 @@ use serde::Deserialize;
 use crate::error::CoreError;
 
 /// The provider names accepted by [`new_stream_translator`] and [`translate_response`].
-pub const PROVIDERS: &[&str] = &["openai"];
+pub const PROVIDERS: &[&str] = &["openai", "anthropic"];
 
 /// Token counts reported by the upstream, in OpenAI's terms.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -18,6 +20,10 @@ pub struct Usage {
     pub prompt_tokens: u64,
     pub completion_tokens: u64,
     pub total_tokens: u64,
+    /// `prompt_tokens_details.cached_tokens`: prompt tokens read from the provider's cache.
+    pub cached_tokens: Option<u64>,
+    /// `completion_tokens_details.reasoning_tokens`: completion tokens spent on reasoning.
+    pub reasoning_tokens: Option<u64>,
 }
 
 impl Usage {
@@ -35,6 +41,8 @@ impl Usage {
             prompt_tokens: view.prompt_tokens.unwrap_or(0),
             completion_tokens: view.completion_tokens.unwrap_or(0),
             total_tokens: view.total_tokens.unwrap_or(0),
+            cached_tokens: None,
+            reasoning_tokens: None,
         })
     }
 
@@ -83,6 +91,7 @@ pub mod sse_writer {
 #[derive(Debug)]
 pub enum StreamTranslator {
     OpenAI(openai::OpenAIStream),
+    Anthropic(anthropic::AnthropicStream),
 }
 
 /// Build the stream translator registered under `provider`.
@@ -99,6 +108,9 @@ pub fn new_stream_translator(
             client_model,
             include_usage,
         ))),
+        "anthropic" => Ok(StreamTranslator::Anthropic(
+            anthropic::AnthropicStream::new(client_model, include_usage),
+        )),
         other => Err(unknown_provider(other)),
     }
 }
@@ -112,6 +124,7 @@ pub fn translate_response(
 ) -> Result<(Vec<u8>, Option<Usage>), CoreError> {
     match provider {
         "openai" => openai::translate_response(body, client_model),
+        "anthropic" => anthropic::translate_response(body, client_model),
         other => Err(unknown_provider(other)),
     }
 }
@@ -128,6 +141,7 @@ impl StreamTranslator {
     pub fn feed_into(&mut self, chunk: &[u8], out: &mut Vec<u8>) -> Result<(), CoreError> {
         match self {
             Self::OpenAI(t) => t.feed_into(chunk, out),
+            Self::Anthropic(t) => t.feed_into(chunk, out),
         }
     }
 
@@ -135,6 +149,7 @@ impl StreamTranslator {
     pub fn finish_into(&mut self, out: &mut Vec<u8>) -> Result<(), CoreError> {
         match self {
             Self::OpenAI(t) => t.finish_into(out),
+            Self::Anthropic(t) => t.finish_into(out),
         }
     }
 
@@ -157,6 +172,7 @@ impl StreamTranslator {
     pub fn usage(&self) -> Option<Usage> {
         match self {
             Self::OpenAI(t) => t.usage(),
+            Self::Anthropic(t) => t.writer().usage(),
         }
     }
 
@@ -165,6 +181,7 @@ impl StreamTranslator {
     pub fn finish_reason(&self) -> Option<&str> {
         match self {
             Self::OpenAI(t) => t.finish_reason(),
+            Self::Anthropic(t) => t.writer().finish_reason(),
         }
     }
 
@@ -173,6 +190,7 @@ impl StreamTranslator {
     pub fn error(&self) -> Option<&str> {
         match self {
             Self::OpenAI(t) => t.error(),
+            Self::Anthropic(t) => t.writer().error_message(),
         }
     }
 
@@ -181,6 +199,7 @@ impl StreamTranslator {
     pub fn done(&self) -> bool {
         match self {
             Self::OpenAI(t) => t.done(),
+            Self::Anthropic(t) => t.writer().done(),
         }
     }
 
@@ -190,6 +209,7 @@ impl StreamTranslator {
     pub fn failed(&self) -> bool {
         match self {
             Self::OpenAI(t) => t.failed(),
+            Self::Anthropic(t) => t.writer().failed(),
         }
     }
 }
@@ -234,7 +254,9 @@ mod tests {
             Some(Usage {
                 prompt_tokens: 3,
                 completion_tokens: 0,
-                total_tokens: 0
+                total_tokens: 0,
+                cached_tokens: None,
+                reasoning_tokens: None,
             })
         );
         assert_eq!(Usage::from_openai_json("[]"), None);

@@ -517,7 +517,9 @@ mod tests {
             Some(Usage {
                 prompt_tokens: 12,
                 completion_tokens: 40,
-                total_tokens: 52
+                total_tokens: 52,
+                cached_tokens: None,
+                reasoning_tokens: None,
             })
         );
         assert!(t.done());

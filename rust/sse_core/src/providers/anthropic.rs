@@ -1,0 +1,728 @@
+//! Anthropic Messages API answers (also Claude on Vertex AI, which answers the same way) into
+//! OpenAI Chat Completions, through the shared encoder (WIRE.md section 2).
+//!
+//! * Content blocks: `text` → content; `tool_use` → `tool_calls` (id kept, `input` as the JSON
+//!   arguments text); `thinking` → `reasoning_content` plus a `thinking_blocks` entry with its
+//!   signature; `redacted_thinking` → a `thinking_blocks` entry. Other blocks (server tools,
+//!   citations) are not representable in Chat Completions and are left out.
+//! * `stop_reason` → `finish_reason`: `end_turn`, `stop_sequence`, `pause_turn` → stop;
+//!   `max_tokens`, `model_context_window_exceeded` → length; `tool_use` → tool_calls; `refusal` →
+//!   content_filter.
+//! * Usage: prompt = input + cache_read + cache_creation, cached = cache_read, completion = output.
+//!
+//! Streams: `message_start` gives the id, the role chunk and the input usage; each `tool_use`
+//! block gets the next OpenAI tool-call index (tool calls are counted, not blocks);
+//! `message_delta` gives the stop reason and the (cumulative) output tokens; `message_stop` ends
+//! the stream (finish chunk, usage chunk when asked, `[DONE]`); `ping` is ignored; an `error`
+//! event ends the stream with an error event carrying the status its type stands for.
+
+use std::borrow::Cow;
+
+use serde::Deserialize;
+use serde_json::value::RawValue;
+
+use super::encoder::{Completion, FinishReason, StreamWriter, ThinkingBlock, ToolCall};
+use super::openai::MAX_EVENT_BYTES;
+use super::Usage;
+use crate::error::CoreError;
+use crate::framing::{SseEvent, SseParser};
+
+/// The HTTP status an Anthropic error type stands for (their API reference's table).
+#[must_use]
+pub fn status_for_error_type(kind: &str) -> u16 {
+    match kind {
+        "invalid_request_error" => 400,
+        "authentication_error" => 401,
+        "billing_error" => 402,
+        "permission_error" => 403,
+        "not_found_error" => 404,
+        "request_too_large" => 413,
+        "rate_limit_error" => 429,
+        "timeout_error" => 504,
+        "overloaded_error" => 529,
+        _ => 500,
+    }
+}
+
+fn finish_reason(stop_reason: &str) -> FinishReason {
+    match stop_reason {
+        "max_tokens" | "model_context_window_exceeded" => FinishReason::Length,
+        "tool_use" => FinishReason::ToolCalls,
+        "refusal" => FinishReason::ContentFilter,
+        // end_turn, stop_sequence, pause_turn (the server paused a long turn; the client may resume it).
+        _ => FinishReason::Stop,
+    }
+}
+
+#[derive(Debug, Default, Clone, Copy, Deserialize)]
+struct AnthropicUsage {
+    input_tokens: Option<u64>,
+    output_tokens: Option<u64>,
+    cache_creation_input_tokens: Option<u64>,
+    cache_read_input_tokens: Option<u64>,
+}
+
+impl AnthropicUsage {
+    /// Fold in a later report: counts present in it replace the earlier ones.
+    fn update(&mut self, later: &Self) {
+        self.input_tokens = later.input_tokens.or(self.input_tokens);
+        self.output_tokens = later.output_tokens.or(self.output_tokens);
+        self.cache_creation_input_tokens = later
+            .cache_creation_input_tokens
+            .or(self.cache_creation_input_tokens);
+        self.cache_read_input_tokens = later
+            .cache_read_input_tokens
+            .or(self.cache_read_input_tokens);
+    }
+
+    fn to_openai(self) -> Usage {
+        let cache_read = self.cache_read_input_tokens.unwrap_or(0);
+        let prompt = self.input_tokens.unwrap_or(0)
+            + cache_read
+            + self.cache_creation_input_tokens.unwrap_or(0);
+        let completion = self.output_tokens.unwrap_or(0);
+        Usage {
+            prompt_tokens: prompt,
+            completion_tokens: completion,
+            total_tokens: prompt + completion,
+            cached_tokens: Some(cache_read),
+            reasoning_tokens: None,
+        }
+    }
+}
+
+/// A content block, in a response or a `content_block_start` event (fields by block type).
+#[derive(Debug, Deserialize)]
+struct Block<'a> {
+    #[serde(rename = "type", borrow)]
+    kind: Cow<'a, str>,
+    #[serde(borrow, default)]
+    text: Option<Cow<'a, str>>,
+    #[serde(borrow, default)]
+    id: Option<Cow<'a, str>>,
+    #[serde(borrow, default)]
+    name: Option<Cow<'a, str>>,
+    #[serde(borrow, default)]
+    input: Option<&'a RawValue>,
+    #[serde(borrow, default)]
+    thinking: Option<Cow<'a, str>>,
+    #[serde(borrow, default)]
+    signature: Option<Cow<'a, str>>,
+    #[serde(borrow, default)]
+    data: Option<Cow<'a, str>>,
+}
+
+#[derive(Debug, Deserialize)]
+struct Message<'a> {
+    #[serde(borrow, default)]
+    id: Option<Cow<'a, str>>,
+    #[serde(borrow, default)]
+    model: Option<Cow<'a, str>>,
+    #[serde(borrow, default)]
+    content: Vec<Block<'a>>,
+    #[serde(borrow, default)]
+    stop_reason: Option<Cow<'a, str>>,
+    #[serde(default)]
+    usage: Option<AnthropicUsage>,
+}
+
+#[derive(Debug, Deserialize)]
+struct Delta<'a> {
+    #[serde(rename = "type", borrow, default)]
+    kind: Option<Cow<'a, str>>,
+    #[serde(borrow, default)]
+    text: Option<Cow<'a, str>>,
+    #[serde(borrow, default)]
+    partial_json: Option<Cow<'a, str>>,
+    #[serde(borrow, default)]
+    thinking: Option<Cow<'a, str>>,
+    #[serde(borrow, default)]
+    signature: Option<Cow<'a, str>>,
+    #[serde(borrow, default)]
+    stop_reason: Option<Cow<'a, str>>,
+}
+
+#[derive(Debug, Deserialize)]
+struct ErrorBody<'a> {
+    #[serde(rename = "type", borrow, default)]
+    kind: Option<Cow<'a, str>>,
+    #[serde(borrow, default)]
+    message: Option<Cow<'a, str>>,
+}
+
+/// One stream event's payload; which fields are set depends on its `type`.
+#[derive(Debug, Deserialize)]
+struct Event<'a> {
+    #[serde(rename = "type", borrow)]
+    kind: Cow<'a, str>,
+    #[serde(default)]
+    index: Option<u64>,
+    #[serde(borrow, default)]
+    message: Option<Message<'a>>,
+    #[serde(borrow, default)]
+    content_block: Option<Block<'a>>,
+    #[serde(borrow, default)]
+    delta: Option<Delta<'a>>,
+    #[serde(default)]
+    usage: Option<AnthropicUsage>,
+    #[serde(borrow, default)]
+    error: Option<ErrorBody<'a>>,
+}
+
+fn parse<'a, T: Deserialize<'a>>(bytes: &'a [u8], what: &'static str) -> Result<T, CoreError> {
+    let text = std::str::from_utf8(bytes).map_err(|err| CoreError::invalid_utf8(what, &err))?;
+    serde_json::from_str(text).map_err(|err| CoreError::from_json(what, &err))
+}
+
+/// Translate a whole Messages API response into a `chat.completion` body.
+pub fn translate_response(
+    body: &[u8],
+    client_model: Option<&str>,
+) -> Result<(Vec<u8>, Option<Usage>), CoreError> {
+    let message: Message<'_> = parse(body, "response body")?;
+    let model = client_model
+        .or(message.model.as_deref())
+        .unwrap_or_default();
+    let mut completion = Completion::new(model);
+    completion.id = message.id.map(Cow::into_owned);
+    for block in &message.content {
+        match block.kind.as_ref() {
+            "text" => completion
+                .content
+                .push_str(block.text.as_deref().unwrap_or_default()),
+            "tool_use" => completion.tool_calls.push(ToolCall {
+                id: block.id.as_deref().unwrap_or_default().to_owned(),
+                name: block.name.as_deref().unwrap_or_default().to_owned(),
+                arguments: block.input.map_or("{}", RawValue::get).to_owned(),
+            }),
+            "thinking" => {
+                let thinking = block.thinking.as_deref().unwrap_or_default();
+                completion.reasoning.push_str(thinking);
+                completion.thinking_blocks.push(ThinkingBlock::Thinking {
+                    thinking: thinking.to_owned(),
+                    signature: block.signature.as_deref().unwrap_or_default().to_owned(),
+                });
+            }
+            "redacted_thinking" => completion.thinking_blocks.push(ThinkingBlock::Redacted {
+                data: block.data.as_deref().unwrap_or_default().to_owned(),
+            }),
+            _ => {}
+        }
+    }
+    completion.finish_reason = message
+        .stop_reason
+        .as_deref()
+        .map_or(FinishReason::Stop, finish_reason);
+    completion.usage = message.usage.map(AnthropicUsage::to_openai);
+    Ok((completion.to_json(), completion.usage))
+}
+
+/// What the translator remembers about an open content block.
+#[derive(Debug)]
+enum OpenBlock {
+    /// A tool call: its OpenAI index and whether any argument text was sent.
+    Tool { index: u32, sent_arguments: bool },
+    /// Thinking: its text so far (sent again, whole, with the signature when the block ends).
+    Thinking { text: String, signature: String },
+    /// Text, redacted thinking, or a block type without an OpenAI equivalent.
+    Other,
+}
+
+/// Translator for one Messages API stream.
+#[derive(Debug)]
+pub struct AnthropicStream {
+    parser: SseParser,
+    events: Vec<SseEvent>,
+    writer: StreamWriter,
+    /// Open blocks by Anthropic block index (few at a time: a short list beats a map).
+    blocks: Vec<(u64, OpenBlock)>,
+    usage: AnthropicUsage,
+    seen_usage: bool,
+    stop_reason_seen: bool,
+}
+
+impl AnthropicStream {
+    /// `client_model`: the model name reported to the client (default: the upstream's);
+    /// `include_usage`: whether the client asked for the usage chunk.
+    #[must_use]
+    pub fn new(client_model: Option<String>, include_usage: bool) -> Self {
+        Self {
+            parser: SseParser::new(),
+            events: Vec::new(),
+            writer: StreamWriter::new(client_model.unwrap_or_default(), include_usage),
+            blocks: Vec::new(),
+            usage: AnthropicUsage::default(),
+            seen_usage: false,
+            stop_reason_seen: false,
+        }
+    }
+
+    /// Translate one chunk of the upstream body (any split), appending complete frames to `out`.
+    pub fn feed_into(&mut self, chunk: &[u8], out: &mut Vec<u8>) -> Result<(), CoreError> {
+        self.parser.feed(chunk, &mut self.events);
+        self.drain_events(out);
+        if self.parser.pending_len() > MAX_EVENT_BYTES {
+            self.writer.fail(
+                out,
+                &CoreError::EventTooLarge {
+                    limit: MAX_EVENT_BYTES,
+                },
+            );
+        }
+        Ok(())
+    }
+
+    /// Signal upstream EOF, appending the last frames to `out`.
+    pub fn finish_into(&mut self, out: &mut Vec<u8>) -> Result<(), CoreError> {
+        self.parser.finish(&mut self.events);
+        self.drain_events(out);
+        if !self.writer.closed() {
+            if self.stop_reason_seen {
+                // The answer was complete (message_delta came); only message_stop is missing.
+                self.writer.end(out);
+            } else {
+                self.writer.truncated(out);
+            }
+        }
+        Ok(())
+    }
+
+    /// The shared writer, for the facts it keeps.
+    #[must_use]
+    pub fn writer(&self) -> &StreamWriter {
+        &self.writer
+    }
+
+    fn drain_events(&mut self, out: &mut Vec<u8>) {
+        let mut events = std::mem::take(&mut self.events);
+        for event in &events {
+            if self.writer.closed() {
+                break;
+            }
+            if let Err(err) = self.translate_event(event, out) {
+                self.writer.fail(out, &err);
+            }
+        }
+        events.clear();
+        self.events = events;
+    }
+
+    fn block_mut(&mut self, index: Option<u64>) -> Option<&mut OpenBlock> {
+        let index = index?;
+        self.blocks
+            .iter_mut()
+            .find(|(i, _)| *i == index)
+            .map(|(_, block)| block)
+    }
+
+    fn translate_event(&mut self, event: &SseEvent, out: &mut Vec<u8>) -> Result<(), CoreError> {
+        let event: Event<'_> = parse(&event.data, "stream event")?;
+        match event.kind.as_ref() {
+            "content_block_delta" => {
+                let Some(delta) = event.delta else {
+                    return Ok(());
+                };
+                self.delta(event.index, &delta, out);
+            }
+            "message_start" => {
+                if let Some(message) = event.message {
+                    if let Some(id) = message.id.as_deref() {
+                        self.writer.set_id(id);
+                    }
+                    if let Some(usage) = message.usage {
+                        self.usage.update(&usage);
+                        self.seen_usage = true;
+                    }
+                }
+                self.writer.role(out);
+            }
+            "content_block_start" => {
+                if let (Some(index), Some(block)) = (event.index, event.content_block) {
+                    let open = self.block_start(&block, out);
+                    self.blocks.push((index, open));
+                }
+            }
+            "content_block_stop" => {
+                let position = event
+                    .index
+                    .and_then(|index| self.blocks.iter().position(|(i, _)| *i == index));
+                if let Some(position) = position {
+                    let (_, block) = self.blocks.swap_remove(position);
+                    self.block_stop(block, out);
+                }
+            }
+            "message_delta" => {
+                if let Some(reason) = event.delta.as_ref().and_then(|d| d.stop_reason.as_deref()) {
+                    self.writer.set_finish_reason(finish_reason(reason));
+                    self.stop_reason_seen = true;
+                }
+                if let Some(usage) = event.usage {
+                    self.usage.update(&usage);
+                    self.seen_usage = true;
+                }
+                if self.seen_usage {
+                    self.writer.set_usage(self.usage.to_openai());
+                }
+            }
+            "message_stop" => self.writer.end(out),
+            "error" => {
+                let error = event.error.unwrap_or(ErrorBody {
+                    kind: None,
+                    message: None,
+                });
+                let kind = error.kind.as_deref().unwrap_or("api_error");
+                let message = error
+                    .message
+                    .as_deref()
+                    .unwrap_or("the upstream reported an error");
+                self.writer
+                    .error(out, status_for_error_type(kind), kind, message);
+            }
+            // ping, and event types added after this was written.
+            _ => {}
+        }
+        Ok(())
+    }
+
+    fn block_start(&mut self, block: &Block<'_>, out: &mut Vec<u8>) -> OpenBlock {
+        match block.kind.as_ref() {
+            "text" => {
+                // The start block's text is "" on the wire today; send it should that change.
+                self.writer
+                    .text(out, block.text.as_deref().unwrap_or_default());
+                OpenBlock::Other
+            }
+            "tool_use" => {
+                let index = self.writer.tool_call_start(
+                    out,
+                    block.id.as_deref().unwrap_or_default(),
+                    block.name.as_deref().unwrap_or_default(),
+                );
+                // The input arrives in input_json_delta pieces; a start block carrying a whole
+                // non-empty input (not seen from the API today) is sent as the arguments.
+                let initial = block
+                    .input
+                    .map(RawValue::get)
+                    .filter(|raw| raw.trim() != "{}");
+                if let Some(initial) = initial {
+                    self.writer.tool_call_arguments(out, index, initial);
+                }
+                OpenBlock::Tool {
+                    index,
+                    sent_arguments: initial.is_some(),
+                }
+            }
+            "thinking" => {
+                let text = block.thinking.as_deref().unwrap_or_default();
+                self.writer.reasoning(out, text);
+                OpenBlock::Thinking {
+                    text: text.to_owned(),
+                    signature: block.signature.as_deref().unwrap_or_default().to_owned(),
+                }
+            }
+            "redacted_thinking" => {
+                let data = block.data.as_deref().unwrap_or_default().to_owned();
+                self.writer
+                    .thinking_block(out, &ThinkingBlock::Redacted { data });
+                OpenBlock::Other
+            }
+            _ => OpenBlock::Other,
+        }
+    }
+
+    fn delta(&mut self, index: Option<u64>, delta: &Delta<'_>, out: &mut Vec<u8>) {
+        match delta.kind.as_deref() {
+            Some("text_delta") => {
+                let text = delta.text.as_deref().unwrap_or_default();
+                self.writer.text(out, text);
+            }
+            Some("input_json_delta") => {
+                let piece = delta.partial_json.as_deref().unwrap_or_default();
+                if let Some(OpenBlock::Tool {
+                    index,
+                    sent_arguments,
+                }) = self.block_mut(index)
+                {
+                    let index = *index;
+                    *sent_arguments |= !piece.is_empty();
+                    self.writer.tool_call_arguments(out, index, piece);
+                }
+            }
+            Some("thinking_delta") => {
+                let piece = delta.thinking.as_deref().unwrap_or_default();
+                if let Some(OpenBlock::Thinking { text, .. }) = self.block_mut(index) {
+                    text.push_str(piece);
+                }
+                self.writer.reasoning(out, piece);
+            }
+            Some("signature_delta") => {
+                let piece = delta.signature.as_deref().unwrap_or_default();
+                if let Some(OpenBlock::Thinking { signature, .. }) = self.block_mut(index) {
+                    signature.push_str(piece);
+                }
+            }
+            // citations_delta and newer delta types have no Chat Completions equivalent.
+            _ => {}
+        }
+    }
+
+    fn block_stop(&mut self, block: OpenBlock, out: &mut Vec<u8>) {
+        match block {
+            OpenBlock::Tool {
+                index,
+                sent_arguments: false,
+            } => {
+                // A tool without parameters streams no input: send `{}` so the arguments parse.
+                self.writer.tool_call_arguments(out, index, "{}");
+            }
+            OpenBlock::Thinking { text, signature } => {
+                let block = ThinkingBlock::Thinking {
+                    thinking: text,
+                    signature,
+                };
+                self.writer.thinking_block(out, &block);
+            }
+            OpenBlock::Tool { .. } | OpenBlock::Other => {}
+        }
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::indexing_slicing)]
+mod tests {
+    use super::*;
+    use serde_json::Value;
+
+    fn sse(events: &[(&str, &str)]) -> Vec<u8> {
+        events
+            .iter()
+            .flat_map(|(name, data)| format!("event: {name}\ndata: {data}\n\n").into_bytes())
+            .collect()
+    }
+
+    fn frames(out: &[u8]) -> Vec<Value> {
+        std::str::from_utf8(out)
+            .unwrap()
+            .split("\n\n")
+            .filter(|f| !f.is_empty())
+            .map(|f| {
+                let data = f.strip_prefix("data: ").unwrap();
+                serde_json::from_str(data).unwrap_or(Value::String(data.to_owned()))
+            })
+            .collect()
+    }
+
+    fn run(t: &mut AnthropicStream, input: &[u8]) -> Vec<Value> {
+        let mut out = Vec::new();
+        t.feed_into(input, &mut out).unwrap();
+        t.finish_into(&mut out).unwrap();
+        frames(&out)
+    }
+
+    const START: &str = r#"{"type":"message_start","message":{"id":"msg_1","type":"message","role":"assistant","model":"claude-x","content":[],"stop_reason":null,"usage":{"input_tokens":10,"cache_read_input_tokens":4,"cache_creation_input_tokens":2,"output_tokens":1}}}"#;
+
+    #[test]
+    fn thinking_then_text_with_usage() {
+        let input = sse(&[
+            ("message_start", START),
+            (
+                "content_block_start",
+                r#"{"type":"content_block_start","index":0,"content_block":{"type":"thinking","thinking":"","signature":""}}"#,
+            ),
+            (
+                "content_block_delta",
+                r#"{"type":"content_block_delta","index":0,"delta":{"type":"thinking_delta","thinking":"Let me "}}"#,
+            ),
+            (
+                "content_block_delta",
+                r#"{"type":"content_block_delta","index":0,"delta":{"type":"thinking_delta","thinking":"think."}}"#,
+            ),
+            (
+                "content_block_delta",
+                r#"{"type":"content_block_delta","index":0,"delta":{"type":"signature_delta","signature":"EqQB"}}"#,
+            ),
+            (
+                "content_block_stop",
+                r#"{"type":"content_block_stop","index":0}"#,
+            ),
+            ("ping", r#"{"type":"ping"}"#),
+            (
+                "content_block_start",
+                r#"{"type":"content_block_start","index":1,"content_block":{"type":"text","text":""}}"#,
+            ),
+            (
+                "content_block_delta",
+                r#"{"type":"content_block_delta","index":1,"delta":{"type":"text_delta","text":"4"}}"#,
+            ),
+            (
+                "content_block_stop",
+                r#"{"type":"content_block_stop","index":1}"#,
+            ),
+            (
+                "message_delta",
+                r#"{"type":"message_delta","delta":{"stop_reason":"end_turn","stop_sequence":null},"usage":{"output_tokens":7}}"#,
+            ),
+            ("message_stop", r#"{"type":"message_stop"}"#),
+        ]);
+        let mut t = AnthropicStream::new(Some("my-claude".into()), true);
+        let frames = run(&mut t, &input);
+        let deltas: Vec<&Value> = frames
+            .iter()
+            .filter_map(|f| f.get("choices").and_then(|c| c.get(0)))
+            .map(|c| &c["delta"])
+            .collect();
+        assert_eq!(deltas[0]["role"], "assistant");
+        assert_eq!(deltas[1]["reasoning_content"], "Let me ");
+        assert_eq!(deltas[2]["reasoning_content"], "think.");
+        assert_eq!(deltas[3]["thinking_blocks"][0]["thinking"], "Let me think.");
+        assert_eq!(deltas[3]["thinking_blocks"][0]["signature"], "EqQB");
+        assert_eq!(deltas[4]["content"], "4");
+        let usage = &frames[frames.len() - 2]["usage"];
+        assert_eq!(usage["prompt_tokens"], 16);
+        assert_eq!(usage["completion_tokens"], 7);
+        assert_eq!(usage["total_tokens"], 23);
+        assert_eq!(usage["prompt_tokens_details"]["cached_tokens"], 4);
+        assert_eq!(frames.last().unwrap(), "[DONE]");
+        assert!(frames
+            .iter()
+            .all(|f| f.get("id").is_none_or(|id| id == "msg_1")));
+        assert!(frames
+            .iter()
+            .all(|f| f.get("model").is_none_or(|m| m == "my-claude")));
+        assert_eq!(t.writer().finish_reason(), Some("stop"));
+    }
+
+    #[test]
+    fn tool_calls_are_numbered_by_tool_not_by_block_and_empty_input_is_an_object() {
+        let input = sse(&[
+            ("message_start", START),
+            (
+                "content_block_start",
+                r#"{"type":"content_block_start","index":0,"content_block":{"type":"text","text":""}}"#,
+            ),
+            (
+                "content_block_stop",
+                r#"{"type":"content_block_stop","index":0}"#,
+            ),
+            (
+                "content_block_start",
+                r#"{"type":"content_block_start","index":1,"content_block":{"type":"tool_use","id":"toolu_a","name":"now","input":{}}}"#,
+            ),
+            (
+                "content_block_delta",
+                r#"{"type":"content_block_delta","index":1,"delta":{"type":"input_json_delta","partial_json":""}}"#,
+            ),
+            (
+                "content_block_stop",
+                r#"{"type":"content_block_stop","index":1}"#,
+            ),
+            (
+                "content_block_start",
+                r#"{"type":"content_block_start","index":2,"content_block":{"type":"tool_use","id":"toolu_b","name":"weather","input":{}}}"#,
+            ),
+            (
+                "content_block_delta",
+                r#"{"type":"content_block_delta","index":2,"delta":{"type":"input_json_delta","partial_json":"{\"city\": \"Paris\"}"}}"#,
+            ),
+            (
+                "content_block_stop",
+                r#"{"type":"content_block_stop","index":2}"#,
+            ),
+            (
+                "message_delta",
+                r#"{"type":"message_delta","delta":{"stop_reason":"tool_use"},"usage":{"output_tokens":20}}"#,
+            ),
+            ("message_stop", r#"{"type":"message_stop"}"#),
+        ]);
+        let mut t = AnthropicStream::new(Some("m".into()), false);
+        let frames = run(&mut t, &input);
+        let calls: Vec<&Value> = frames
+            .iter()
+            .filter_map(|f| f.pointer("/choices/0/delta/tool_calls/0"))
+            .collect();
+        assert_eq!(calls[0]["index"], 0);
+        assert_eq!(calls[0]["id"], "toolu_a");
+        assert_eq!(calls[1]["index"], 0);
+        assert_eq!(calls[1]["function"]["arguments"], "{}");
+        assert_eq!(calls[2]["index"], 1);
+        assert_eq!(calls[2]["id"], "toolu_b");
+        assert_eq!(calls[3]["function"]["arguments"], "{\"city\": \"Paris\"}");
+        assert_eq!(
+            frames[frames.len() - 2]["choices"][0]["finish_reason"],
+            "tool_calls"
+        );
+        // No usage chunk: the client did not ask.
+        assert!(frames.iter().all(|f| f.get("usage").is_none()));
+    }
+
+    #[test]
+    fn error_event_ends_the_stream_with_its_status() {
+        let input = sse(&[
+            ("message_start", START),
+            (
+                "error",
+                r#"{"type":"error","error":{"type":"overloaded_error","message":"Overloaded"}}"#,
+            ),
+        ]);
+        let mut t = AnthropicStream::new(Some("m".into()), true);
+        let frames = run(&mut t, &input);
+        let error = &frames.last().unwrap()["error"];
+        assert_eq!(error["message"], "Overloaded");
+        assert_eq!(error["code"], "overloaded_error");
+        assert_eq!(error["status"], 529);
+        assert!(!t.writer().done());
+    }
+
+    #[test]
+    fn a_stream_cut_short_ends_with_an_error() {
+        let mut t = AnthropicStream::new(Some("m".into()), true);
+        let input = sse(&[("message_start", START)]);
+        let frames = run(&mut t, &input);
+        assert_eq!(frames.last().unwrap()["error"]["code"], "stream_truncated");
+    }
+
+    #[test]
+    fn garbage_ends_the_stream_after_the_good_frames() {
+        let mut t = AnthropicStream::new(Some("m".into()), true);
+        let mut input = sse(&[("message_start", START)]);
+        input.extend_from_slice(b"event: content_block_delta\ndata: {not json\n\n");
+        let frames = run(&mut t, &input);
+        assert_eq!(frames.len(), 2);
+        assert_eq!(frames[1]["error"]["code"], "upstream_protocol_error");
+        assert!(t.writer().failed());
+    }
+
+    #[test]
+    fn whole_response() {
+        let body = br#"{"id":"msg_2","type":"message","role":"assistant","model":"claude-x","content":[{"type":"thinking","thinking":"hmm","signature":"sig"},{"type":"redacted_thinking","data":"enc"},{"type":"text","text":"Hello "},{"type":"text","text":"there"},{"type":"tool_use","id":"toolu_1","name":"f","input":{"a":[1,2]}}],"stop_reason":"tool_use","stop_sequence":null,"usage":{"input_tokens":5,"output_tokens":9,"cache_read_input_tokens":null}}"#;
+        let (out, usage) = translate_response(body, Some("alias")).unwrap();
+        let v: Value = serde_json::from_slice(&out).unwrap();
+        assert_eq!(v["id"], "msg_2");
+        assert_eq!(v["model"], "alias");
+        let message = &v["choices"][0]["message"];
+        assert_eq!(message["content"], "Hello there");
+        assert_eq!(message["reasoning_content"], "hmm");
+        assert_eq!(message["thinking_blocks"][1]["type"], "redacted_thinking");
+        assert_eq!(
+            message["tool_calls"][0]["function"]["arguments"],
+            "{\"a\":[1,2]}"
+        );
+        assert_eq!(v["choices"][0]["finish_reason"], "tool_calls");
+        assert_eq!(usage.unwrap().total_tokens, 14);
+    }
+
+    #[test]
+    fn stop_reasons() {
+        for (reason, expected) in [
+            ("end_turn", "stop"),
+            ("stop_sequence", "stop"),
+            ("pause_turn", "stop"),
+            ("max_tokens", "length"),
+            ("model_context_window_exceeded", "length"),
+            ("tool_use", "tool_calls"),
+            ("refusal", "content_filter"),
+        ] {
+            assert_eq!(finish_reason(reason).as_str(), expected, "{reason}");
+        }
+    }
+}

@@ -1,0 +1,648 @@
+//! The hub of the translators: the OpenAI Chat Completions encoder that every non-OpenAI provider
+//! writes through. A provider module decodes its own wire format and calls [`StreamWriter`] (for a
+//! stream) or fills a [`Completion`] (for a whole response); the bytes the client sees are written
+//! here, once, so every provider streams the same chunk shapes, usage, finish reasons and errors.
+//!
+//! Reasoning round trip. OpenAI's format has no place for the signatures that Anthropic, Bedrock
+//! and Gemini attach to reasoning, and without them a later turn that replays the conversation is
+//! rejected. The gateway adds two fields to the assistant message (the convention LiteLLM and
+//! other OpenAI-compatible servers use, so existing clients keep them):
+//!
+//! * `reasoning_content`: the reasoning text (streamed as `delta.reasoning_content` pieces);
+//! * `thinking_blocks`: `[{"type": "thinking", "thinking", "signature"}` |
+//!   `{"type": "redacted_thinking", "data"}]`, each a complete block. In a stream, a block is sent
+//!   as one `delta.thinking_blocks` entry when it ends (its text again, with the signature), so a
+//!   client appends the deltas' `thinking_blocks` to the message it sends back.
+//!
+//! The request translators read `thinking_blocks` from assistant messages and send the blocks back
+//! to the provider unchanged.
+
+use std::collections::hash_map::RandomState;
+use std::hash::{BuildHasher, Hasher};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use crate::error::CoreError;
+use crate::json::write_str;
+use crate::providers::openai::TRUNCATED_MESSAGE;
+use crate::providers::sse_writer::write_done;
+use crate::providers::Usage;
+
+/// Why the model stopped, in OpenAI's terms.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FinishReason {
+    Stop,
+    Length,
+    ToolCalls,
+    ContentFilter,
+}
+
+impl FinishReason {
+    /// The `finish_reason` string.
+    #[must_use]
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Stop => "stop",
+            Self::Length => "length",
+            Self::ToolCalls => "tool_calls",
+            Self::ContentFilter => "content_filter",
+        }
+    }
+}
+
+/// The OpenAI error `type` for an upstream status, as the openai SDKs and their users expect it.
+#[must_use]
+pub fn error_type_for_status(status: u16) -> &'static str {
+    match status {
+        400 | 413 | 422 => "invalid_request_error",
+        401 => "authentication_error",
+        403 => "permission_error",
+        404 => "not_found_error",
+        429 => "rate_limit_error",
+        _ => "api_error",
+    }
+}
+
+/// Append a final error event: `data: {"error": {"message", "type", "param": null, "code",
+/// "status"}}`. The openai SDKs raise `APIError` when they read it; `code` is the upstream's own
+/// error name (`overloaded_error`, `throttlingException`, ...) and `status` the HTTP status it
+/// stands for.
+pub fn write_error_event(out: &mut Vec<u8>, status: u16, code: &str, message: &str) {
+    out.extend_from_slice(b"data: {\"error\":{\"message\":");
+    write_str(out, message);
+    out.extend_from_slice(b",\"type\":\"");
+    out.extend_from_slice(error_type_for_status(status).as_bytes());
+    out.extend_from_slice(b"\",\"param\":null,\"code\":");
+    write_str(out, code);
+    out.extend_from_slice(b",\"status\":");
+    out.extend_from_slice(status.to_string().as_bytes());
+    out.extend_from_slice(b"}}\n\n");
+}
+
+/// A `chatcmpl-` id for upstreams that give none: 96 random bits from the standard library's
+/// per-process random hash keys (no RNG crate needed; ids need to be unique, not secret).
+#[must_use]
+pub fn new_completion_id() -> String {
+    let state = RandomState::new();
+    let mut first = state.build_hasher();
+    first.write_u64(now_nanos());
+    let mut second = state.build_hasher();
+    second.write_u64(first.finish());
+    format!(
+        "chatcmpl-{:016x}{:08x}",
+        first.finish(),
+        second.finish() & 0xFFFF_FFFF
+    )
+}
+
+fn now_nanos() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX))
+}
+
+/// Seconds since the Unix epoch, for `created`.
+#[must_use]
+pub fn unix_seconds() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}
+
+/// Append an OpenAI `usage` object.
+pub fn write_usage(out: &mut Vec<u8>, usage: &Usage) {
+    out.extend_from_slice(b"{\"prompt_tokens\":");
+    out.extend_from_slice(usage.prompt_tokens.to_string().as_bytes());
+    out.extend_from_slice(b",\"completion_tokens\":");
+    out.extend_from_slice(usage.completion_tokens.to_string().as_bytes());
+    out.extend_from_slice(b",\"total_tokens\":");
+    out.extend_from_slice(usage.total_tokens.to_string().as_bytes());
+    out.extend_from_slice(b",\"prompt_tokens_details\":{\"cached_tokens\":");
+    out.extend_from_slice(usage.cached_tokens.unwrap_or(0).to_string().as_bytes());
+    out.extend_from_slice(b"},\"completion_tokens_details\":{\"reasoning_tokens\":");
+    out.extend_from_slice(usage.reasoning_tokens.unwrap_or(0).to_string().as_bytes());
+    out.extend_from_slice(b"}}");
+}
+
+/// One reasoning block with what the provider needs to accept it back.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ThinkingBlock {
+    /// Reasoning text and the signature that vouches for it.
+    Thinking { thinking: String, signature: String },
+    /// Reasoning the provider encrypted: only `data` goes back.
+    Redacted { data: String },
+}
+
+fn write_thinking_block(out: &mut Vec<u8>, block: &ThinkingBlock) {
+    match block {
+        ThinkingBlock::Thinking {
+            thinking,
+            signature,
+        } => {
+            out.extend_from_slice(b"{\"type\":\"thinking\",\"thinking\":");
+            write_str(out, thinking);
+            out.extend_from_slice(b",\"signature\":");
+            write_str(out, signature);
+            out.push(b'}');
+        }
+        ThinkingBlock::Redacted { data } => {
+            out.extend_from_slice(b"{\"type\":\"redacted_thinking\",\"data\":");
+            write_str(out, data);
+            out.push(b'}');
+        }
+    }
+}
+
+/// Writes one client stream: `chat.completion.chunk` events with the same `id`, `created` and
+/// `model`, a role on the first, one tool-call index per call, the finish chunk, the usage chunk
+/// when the client asked for it, and `data: [DONE]`. It also keeps the facts the gateway logs.
+#[derive(Debug)]
+pub struct StreamWriter {
+    model: String,
+    include_usage: bool,
+    /// `data: {"id":…,"object":"chat.completion.chunk","created":…,"model":…,"choices":[`, built at the first chunk.
+    prefix: Vec<u8>,
+    id: Option<String>,
+    role_sent: bool,
+    tool_calls: u32,
+    finish_reason: Option<FinishReason>,
+    usage: Option<Usage>,
+    error: Option<String>,
+    done: bool,
+    failed: bool,
+}
+
+const CHOICE_OPEN: &[u8] = b"{\"index\":0,\"delta\":";
+const CHOICE_CLOSE: &[u8] = b",\"logprobs\":null,\"finish_reason\":null}]}\n\n";
+
+impl StreamWriter {
+    /// `model`: the name reported to the client; `include_usage`: whether it asked for the usage chunk.
+    #[must_use]
+    pub fn new(model: String, include_usage: bool) -> Self {
+        Self {
+            model,
+            include_usage,
+            prefix: Vec::new(),
+            id: None,
+            role_sent: false,
+            tool_calls: 0,
+            finish_reason: None,
+            usage: None,
+            error: None,
+            done: false,
+            failed: false,
+        }
+    }
+
+    /// Use the upstream's id for the chunks (ignored once the first chunk is out).
+    pub fn set_id(&mut self, id: &str) {
+        if self.prefix.is_empty() && !id.is_empty() {
+            self.id = Some(id.to_owned());
+        }
+    }
+
+    fn prefix(&mut self) -> &[u8] {
+        if self.prefix.is_empty() {
+            let id = self.id.take().unwrap_or_else(new_completion_id);
+            let mut prefix = Vec::with_capacity(96 + id.len() + self.model.len());
+            prefix.extend_from_slice(b"data: {\"id\":");
+            write_str(&mut prefix, &id);
+            prefix.extend_from_slice(b",\"object\":\"chat.completion.chunk\",\"created\":");
+            prefix.extend_from_slice(unix_seconds().to_string().as_bytes());
+            prefix.extend_from_slice(b",\"model\":");
+            write_str(&mut prefix, &self.model);
+            prefix.extend_from_slice(b",\"choices\":[");
+            self.prefix = prefix;
+        }
+        &self.prefix
+    }
+
+    /// Start a content chunk: everything up to the delta object's opening brace.
+    fn open_delta(&mut self, out: &mut Vec<u8>) {
+        out.extend_from_slice(self.prefix());
+        out.extend_from_slice(CHOICE_OPEN);
+        if self.role_sent {
+            out.push(b'{');
+        } else {
+            self.role_sent = true;
+            out.extend_from_slice(b"{\"role\":\"assistant\",");
+        }
+    }
+
+    fn close_delta(out: &mut Vec<u8>) {
+        out.push(b'}');
+        out.extend_from_slice(CHOICE_CLOSE);
+    }
+
+    /// Whether the stream is over on the client's side (`[DONE]` or an error event sent).
+    #[must_use]
+    pub fn closed(&self) -> bool {
+        self.done || self.error.is_some()
+    }
+
+    /// The first chunk, `{"role": "assistant", "content": ""}`, unless a chunk was already sent.
+    pub fn role(&mut self, out: &mut Vec<u8>) {
+        if !self.role_sent && !self.closed() {
+            self.open_delta(out);
+            out.extend_from_slice(b"\"content\":\"\"");
+            Self::close_delta(out);
+        }
+    }
+
+    /// A piece of the answer's text (nothing is sent for an empty piece).
+    pub fn text(&mut self, out: &mut Vec<u8>, text: &str) {
+        if !text.is_empty() && !self.closed() {
+            self.open_delta(out);
+            out.extend_from_slice(b"\"content\":");
+            write_str(out, text);
+            Self::close_delta(out);
+        }
+    }
+
+    /// A piece of reasoning text (`delta.reasoning_content`).
+    pub fn reasoning(&mut self, out: &mut Vec<u8>, text: &str) {
+        if !text.is_empty() && !self.closed() {
+            self.open_delta(out);
+            out.extend_from_slice(b"\"reasoning_content\":");
+            write_str(out, text);
+            Self::close_delta(out);
+        }
+    }
+
+    /// A complete reasoning block with its signature (`delta.thinking_blocks`), see the module docs.
+    pub fn thinking_block(&mut self, out: &mut Vec<u8>, block: &ThinkingBlock) {
+        if !self.closed() {
+            self.open_delta(out);
+            out.extend_from_slice(b"\"thinking_blocks\":[");
+            write_thinking_block(out, block);
+            out.push(b']');
+            Self::close_delta(out);
+        }
+    }
+
+    /// The first piece of a tool call: its id and name. Returns the OpenAI index given to it
+    /// (tool calls are numbered in order, whatever the provider's own block numbering).
+    pub fn tool_call_start(&mut self, out: &mut Vec<u8>, id: &str, name: &str) -> u32 {
+        let index = self.tool_calls;
+        self.tool_calls += 1;
+        if !self.closed() {
+            self.open_delta(out);
+            out.extend_from_slice(b"\"tool_calls\":[{\"index\":");
+            out.extend_from_slice(index.to_string().as_bytes());
+            out.extend_from_slice(b",\"id\":");
+            write_str(out, id);
+            out.extend_from_slice(b",\"type\":\"function\",\"function\":{\"name\":");
+            write_str(out, name);
+            out.extend_from_slice(b",\"arguments\":\"\"}}]");
+            Self::close_delta(out);
+        }
+        index
+    }
+
+    /// More of the arguments (a JSON text in pieces) of the tool call with OpenAI index `index`.
+    pub fn tool_call_arguments(&mut self, out: &mut Vec<u8>, index: u32, arguments: &str) {
+        if !arguments.is_empty() && !self.closed() {
+            self.open_delta(out);
+            out.extend_from_slice(b"\"tool_calls\":[{\"index\":");
+            out.extend_from_slice(index.to_string().as_bytes());
+            out.extend_from_slice(b",\"function\":{\"arguments\":");
+            write_str(out, arguments);
+            out.extend_from_slice(b"}}]");
+            Self::close_delta(out);
+        }
+    }
+
+    /// How many tool calls were started.
+    #[must_use]
+    pub fn tool_call_count(&self) -> u32 {
+        self.tool_calls
+    }
+
+    /// Record why the model stopped; the finish chunk is written by [`Self::end`].
+    pub fn set_finish_reason(&mut self, reason: FinishReason) {
+        self.finish_reason = Some(reason);
+    }
+
+    /// Record the usage to report (the last one recorded wins).
+    pub fn set_usage(&mut self, usage: Usage) {
+        self.usage = Some(usage);
+    }
+
+    /// End the stream: the finish chunk (`stop` when the upstream gave no reason), the usage chunk
+    /// if the client asked for it and the upstream reported one, and `[DONE]`.
+    pub fn end(&mut self, out: &mut Vec<u8>) {
+        if self.closed() {
+            return;
+        }
+        let reason = *self.finish_reason.get_or_insert(FinishReason::Stop);
+        self.role(out);
+        out.extend_from_slice(self.prefix());
+        out.extend_from_slice(b"{\"index\":0,\"delta\":{},\"logprobs\":null,\"finish_reason\":\"");
+        out.extend_from_slice(reason.as_str().as_bytes());
+        out.extend_from_slice(b"\"}]}\n\n");
+        if self.include_usage {
+            if let Some(usage) = self.usage {
+                out.extend_from_slice(self.prefix());
+                out.extend_from_slice(b"],\"usage\":");
+                write_usage(out, &usage);
+                out.extend_from_slice(b"}\n\n");
+            }
+        }
+        self.done = true;
+        write_done(out);
+    }
+
+    /// End the stream with an error event (see [`write_error_event`]); nothing is sent after it.
+    pub fn error(&mut self, out: &mut Vec<u8>, status: u16, code: &str, message: &str) {
+        if self.closed() {
+            return;
+        }
+        write_error_event(out, status, code, message);
+        self.error = Some(message.to_owned());
+    }
+
+    /// End the stream because the upstream sent something that is not its wire format (`err`):
+    /// an error event with code `upstream_protocol_error`; the caller should stop reading.
+    #[cold]
+    #[inline(never)]
+    pub fn fail(&mut self, out: &mut Vec<u8>, err: &CoreError) {
+        if self.closed() {
+            return;
+        }
+        self.failed = true;
+        let message = format!("the upstream's stream could not be read: {err}");
+        self.error(out, 502, "upstream_protocol_error", &message);
+    }
+
+    /// End a stream that stopped before its end: an error event with code `stream_truncated`.
+    #[cold]
+    #[inline(never)]
+    pub fn truncated(&mut self, out: &mut Vec<u8>) {
+        self.error(out, 502, "stream_truncated", TRUNCATED_MESSAGE);
+    }
+
+    /// Whether [`Self::fail`] ended the stream.
+    #[must_use]
+    pub fn failed(&self) -> bool {
+        self.failed
+    }
+
+    /// The last usage recorded.
+    #[must_use]
+    pub fn usage(&self) -> Option<Usage> {
+        self.usage
+    }
+
+    /// The finish reason recorded.
+    #[must_use]
+    pub fn finish_reason(&self) -> Option<&'static str> {
+        self.finish_reason.map(FinishReason::as_str)
+    }
+
+    /// The message of the error event sent, if any.
+    #[must_use]
+    pub fn error_message(&self) -> Option<&str> {
+        self.error.as_deref()
+    }
+
+    /// Whether `[DONE]` was sent.
+    #[must_use]
+    pub fn done(&self) -> bool {
+        self.done
+    }
+}
+
+/// One tool call of a whole response.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ToolCall {
+    pub id: String,
+    pub name: String,
+    /// The arguments as a JSON text.
+    pub arguments: String,
+}
+
+/// A whole assistant answer in canonical form, written as an OpenAI `chat.completion` body.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Completion {
+    /// The upstream's id, or `None` to generate one.
+    pub id: Option<String>,
+    pub model: String,
+    pub content: String,
+    pub reasoning: String,
+    pub thinking_blocks: Vec<ThinkingBlock>,
+    pub tool_calls: Vec<ToolCall>,
+    pub finish_reason: FinishReason,
+    pub usage: Option<Usage>,
+}
+
+impl Completion {
+    /// An empty answer for `model` that stopped normally.
+    #[must_use]
+    pub fn new(model: &str) -> Self {
+        Self {
+            id: None,
+            model: model.to_owned(),
+            content: String::new(),
+            reasoning: String::new(),
+            thinking_blocks: Vec::new(),
+            tool_calls: Vec::new(),
+            finish_reason: FinishReason::Stop,
+            usage: None,
+        }
+    }
+
+    /// The OpenAI body. `content` is null when the answer is only tool calls, as OpenAI sends it;
+    /// `reasoning_content` and `thinking_blocks` appear only when there was reasoning.
+    #[must_use]
+    pub fn to_json(&self) -> Vec<u8> {
+        let mut out = Vec::with_capacity(256 + self.content.len() + self.reasoning.len());
+        out.extend_from_slice(b"{\"id\":");
+        match &self.id {
+            Some(id) => write_str(&mut out, id),
+            None => write_str(&mut out, &new_completion_id()),
+        }
+        out.extend_from_slice(b",\"object\":\"chat.completion\",\"created\":");
+        out.extend_from_slice(unix_seconds().to_string().as_bytes());
+        out.extend_from_slice(b",\"model\":");
+        write_str(&mut out, &self.model);
+        out.extend_from_slice(
+            b",\"choices\":[{\"index\":0,\"message\":{\"role\":\"assistant\",\"content\":",
+        );
+        if self.content.is_empty() && !self.tool_calls.is_empty() {
+            out.extend_from_slice(b"null");
+        } else {
+            write_str(&mut out, &self.content);
+        }
+        if !self.reasoning.is_empty() {
+            out.extend_from_slice(b",\"reasoning_content\":");
+            write_str(&mut out, &self.reasoning);
+        }
+        if !self.thinking_blocks.is_empty() {
+            out.extend_from_slice(b",\"thinking_blocks\":[");
+            for (i, block) in self.thinking_blocks.iter().enumerate() {
+                if i > 0 {
+                    out.push(b',');
+                }
+                write_thinking_block(&mut out, block);
+            }
+            out.push(b']');
+        }
+        if !self.tool_calls.is_empty() {
+            out.extend_from_slice(b",\"tool_calls\":[");
+            for (i, call) in self.tool_calls.iter().enumerate() {
+                if i > 0 {
+                    out.push(b',');
+                }
+                out.extend_from_slice(b"{\"id\":");
+                write_str(&mut out, &call.id);
+                out.extend_from_slice(b",\"type\":\"function\",\"function\":{\"name\":");
+                write_str(&mut out, &call.name);
+                out.extend_from_slice(b",\"arguments\":");
+                write_str(&mut out, &call.arguments);
+                out.extend_from_slice(b"}}");
+            }
+            out.push(b']');
+        }
+        out.extend_from_slice(b",\"refusal\":null},\"logprobs\":null,\"finish_reason\":\"");
+        out.extend_from_slice(self.finish_reason.as_str().as_bytes());
+        out.extend_from_slice(b"\"}]");
+        if let Some(usage) = &self.usage {
+            out.extend_from_slice(b",\"usage\":");
+            write_usage(&mut out, usage);
+        }
+        out.push(b'}');
+        out
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::indexing_slicing)]
+mod tests {
+    use super::*;
+    use serde_json::Value;
+
+    fn events(out: &[u8]) -> Vec<Value> {
+        let text = std::str::from_utf8(out).unwrap();
+        text.split("\n\n")
+            .filter(|f| !f.is_empty())
+            .map(|f| {
+                let data = f.strip_prefix("data: ").unwrap();
+                if data == "[DONE]" {
+                    Value::String("[DONE]".into())
+                } else {
+                    serde_json::from_str(data).unwrap()
+                }
+            })
+            .collect()
+    }
+
+    #[test]
+    fn a_stream_has_role_then_deltas_then_finish_usage_and_done() {
+        let mut w = StreamWriter::new("claude".into(), true);
+        let mut out = Vec::new();
+        w.set_id("msg_1");
+        w.role(&mut out);
+        w.text(&mut out, "Hi \"there\"\n");
+        w.text(&mut out, "");
+        let index = w.tool_call_start(&mut out, "toolu_1", "get_weather");
+        w.tool_call_arguments(&mut out, index, "{\"city\":");
+        w.set_finish_reason(FinishReason::ToolCalls);
+        w.set_usage(Usage {
+            prompt_tokens: 10,
+            completion_tokens: 5,
+            total_tokens: 15,
+            cached_tokens: Some(3),
+            reasoning_tokens: None,
+        });
+        w.end(&mut out);
+        w.text(&mut out, "ignored after the end");
+        let events = events(&out);
+        assert_eq!(events.len(), 7);
+        for event in &events[..6] {
+            assert_eq!(event["id"], "msg_1");
+            assert_eq!(event["model"], "claude");
+            assert_eq!(event["object"], "chat.completion.chunk");
+        }
+        assert_eq!(events[0]["choices"][0]["delta"]["role"], "assistant");
+        assert_eq!(
+            events[1]["choices"][0]["delta"]["content"],
+            "Hi \"there\"\n"
+        );
+        assert!(events[1]["choices"][0]["delta"].get("role").is_none());
+        let call = &events[2]["choices"][0]["delta"]["tool_calls"][0];
+        assert_eq!(call["index"], 0);
+        assert_eq!(call["id"], "toolu_1");
+        assert_eq!(call["function"]["name"], "get_weather");
+        assert_eq!(
+            events[3]["choices"][0]["delta"]["tool_calls"][0]["function"]["arguments"],
+            "{\"city\":"
+        );
+        assert_eq!(events[4]["choices"][0]["finish_reason"], "tool_calls");
+        assert_eq!(events[5]["choices"], Value::Array(vec![]));
+        assert_eq!(events[5]["usage"]["prompt_tokens"], 10);
+        assert_eq!(
+            events[5]["usage"]["prompt_tokens_details"]["cached_tokens"],
+            3
+        );
+        assert_eq!(events[6], "[DONE]");
+        assert!(w.done());
+    }
+
+    #[test]
+    fn no_usage_chunk_unless_asked() {
+        let mut w = StreamWriter::new("m".into(), false);
+        let mut out = Vec::new();
+        w.set_usage(Usage::default());
+        w.end(&mut out);
+        let events = events(&out);
+        // role, finish, [DONE]; a generated id.
+        assert_eq!(events.len(), 3);
+        assert!(events[0]["id"].as_str().unwrap().starts_with("chatcmpl-"));
+        assert_eq!(events[1]["choices"][0]["finish_reason"], "stop");
+    }
+
+    #[test]
+    fn an_error_ends_the_stream() {
+        let mut w = StreamWriter::new("m".into(), true);
+        let mut out = Vec::new();
+        w.text(&mut out, "partial");
+        w.error(&mut out, 529, "overloaded_error", "Overloaded");
+        w.end(&mut out);
+        let events = events(&out);
+        assert_eq!(events.len(), 2);
+        assert_eq!(events[1]["error"]["type"], "api_error");
+        assert_eq!(events[1]["error"]["code"], "overloaded_error");
+        assert_eq!(events[1]["error"]["status"], 529);
+        assert!(!w.done());
+        assert_eq!(w.error_message(), Some("Overloaded"));
+    }
+
+    #[test]
+    fn completion_with_tool_calls_has_null_content() {
+        let mut c = Completion::new("m");
+        c.id = Some("msg_1".into());
+        c.tool_calls.push(ToolCall {
+            id: "t1".into(),
+            name: "f".into(),
+            arguments: "{}".into(),
+        });
+        c.reasoning = "think".into();
+        c.thinking_blocks.push(ThinkingBlock::Thinking {
+            thinking: "think".into(),
+            signature: "sig".into(),
+        });
+        c.finish_reason = FinishReason::ToolCalls;
+        let body: Value = serde_json::from_slice(&c.to_json()).unwrap();
+        let message = &body["choices"][0]["message"];
+        assert_eq!(message["content"], Value::Null);
+        assert_eq!(message["reasoning_content"], "think");
+        assert_eq!(message["thinking_blocks"][0]["signature"], "sig");
+        assert_eq!(message["tool_calls"][0]["function"]["arguments"], "{}");
+        assert_eq!(body["choices"][0]["finish_reason"], "tool_calls");
+        assert!(body.get("usage").is_none());
+    }
+
+    #[test]
+    fn completion_ids_differ() {
+        assert_ne!(new_completion_id(), new_completion_id());
+    }
+}
