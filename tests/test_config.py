@@ -116,11 +116,22 @@ def test_router_first_match_wins_with_exact_names_and_globs() -> None:
     assert "gpt-4o, claude-x" in caught.value.message and "gpt-*" in caught.value.message
 
 
-def test_a_provider_not_available_yet_is_a_config_error() -> None:
-    config = load_config("llm:\n  models:\n  - {name: a, provider: openAI}\n  - {name: b, provider: bedrock}\n")
+@pytest.mark.parametrize(
+    ("entry", "message"),
+    [
+        ("{name: b, provider: bedrock}", "x.yaml:4: llm.models[1]: params.awsRegion is required for bedrock"),
+        ("{name: b, provider: vertex}", "x.yaml:4: llm.models[1]: params.vertexProject is required for vertex"),
+        (
+            "{name: b, provider: bedrock, params: {awsRegion: 'us-east-1/x'}}",
+            "x.yaml:4: llm.models[1].params.awsRegion: must be letters, digits",
+        ),
+        ("{name: b, provider: gemini, params: {apiVersion: v2}}", "llm.models[1].params.apiVersion: "),
+    ],
+)
+def test_provider_params_are_checked(entry: str, message: str) -> None:
     with pytest.raises(ConfigError) as caught:
-        Router(config, "x.yaml")
-    assert "x.yaml: llm.models[1].provider: the 'bedrock' provider is not available" in str(caught.value)
+        load_config(f"llm:\n  models:\n  - {{name: a, provider: openAI}}\n  - {entry}\n", "x.yaml")
+    assert message in str(caught.value)
 
 
 def run_cli(*args: str) -> subprocess.CompletedProcess[str]:

@@ -20,14 +20,13 @@ from ._core import CoreError, StreamTranslator, translate_response
 from .config import GatewayConfig, load_config, load_config_file
 from .errors import (
     GatewayError,
-    UpstreamHTTPError,
     UpstreamProtocolError,
     error_body,
 )
-from .providers import Provider
+from .providers import ChatRequest, Provider
 from .request import parse_chat_request
 from .router import Router
-from .upstream import UpstreamClient, UpstreamRequest, UpstreamResponse
+from .upstream import UpstreamClient, UpstreamResponse
 
 __all__ = ["Gateway", "create_app"]
 
@@ -153,14 +152,8 @@ class Gateway:
 
     async def chat_completions(self, scope: Scope, receive: Receive, send: Send) -> None:
         raw = await _read_body(scope, receive)
-        authorization = None
-        for name, value in scope["headers"]:
-            if name == b"authorization":
-                authorization = value
-                break
-        request = parse_chat_request(raw, authorization)
+        request = parse_chat_request(raw, scope["headers"])
         provider = self.router.route(request.model)
-        upstream = provider.prepare(request)
         client = self.client
         if client is None:
             raise GatewayError("The gateway is starting up; retry shortly.", status=503, code="not_ready")
@@ -173,9 +166,9 @@ class Gateway:
         disconnect.add_done_callback(partial(_cancel_on_disconnect, task))
         try:
             if request.stream:
-                await self._stream(client, provider, request.model, request.include_usage, upstream, send)
+                await self._stream(client, provider, request, send)
             else:
-                await self._complete(client, provider, request.model, upstream, send)
+                await self._complete(client, provider, request, send)
         except asyncio.CancelledError:
             if disconnect.done() and not disconnect.cancelled():
                 # The client went away: that cancellation is ours and ends here (3.11+ counts cancellations).
@@ -187,15 +180,20 @@ class Gateway:
         finally:
             disconnect.cancel()
 
-    async def _complete(
-        self,
-        client: UpstreamClient,
-        provider: Provider,
-        client_model: str,
-        upstream: UpstreamRequest,
-        send: Send,
-    ) -> None:
-        response = await client.send(upstream)
+    async def _send_upstream(
+        self, client: UpstreamClient, provider: Provider, request: ChatRequest
+    ) -> UpstreamResponse:
+        """Send the request; when the upstream refuses credentials the provider can renew (an expired cloud token),
+        renew them and send it once more."""
+        response = await client.send(await provider.prepare(request))
+        if response.status == 401 and await provider.credentials_rejected():
+            logger.info("upstream for %s refused its credentials; retrying once with new ones", provider.entry.name)
+            await _discard(response)
+            response = await client.send(await provider.prepare(request))
+        return response
+
+    async def _complete(self, client: UpstreamClient, provider: Provider, request: ChatRequest, send: Send) -> None:
+        response = await self._send_upstream(client, provider, request)
         try:
             body = await response.read()
         except BaseException:
@@ -205,25 +203,17 @@ class Gateway:
         headers = _forwarded_headers(response)
         if response.status >= 400:
             _log_upstream_status(provider, response.status)
-            raise UpstreamHTTPError.from_openai_body(response.status, body, headers)
-        rewrite = _model_rewrite(provider, client_model)
-        if rewrite is not None or provider.translator != "openai":
+            raise provider.error_from_response(response.status, body, headers)
+        model = provider.response_model(request.model)
+        if model is not None or provider.translator != "openai":
             try:
-                body, _usage = translate_response(provider.translator, body, rewrite)
+                body, _usage = translate_response(provider.translator, body, model)
             except CoreError as exc:
                 raise UpstreamProtocolError(f"The upstream's answer could not be read: {exc}") from None
         await _send_json(send, 200, body, headers)
 
-    async def _stream(
-        self,
-        client: UpstreamClient,
-        provider: Provider,
-        client_model: str,
-        include_usage: bool,
-        upstream: UpstreamRequest,
-        send: Send,
-    ) -> None:
-        response = await client.send(upstream)
+    async def _stream(self, client: UpstreamClient, provider: Provider, request: ChatRequest, send: Send) -> None:
+        response = await self._send_upstream(client, provider, request)
         try:
             if response.status >= 400:
                 _log_upstream_status(provider, response.status)
@@ -231,8 +221,10 @@ class Gateway:
                     body = await response.read()
                 except GatewayError:
                     body = b""
-                raise UpstreamHTTPError.from_openai_body(response.status, body, _forwarded_headers(response))
-            translator = StreamTranslator(provider.translator, _model_rewrite(provider, client_model), include_usage)
+                raise provider.error_from_response(response.status, body, _forwarded_headers(response))
+            translator = StreamTranslator(
+                provider.translator, provider.response_model(request.model), request.include_usage
+            )
             await send(
                 {"type": "http.response.start", "status": 200, "headers": _SSE_HEADERS + _forwarded_headers(response)}
             )
@@ -264,10 +256,14 @@ class Gateway:
 # -- helpers -------------------------------------------------------------------------------------------------------
 
 
-def _model_rewrite(provider: Provider, client_model: str) -> str | None:
-    """The model name to put back into answers, or None when the upstream already reports the client's own."""
-    upstream_model = provider.upstream_model
-    return client_model if upstream_model is not None and upstream_model != client_model else None
+async def _discard(response: UpstreamResponse) -> None:
+    """Read and drop an answer that will not be used, keeping the connection when it can be kept."""
+    try:
+        await response.read()
+    except BaseException:
+        response.abort()
+        raise
+    response.release()
 
 
 def _forwarded_headers(response: UpstreamResponse) -> list[tuple[bytes, bytes]]:

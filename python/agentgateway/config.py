@@ -73,6 +73,20 @@ class ModelParams(_Model):
     aws_region: str | None = None
     vertex_project: str | None = None
     vertex_region: str | None = None
+    # anthropic, bedrock, vertex (Claude): max_tokens sent when the client gives none (Anthropic requires one).
+    max_tokens: Annotated[int, Field(ge=1)] | None = None
+    # anthropic, vertex (Claude): the anthropic-version header (a client's own header wins).
+    anthropic_version: str | None = None
+    # gemini: the API version in the path (v1beta or v1).
+    api_version: Literal["v1beta", "v1"] | None = None
+
+    @field_validator("aws_region", "vertex_project", "vertex_region", "anthropic_version")
+    @classmethod
+    def _check_name(cls, value: str | None) -> str | None:
+        # These go into host names, paths and headers: refuse what would break them rather than send it.
+        if value is not None and not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]*", value):
+            raise ValueError(f"must be letters, digits, '.', '_' or '-', got {value!r}")
+        return value
 
     @field_validator("base_url")
     @classmethod
@@ -110,6 +124,13 @@ class CustomProvider(_Model):
     formats: Annotated[list[CustomFormat], Field(min_length=1)] = [CustomFormat(type="completions")]
 
 
+# Params a provider cannot work without: (attribute, the message that says what to set).
+_REQUIRED_PARAMS: dict[str, tuple[tuple[str, str], ...]] = {
+    "bedrock": (("aws_region", "params.awsRegion is required for bedrock (e.g. us-east-1)"),),
+    "vertex": (("vertex_project", "params.vertexProject is required for vertex (your Google Cloud project id)"),),
+}
+
+
 class ModelEntry(_Model):
     name: Annotated[str, Field(min_length=1)]
     provider: str | CustomProvider
@@ -137,6 +158,9 @@ class ModelEntry(_Model):
     def _check_params(self) -> ModelEntry:
         if isinstance(self.provider, CustomProvider) and self.params.base_url is None:
             raise ValueError("params.baseUrl is required for a custom provider (e.g. http://host:8000/v1)")
+        for param, problem in _REQUIRED_PARAMS.get(self.provider_name, ()):
+            if getattr(self.params, param) is None:
+                raise ValueError(problem)
         return self
 
     @property

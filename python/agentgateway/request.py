@@ -12,7 +12,7 @@ from typing import Any
 import orjson
 
 from .errors import InvalidRequest
-from .providers import ChatRequest
+from .providers import ChatRequest, header_value
 
 __all__ = ["parse_chat_request"]
 
@@ -62,7 +62,7 @@ def _wrong_type(param: str, expected: str, value: Any) -> InvalidRequest:
     )
 
 
-def parse_chat_request(raw: bytes, authorization: bytes | None) -> ChatRequest:
+def parse_chat_request(raw: bytes, headers: list[tuple[bytes, bytes]]) -> ChatRequest:
     if not raw:
         raise InvalidRequest(
             "The request body is empty: send a JSON object with 'model' and 'messages'.", code="invalid_json"
@@ -140,4 +140,4 @@ def parse_chat_request(raw: bytes, authorization: bytes | None) -> ChatRequest:
         if value is not None and (not isinstance(value, types) or (isinstance(value, bool) and bool not in types)):
             raise _wrong_type(name, expected, value)
 
-    return ChatRequest(raw, body, model, stream, include_usage, authorization)
+    return ChatRequest(raw, body, model, stream, include_usage, header_value(headers, b"authorization"), headers)

@@ -4,10 +4,10 @@ Adding a provider is one file here, one in ``rust/sse_core/src/providers/`` and 
 
 from __future__ import annotations
 
-from .base import ChatRequest, Provider
+from .base import ChatRequest, Provider, header_value
 from .openai import OpenAIProvider
 
-__all__ = ["PROVIDERS", "ChatRequest", "Provider"]
+__all__ = ["PROVIDERS", "ChatRequest", "Provider", "header_value"]
 
 PROVIDERS: dict[str, type[Provider]] = {
     "openAI": OpenAIProvider,

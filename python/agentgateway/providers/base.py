@@ -1,5 +1,6 @@
-"""What every provider gives the app: how to call its upstream for one request, and which core translator reads
-the answer. Per-request work stays small: anything that depends only on config is computed once in __init__."""
+"""What every provider gives the app: how to call its upstream for one request, which core translator reads the
+answer, and how to read the upstream's HTTP errors. Per-request work stays small: anything that depends only on
+config is computed once in __init__."""
 
 from __future__ import annotations
 
@@ -7,14 +8,16 @@ from dataclasses import dataclass
 from typing import Any, ClassVar
 
 from ..config import ModelEntry
+from ..errors import GatewayError, UpstreamHTTPError
 from ..upstream import UpstreamRequest
 
-__all__ = ["ChatRequest", "Provider"]
+__all__ = ["ChatRequest", "Provider", "header_value"]
 
 
 @dataclass(slots=True)
 class ChatRequest:
-    """A validated client request. ``body`` is the parsed JSON and ``raw`` the bytes it came from."""
+    """A validated client request. ``body`` is the parsed JSON and ``raw`` the bytes it came from; ``headers`` are
+    the client's request headers as ASGI gives them (lower-case names)."""
 
     raw: bytes
     body: dict[str, Any]
@@ -22,6 +25,15 @@ class ChatRequest:
     stream: bool
     include_usage: bool
     authorization: bytes | None
+    headers: list[tuple[bytes, bytes]]
+
+
+def header_value(headers: list[tuple[bytes, bytes]], name: bytes) -> bytes | None:
+    """The first value of the (lower-case) header ``name``, or None."""
+    for key, value in headers:
+        if key == name:
+            return value
+    return None
 
 
 class Provider:
@@ -34,5 +46,20 @@ class Provider:
         self.entry = entry
         self.upstream_model = entry.params.model
 
-    def prepare(self, request: ChatRequest) -> UpstreamRequest:
+    async def prepare(self, request: ChatRequest) -> UpstreamRequest:
+        """The upstream request for ``request``: endpoint, headers (with credentials) and body."""
         raise NotImplementedError
+
+    def response_model(self, client_model: str) -> str | None:
+        """The model name the core writes into answers; None keeps what the upstream reports (pass-through)."""
+        return client_model
+
+    def error_from_response(self, status: int, body: bytes, headers: list[tuple[bytes, bytes]]) -> GatewayError:
+        """The client's error for an upstream HTTP error: its status kept, its message passed on.
+        ``headers`` are the upstream headers already chosen to forward (Retry-After, rate limits)."""
+        return UpstreamHTTPError.from_openai_body(status, body, headers)
+
+    async def credentials_rejected(self) -> bool:
+        """The upstream answered 401 to credentials this provider obtained (a cloud token that expired or was
+        revoked early): drop them and return True to have the request prepared and sent once more."""
+        return False

@@ -29,7 +29,7 @@ class OpenAIProvider(Provider):
         self.headers = encode_headers(headers)
         self.forward_client_auth = api_key is None
 
-    def prepare(self, request: ChatRequest) -> UpstreamRequest:
+    async def prepare(self, request: ChatRequest) -> UpstreamRequest:
         headers = self.headers
         if self.forward_client_auth and request.authorization is not None:
             try:
@@ -49,3 +49,8 @@ class OpenAIProvider(Provider):
         # Nothing to change: the client's bytes go upstream untouched (and its numbers keep their exact spelling).
         payload = orjson.dumps(body) if changed else request.raw
         return UpstreamRequest(self.endpoint, headers, payload)
+
+    def response_model(self, client_model: str) -> str | None:
+        # Answers already name the model the client asked for unless params.model replaced it upstream.
+        upstream_model = self.upstream_model
+        return client_model if upstream_model is not None and upstream_model != client_model else None
