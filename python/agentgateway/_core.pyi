@@ -11,7 +11,7 @@ panic is caught per call, so one bad stream fails alone).
 
 from typing import final
 
-__all__ = ["CoreError", "ResponseParser", "StreamTranslator", "__version__", "translate_response"]
+__all__ = ["CoreError", "ResponseParser", "SigV4Signer", "StreamTranslator", "__version__", "translate_response"]
 
 __version__: str
 """The version of the Rust core (the package version, defined once in Cargo.toml)."""
@@ -42,8 +42,18 @@ class StreamTranslator:
     events are ignored). Upstream error payloads (a top-level ``error`` key, or an SSE event named
     ``error``) are passed on as ``data: {"error": {...}}`` and recorded in `error`.
 
+    For ``"bedrock"`` the body is the binary AWS event stream of ``ConverseStream`` (both CRCs
+    of every message checked; a bad CRC, length or header ends the stream with an
+    ``upstream_protocol_error`` frame, a message cut off at EOF with ``stream_truncated``).
+    ``messageStart``, ``contentBlockStart`` (tool use), ``contentBlockDelta`` (text, tool input,
+    reasoning), ``contentBlockStop``, ``messageStop`` and ``metadata`` become OpenAI chunks; the
+    finish chunk is held until ``metadata`` (which brings the usage after ``messageStop``) or EOF,
+    so the usage chunk follows it. An exception message ends the stream with an error frame whose
+    ``code`` is its ``:exception-type`` and ``status`` 429 (throttling), 400 (validation), 503
+    (service unavailable) or 500.
+
     Args:
-        provider: the upstream provider, one of ``"openai"``.
+        provider: the upstream provider, one of ``"openai"``, ``"anthropic"``, ``"bedrock"``.
         client_model: the model name the client asked for, written into every chunk in place of
             the upstream's; ``None`` keeps the upstream's.
         include_usage: whether the client asked for ``stream_options.include_usage``.
@@ -148,7 +158,8 @@ def translate_response(
     """Translate a whole (non-streaming) upstream response body into an OpenAI Chat Completions body.
 
     For ``"openai"``: the top-level ``model`` is replaced by `client_model` (the body is returned
-    byte for byte when it is ``None`` or already equal).
+    byte for byte when it is ``None`` or already equal). For ``"bedrock"``: a Converse response
+    (content blocks, ``stopReason``, ``usage``) becomes a ``chat.completion`` body.
 
     Returns:
         The body to send, and ``(prompt_tokens, completion_tokens, total_tokens)`` from its
@@ -157,3 +168,44 @@ def translate_response(
     Raises:
         CoreError: unknown provider, or a body that is not a JSON object.
     """
+
+@final
+class SigV4Signer:
+    """AWS Signature Version 4 for the gateway's upstream requests (``POST``, JSON body, no query).
+
+    The ``Authorization`` it writes is byte for byte what botocore's ``SigV4Auth`` writes for the
+    same request, at a small fraction of the cost. Signed headers: ``content-type``, ``host``,
+    ``x-amz-date``, and ``x-amz-security-token`` with a session token. The canonical URI is the
+    path as sent, encoded once more. The signing key is cached per (date, secret key).
+
+    Args:
+        region: the AWS region of the credential scope.
+        service: the signing name (``"bedrock"``).
+        host: the ``Host`` header the request is sent with.
+        content_type: the ``Content-Type`` header the request is sent with.
+    """
+
+    def __new__(cls, region: str, service: str, host: str, content_type: str) -> SigV4Signer: ...
+    def headers(
+        self,
+        path: str,
+        body: bytes,
+        access_key: str,
+        secret_key: str,
+        session_token: str | None,
+        amz_date: str | None = None,
+    ) -> bytes:
+        """Sign one request.
+
+        Args:
+            path: the request path as sent (already percent-encoded).
+            body: the request body.
+            amz_date: the signing time, ``YYYYMMDD'T'HHMMSS'Z'``; default: now.
+
+        Returns:
+            The header lines ``X-Amz-Date``, ``X-Amz-Security-Token`` (with a session token) and
+            ``Authorization``, each ending with ``\\r\\n``.
+
+        Raises:
+            CoreError: the access key, token or date contain control characters.
+        """

@@ -53,7 +53,14 @@ _SSE_HEADERS = [
     (b"x-accel-buffering", b"no"),
 ]
 # Upstream response headers a client needs to see: rate-limit state and its request id for support tickets.
-_FORWARDED_HEADER_PREFIXES = (b"retry-after", b"x-ratelimit-", b"x-request-id", b"openai-processing-ms")
+_FORWARDED_HEADER_PREFIXES = (
+    b"retry-after",
+    b"x-ratelimit-",
+    b"x-request-id",
+    b"openai-processing-ms",
+    b"x-amzn-requestid",  # AWS's request id, for support tickets
+    b"x-amzn-errortype",  # AWS's error type (the error body has only the message)
+)
 
 _COMPLETION_PATHS = frozenset(("/v1/chat/completions", "/chat/completions", "/"))
 _MODEL_PATHS = frozenset(("/v1/models", "/models"))
@@ -186,7 +193,7 @@ class Gateway:
         """Send the request; when the upstream refuses credentials the provider can renew (an expired cloud token),
         renew them and send it once more."""
         response = await client.send(await provider.prepare(request))
-        if response.status == 401 and await provider.credentials_rejected():
+        if provider.rejects_credentials(response.status, response.headers) and await provider.credentials_rejected():
             logger.info("upstream for %s refused its credentials; retrying once with new ones", provider.entry.name)
             await _discard(response)
             response = await client.send(await provider.prepare(request))

@@ -94,6 +94,13 @@ class UpstreamHTTPError(GatewayError):
     type = "upstream_error"
 
     @classmethod
+    def create(
+        cls, status: int, message: str, *, code: str | None = None, headers: list[tuple[bytes, bytes]] | None = None
+    ) -> UpstreamHTTPError:
+        """An upstream error read from a provider's own error shape: the OpenAI ``type`` follows the status."""
+        return cls(message, status=status, type_=_type_for_status(status), code=code, headers=headers)
+
+    @classmethod
     def from_openai_body(cls, status: int, body: bytes, headers: list[tuple[bytes, bytes]]) -> UpstreamHTTPError:
         """Keeps an OpenAI-shaped error's fields; wraps anything else in a message that says what came back."""
         message, type_, code, param = None, None, None, None

@@ -59,6 +59,11 @@ class Provider:
         ``headers`` are the upstream headers already chosen to forward (Retry-After, rate limits)."""
         return UpstreamHTTPError.from_openai_body(status, body, headers)
 
+    def rejects_credentials(self, status: int, headers: list[tuple[bytes, bytes]]) -> bool:
+        """Whether an upstream answer with this status and these (lower-case) headers refused the credentials, so
+        that `credentials_rejected` should be asked. 401 by default; AWS also answers 403 ``ExpiredTokenException``."""
+        return status == 401
+
     async def credentials_rejected(self) -> bool:
         """The upstream answered 401 to credentials this provider obtained (a cloud token that expired or was
         revoked early): drop them and return True to have the request prepared and sent once more."""

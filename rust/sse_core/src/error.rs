@@ -27,6 +27,8 @@ pub enum CoreError {
     },
     /// The upstream's HTTP/1.1 response is malformed or cut short.
     Http(String),
+    /// The upstream's AWS event stream is malformed (bad CRC, bad length, bad headers).
+    EventStream(String),
     /// A bug in the core (for instance a caught panic); the stream cannot go on.
     Internal(String),
 }
@@ -74,7 +76,7 @@ impl fmt::Display for CoreError {
             Self::EventTooLarge { limit } => {
                 write!(f, "upstream stream event larger than {limit} bytes")
             }
-            Self::Http(detail) => write!(f, "{detail}"),
+            Self::Http(detail) | Self::EventStream(detail) => write!(f, "{detail}"),
             Self::Internal(detail) => {
                 write!(f, "internal error in the stream translator: {detail}")
             }

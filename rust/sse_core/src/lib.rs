@@ -6,6 +6,7 @@ pub mod error;
 pub mod framing;
 mod json;
 pub mod providers;
+pub mod sigv4;
 
 #[cfg(feature = "python")]
 mod python;

@@ -14,6 +14,7 @@ use pyo3::types::PyBytes;
 use crate::error::CoreError as Error;
 use crate::framing::http1;
 use crate::providers::{self, Usage};
+use crate::sigv4;
 
 create_exception!(
     agentgateway._core,
@@ -221,12 +222,89 @@ impl PyResponseParser {
     }
 }
 
+/// AWS SigV4 signing of the gateway's upstream POSTs (Bedrock), byte-identical to botocore.
+#[pyclass(module = "agentgateway._core", name = "SigV4Signer")]
+pub struct PySigV4Signer {
+    inner: sigv4::SigV4Signer,
+    host: String,
+    content_type: String,
+}
+
+#[pymethods]
+impl PySigV4Signer {
+    #[new]
+    #[pyo3(signature = (region, service, host, content_type))]
+    fn new(region: &str, service: &str, host: &str, content_type: &str) -> Self {
+        Self {
+            inner: sigv4::SigV4Signer::new(region, service),
+            host: host.to_owned(),
+            content_type: content_type.to_owned(),
+        }
+    }
+
+    /// The header lines `X-Amz-Date`, `X-Amz-Security-Token` (with a session token) and
+    /// `Authorization`, each ending with CRLF.
+    #[pyo3(signature = (path, body, access_key, secret_key, session_token, amz_date=None))]
+    fn headers<'py>(
+        &mut self,
+        py: Python<'py>,
+        path: &str,
+        body: &[u8],
+        access_key: &str,
+        secret_key: &str,
+        session_token: Option<&str>,
+        amz_date: Option<&str>,
+    ) -> PyResult<Bound<'py, PyBytes>> {
+        let bad = |s: &str| s.bytes().any(|b| b.is_ascii_control());
+        if bad(access_key) || session_token.is_some_and(bad) || amz_date.is_some_and(bad) {
+            return Err(Error::internal("AWS credentials contain control characters").into());
+        }
+        let now;
+        let amz_date = match amz_date {
+            Some(date) => date,
+            None => {
+                let seconds = std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .map_or(0, |d| d.as_secs());
+                now = sigv4::amz_date(seconds);
+                &now
+            }
+        };
+        let request = sigv4::Request {
+            host: &self.host,
+            path,
+            content_type: &self.content_type,
+            body,
+        };
+        let credentials = sigv4::Credentials {
+            access_key,
+            secret_key,
+            session_token,
+        };
+        let signature = self.inner.sign(&request, &credentials, amz_date);
+        let mut out = Vec::with_capacity(160 + signature.authorization.len());
+        out.extend_from_slice(b"X-Amz-Date: ");
+        out.extend_from_slice(signature.amz_date.as_bytes());
+        out.extend_from_slice(b"\r\n");
+        if let Some(token) = session_token.filter(|t| !t.is_empty()) {
+            out.extend_from_slice(b"X-Amz-Security-Token: ");
+            out.extend_from_slice(token.as_bytes());
+            out.extend_from_slice(b"\r\n");
+        }
+        out.extend_from_slice(b"Authorization: ");
+        out.extend_from_slice(signature.authorization.as_bytes());
+        out.extend_from_slice(b"\r\n");
+        Ok(PyBytes::new(py, &out))
+    }
+}
+
 #[pymodule]
 fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add("__version__", env!("CARGO_PKG_VERSION"))?;
     m.add("CoreError", m.py().get_type::<CoreError>())?;
     m.add_class::<PyStreamTranslator>()?;
     m.add_class::<PyResponseParser>()?;
+    m.add_class::<PySigV4Signer>()?;
     m.add_function(wrap_pyfunction!(translate_response, m)?)?;
     Ok(())
 }

@@ -1,0 +1,609 @@
+"""Amazon Bedrock through the Converse API (``provider: bedrock``; WIRE.md section 3).
+
+``POST {root}/model/{modelId}/converse`` (``/converse-stream`` for streams), where ``root`` is
+``https://bedrock-runtime.{awsRegion}.amazonaws.com`` or ``params.baseUrl``, and ``modelId`` (``params.model``, else
+the client's model) is percent-encoded as one path segment (``:`` -> ``%3A``, ``/`` -> ``%2F``), so model ids,
+inference profiles (``us.anthropic.…``) and ARNs all work.
+
+Auth, in this order: a Bedrock API key (``params.apiKey``, else the ``AWS_BEARER_TOKEN_BEDROCK`` environment
+variable) sent as ``Authorization: Bearer``; otherwise SigV4 (service ``bedrock``, the configured region) with
+credentials from botocore's standard chain (environment, shared credentials/config files with ``AWS_PROFILE``, SSO,
+web identity, container and instance metadata). The chain is resolved and refreshed in a thread, never on the event
+loop, one refresh at a time; the frozen credentials are cached until shortly before they expire. Signing itself is
+done by the Rust core (``SigV4Signer``), byte for byte what botocore's ``SigV4Auth`` writes, at a fraction of its
+cost (see rust/sse_core/src/sigv4.rs).
+
+The request translation (OpenAI Chat Completions body -> Converse body) is here; the answer's (whole or the binary
+event stream) is in rust/sse_core/src/providers/bedrock.rs.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import binascii
+import contextlib
+import logging
+import os
+import re
+import time
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import quote, urlsplit
+
+import orjson
+
+from .._core import SigV4Signer
+from ..config import ModelEntry
+from ..errors import ConfigError, GatewayError, InvalidRequest, UpstreamHTTPError
+from ..upstream import Endpoint, UpstreamRequest, encode_headers
+from .base import ChatRequest, Provider, header_value
+
+__all__ = ["BedrockProvider", "converse_body"]
+
+logger = logging.getLogger("agentgateway.bedrock")
+
+#: The tool forced to get JSON out of models without native structured output; the core turns its input back into
+#: the answer's content (rust/sse_core/src/providers/bedrock.rs, JSON_TOOL_NAME).
+JSON_TOOL_NAME = "agentgateway_json_output"
+#: Bedrock's limit for one image (bytes, decoded).
+MAX_IMAGE_BYTES = 3_750_000
+_IMAGE_FORMATS = {"image/png": "png", "image/jpeg": "jpeg", "image/jpg": "jpeg", "image/gif": "gif", "image/webp": "webp"}
+_DATA_URL = re.compile(r"data:([\w.+-]+/[\w.+-]+)?((?:;[\w.+-]+=[^;,]*)*);base64,", re.ASCII)
+# Claude's thinking budget per reasoning_effort (the budget must stay below maxTokens).
+_THINKING_BUDGET = {"minimal": 1024, "low": 1024, "medium": 2048, "high": 4096, "xhigh": 8192}
+_NOVA_EFFORT = {"minimal": "low", "low": "low", "medium": "medium", "high": "high", "xhigh": "high"}
+# Models with native structured output (outputConfig.textFormat); the others get a forced tool.
+_NATIVE_JSON_MODELS = re.compile(r"anthropic\.claude-(?:opus|sonnet|haiku)-4-5|anthropic\.claude-[a-z]+-(?:4-[6-9]|[5-9])")
+# Bedrock API key precedence follows the AWS SDKs: the env var wins over SigV4 when set.
+BEARER_TOKEN_ENV = "AWS_BEARER_TOKEN_BEDROCK"
+# 403 error types that mean "these credentials are stale", worth one retry with freshly resolved ones.
+_STALE_CREDENTIAL_ERRORS = frozenset((b"ExpiredTokenException", b"UnrecognizedClientException"))
+_MODEL_ENDPOINT_CACHE_LIMIT = 1024
+
+
+# -- request translation -----------------------------------------------------------------------------------------
+
+
+def _text_of(content: Any, param: str) -> str:
+    """A system/tool message's content as text: a string, or the text of its text parts."""
+    if content is None:
+        return ""
+    if isinstance(content, str):
+        return content
+    pieces = []
+    for index, part in enumerate(content):
+        if not isinstance(part, dict) or part.get("type") != "text" or not isinstance(part.get("text"), str):
+            raise InvalidRequest(
+                f"'{param}[{index}]' must be a text part ({{'type': 'text', 'text': ...}}) for this message role.",
+                param=f"{param}[{index}]",
+            )
+        pieces.append(part["text"])
+    return "".join(pieces)
+
+
+def _image_block(url: Any, param: str) -> dict[str, Any]:
+    if not isinstance(url, str):
+        raise InvalidRequest(f"'{param}' must be a string (a data: URL).", param=param)
+    match = _DATA_URL.match(url)
+    if match is None:
+        # Bedrock takes image bytes only. Fetching URLs from inside the gateway would make it an open proxy (SSRF)
+        # and add an unbounded wait to the request, so the client sends the bytes.
+        raise InvalidRequest(
+            f"'{param}': Bedrock accepts images as bytes only; send a base64 data: URL "
+            "(data:image/png;base64,...) instead of an http(s) URL.",
+            param=param,
+        )
+    mime = (match.group(1) or "").lower()
+    image_format = _IMAGE_FORMATS.get(mime)
+    if image_format is None:
+        raise InvalidRequest(
+            f"'{param}': unsupported image type {mime or '(none)'!r}; Bedrock accepts image/png, image/jpeg, "
+            "image/gif and image/webp.",
+            param=param,
+        )
+    data = url[match.end() :]
+    try:
+        size = len(base64.b64decode(data, validate=True))
+    except (binascii.Error, ValueError):
+        raise InvalidRequest(f"'{param}': the data: URL is not valid base64.", param=param) from None
+    if size > MAX_IMAGE_BYTES:
+        raise InvalidRequest(
+            f"'{param}': the image is {size} bytes; Bedrock accepts at most {MAX_IMAGE_BYTES} per image.",
+            param=param,
+        )
+    # Blobs travel as base64 strings in Bedrock's JSON protocol: the client's base64 goes as is.
+    return {"image": {"format": image_format, "source": {"bytes": data}}}
+
+
+def _user_blocks(content: Any, param: str) -> list[dict[str, Any]]:
+    if content is None:
+        return []
+    if isinstance(content, str):
+        return [{"text": content}] if content else []
+    blocks: list[dict[str, Any]] = []
+    for index, part in enumerate(content):
+        where = f"{param}[{index}]"
+        if not isinstance(part, dict):
+            raise InvalidRequest(f"'{where}' must be an object.", param=where)
+        kind = part.get("type")
+        if kind == "text":
+            text = part.get("text")
+            if not isinstance(text, str):
+                raise InvalidRequest(f"'{where}.text' must be a string.", param=f"{where}.text")
+            if text:
+                blocks.append({"text": text})
+        elif kind == "image_url":
+            image = part.get("image_url")
+            url = image.get("url") if isinstance(image, dict) else image
+            blocks.append(_image_block(url, f"{where}.image_url.url"))
+        else:
+            raise InvalidRequest(
+                f"'{where}.type': content parts of type {kind!r} are not supported by Bedrock through this gateway "
+                "(supported: text, image_url with a data: URL).",
+                param=f"{where}.type",
+            )
+    return blocks
+
+
+def _assistant_blocks(message: dict[str, Any], param: str) -> list[dict[str, Any]]:
+    blocks: list[dict[str, Any]] = []
+    # Reasoning first, with its signature: Claude refuses a later turn whose reasoning lost its signature.
+    thinking_blocks = message.get("thinking_blocks")
+    if isinstance(thinking_blocks, list):
+        for index, block in enumerate(thinking_blocks):
+            if not isinstance(block, dict):
+                raise InvalidRequest(f"'{param}.thinking_blocks[{index}]' must be an object.")
+            if block.get("type") == "thinking" and block.get("signature"):
+                blocks.append(
+                    {
+                        "reasoningContent": {
+                            "reasoningText": {"text": block.get("thinking") or "", "signature": block["signature"]}
+                        }
+                    }
+                )
+            elif block.get("type") == "redacted_thinking" and block.get("data"):
+                blocks.append({"reasoningContent": {"redactedContent": block["data"]}})
+    content = message.get("content")
+    if isinstance(content, str):
+        if content:
+            blocks.append({"text": content})
+    elif isinstance(content, list):
+        for index, part in enumerate(content):
+            if isinstance(part, dict) and part.get("type") in ("text", "refusal"):
+                text = part.get("text") if part.get("type") == "text" else part.get("refusal")
+                if isinstance(text, str) and text:
+                    blocks.append({"text": text})
+            else:
+                where = f"{param}.content[{index}]"
+                raise InvalidRequest(f"'{where}': assistant content parts must be text.", param=where)
+    tool_calls = message.get("tool_calls")
+    if tool_calls is not None:
+        if not isinstance(tool_calls, list):
+            raise InvalidRequest(f"'{param}.tool_calls' must be an array.", param=f"{param}.tool_calls")
+        for index, call in enumerate(tool_calls):
+            where = f"{param}.tool_calls[{index}]"
+            function = call.get("function") if isinstance(call, dict) else None
+            if not isinstance(function, dict) or not isinstance(call.get("id"), str):
+                raise InvalidRequest(f"'{where}' must have an 'id' and a 'function'.", param=where)
+            name = function.get("name")
+            if not isinstance(name, str) or not name:
+                raise InvalidRequest(f"'{where}.function.name' must be a non-empty string.", param=f"{where}.function")
+            arguments = function.get("arguments") or "{}"
+            try:
+                parsed = orjson.loads(arguments) if isinstance(arguments, str) else arguments
+            except orjson.JSONDecodeError:
+                parsed = None
+            if not isinstance(parsed, dict):
+                raise InvalidRequest(
+                    f"'{where}.function.arguments' must be a JSON object (as a string); Bedrock stores tool input "
+                    "as an object.",
+                    param=f"{where}.function.arguments",
+                )
+            blocks.append({"toolUse": {"toolUseId": call["id"], "name": name, "input": parsed}})
+    return blocks
+
+
+def _tool_result_block(message: dict[str, Any], param: str) -> dict[str, Any]:
+    tool_call_id = message.get("tool_call_id")
+    if not isinstance(tool_call_id, str) or not tool_call_id:
+        raise InvalidRequest(f"Missing required parameter: '{param}.tool_call_id'.", param=f"{param}.tool_call_id")
+    text = _text_of(message.get("content"), f"{param}.content")
+    # Bedrock refuses empty text blocks: an empty result is an empty content list.
+    return {"toolResult": {"toolUseId": tool_call_id, "content": [{"text": text}] if text else []}}
+
+
+def _effort_fields(model_id: str, effort: str) -> dict[str, Any] | None:
+    """additionalModelRequestFields for reasoning_effort, by model family (None: the model has no such switch)."""
+    if "anthropic.claude" in model_id:
+        return {"thinking": {"type": "enabled", "budget_tokens": _THINKING_BUDGET[effort]}}
+    if "amazon.nova" in model_id:
+        return {"reasoningConfig": {"type": "enabled", "maxReasoningEffort": _NOVA_EFFORT[effort]}}
+    if "openai.gpt-oss" in model_id:
+        return {"reasoning_effort": _NOVA_EFFORT[effort]}
+    return None
+
+
+def _tool_spec(tool: Any, index: int) -> dict[str, Any]:
+    where = f"tools[{index}]"
+    function = tool.get("function") if isinstance(tool, dict) else None
+    if not isinstance(tool, dict) or tool.get("type", "function") != "function" or not isinstance(function, dict):
+        raise InvalidRequest(f"'{where}' must be {{'type': 'function', 'function': {{...}}}}.", param=where)
+    name = function.get("name")
+    if not isinstance(name, str) or not name:
+        raise InvalidRequest(f"'{where}.function.name' must be a non-empty string.", param=f"{where}.function.name")
+    if name == JSON_TOOL_NAME:
+        raise InvalidRequest(f"'{where}.function.name': {name!r} is reserved by the gateway.", param=where)
+    parameters = function.get("parameters")
+    if parameters is None:
+        parameters = {"type": "object", "properties": {}}
+    elif not isinstance(parameters, dict):
+        raise InvalidRequest(f"'{where}.function.parameters' must be an object.", param=f"{where}.function.parameters")
+    spec: dict[str, Any] = {"name": name, "inputSchema": {"json": parameters}}
+    description = function.get("description")
+    if isinstance(description, str) and description:
+        spec["description"] = description
+    if isinstance(function.get("strict"), bool):
+        spec["strict"] = function["strict"]
+    return {"toolSpec": spec}
+
+
+def converse_body(body: dict[str, Any], model_id: str, default_max_tokens: int | None = None) -> dict[str, Any]:
+    """The Converse request for an OpenAI Chat Completions body (validated by request.parse_chat_request)."""
+    system: list[dict[str, Any]] = []
+    turns: list[dict[str, Any]] = []
+    history_tools: dict[str, None] = {}  # tool names used in the history, in order
+    has_tool_blocks = False
+    for index, message in enumerate(body["messages"]):
+        role = message["role"]
+        param = f"messages[{index}]"
+        if role in ("system", "developer"):
+            text = _text_of(message.get("content"), f"{param}.content")
+            if text:
+                system.append({"text": text})
+            continue
+        if role == "user":
+            turn_role, blocks = "user", _user_blocks(message.get("content"), f"{param}.content")
+        elif role == "assistant":
+            turn_role, blocks = "assistant", _assistant_blocks(message, param)
+            for block in blocks:
+                if "toolUse" in block:
+                    has_tool_blocks = True
+                    history_tools[block["toolUse"]["name"]] = None
+        elif role == "tool":
+            turn_role, blocks = "user", [_tool_result_block(message, param)]
+            has_tool_blocks = True
+        else:
+            raise InvalidRequest(
+                f"'{param}.role': {role!r} messages are not supported for Bedrock; use 'tool' messages.",
+                param=f"{param}.role",
+            )
+        if not blocks:
+            continue  # nothing left (empty text): Bedrock refuses empty messages
+        if turns and turns[-1]["role"] == turn_role:
+            # Bedrock wants strictly alternating roles: a tool result followed by a user note is one user turn.
+            turns[-1]["content"].extend(blocks)
+        else:
+            turns.append({"role": turn_role, "content": blocks})
+    if not turns:
+        raise InvalidRequest(
+            "'messages' must contain at least one user or assistant message with content.", param="messages"
+        )
+    out: dict[str, Any] = {"messages": turns}
+    if system:
+        out["system"] = system
+
+    # inferenceConfig
+    inference: dict[str, Any] = {}
+    max_tokens = body.get("max_completion_tokens")
+    if max_tokens is None:
+        max_tokens = body.get("max_tokens")
+    if max_tokens is None:
+        max_tokens = default_max_tokens
+    if body.get("temperature") is not None:
+        inference["temperature"] = body["temperature"]
+    if body.get("top_p") is not None:
+        inference["topP"] = body["top_p"]
+    stop = body.get("stop")
+    if stop is not None:
+        sequences = [stop] if isinstance(stop, str) else stop
+        if not all(isinstance(s, str) for s in sequences):
+            raise InvalidRequest("'stop' must be a string or an array of strings.", param="stop")
+        sequences = [s for s in sequences if s]
+        if sequences:
+            inference["stopSequences"] = sequences
+    n = body.get("n")
+    if n is not None and n != 1:
+        raise InvalidRequest("'n': Bedrock returns one choice per request; send n=1 or leave it out.", param="n")
+
+    # reasoning_effort -> the model family's reasoning switch
+    effort = body.get("reasoning_effort")
+    if effort is not None and effort != "none":
+        if effort not in _THINKING_BUDGET:
+            raise InvalidRequest(
+                f"'reasoning_effort': {effort!r} is not one of none, minimal, low, medium, high, xhigh.",
+                param="reasoning_effort",
+            )
+        fields = _effort_fields(model_id, effort)
+        if fields is not None:
+            thinking = fields.get("thinking")
+            if thinking is not None:
+                budget = thinking["budget_tokens"]
+                if max_tokens is None:
+                    max_tokens = budget + 4096
+                elif max_tokens <= budget:
+                    raise InvalidRequest(
+                        f"'max_tokens' must be larger than the thinking budget ({budget} tokens for "
+                        f"reasoning_effort={effort!r}) on this model.",
+                        param="max_tokens",
+                    )
+            out["additionalModelRequestFields"] = fields
+    if max_tokens is not None:
+        inference["maxTokens"] = max_tokens
+    if inference:
+        out["inferenceConfig"] = inference
+
+    # tools, tool_choice, response_format
+    tools = body.get("tools") or []
+    specs = [_tool_spec(tool, i) for i, tool in enumerate(tools)]
+    tool_choice = body.get("tool_choice")
+    choice: dict[str, Any] | None = None
+    if tool_choice is None or tool_choice == "auto":
+        choice = {"auto": {}} if specs else None
+    elif tool_choice == "required":
+        choice = {"any": {}}
+    elif tool_choice == "none":
+        # Converse has no "none": leave the tools out (below, unless the history needs them).
+        choice = None
+    elif isinstance(tool_choice, dict) and isinstance(tool_choice.get("function"), dict):
+        name = tool_choice["function"].get("name")
+        if not isinstance(name, str) or not name:
+            raise InvalidRequest("'tool_choice.function.name' must be a non-empty string.", param="tool_choice")
+        choice = {"tool": {"name": name}}
+    else:
+        raise InvalidRequest(
+            "'tool_choice' must be 'auto', 'none', 'required' or {'type': 'function', 'function': {'name': ...}}.",
+            param="tool_choice",
+        )
+    if tool_choice == "none":
+        specs = [s for s in specs if s["toolSpec"]["name"] in history_tools] if has_tool_blocks else []
+
+    response_format = body.get("response_format")
+    if isinstance(response_format, dict) and response_format.get("type") in ("json_schema", "json_object"):
+        if response_format["type"] == "json_schema":
+            json_schema = response_format.get("json_schema")
+            if not isinstance(json_schema, dict) or not isinstance(json_schema.get("schema", {}), dict):
+                raise InvalidRequest(
+                    "'response_format.json_schema' must be an object with a 'schema' object.",
+                    param="response_format.json_schema",
+                )
+            schema = json_schema.get("schema") or {"type": "object"}
+            name = json_schema.get("name") if isinstance(json_schema.get("name"), str) else "response"
+            description = json_schema.get("description")
+        else:
+            schema, name, description = {"type": "object"}, "response", None
+        if response_format["type"] == "json_schema" and _NATIVE_JSON_MODELS.search(model_id):
+            structure: dict[str, Any] = {"schema": orjson.dumps(schema).decode(), "name": name}
+            if isinstance(description, str) and description:
+                structure["description"] = description
+            out["outputConfig"] = {"textFormat": {"type": "json_schema", "structure": {"jsonSchema": structure}}}
+        else:
+            spec: dict[str, Any] = {
+                "name": JSON_TOOL_NAME,
+                "description": (description if isinstance(description, str) and description else "")
+                + f"Answer by calling this tool with the response ({name}) as its input.",
+                "inputSchema": {"json": schema},
+            }
+            user_tools = bool(specs) and tool_choice != "none"
+            specs.append({"toolSpec": spec})
+            if choice is None or not user_tools:
+                choice = {"tool": {"name": JSON_TOOL_NAME}}
+            elif "auto" in choice:
+                choice = {"any": {}}  # a user tool or the answer, but no free text
+
+    if has_tool_blocks:
+        # Bedrock refuses a history with tool blocks unless toolConfig is present: declare the tools it uses.
+        declared = {s["toolSpec"]["name"] for s in specs}
+        for name in history_tools:
+            if name not in declared:
+                specs.append({"toolSpec": {"name": name, "inputSchema": {"json": {"type": "object"}}}})
+        if not specs:
+            specs.append({"toolSpec": {"name": "none", "inputSchema": {"json": {"type": "object"}}}})
+    if specs:
+        tool_config: dict[str, Any] = {"tools": specs}
+        if choice is not None and tool_choice != "none":
+            tool_config["toolChoice"] = choice
+        out["toolConfig"] = tool_config
+    return out
+
+
+# -- credentials -------------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class FrozenCredentials:
+    access_key: str
+    secret_key: str
+    token: str | None
+    #: Unix time at which they expire (None: they do not).
+    expiry: float | None
+
+
+def _resolve(botocore_credentials: Any) -> tuple[Any, FrozenCredentials]:
+    """Runs in a thread: resolve the chain once (then reuse its refreshable credentials) and freeze them."""
+    if botocore_credentials is None:
+        import botocore.session
+
+        botocore_credentials = botocore.session.Session().get_credentials()
+        if botocore_credentials is None:
+            raise GatewayError(
+                "No AWS credentials found for Bedrock (checked the environment, shared credentials and config "
+                "files, SSO, web identity, container and instance metadata). Set AWS_ACCESS_KEY_ID / "
+                "AWS_SECRET_ACCESS_KEY or AWS_PROFILE, or params.apiKey for a Bedrock API key.",
+                status=500,
+                code="aws_credentials_missing",
+            )
+    frozen = botocore_credentials.get_frozen_credentials()
+    expiry_time = getattr(botocore_credentials, "_expiry_time", None)
+    expiry = expiry_time.timestamp() if expiry_time is not None else None
+    return botocore_credentials, FrozenCredentials(frozen.access_key, frozen.secret_key, frozen.token or None, expiry)
+
+
+class AwsCredentials:
+    """The standard AWS credential chain, resolved off the event loop and cached until shortly before expiry.
+
+    Refresh: from ``expiry - lead`` (lead = 5 minutes, or half the credentials' lifetime when that is shorter) one
+    background refresh runs in a thread while requests keep using the current credentials; within 10 seconds of
+    expiry (or after it) requests wait for the refresh. One refresh at a time."""
+
+    def __init__(self) -> None:
+        self._botocore: Any = None
+        self._frozen: FrozenCredentials | None = None
+        self._refresh_at = 0.0
+        self._must_refresh_at = 0.0
+        self._task: asyncio.Future[FrozenCredentials] | None = None
+
+    async def get(self) -> FrozenCredentials:
+        frozen = self._frozen
+        if frozen is not None:
+            now = time.time()
+            if now < self._refresh_at:
+                return frozen
+            task = self._start_refresh()
+            if now < self._must_refresh_at:
+                return frozen  # still valid: the refresh runs in the background
+            return await asyncio.shield(task)
+        return await asyncio.shield(self._start_refresh())
+
+    async def renew(self) -> bool:
+        """Forget the cached credentials and resolve the whole chain again (a file or the environment of a sidecar
+        may hold new ones). True when that gave different credentials."""
+        old = self._frozen
+        while self._task is not None:
+            # A refresh already running may have started before the rejection: let it end, then start afresh.
+            with contextlib.suppress(GatewayError):
+                await asyncio.shield(self._task)
+        self._frozen = None
+        self._botocore = None
+        new = await asyncio.shield(self._start_refresh())
+        return old is None or (new.access_key, new.secret_key, new.token) != (old.access_key, old.secret_key, old.token)
+
+    def _start_refresh(self) -> asyncio.Future[FrozenCredentials]:
+        if self._task is None:
+            self._task = asyncio.ensure_future(self._refresh())
+        return self._task
+
+    async def _refresh(self) -> FrozenCredentials:
+        try:
+            botocore_credentials, frozen = await asyncio.to_thread(_resolve, self._botocore)
+        except GatewayError:
+            raise
+        except Exception as exc:
+            # botocore's messages name the source that failed (profile, SSO, container endpoint); no secrets.
+            logger.warning("resolving AWS credentials failed: %s", exc)
+            raise GatewayError(
+                f"Resolving AWS credentials for Bedrock failed: {type(exc).__name__}: {exc}",
+                status=500,
+                code="aws_credentials_error",
+            ) from None
+        finally:
+            self._task = None
+        self._botocore = botocore_credentials
+        self._frozen = frozen
+        now = time.time()
+        if frozen.expiry is None:
+            self._refresh_at = self._must_refresh_at = float("inf")
+        else:
+            lifetime = max(frozen.expiry - now, 0.0)
+            self._refresh_at = frozen.expiry - min(300.0, lifetime / 2)
+            self._must_refresh_at = frozen.expiry - min(10.0, lifetime / 4)
+        return frozen
+
+
+# -- the provider ------------------------------------------------------------------------------------------------
+
+
+class BedrockProvider(Provider):
+    translator = "bedrock"
+
+    def __init__(self, entry: ModelEntry) -> None:
+        super().__init__(entry)
+        params = entry.params
+        region = params.aws_region or ""
+        root = params.base_url or f"https://bedrock-runtime.{region}.amazonaws.com"
+        parts = urlsplit(root)
+        self.root = f"{parts.scheme}://{parts.netloc}"  # baseUrl replaces scheme, host and port only
+        self.host = parts.netloc.rsplit("@", 1)[-1]
+        self.max_tokens = params.max_tokens
+        api_key = params.api_key.get_secret_value() if params.api_key is not None else os.environ.get(BEARER_TOKEN_ENV)
+        self.static_headers = encode_headers({"Content-Type": "application/json"})
+        self.credentials: AwsCredentials | None = None
+        self.signer: SigV4Signer | None = None
+        if api_key:
+            if "\r" in api_key or "\n" in api_key:
+                raise ConfigError(f"{entry.name}: the Bedrock API key contains a line break")
+            self.static_headers += encode_headers({"Authorization": "Bearer " + api_key})
+        else:
+            self.credentials = AwsCredentials()
+            self.signer = SigV4Signer(region, "bedrock", self.host, "application/json")
+        self._endpoints: dict[tuple[str, bool], tuple[Endpoint, str]] = {}
+        if self.upstream_model is not None:
+            for stream in (False, True):
+                self._endpoint(self.upstream_model, stream)
+
+    def _endpoint(self, model_id: str, stream: bool) -> tuple[Endpoint, str]:
+        key = (model_id, stream)
+        found = self._endpoints.get(key)
+        if found is None:
+            if model_id in (".", ".."):
+                raise InvalidRequest(f"{model_id!r} is not a Bedrock model id.", param="model")
+            path = f"/model/{quote(model_id, safe='')}/{'converse-stream' if stream else 'converse'}"
+            found = (Endpoint.parse(self.root + path), path)
+            if len(self._endpoints) >= _MODEL_ENDPOINT_CACHE_LIMIT:
+                self._endpoints.clear()
+            self._endpoints[key] = found
+        return found
+
+    async def prepare(self, request: ChatRequest) -> UpstreamRequest:
+        model_id = self.upstream_model or request.model
+        endpoint, path = self._endpoint(model_id, request.stream)
+        body = orjson.dumps(converse_body(request.body, model_id, self.max_tokens))
+        headers = self.static_headers
+        if self.credentials is not None and self.signer is not None:
+            credentials = await self.credentials.get()
+            headers += self.signer.headers(
+                path, body, credentials.access_key, credentials.secret_key, credentials.token
+            )
+        return UpstreamRequest(endpoint, headers, body)
+
+    def error_from_response(self, status: int, body: bytes, headers: list[tuple[bytes, bytes]]) -> GatewayError:
+        # Bedrock's errors: the type in the x-amzn-errortype header ("ValidationException:http://..."), the text
+        # in {"message": ...} (or "Message").
+        error_type = header_value(headers, b"x-amzn-errortype")
+        code = error_type.split(b":", 1)[0].decode("latin-1") if error_type else None
+        message = None
+        try:
+            parsed: Any = orjson.loads(body)
+        except orjson.JSONDecodeError:
+            parsed = None
+        if isinstance(parsed, dict):
+            message = parsed.get("message") or parsed.get("Message")
+        if not isinstance(message, str) or not message:
+            return UpstreamHTTPError.from_openai_body(status, body, headers)
+        return UpstreamHTTPError.create(status, message, code=code, headers=headers)
+
+    def rejects_credentials(self, status: int, headers: list[tuple[bytes, bytes]]) -> bool:
+        if status == 401:
+            return True
+        if status != 403:
+            return False
+        error_type = header_value(headers, b"x-amzn-errortype")
+        return error_type is not None and error_type.split(b":", 1)[0] in _STALE_CREDENTIAL_ERRORS
+
+    async def credentials_rejected(self) -> bool:
+        if self.credentials is None:
+            return False  # an API key: nothing to renew
+        renewed = await self.credentials.renew()
+        if not renewed:
+            logger.warning("Bedrock refused the AWS credentials and the chain gave the same ones again")
+        return renewed
