@@ -68,7 +68,12 @@ class RunningGateway:
 
 
 def start_gateway(
-    config: str | None, tmp: Path, *extra: str, workers: int = 1, env: dict[str, str] | None = None
+    config: str | None,
+    tmp: Path,
+    *extra: str,
+    workers: int = 1,
+    env: dict[str, str] | None = None,
+    unset: tuple[str, ...] = (),
 ) -> RunningGateway:
     port = free_port()
     log_path = tmp / f"gateway-{port}.log"
@@ -89,7 +94,7 @@ def start_gateway(
             ],
             stdout=log,
             stderr=subprocess.STDOUT,
-            env={**os.environ, **(env or {})},
+            env={**{k: v for k, v in os.environ.items() if k not in unset}, **(env or {})},
         )
     gateway = RunningGateway(process, port, log_path)
     deadline = time.monotonic() + 30

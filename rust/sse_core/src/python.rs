@@ -245,6 +245,7 @@ impl PySigV4Signer {
     /// The header lines `X-Amz-Date`, `X-Amz-Security-Token` (with a session token) and
     /// `Authorization`, each ending with CRLF.
     #[pyo3(signature = (path, body, access_key, secret_key, session_token, amz_date=None))]
+    #[allow(clippy::too_many_arguments)] // the Python signature
     fn headers<'py>(
         &mut self,
         py: Python<'py>,
