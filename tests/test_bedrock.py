@@ -13,9 +13,8 @@ from typing import Any
 import openai
 import pytest
 from botocore.eventstream import EventStreamBuffer
-from fakes.bedrock_upstream import FIXTURES, FakeBedrock, event, exception, start_fake_bedrock
-
 from conftest import RunningGateway, openai_client, start_gateway
+from fakes.bedrock_upstream import FIXTURES, FakeBedrock, event, exception, start_fake_bedrock
 
 ACCESS_KEY = "AKIDTESTBEDROCK"
 SECRET_KEY = "bedrock/secret+key/0123456789abcdefghij"

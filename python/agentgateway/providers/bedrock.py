@@ -48,13 +48,21 @@ logger = logging.getLogger("agentgateway.bedrock")
 JSON_TOOL_NAME = "agentgateway_json_output"
 #: Bedrock's limit for one image (bytes, decoded).
 MAX_IMAGE_BYTES = 3_750_000
-_IMAGE_FORMATS = {"image/png": "png", "image/jpeg": "jpeg", "image/jpg": "jpeg", "image/gif": "gif", "image/webp": "webp"}
+_IMAGE_FORMATS = {
+    "image/png": "png",
+    "image/jpeg": "jpeg",
+    "image/jpg": "jpeg",
+    "image/gif": "gif",
+    "image/webp": "webp",
+}
 _DATA_URL = re.compile(r"data:([\w.+-]+/[\w.+-]+)?((?:;[\w.+-]+=[^;,]*)*);base64,", re.ASCII)
 # Claude's thinking budget per reasoning_effort (the budget must stay below maxTokens).
 _THINKING_BUDGET = {"minimal": 1024, "low": 1024, "medium": 2048, "high": 4096, "xhigh": 8192}
 _NOVA_EFFORT = {"minimal": "low", "low": "low", "medium": "medium", "high": "high", "xhigh": "high"}
 # Models with native structured output (outputConfig.textFormat); the others get a forced tool.
-_NATIVE_JSON_MODELS = re.compile(r"anthropic\.claude-(?:opus|sonnet|haiku)-4-5|anthropic\.claude-[a-z]+-(?:4-[6-9]|[5-9])")
+_NATIVE_JSON_MODELS = re.compile(
+    r"anthropic\.claude-(?:opus|sonnet|haiku)-4-5|anthropic\.claude-[a-z]+-(?:4-[6-9]|[5-9])"
+)
 # Bedrock API key precedence follows the AWS SDKs: the env var wins over SigV4 when set.
 BEARER_TOKEN_ENV = "AWS_BEARER_TOKEN_BEDROCK"
 # 403 error types that mean "these credentials are stale", worth one retry with freshly resolved ones.
@@ -491,6 +499,9 @@ class AwsCredentials:
     def _start_refresh(self) -> asyncio.Future[FrozenCredentials]:
         if self._task is None:
             self._task = asyncio.ensure_future(self._refresh())
+            # A background refresh nobody awaits must not log "exception never retrieved"; the next request that
+            # needs the credentials sees the failure.
+            self._task.add_done_callback(_consume_exception)
         return self._task
 
     async def _refresh(self) -> FrozenCredentials:
@@ -518,6 +529,11 @@ class AwsCredentials:
             self._refresh_at = frozen.expiry - min(300.0, lifetime / 2)
             self._must_refresh_at = frozen.expiry - min(10.0, lifetime / 4)
         return frozen
+
+
+def _consume_exception(task: asyncio.Future[FrozenCredentials]) -> None:
+    if not task.cancelled():
+        task.exception()
 
 
 # -- the provider ------------------------------------------------------------------------------------------------

@@ -1,0 +1,221 @@
+"""Bedrock's AWS credential chain through the real gateway: environment, shared credentials file with AWS_PROFILE,
+the container credentials endpoint (faked on 127.0.0.1) with refresh before expiry, one retry after a 403
+ExpiredTokenException, a wrong secret refused by the signature check, and no credentials at all."""
+
+from __future__ import annotations
+
+import asyncio
+import datetime
+import threading
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import openai
+import pytest
+from aiohttp import web
+from conftest import openai_client, start_gateway
+from fakes.bedrock_upstream import FakeBedrock, start_fake_bedrock
+from test_bedrock import AWS_ENV_VARS, aws_env, user
+
+
+def config(base_url: str) -> str:
+    return f"""
+llm:
+  models:
+  - name: "*"
+    provider: bedrock
+    params: {{model: "anthropic.claude-3-haiku-20240307-v1:0", awsRegion: eu-west-3, baseUrl: "{base_url}"}}
+"""
+
+
+@dataclass
+class ContainerEndpoint:
+    """The ECS/EKS container credentials endpoint: each call issues a new key pair, registered with the fake."""
+
+    bedrock: FakeBedrock
+    lifetime: float = 3600.0
+    issued: list[str] = field(default_factory=list)
+    url: str = ""
+    authorization: list[str | None] = field(default_factory=list)
+
+    async def handle(self, request: web.Request) -> web.Response:
+        self.authorization.append(request.headers.get("Authorization"))
+        number = len(self.issued) + 1
+        access_key = f"ASIACONTAINER{number:04d}"
+        self.issued.append(access_key)
+        secret, token = f"container-secret-{number}", f"container-token-{number}"
+        self.bedrock.keys[access_key] = (secret, token)
+        expiration = datetime.datetime.now(datetime.timezone.utc) + datetime.timedelta(seconds=self.lifetime)
+        return web.json_response(
+            {
+                "AccessKeyId": access_key,
+                "SecretAccessKey": secret,
+                "Token": token,
+                "Expiration": expiration.strftime("%Y-%m-%dT%H:%M:%SZ"),
+            }
+        )
+
+
+def start_container_endpoint(bedrock: FakeBedrock, lifetime: float) -> tuple[ContainerEndpoint, Callable[[], None]]:
+    endpoint = ContainerEndpoint(bedrock, lifetime)
+    app = web.Application()
+    app.router.add_get("/v2/credentials/test", endpoint.handle)
+    loop = asyncio.new_event_loop()
+    runner = web.AppRunner(app, access_log=None)
+    ready = threading.Event()
+
+    def run() -> None:
+        asyncio.set_event_loop(loop)
+        loop.run_until_complete(runner.setup())
+        site = web.TCPSite(runner, "127.0.0.1", 0)
+        loop.run_until_complete(site.start())
+        endpoint.url = f"http://127.0.0.1:{runner.addresses[0][1]}/v2/credentials/test"
+        ready.set()
+        loop.run_forever()
+
+    thread = threading.Thread(target=run, daemon=True, name="fake-container-credentials")
+    thread.start()
+    assert ready.wait(10)
+
+    def stop() -> None:
+        asyncio.run_coroutine_threadsafe(runner.cleanup(), loop).result(10)
+        loop.call_soon_threadsafe(loop.stop)
+        thread.join(10)
+        loop.close()
+
+    return endpoint, stop
+
+
+@pytest.fixture
+def fake() -> Iterator[FakeBedrock]:
+    fake, stop = start_fake_bedrock(region="eu-west-3")
+    yield fake
+    stop()
+
+
+def no_files(tmp_path: Path) -> dict[str, str]:
+    """No shared files from the machine running the tests."""
+    return {
+        "AWS_SHARED_CREDENTIALS_FILE": str(tmp_path / "absent-credentials"),
+        "AWS_CONFIG_FILE": str(tmp_path / "absent-config"),
+    }
+
+
+def credential_of(fake: FakeBedrock) -> str:
+    return fake.last().headers["Authorization"].split("Credential=")[1].split("/")[0]
+
+
+def test_shared_credentials_file_with_aws_profile(fake: FakeBedrock, tmp_path: Path) -> None:
+    fake.keys["AKIDPROFILEDEV"] = ("dev-secret", None)
+    (tmp_path / "credentials").write_text(
+        "[default]\naws_access_key_id = AKIDWRONGDEFAULT\naws_secret_access_key = nope\n\n"
+        "[dev]\naws_access_key_id = AKIDPROFILEDEV\naws_secret_access_key = dev-secret\n"
+    )
+    (tmp_path / "config").write_text("[profile dev]\nregion = eu-west-3\n")
+    env = aws_env(
+        AWS_SHARED_CREDENTIALS_FILE=str(tmp_path / "credentials"),
+        AWS_CONFIG_FILE=str(tmp_path / "config"),
+        AWS_PROFILE="dev",
+    )
+    gateway = start_gateway(config(fake.base_url), tmp_path, env=env, unset=AWS_ENV_VARS)
+    try:
+        client = openai_client(gateway.url)
+        assert client.chat.completions.create(model="m", messages=user("Hi")).choices[0].message.content
+        assert credential_of(fake) == "AKIDPROFILEDEV"
+        assert "X-Amz-Security-Token" not in fake.last().headers
+        assert "SignedHeaders=content-type;host;x-amz-date," in fake.last().headers["Authorization"]
+    finally:
+        gateway.stop()
+
+
+def test_wrong_secret_is_refused_by_the_signature_check_without_retry(fake: FakeBedrock, tmp_path: Path) -> None:
+    fake.keys["AKIDENV"] = ("right-secret", None)
+    env = aws_env(AWS_ACCESS_KEY_ID="AKIDENV", AWS_SECRET_ACCESS_KEY="wrong-secret", **no_files(tmp_path))
+    gateway = start_gateway(config(fake.base_url), tmp_path, env=env, unset=AWS_ENV_VARS)
+    try:
+        client = openai_client(gateway.url)
+        with pytest.raises(openai.PermissionDeniedError) as caught:
+            client.chat.completions.create(model="m", messages=user("Hi"))
+        assert "signature we calculated does not match" in caught.value.message
+        assert fake.refused == ["InvalidSignatureException"]
+        assert "wrong-secret" not in gateway.log()
+    finally:
+        gateway.stop()
+
+
+def test_no_credentials_is_a_clear_error(fake: FakeBedrock, tmp_path: Path) -> None:
+    gateway = start_gateway(config(fake.base_url), tmp_path, env=aws_env(**no_files(tmp_path)), unset=AWS_ENV_VARS)
+    try:
+        client = openai_client(gateway.url)
+        with pytest.raises(openai.InternalServerError) as caught:
+            client.chat.completions.create(model="m", messages=user("Hi"))
+        assert "No AWS credentials found" in caught.value.message
+        assert fake.requests == []
+    finally:
+        gateway.stop()
+
+
+def container_gateway(fake: FakeBedrock, tmp_path: Path, lifetime: float) -> tuple[Any, ContainerEndpoint, Any]:
+    endpoint, stop = start_container_endpoint(fake, lifetime)
+    env = aws_env(
+        AWS_CONTAINER_CREDENTIALS_FULL_URI=endpoint.url,
+        AWS_CONTAINER_AUTHORIZATION_TOKEN="container-auth-token",
+        **no_files(tmp_path),
+    )
+    gateway = start_gateway(config(fake.base_url), tmp_path, env=env, unset=AWS_ENV_VARS)
+    return gateway, endpoint, stop
+
+
+def test_container_credentials_are_cached_then_renewed_once_after_expired_token(
+    fake: FakeBedrock, tmp_path: Path
+) -> None:
+    gateway, endpoint, stop = container_gateway(fake, tmp_path, lifetime=3600)
+    try:
+        client = openai_client(gateway.url)
+        for _ in range(3):
+            client.chat.completions.create(model="m", messages=user("Hi"))
+        first = credential_of(fake)
+        assert first in endpoint.issued
+        assert fake.last().headers["X-Amz-Security-Token"] == fake.keys[first][1]
+        calls = len(endpoint.issued)
+        assert calls <= 2  # resolved once (botocore may fetch twice while loading); cached afterwards
+        assert set(endpoint.authorization) == {"container-auth-token"}
+
+        # The service now says the token expired (revoked early): one 403, new credentials, one retry.
+        fake.expired_keys.add(first)
+        completion = client.chat.completions.create(model="m", messages=user("Hi"))
+        assert completion.choices[0].message.content == "Hello from Bedrock"
+        assert fake.refused == ["ExpiredTokenException"]
+        assert credential_of(fake) not in (first,)
+        assert len(endpoint.issued) > calls
+
+        # A stream goes through the same path.
+        fake.expired_keys.add(credential_of(fake))
+        chunks = list(client.chat.completions.create(model="m", messages=user("Hi"), stream=True))
+        assert chunks[-1].choices[0].finish_reason == "stop"
+        assert fake.refused == ["ExpiredTokenException", "ExpiredTokenException"]
+    finally:
+        gateway.stop()
+        stop()
+
+
+def test_short_lived_container_credentials_are_refreshed_before_they_expire(fake: FakeBedrock, tmp_path: Path) -> None:
+    gateway, endpoint, stop = container_gateway(fake, tmp_path, lifetime=4)
+    try:
+        client = openai_client(gateway.url)
+        client.chat.completions.create(model="m", messages=user("Hi"))
+        first = credential_of(fake)
+        issued = len(endpoint.issued)
+        # Past the first key's expiry: the service refuses it from now on, so it must not be sent again.
+        time.sleep(4.5)
+        fake.expired_keys.add(first)
+        client.chat.completions.create(model="m", messages=user("Hi"))
+        assert credential_of(fake) != first
+        assert len(endpoint.issued) > issued
+        assert fake.refused == []  # refreshed ahead of use, not after a refusal
+    finally:
+        gateway.stop()
+        stop()
