@@ -121,7 +121,7 @@ def test_text_answer_signed_with_session_token_and_usage_mapped(client: openai.O
     assert usage.prompt_tokens_details is not None
     assert usage.prompt_tokens_details.cached_tokens == 3
     recorded = fake.last()
-    assert recorded.path == "/model/us.anthropic.claude-3-7-sonnet-20250219-v1:0/converse"
+    assert recorded.raw_path == "/model/us.anthropic.claude-3-7-sonnet-20250219-v1%3A0/converse"
     assert recorded.model_id == CLAUDE
     assert recorded.headers["X-Amz-Security-Token"] == SESSION_TOKEN
     assert "SignedHeaders=content-type;host;x-amz-date;x-amz-security-token" in recorded.headers["Authorization"]
@@ -139,6 +139,7 @@ def test_text_answer_signed_with_session_token_and_usage_mapped(client: openai.O
 def test_arn_model_id_is_one_encoded_path_segment(client: openai.OpenAI, fake: FakeBedrock) -> None:
     client.chat.completions.create(model="arn-model", messages=user("Hi"))
     assert fake.last().model_id == ARN
+    assert fake.last().raw_path == "/model/" + ARN.replace(":", "%3A").replace("/", "%2F") + "/converse"
     assert "inferenceConfig" not in fake.last().body
 
 

@@ -132,6 +132,7 @@ def _blobs_to_bytes(body: dict[str, Any]) -> None:
 @dataclass
 class Recorded:
     path: str
+    raw_path: str
     model_id: str
     headers: dict[str, str]
     body: Any
@@ -227,7 +228,9 @@ class FakeBedrock:
             body = orjson.loads(raw)
         except orjson.JSONDecodeError:
             return self._error(400, "SerializationException", "Start of structure or map found where not expected.")
-        self.requests.append(Recorded(request.path, model_id, dict(request.headers), orjson.loads(raw)))
+        self.requests.append(
+            Recorded(request.path, request.raw_path, model_id, dict(request.headers), orjson.loads(raw))
+        )
         if request.headers.get("Content-Type") != "application/json":
             return self._error(400, "SerializationException", "Content-Type must be application/json")
         try:
