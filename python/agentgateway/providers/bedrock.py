@@ -327,7 +327,7 @@ def converse_body(body: dict[str, Any], model_id: str, default_max_tokens: int |
     # reasoning_effort -> the model family's reasoning switch
     effort = body.get("reasoning_effort")
     if effort is not None and effort != "none":
-        if effort not in _THINKING_BUDGET:
+        if not isinstance(effort, str) or effort not in _THINKING_BUDGET:
             raise InvalidRequest(
                 f"'reasoning_effort': {effort!r} is not one of none, minimal, low, medium, high, xhigh.",
                 param="reasoning_effort",
