@@ -219,3 +219,22 @@ def test_short_lived_container_credentials_are_refreshed_before_they_expire(fake
     finally:
         gateway.stop()
         stop()
+
+
+def test_bearer_token_from_the_environment_wins_over_sigv4(fake: FakeBedrock, tmp_path: Path) -> None:
+    fake.api_keys.add("ABSKfrom-the-environment")
+    fake.keys["AKIDENV"] = ("secret", None)
+    env = aws_env(
+        AWS_BEARER_TOKEN_BEDROCK="ABSKfrom-the-environment",
+        AWS_ACCESS_KEY_ID="AKIDENV",
+        AWS_SECRET_ACCESS_KEY="secret",
+        **no_files(tmp_path),
+    )
+    gateway = start_gateway(config(fake.base_url), tmp_path, env=env, unset=AWS_ENV_VARS)
+    try:
+        client = openai_client(gateway.url)
+        client.chat.completions.create(model="m", messages=user("Hi"))
+        assert fake.last().headers["Authorization"] == "Bearer ABSKfrom-the-environment"
+        assert "ABSKfrom-the-environment" not in gateway.log()
+    finally:
+        gateway.stop()

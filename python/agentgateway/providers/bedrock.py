@@ -564,6 +564,8 @@ class BedrockProvider(Provider):
             self.signer = SigV4Signer(region, "bedrock", self.host, "application/json")
         self._endpoints: dict[tuple[str, bool], tuple[Endpoint, str]] = {}
         if self.upstream_model is not None:
+            if self.upstream_model in (".", ".."):
+                raise ConfigError(f"{entry.name}: params.model {self.upstream_model!r} is not a Bedrock model id")
             for stream in (False, True):
                 self._endpoint(self.upstream_model, stream)
 
