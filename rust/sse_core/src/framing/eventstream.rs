@@ -47,6 +47,39 @@ impl EventMessage {
     }
 }
 
+/// A checked message borrowed from the decoder's input (no copy, no allocation): its payload, and
+/// its headers read on demand.
+#[derive(Debug, Clone, Copy)]
+pub struct MessageRef<'a> {
+    headers: &'a [u8],
+    pub payload: &'a [u8],
+}
+
+impl<'a> MessageRef<'a> {
+    /// The value of the string header `name`, if present.
+    #[must_use]
+    pub fn header(&self, name: &str) -> Option<&'a str> {
+        Headers(self.headers)
+            .map_while(Result::ok)
+            .find_map(|(key, value)| match value {
+                Some(value) if key == name => Some(value),
+                _ => None,
+            })
+    }
+
+    /// An owned copy.
+    #[must_use]
+    pub fn to_owned_message(&self) -> EventMessage {
+        EventMessage {
+            headers: Headers(self.headers)
+                .map_while(Result::ok)
+                .filter_map(|(key, value)| Some((key.to_owned(), value?.to_owned())))
+                .collect(),
+            payload: self.payload.to_vec(),
+        }
+    }
+}
+
 /// Why the bytes are not a valid event stream. After an error the decoder is unusable.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum EventStreamError {
@@ -128,8 +161,19 @@ impl EventStreamDecoder {
     /// before the bad one are in `out`, and the decoder refuses further input.
     pub fn feed(
         &mut self,
-        mut chunk: &[u8],
+        chunk: &[u8],
         out: &mut Vec<EventMessage>,
+    ) -> Result<(), EventStreamError> {
+        self.feed_with(chunk, |message| out.push(message.to_owned_message()))
+    }
+
+    /// Decode `chunk`, calling `on_message` with each complete message in order (borrowed: nothing
+    /// is copied for messages that lie whole in `chunk`). On error, the messages before the bad
+    /// one have been passed, and the decoder refuses further input.
+    pub fn feed_with(
+        &mut self,
+        mut chunk: &[u8],
+        mut on_message: impl FnMut(MessageRef<'_>),
     ) -> Result<(), EventStreamError> {
         if self.failed {
             return Ok(());
@@ -140,7 +184,7 @@ impl EventStreamDecoder {
                 let total = self.check_prelude(chunk)?;
                 if chunk.len() >= total {
                     let (message, rest) = chunk.split_at(total);
-                    out.push(self.decode(message)?);
+                    on_message(self.decode(message)?);
                     chunk = rest;
                     continue;
                 }
@@ -167,9 +211,14 @@ impl EventStreamDecoder {
                 self.buf.reserve(total.saturating_sub(self.buf.len()));
                 continue;
             }
-            let message = std::mem::take(&mut self.buf);
+            let mut message = std::mem::take(&mut self.buf);
             self.expected = None;
-            out.push(self.decode(&message)?);
+            on_message(self.decode(&message)?);
+            // Keep the allocation for the next message split across reads (unless it was huge).
+            message.clear();
+            if message.capacity() <= 64 * 1024 {
+                self.buf = message;
+            }
         }
         Ok(())
     }
@@ -221,7 +270,7 @@ impl EventStreamDecoder {
     }
 
     /// Decode one complete message whose prelude was checked.
-    fn decode(&mut self, message: &[u8]) -> Result<EventMessage, EventStreamError> {
+    fn decode<'m>(&mut self, message: &'m [u8]) -> Result<MessageRef<'m>, EventStreamError> {
         let crc_at = message.len() - 4;
         let expected = be_u32(message, crc_at).unwrap_or_default();
         let actual = crc32fast::hash(message.get(..crc_at).unwrap_or_default());
@@ -230,62 +279,86 @@ impl EventStreamDecoder {
         }
         let headers_len = be_u32(message, 4).unwrap_or_default() as usize;
         let headers_end = PRELUDE_BYTES + headers_len;
-        let headers = parse_headers(message.get(PRELUDE_BYTES..headers_end).unwrap_or_default())
-            .map_err(|err| self.fail(err))?;
-        let payload = message
-            .get(headers_end..crc_at)
-            .unwrap_or_default()
-            .to_vec();
-        Ok(EventMessage { headers, payload })
+        let headers = message.get(PRELUDE_BYTES..headers_end).unwrap_or_default();
+        if let Some(Err(err)) = Headers(headers).find(Result::is_err) {
+            return Err(self.fail(err));
+        }
+        let payload = message.get(headers_end..crc_at).unwrap_or_default();
+        Ok(MessageRef { headers, payload })
     }
 }
 
-fn parse_headers(mut bytes: &[u8]) -> Result<Vec<(String, String)>, EventStreamError> {
-    let bad = |what: &str| EventStreamError::BadHeaders(what.to_owned());
-    let mut headers = Vec::new();
-    while let Some((&name_len, rest)) = bytes.split_first() {
-        let name_len = usize::from(name_len);
-        if name_len == 0 {
-            return Err(bad("empty header name"));
+/// Iterates over a headers section: `(name, Some(value))` for string headers, `(name, None)` for
+/// the other types (checked and skipped); an error ends it.
+struct Headers<'a>(&'a [u8]);
+
+impl<'a> Iterator for Headers<'a> {
+    type Item = Result<(&'a str, Option<&'a str>), EventStreamError>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        if self.0.is_empty() {
+            return None;
         }
-        let name = rest
-            .get(..name_len)
-            .ok_or_else(|| bad("header name cut short"))?;
-        let name = std::str::from_utf8(name).map_err(|_| bad("header name is not UTF-8"))?;
-        let rest = rest.get(name_len..).unwrap_or_default();
-        let (&kind, rest) = rest
-            .split_first()
-            .ok_or_else(|| bad("header type missing"))?;
-        let fixed = match kind {
-            0 | 1 => Some(0),
-            2 => Some(1),
-            3 => Some(2),
-            4 => Some(4),
-            5 | 8 => Some(8),
-            9 => Some(16),
-            6 | 7 => None,
-            other => return Err(bad(&format!("unknown header value type {other}"))),
-        };
-        bytes = match fixed {
-            Some(len) => rest
-                .get(len..)
-                .ok_or_else(|| bad("header value cut short"))?,
-            None => {
-                let len =
-                    usize::from(be_u16(rest, 0).ok_or_else(|| bad("header value cut short"))?);
-                let value = rest
-                    .get(2..2 + len)
-                    .ok_or_else(|| bad("header value cut short"))?;
-                if kind == 7 {
-                    let value = std::str::from_utf8(value)
-                        .map_err(|_| bad("string header is not UTF-8"))?;
-                    headers.push((name.to_owned(), value.to_owned()));
-                }
-                rest.get(2 + len..).unwrap_or_default()
+        let item = next_header(self.0);
+        match item {
+            Ok((name, value, rest)) => {
+                self.0 = rest;
+                Some(Ok((name, value)))
             }
-        };
+            Err(err) => {
+                self.0 = &[];
+                Some(Err(err))
+            }
+        }
     }
-    Ok(headers)
+}
+
+type Header<'a> = (&'a str, Option<&'a str>, &'a [u8]);
+
+fn next_header(bytes: &[u8]) -> Result<Header<'_>, EventStreamError> {
+    let bad = |what: &str| EventStreamError::BadHeaders(what.to_owned());
+    let Some((&name_len, rest)) = bytes.split_first() else {
+        return Err(bad("empty header"));
+    };
+    let name_len = usize::from(name_len);
+    if name_len == 0 {
+        return Err(bad("empty header name"));
+    }
+    let name = rest
+        .get(..name_len)
+        .ok_or_else(|| bad("header name cut short"))?;
+    let name = std::str::from_utf8(name).map_err(|_| bad("header name is not UTF-8"))?;
+    let rest = rest.get(name_len..).unwrap_or_default();
+    let (&kind, rest) = rest
+        .split_first()
+        .ok_or_else(|| bad("header type missing"))?;
+    let fixed = match kind {
+        0 | 1 => Some(0),
+        2 => Some(1),
+        3 => Some(2),
+        4 => Some(4),
+        5 | 8 => Some(8),
+        9 => Some(16),
+        6 | 7 => None,
+        other => return Err(bad(&format!("unknown header value type {other}"))),
+    };
+    if let Some(len) = fixed {
+        let rest = rest
+            .get(len..)
+            .ok_or_else(|| bad("header value cut short"))?;
+        return Ok((name, None, rest));
+    }
+    let len = usize::from(be_u16(rest, 0).ok_or_else(|| bad("header value cut short"))?);
+    let value = rest
+        .get(2..2 + len)
+        .ok_or_else(|| bad("header value cut short"))?;
+    let rest = rest.get(2 + len..).unwrap_or_default();
+    if kind == 7 {
+        let value = std::str::from_utf8(value).map_err(|_| bad("string header is not UTF-8"))?;
+        Ok((name, Some(value), rest))
+    } else {
+        Ok((name, None, rest))
+    }
 }
 
 /// Encode one message with string headers: for tests and fakes (the gateway only decodes).

@@ -30,7 +30,8 @@ use serde_json::value::RawValue;
 use super::encoder::{Completion, FinishReason, StreamWriter, ThinkingBlock, ToolCall};
 use super::Usage;
 use crate::error::CoreError;
-use crate::framing::{EventMessage, EventStreamDecoder};
+use crate::framing::eventstream::MessageRef;
+use crate::framing::EventStreamDecoder;
 
 /// The tool the request translator forces when a client asks for JSON (`response_format`) from a
 /// model without native structured output; its input is returned as the answer's content.
@@ -269,7 +270,12 @@ enum OpenBlock {
 #[derive(Debug)]
 pub struct BedrockStream {
     decoder: EventStreamDecoder,
-    messages: Vec<EventMessage>,
+    state: State,
+}
+
+/// Everything but the decoder, so that the decoder can lend each message to it.
+#[derive(Debug)]
+struct State {
     writer: StreamWriter,
     /// Open blocks by Bedrock block index (few at a time: a short list beats a map).
     blocks: Vec<(u64, OpenBlock)>,
@@ -284,29 +290,37 @@ impl BedrockStream {
     pub fn new(client_model: Option<String>, include_usage: bool) -> Self {
         Self {
             decoder: EventStreamDecoder::new(),
-            messages: Vec::new(),
-            writer: StreamWriter::new(client_model.unwrap_or_default(), include_usage),
-            blocks: Vec::new(),
-            stop_seen: false,
-            json_tool: false,
+            state: State {
+                writer: StreamWriter::new(client_model.unwrap_or_default(), include_usage),
+                blocks: Vec::new(),
+                stop_seen: false,
+                json_tool: false,
+            },
         }
     }
 
     /// The shared writer, for the facts it keeps.
     #[must_use]
     pub fn writer(&self) -> &StreamWriter {
-        &self.writer
+        &self.state.writer
     }
 
     /// Translate one chunk of the upstream body (any split), appending complete frames to `out`.
     pub fn feed_into(&mut self, chunk: &[u8], out: &mut Vec<u8>) -> Result<(), CoreError> {
-        if self.writer.closed() {
+        let state = &mut self.state;
+        if state.writer.closed() {
             return Ok(());
         }
-        let result = self.decoder.feed(chunk, &mut self.messages);
-        self.drain(out);
+        let result = self.decoder.feed_with(chunk, |message| {
+            if !state.writer.closed() {
+                if let Err(err) = state.translate(message, out) {
+                    state.writer.fail(out, &err);
+                }
+            }
+        });
         if let Err(err) = result {
-            self.writer
+            state
+                .writer
                 .fail(out, &CoreError::EventStream(err.to_string()));
         }
         Ok(())
@@ -314,38 +328,27 @@ impl BedrockStream {
 
     /// Signal upstream EOF, appending the last frames to `out`.
     pub fn finish_into(&mut self, out: &mut Vec<u8>) -> Result<(), CoreError> {
-        if self.writer.closed() {
+        let state = &mut self.state;
+        if state.writer.closed() {
             return Ok(());
         }
         if let Err(err) = self.decoder.finish() {
             // A message cut off: the answer may be complete, but what was lost is unknown.
             let message = format!("the upstream's stream was cut short: {err}");
-            self.writer.error(out, 502, "stream_truncated", &message);
+            state.writer.error(out, 502, "stream_truncated", &message);
             return Ok(());
         }
-        if self.stop_seen {
+        if state.stop_seen {
             // messageStop came but no metadata: end without usage.
-            self.end(out);
+            state.end(out);
         } else {
-            self.writer.truncated(out);
+            state.writer.truncated(out);
         }
         Ok(())
     }
+}
 
-    fn drain(&mut self, out: &mut Vec<u8>) {
-        let mut messages = std::mem::take(&mut self.messages);
-        for message in &messages {
-            if self.writer.closed() {
-                break;
-            }
-            if let Err(err) = self.translate(message, out) {
-                self.writer.fail(out, &err);
-            }
-        }
-        messages.clear();
-        self.messages = messages;
-    }
-
+impl State {
     fn end(&mut self, out: &mut Vec<u8>) {
         if self.json_tool
             && self.writer.tool_call_count() == 0
@@ -374,12 +377,12 @@ impl BedrockStream {
         self.block_mut(Some(key))
     }
 
-    fn translate(&mut self, message: &EventMessage, out: &mut Vec<u8>) -> Result<(), CoreError> {
+    fn translate(&mut self, message: MessageRef<'_>, out: &mut Vec<u8>) -> Result<(), CoreError> {
         match message.header(":message-type") {
             Some("event") | None => {}
             Some("exception") => {
                 let kind = message.header(":exception-type").unwrap_or("exception");
-                let body: Option<ExceptionBody<'_>> = parse(&message.payload, "exception").ok();
+                let body: Option<ExceptionBody<'_>> = parse(message.payload, "exception").ok();
                 let text = body
                     .and_then(|b| b.message)
                     .unwrap_or(Cow::Borrowed("the upstream reported an error"));
@@ -404,7 +407,7 @@ impl BedrockStream {
         if message.payload.is_empty() {
             return Ok(());
         }
-        let event: Event<'_> = parse(&message.payload, "stream event")?;
+        let event: Event<'_> = parse(message.payload, "stream event")?;
         match kind {
             "contentBlockDelta" => {
                 if let Some(delta) = &event.delta {
