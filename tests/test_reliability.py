@@ -16,7 +16,7 @@ import httpx
 import orjson
 import pytest
 from aiohttp import web
-from conftest import RunningGateway, start_gateway
+from conftest import RunningGateway, abort_stream, open_sockets, process_tree, rss_kib, start_gateway
 from fakes.openai_upstream import FakeOpenAI
 from fakes.server import serve_in_thread
 from hypothesis import HealthCheck, given, settings
@@ -223,51 +223,7 @@ def test_still_serving_after_the_fuzzing(fuzz_gateway: RunningGateway) -> None:
 
 # -- aborted streams --------------------------------------------------------------------------------------------------
 
-
-def _process_tree(pid: int) -> list[int]:
-    pids = [pid]
-    for task in Path(f"/proc/{pid}/task").iterdir():
-        children = (task / "children").read_text().split()
-        for child in children:
-            pids += _process_tree(int(child))
-    return pids
-
-
-def _open_sockets(pids: list[int]) -> int:
-    count = 0
-    for pid in pids:
-        for fd in Path(f"/proc/{pid}/fd").iterdir():
-            try:
-                if os.readlink(fd).startswith("socket:"):
-                    count += 1
-            except FileNotFoundError:
-                pass
-    return count
-
-
-def _rss_kib(pids: list[int]) -> int:
-    total = 0
-    for pid in pids:
-        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-            if line.startswith("VmRSS:"):
-                total += int(line.split()[1])
-    return total
-
-
-async def _abort_one_stream(port: int) -> None:
-    body = orjson.dumps({"model": "passthrough-hang", "messages": [{"role": "user", "content": "hi"}], "stream": True})
-    reader, writer = await asyncio.open_connection("127.0.0.1", port)
-    writer.write(
-        b"POST /v1/chat/completions HTTP/1.1\r\nHost: gw\r\nContent-Type: application/json\r\n"
-        b"Content-Length: %d\r\n\r\n%s" % (len(body), body)
-    )
-    await writer.drain()
-    received = b""
-    while b"data: " not in received:  # the first chunk of the stream arrived
-        data = await reader.read(4096)
-        assert data, "the gateway closed the stream before its first chunk"
-        received += data
-    writer.transport.abort()  # hang up without a goodbye, as a killed client does
+HANG = {"model": "passthrough-hang", "messages": [{"role": "user", "content": "hi"}], "stream": True}
 
 
 def test_aborted_streams_cancel_upstream_quickly_and_leak_nothing(
@@ -286,7 +242,7 @@ llm:
         delays = []
         for _ in range(20):
             before = len(fake_openai.disconnects)
-            asyncio.run(_abort_one_stream(gateway.port))
+            asyncio.run(abort_stream(gateway.port, HANG))
             closed = time.monotonic()
             while len(fake_openai.disconnects) == before and time.monotonic() < closed + 5:
                 time.sleep(0.001)
@@ -295,15 +251,15 @@ llm:
         delays.sort()
         assert delays[len(delays) // 2] < 0.1, delays
 
-        pids = _process_tree(gateway.process.pid)
-        sockets_before, rss_before = _open_sockets(pids), _rss_kib(pids)
+        pids = process_tree(gateway.process.pid)
+        sockets_before, rss_before = open_sockets(pids), rss_kib(pids)
 
         async def abort_many(total: int, concurrency: int) -> None:
             semaphore = asyncio.Semaphore(concurrency)
 
             async def one() -> None:
                 async with semaphore:
-                    await _abort_one_stream(gateway.port)
+                    await abort_stream(gateway.port, HANG)
 
             await asyncio.gather(*(one() for _ in range(total)))
 
@@ -314,7 +270,7 @@ llm:
             time.sleep(0.05)
         assert len(fake_openai.disconnects) == before + 1000, "some upstream requests outlived their clients"
         time.sleep(0.5)  # let the last closes settle
-        sockets_after, rss_after = _open_sockets(pids), _rss_kib(pids)
+        sockets_after, rss_after = open_sockets(pids), rss_kib(pids)
         assert sockets_after <= sockets_before + 2, (sockets_before, sockets_after)
         assert rss_after - rss_before < 20 * 1024, (rss_before, rss_after)  # KiB: no per-stream growth
         response = httpx.post(
@@ -400,7 +356,7 @@ def start_gateway_validate_only(config: str, tmp_path: Path, env: dict[str, str]
 def test_socket_helpers_see_this_process() -> None:
     """The leak check counts real sockets: one opened here shows up."""
     pids = [os.getpid()]
-    before = _open_sockets(pids)
+    before = open_sockets(pids)
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
-        assert _open_sockets(pids) == before + 1
+        assert open_sockets(pids) == before + 1
