@@ -16,10 +16,11 @@ from typing import Any
 
 import orjson
 
-from ._core import CoreError, StreamTranslator, translate_response
+from ._core import CoreError, StreamTranslator, UpstreamReportedError, translate_response
 from .config import GatewayConfig, load_config, load_config_file
 from .errors import (
     GatewayError,
+    UpstreamHTTPError,
     UpstreamProtocolError,
     error_body,
 )
@@ -215,6 +216,10 @@ class Gateway:
         if model is not None or provider.translator != "openai":
             try:
                 body, _usage = translate_response(provider.translator, body, model)
+            except UpstreamReportedError as exc:
+                message, status, code = exc.args
+                _log_upstream_status(provider, status)
+                raise UpstreamHTTPError(provider.redact(message), status=status, type_=code, code=code) from None
             except CoreError as exc:
                 raise UpstreamProtocolError(f"The upstream's answer could not be read: {exc}") from None
         await _send_json(send, 200, body, headers)
@@ -265,9 +270,7 @@ class Gateway:
 # -- helpers -------------------------------------------------------------------------------------------------------
 
 
-def _upstream_error(
-    provider: Provider, status: int, body: bytes, headers: list[tuple[bytes, bytes]]
-) -> GatewayError:
+def _upstream_error(provider: Provider, status: int, body: bytes, headers: list[tuple[bytes, bytes]]) -> GatewayError:
     error = provider.error_from_response(status, body, headers)
     error.message = provider.redact(error.message)
     return error
@@ -322,7 +325,8 @@ async def _read_body(scope: Scope, receive: Receive) -> bytes:
         if name == b"content-length":
             if value.isdigit() and int(value) > MAX_REQUEST_BYTES:
                 raise _too_large()
-            break
+        elif name == b"content-type":
+            _check_content_type(value)
     message = await receive()
     if message["type"] == "http.disconnect":
         raise _ClientDisconnected
@@ -344,6 +348,21 @@ async def _read_body(scope: Scope, receive: Receive) -> bytes:
         chunks.append(body)
         if not message.get("more_body", False):
             return b"".join(chunks)
+
+
+def _check_content_type(value: bytes) -> None:
+    """JSON bodies only. text/plain passes too: browsers' fetch() labels a string body so when not told otherwise."""
+    media_type = value.partition(b";")[0].strip().lower()
+    if media_type in (b"application/json", b"text/plain", b"") or media_type.endswith(b"+json"):
+        return
+    raise GatewayError(
+        f"Unsupported Content-Type {value.decode('latin-1')!r}: send the request body as JSON with "
+        "'Content-Type: application/json'.",
+        status=415,
+        type_="invalid_request_error",
+        code="unsupported_media_type",
+        param="Content-Type",
+    )
 
 
 def _too_large() -> GatewayError:
