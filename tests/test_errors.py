@@ -244,3 +244,9 @@ def test_json_bodies_pass_whatever_their_label(gateway: RunningGateway, content_
     headers = {"content-type": content_type} if content_type else {}
     response = httpx.post(gateway.url + "/v1/chat/completions", content=body, headers=headers)
     assert response.status_code == 200
+
+
+def test_success_status_carrying_an_error_is_that_error(gateway: RunningGateway) -> None:
+    response = post(gateway, {"model": "passthrough-200-error", "messages": MESSAGES})
+    assert response.status_code == 503
+    assert error_of(response)["message"] == "model is loading"

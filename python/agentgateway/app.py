@@ -212,16 +212,16 @@ class Gateway:
         if response.status >= 400:
             _log_upstream_status(provider, response.status)
             raise _upstream_error(provider, response.status, body, headers)
-        model = provider.response_model(request.model)
-        if model is not None or provider.translator != "openai":
-            try:
-                body, _usage = translate_response(provider.translator, body, model)
-            except UpstreamReportedError as exc:
-                message, status, code = exc.args
-                _log_upstream_status(provider, status)
-                raise UpstreamHTTPError(provider.redact(message), status=status, type_=code, code=code) from None
-            except CoreError as exc:
-                raise UpstreamProtocolError(f"The upstream's answer could not be read: {exc}") from None
+        # Always through the core, even with nothing to rewrite: it also catches a success status whose body is an
+        # error, which must reach the client as an error.
+        try:
+            body, _usage = translate_response(provider.translator, body, provider.response_model(request.model))
+        except UpstreamReportedError as exc:
+            message, status, code = exc.args
+            _log_upstream_status(provider, status)
+            raise UpstreamHTTPError(provider.redact(message), status=status, type_=code, code=code) from None
+        except CoreError as exc:
+            raise UpstreamProtocolError(f"The upstream's answer could not be read: {exc}") from None
         await _send_json(send, 200, body, headers)
 
     async def _stream(self, client: UpstreamClient, provider: Provider, request: ChatRequest, send: Send) -> None:
