@@ -5,7 +5,11 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import os
+import shutil
+import subprocess
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -658,3 +662,25 @@ def test_very_large_answers_come_through_whole(gateway: RunningGateway, stream: 
     else:
         text = client(gateway).chat.completions.create(model="claude-big", messages=messages).choices[0].message.content
     assert text == "x" * (4 << 20)
+
+
+def test_openai_npm_package(gateway: RunningGateway) -> None:
+    node = shutil.which("node")
+    script = Path(__file__).parent / "js" / "openai_sdk.mjs"
+    if node is None or not (script.parent / "node_modules" / "openai").is_dir():
+        if os.environ.get("CI"):
+            pytest.fail("node or tests/js/node_modules is missing: .ci/run must npm install it")
+        pytest.skip("node or the openai npm package is not installed (npm install --prefix tests/js)")
+    done = subprocess.run(
+        [node, str(script), gateway.url, "claude-sonnet", "claude-tool"], capture_output=True, text=True, timeout=60
+    )
+    assert done.returncode == 0, done.stderr
+    seen = orjson.loads(done.stdout.strip().splitlines()[-1])
+    assert seen["plain"] == seen["streamed"] == "You said: Tell me a story."
+    assert seen["streamModels"] == ["claude-sonnet"]
+    assert seen["finishReason"] == "stop"
+    assert seen["usage"]["prompt_tokens"] == 29
+    assert seen["toolCalls"] == [
+        {"id": "toolu_01A", "name": "get_weather", "arguments": {"city": "Paris"}},
+        {"id": "toolu_01B", "name": "get_weather", "arguments": {"city": "Tokyo", "n": [1, 2]}},
+    ]
