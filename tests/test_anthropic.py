@@ -549,6 +549,11 @@ def test_error_event_mid_stream_reaches_the_client(gateway: RunningGateway) -> N
         ([{"role": "user", "content": "x"}], {"reasoning_effort": "extreme"}, "reasoning_effort"),
         (
             [{"role": "user", "content": "x"}],
+            {"reasoning_effort": "low", "tools": [WEATHER_TOOL], "tool_choice": "required"},
+            "tool_choice",
+        ),
+        (
+            [{"role": "user", "content": "x"}],
             {"tools": [{"type": "function", "function": {"name": "f"}}], "tool_choice": "sometimes"},
             "tool_choice",
         ),
