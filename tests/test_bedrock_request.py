@@ -131,3 +131,20 @@ def test_jpeg_and_webp_formats() -> None:
         content = [{"type": "image_url", "image_url": {"url": f"data:{mime};base64,{payload}"}}]
         out = valid({"messages": [{"role": "user", "content": content}]})
         assert out["messages"][0]["content"][0]["image"]["format"] == fmt
+
+
+@pytest.mark.parametrize(
+    "extra",
+    [
+        {"tools": [TOOL], "tool_choice": "required"},
+        {"tools": [TOOL], "tool_choice": {"type": "function", "function": {"name": "f"}}},
+        {"response_format": {"type": "json_object"}},
+    ],
+)
+def test_claude_cannot_think_while_forced_to_call_a_tool(extra: dict[str, Any]) -> None:
+    with pytest.raises(InvalidRequest) as caught:
+        converse_body({"messages": user("x"), "reasoning_effort": "low", **extra}, CLAUDE)
+    assert caught.value.param == "reasoning_effort"
+    # Other families have no such rule, and auto is fine for Claude.
+    valid({"messages": user("x"), "reasoning_effort": "low", **extra}, "us.amazon.nova-2-lite-v1:0")
+    valid({"messages": user("x"), "reasoning_effort": "low", "tools": [TOOL], "tool_choice": "auto"})

@@ -11,7 +11,15 @@ panic is caught per call, so one bad stream fails alone).
 
 from typing import final
 
-__all__ = ["CoreError", "ResponseParser", "SigV4Signer", "StreamTranslator", "__version__", "translate_response"]
+__all__ = [
+    "CoreError",
+    "ResponseParser",
+    "SigV4Signer",
+    "StreamTranslator",
+    "UpstreamReportedError",
+    "__version__",
+    "translate_response",
+]
 
 __version__: str
 """The version of the Rust core (the package version, defined once in Cargo.toml)."""
@@ -25,6 +33,13 @@ class CoreError(ValueError):
     `StreamTranslator.failed`. After `StreamTranslator.feed` or `StreamTranslator.finish` raised,
     the stream is over: send the client an error event and close.
     """
+
+class UpstreamReportedError(CoreError):
+    """A successful HTTP answer whose body is the provider's error (Anthropic can answer 200 with
+    ``{"type": "error", ...}``). ``args`` is ``(message, status, code)``: the provider's message,
+    the HTTP status its error type stands for (``overloaded_error`` → 529) and that type."""
+
+    args: tuple[str, int, str]
 
 @final
 class StreamTranslator:
@@ -41,6 +56,15 @@ class StreamTranslator:
     ``"usage": null`` is removed from the other chunks. ``data: [DONE]`` ends the stream (later
     events are ignored). Upstream error payloads (a top-level ``error`` key, or an SSE event named
     ``error``) are passed on as ``data: {"error": {...}}`` and recorded in `error`.
+
+    For ``"anthropic"`` (the Messages API, also Claude on Vertex AI) every chunk is written by the
+    core's OpenAI encoder: one id (the message's), the client's model, a role chunk first, text as
+    ``content``, thinking as ``reasoning_content`` plus one ``thinking_blocks`` entry with the
+    signature when each thinking block ends, each ``tool_use`` block as the next tool-call index
+    (its ``{}`` arguments sent when it streamed none), then the finish chunk, the usage chunk when
+    asked (prompt = input + cache read + cache creation tokens), and ``[DONE]``. An ``error`` event
+    becomes ``data: {"error": {"message", "type", "code": <Anthropic type>, "status": <its HTTP
+    status>}}`` and ends the stream.
 
     For ``"bedrock"`` the body is the binary AWS event stream of ``ConverseStream`` (both CRCs
     of every message checked; a bad CRC, length or header ends the stream with an
@@ -158,14 +182,18 @@ def translate_response(
     """Translate a whole (non-streaming) upstream response body into an OpenAI Chat Completions body.
 
     For ``"openai"``: the top-level ``model`` is replaced by `client_model` (the body is returned
-    byte for byte when it is ``None`` or already equal). For ``"bedrock"``: a Converse response
-    (content blocks, ``stopReason``, ``usage``) becomes a ``chat.completion`` body.
+    byte for byte when it is ``None`` or already equal). For ``"anthropic"``: a Messages API
+    response becomes a ``chat.completion`` (text joined into ``content``, ``tool_use`` blocks into
+    ``tool_calls``, thinking into ``reasoning_content`` and ``thinking_blocks``, stop reason and
+    usage mapped); `client_model` names the model (``None``: the upstream's). For ``"bedrock"``: a Converse
+    response (content blocks, ``stopReason``, ``usage``) becomes a ``chat.completion`` body.
 
     Returns:
         The body to send, and ``(prompt_tokens, completion_tokens, total_tokens)`` from its
         ``usage`` (``None`` when absent or null).
 
     Raises:
+        UpstreamReportedError: the body is the provider's error.
         CoreError: unknown provider, or a body that is not a JSON object.
     """
 

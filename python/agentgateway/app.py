@@ -16,10 +16,11 @@ from typing import Any
 
 import orjson
 
-from ._core import CoreError, StreamTranslator, translate_response
+from ._core import CoreError, StreamTranslator, UpstreamReportedError, translate_response
 from .config import GatewayConfig, load_config, load_config_file
 from .errors import (
     GatewayError,
+    UpstreamHTTPError,
     UpstreamProtocolError,
     error_body,
 )
@@ -58,6 +59,8 @@ _FORWARDED_HEADER_PREFIXES = (
     b"x-ratelimit-",
     b"x-request-id",
     b"openai-processing-ms",
+    b"anthropic-ratelimit-",
+    b"request-id",
     b"x-amzn-requestid",  # AWS's request id, for support tickets
     b"x-amzn-errortype",  # AWS's error type (the error body has only the message)
 )
@@ -210,13 +213,17 @@ class Gateway:
         headers = _forwarded_headers(response)
         if response.status >= 400:
             _log_upstream_status(provider, response.status)
-            raise provider.error_from_response(response.status, body, headers)
-        model = provider.response_model(request.model)
-        if model is not None or provider.translator != "openai":
-            try:
-                body, _usage = translate_response(provider.translator, body, model)
-            except CoreError as exc:
-                raise UpstreamProtocolError(f"The upstream's answer could not be read: {exc}") from None
+            raise _upstream_error(provider, response.status, body, headers)
+        # Always through the core, even with nothing to rewrite: it also catches a success status whose body is an
+        # error, which must reach the client as an error.
+        try:
+            body, _usage = translate_response(provider.translator, body, provider.response_model(request.model))
+        except UpstreamReportedError as exc:
+            message, status, code = exc.args
+            _log_upstream_status(provider, status)
+            raise UpstreamHTTPError(provider.redact(message), status=status, type_=code, code=code) from None
+        except CoreError as exc:
+            raise UpstreamProtocolError(f"The upstream's answer could not be read: {exc}") from None
         await _send_json(send, 200, body, headers)
 
     async def _stream(self, client: UpstreamClient, provider: Provider, request: ChatRequest, send: Send) -> None:
@@ -228,7 +235,7 @@ class Gateway:
                     body = await response.read()
                 except GatewayError:
                     body = b""
-                raise provider.error_from_response(response.status, body, _forwarded_headers(response))
+                raise _upstream_error(provider, response.status, body, _forwarded_headers(response))
             translator = StreamTranslator(
                 provider.translator, provider.response_model(request.model), request.include_usage
             )
@@ -252,7 +259,9 @@ class Gateway:
                 logger.exception("stream from %s failed", provider.entry.name)
                 tail = GatewayError(f"The stream failed in the gateway: {_describe(exc)}").stream_event()
             if translator.error is not None:
-                logger.warning("stream from %s ended with an error: %s", provider.entry.name, translator.error)
+                logger.warning(
+                    "stream from %s ended with an error: %s", provider.entry.name, provider.redact(translator.error)
+                )
             await send({"type": "http.response.body", "body": tail, "more_body": False})
         except BaseException:
             response.abort()  # an unfinished upstream answer: drop the connection so the upstream stops too
@@ -261,6 +270,12 @@ class Gateway:
 
 
 # -- helpers -------------------------------------------------------------------------------------------------------
+
+
+def _upstream_error(provider: Provider, status: int, body: bytes, headers: list[tuple[bytes, bytes]]) -> GatewayError:
+    error = provider.error_from_response(status, body, headers)
+    error.message = provider.redact(error.message)
+    return error
 
 
 async def _discard(response: UpstreamResponse) -> None:
@@ -312,7 +327,8 @@ async def _read_body(scope: Scope, receive: Receive) -> bytes:
         if name == b"content-length":
             if value.isdigit() and int(value) > MAX_REQUEST_BYTES:
                 raise _too_large()
-            break
+        elif name == b"content-type":
+            _check_content_type(value)
     message = await receive()
     if message["type"] == "http.disconnect":
         raise _ClientDisconnected
@@ -334,6 +350,21 @@ async def _read_body(scope: Scope, receive: Receive) -> bytes:
         chunks.append(body)
         if not message.get("more_body", False):
             return b"".join(chunks)
+
+
+def _check_content_type(value: bytes) -> None:
+    """JSON bodies only. text/plain passes too: browsers' fetch() labels a string body so when not told otherwise."""
+    media_type = value.partition(b";")[0].strip().lower()
+    if media_type in (b"application/json", b"text/plain", b"") or media_type.endswith(b"+json"):
+        return
+    raise GatewayError(
+        f"Unsupported Content-Type {value.decode('latin-1')!r}: send the request body as JSON with "
+        "'Content-Type: application/json'.",
+        status=415,
+        type_="invalid_request_error",
+        code="unsupported_media_type",
+        param="Content-Type",
+    )
 
 
 def _too_large() -> GatewayError:

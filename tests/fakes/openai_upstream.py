@@ -6,6 +6,7 @@ The behaviour is chosen by the model name the upstream receives (the gateway for
 Models (any other name answers normally):
 - ``*-429``            429 with ``Retry-After: 7`` and an OpenAI rate-limit error body
 - ``*-500-text``       500 with a plain-text body
+- ``*-200-error``      200 whose body is an OpenAI error saying 503 (as some compatible servers answer)
 - ``*-midstream-error``  a stream that sends two chunks and then ``data: {"error": ...}``
 - ``*-truncated``      a stream that stops after two chunks, without finish_reason or ``[DONE]``
 - ``*-reset``          a stream whose connection is reset after two chunks
@@ -21,7 +22,6 @@ Models (any other name answers normally):
 from __future__ import annotations
 
 import asyncio
-import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -29,6 +29,8 @@ from typing import Any
 
 import orjson
 from aiohttp import web
+
+from .server import serve_in_thread
 
 STORY = "Once upon a time there was a small gateway that translated every chunk it saw".split()
 
@@ -56,6 +58,8 @@ class FakeOpenAI:
         body = orjson.loads(raw)
         self.requests.append(Recorded(request.path, dict(request.headers), raw, body))
         model: str = body["model"]
+        if model.endswith("-200-error"):
+            return web.json_response({"error": {"message": "model is loading", "type": "server_error", "code": 503}})
         if model.endswith("-429"):
             return web.Response(
                 status=429,
@@ -199,29 +203,6 @@ def start_fake_openai() -> tuple[FakeOpenAI, Callable[[], None]]:
     app = web.Application(handler_args={"lingering_time": 0})
     app.router.add_post("/v1/chat/completions", fake.handle)
     app.router.add_post("/chat/completions", fake.handle)
-    loop = asyncio.new_event_loop()
-    runner = web.AppRunner(app, access_log=None, handler_cancellation=True)
-    ready = threading.Event()
-
-    def run() -> None:
-        asyncio.set_event_loop(loop)
-        loop.run_until_complete(runner.setup())
-        site = web.TCPSite(runner, "127.0.0.1", 0)
-        loop.run_until_complete(site.start())
-        port = runner.addresses[0][1]
-        fake.base_url = f"http://127.0.0.1:{port}/v1"
-        ready.set()
-        loop.run_forever()
-
-    thread = threading.Thread(target=run, daemon=True, name="fake-openai")
-    thread.start()
-    if not ready.wait(10):
-        raise RuntimeError("fake upstream did not start")
-
-    def stop() -> None:
-        asyncio.run_coroutine_threadsafe(runner.cleanup(), loop).result(10)
-        loop.call_soon_threadsafe(loop.stop)
-        thread.join(10)
-        loop.close()
-
+    origin, stop = serve_in_thread(app, "fake-openai")
+    fake.base_url = origin + "/v1"
     return fake, stop

@@ -421,6 +421,16 @@ def converse_body(body: dict[str, Any], model_id: str, default_max_tokens: int |
         tool_config: dict[str, Any] = {"tools": specs}
         if choice is not None and tool_choice != "none":
             tool_config["toolChoice"] = choice
+            if "auto" not in choice and "thinking" in out.get("additionalModelRequestFields", {}):
+                # Claude refuses to think while forced to call a tool: say so instead of forwarding its 400.
+                forced_by = "tool_choice"
+                if tool_choice in (None, "auto"):
+                    forced_by = "response_format (served by a forced tool on this model)"
+                raise InvalidRequest(
+                    f"'reasoning_effort' cannot be combined with {forced_by}: Claude cannot think while forced to "
+                    "call a tool. Leave out reasoning_effort or use tool_choice 'auto'.",
+                    param="reasoning_effort",
+                )
         out["toolConfig"] = tool_config
     return out
 
