@@ -569,6 +569,8 @@ class BedrockProvider(Provider):
             if "\r" in api_key or "\n" in api_key:
                 raise ConfigError(f"{entry.name}: the Bedrock API key contains a line break")
             self.static_headers += encode_headers({"Authorization": "Bearer " + api_key})
+            if api_key not in self.secrets:
+                self.secrets.append(api_key)  # the key from the environment is as secret as a configured one
         else:
             self.credentials = AwsCredentials()
             self.signer = SigV4Signer(region, "bedrock", self.host, "application/json")
