@@ -9,6 +9,7 @@ import datetime
 import threading
 import time
 from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -191,6 +192,15 @@ def test_container_credentials_are_cached_then_renewed_once_after_expired_token(
         assert fake.refused == ["ExpiredTokenException"]
         assert credential_of(fake) not in (first,)
         assert len(endpoint.issued) > calls
+
+        # Requests refused together renew once and all retry with the new credentials.
+        fake.expired_keys.add(credential_of(fake))
+        issued = len(endpoint.issued)
+        with ThreadPoolExecutor(4) as pool:
+            answers = list(pool.map(lambda _: client.chat.completions.create(model="m", messages=user("Hi")), range(4)))
+        assert all(a.choices[0].message.content == "Hello from Bedrock" for a in answers)
+        assert len(endpoint.issued) - issued <= 2  # one resolution (botocore may fetch twice while loading)
+        del fake.refused[1:]
 
         # A stream goes through the same path.
         fake.expired_keys.add(credential_of(fake))

@@ -23,6 +23,7 @@ import asyncio
 import base64
 import binascii
 import contextlib
+import contextvars
 import logging
 import os
 import re
@@ -68,6 +69,8 @@ BEARER_TOKEN_ENV = "AWS_BEARER_TOKEN_BEDROCK"
 # 403 error types that mean "these credentials are stale", worth one retry with freshly resolved ones.
 _STALE_CREDENTIAL_ERRORS = frozenset((b"ExpiredTokenException", b"UnrecognizedClientException"))
 _MODEL_ENDPOINT_CACHE_LIMIT = 1024
+# The credentials the current request was signed with (prepare and credentials_rejected run in the request's task).
+_SIGNED_WITH: contextvars.ContextVar[FrozenCredentials | None] = contextvars.ContextVar("bedrock_signed_with")
 
 
 # -- request translation -----------------------------------------------------------------------------------------
@@ -446,6 +449,9 @@ class FrozenCredentials:
     #: Unix time at which they expire (None: they do not).
     expiry: float | None
 
+    def key(self) -> tuple[str, str, str | None]:
+        return (self.access_key, self.secret_key, self.token)
+
 
 def _resolve(botocore_credentials: Any) -> tuple[Any, FrozenCredentials]:
     """Runs in a thread: resolve the chain once (then reuse its refreshable credentials) and freeze them."""
@@ -480,6 +486,7 @@ class AwsCredentials:
         self._refresh_at = 0.0
         self._must_refresh_at = 0.0
         self._task: asyncio.Future[FrozenCredentials] | None = None
+        self._renew_lock = asyncio.Lock()
 
     async def get(self) -> FrozenCredentials:
         frozen = self._frozen
@@ -493,18 +500,22 @@ class AwsCredentials:
             return await asyncio.shield(task)
         return await asyncio.shield(self._start_refresh())
 
-    async def renew(self) -> bool:
-        """Forget the cached credentials and resolve the whole chain again (a file or the environment of a sidecar
-        may hold new ones). True when that gave different credentials."""
-        old = self._frozen
-        while self._task is not None:
-            # A refresh already running may have started before the rejection: let it end, then start afresh.
-            with contextlib.suppress(GatewayError):
-                await asyncio.shield(self._task)
-        self._frozen = None
-        self._botocore = None
-        new = await asyncio.shield(self._start_refresh())
-        return old is None or (new.access_key, new.secret_key, new.token) != (old.access_key, old.secret_key, old.token)
+    async def renew(self, rejected: FrozenCredentials | None) -> bool:
+        """The upstream refused ``rejected``: resolve the whole chain again (a file, or the environment of a sidecar,
+        may hold new credentials). True when the credentials now cached differ from the refused ones -- also when
+        another request refused at the same time renewed them already (they renew once, and all retry)."""
+        async with self._renew_lock:
+            current = self._frozen
+            if current is not None and rejected is not None and current.key() != rejected.key():
+                return True
+            while self._task is not None:
+                # A refresh already running may have started before the rejection: let it end, then start afresh.
+                with contextlib.suppress(GatewayError):
+                    await asyncio.shield(self._task)
+            self._frozen = None
+            self._botocore = None
+            new = await asyncio.shield(self._start_refresh())
+            return rejected is None or new.key() != rejected.key()
 
     def _start_refresh(self) -> asyncio.Future[FrozenCredentials]:
         if self._task is None:
@@ -601,6 +612,7 @@ class BedrockProvider(Provider):
         headers = self.static_headers
         if self.credentials is not None and self.signer is not None:
             credentials = await self.credentials.get()
+            _SIGNED_WITH.set(credentials)
             headers += self.signer.headers(
                 path, body, credentials.access_key, credentials.secret_key, credentials.token
             )
@@ -633,7 +645,7 @@ class BedrockProvider(Provider):
     async def credentials_rejected(self) -> bool:
         if self.credentials is None:
             return False  # an API key: nothing to renew
-        renewed = await self.credentials.renew()
+        renewed = await self.credentials.renew(_SIGNED_WITH.get(None))
         if not renewed:
             logger.warning("Bedrock refused the AWS credentials and the chain gave the same ones again")
         return renewed
