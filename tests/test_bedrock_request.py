@@ -148,3 +148,10 @@ def test_claude_cannot_think_while_forced_to_call_a_tool(extra: dict[str, Any]) 
     # Other families have no such rule, and auto is fine for Claude.
     valid({"messages": user("x"), "reasoning_effort": "low", **extra}, "us.amazon.nova-2-lite-v1:0")
     valid({"messages": user("x"), "reasoning_effort": "low", "tools": [TOOL], "tool_choice": "auto"})
+
+
+def test_tool_choice_none_with_response_format_still_forces_the_json_tool() -> None:
+    body = {"messages": user("x"), "tools": [TOOL], "tool_choice": "none", "response_format": {"type": "json_object"}}
+    out = valid(body)
+    assert [t["toolSpec"]["name"] for t in out["toolConfig"]["tools"]] == [JSON_TOOL_NAME]
+    assert out["toolConfig"]["toolChoice"] == {"tool": {"name": JSON_TOOL_NAME}}

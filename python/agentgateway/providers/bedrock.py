@@ -364,7 +364,7 @@ def converse_body(body: dict[str, Any], model_id: str, default_max_tokens: int |
     elif tool_choice == "required":
         choice = {"any": {}}
     elif tool_choice == "none":
-        # Converse has no "none": leave the tools out (below, unless the history needs them).
+        # Converse has no "none": leave the tools out (below, unless the history needs them), and no toolChoice.
         choice = None
     elif isinstance(tool_choice, dict) and isinstance(tool_choice.get("function"), dict):
         name = tool_choice["function"].get("name")
@@ -422,7 +422,7 @@ def converse_body(body: dict[str, Any], model_id: str, default_max_tokens: int |
             specs.append({"toolSpec": {"name": "none", "inputSchema": {"json": {"type": "object"}}}})
     if specs:
         tool_config: dict[str, Any] = {"tools": specs}
-        if choice is not None and tool_choice != "none":
+        if choice is not None:
             tool_config["toolChoice"] = choice
             if "auto" not in choice and "thinking" in out.get("additionalModelRequestFields", {}):
                 # Claude refuses to think while forced to call a tool: say so instead of forwarding its 400.
