@@ -348,6 +348,9 @@ def converse_body(body: dict[str, Any], model_id: str, default_max_tokens: int |
                         f"reasoning_effort={effort!r}) on this model.",
                         param="max_tokens",
                     )
+                # Claude refuses sampling settings while thinking (temperature must be 1): leave them out.
+                inference.pop("temperature", None)
+                inference.pop("topP", None)
             out["additionalModelRequestFields"] = fields
     if max_tokens is not None:
         inference["maxTokens"] = max_tokens
@@ -401,8 +404,15 @@ def converse_body(body: dict[str, Any], model_id: str, default_max_tokens: int |
         else:
             spec: dict[str, Any] = {
                 "name": JSON_TOOL_NAME,
-                "description": (description if isinstance(description, str) and description else "")
-                + f"Answer by calling this tool with the response ({name}) as its input.",
+                "description": " ".join(
+                    filter(
+                        None,
+                        [
+                            description if isinstance(description, str) else None,
+                            f"Answer by calling this tool with the response ({name}) as its input.",
+                        ],
+                    )
+                ),
                 "inputSchema": {"json": schema},
             }
             user_tools = bool(specs) and tool_choice != "none"
@@ -427,7 +437,7 @@ def converse_body(body: dict[str, Any], model_id: str, default_max_tokens: int |
             if "auto" not in choice and "thinking" in out.get("additionalModelRequestFields", {}):
                 # Claude refuses to think while forced to call a tool: say so instead of forwarding its 400.
                 forced_by = "tool_choice"
-                if tool_choice in (None, "auto"):
+                if tool_choice in (None, "auto", "none"):
                     forced_by = "response_format (served by a forced tool on this model)"
                 raise InvalidRequest(
                     f"'reasoning_effort' cannot be combined with {forced_by}: Claude cannot think while forced to "
