@@ -15,8 +15,13 @@
 //! keeps the string ones, which are all Bedrock sends (`:message-type`, `:event-type`,
 //! `:exception-type`, `:content-type`).
 //!
-//! Messages can be split anywhere across reads: only the unfinished message is kept between calls
-//! and each byte is copied at most once into that buffer, so the cost stays linear.
+//! Messages can be split anywhere across reads: messages lying whole in a read are lent to the
+//! caller in place ([`EventStreamDecoder::feed_with`]); only an unfinished message is kept between
+//! calls, each of its bytes copied once, so the cost stays linear in the bytes read.
+//!
+//! Why not the `aws-smithy-eventstream` crate: it brings the smithy runtime types (`bytes`,
+//! `aws-smithy-types`) for what is ~150 lines here, and its decoder owns a `Bytes` buffer per
+//! message; this one borrows, and reports a truncated stream at EOF.
 
 use std::fmt;
 
