@@ -248,3 +248,77 @@ def test_bearer_token_from_the_environment_wins_over_sigv4(fake: FakeBedrock, tm
         assert "ABSKfrom-the-environment" not in gateway.log()
     finally:
         gateway.stop()
+
+
+def test_web_identity_token_file_and_role(fake: FakeBedrock, tmp_path: Path) -> None:
+    """AWS_WEB_IDENTITY_TOKEN_FILE + AWS_ROLE_ARN (EKS IRSA): botocore calls STS AssumeRoleWithWebIdentity, faked
+    here through AWS_ENDPOINT_URL_STS."""
+    calls: list[dict[str, str]] = []
+
+    async def sts(request: web.Request) -> web.Response:
+        calls.append(dict(await request.post()))  # type: ignore[arg-type]
+        fake.keys["ASIAWEBIDENTITY"] = ("web-secret", "web-token")
+        expiration = (datetime.datetime.now(datetime.timezone.utc) + datetime.timedelta(hours=1)).strftime(
+            "%Y-%m-%dT%H:%M:%SZ"
+        )
+        body = f"""<AssumeRoleWithWebIdentityResponse xmlns="https://sts.amazonaws.com/doc/2011-06-15/">
+  <AssumeRoleWithWebIdentityResult>
+    <Credentials>
+      <AccessKeyId>ASIAWEBIDENTITY</AccessKeyId>
+      <SecretAccessKey>web-secret</SecretAccessKey>
+      <SessionToken>web-token</SessionToken>
+      <Expiration>{expiration}</Expiration>
+    </Credentials>
+    <SubjectFromWebIdentityToken>system:serviceaccount:default:gateway</SubjectFromWebIdentityToken>
+    <AssumedRoleUser>
+      <Arn>arn:aws:sts::123456789012:assumed-role/gateway/session</Arn>
+      <AssumedRoleId>AROAEXAMPLE:session</AssumedRoleId>
+    </AssumedRoleUser>
+  </AssumeRoleWithWebIdentityResult>
+  <ResponseMetadata><RequestId>sts-req-1</RequestId></ResponseMetadata>
+</AssumeRoleWithWebIdentityResponse>"""
+        return web.Response(text=body, content_type="text/xml")
+
+    app = web.Application()
+    app.router.add_post("/", sts)
+    loop = asyncio.new_event_loop()
+    runner = web.AppRunner(app, access_log=None)
+    ready = threading.Event()
+    url: list[str] = []
+
+    def run() -> None:
+        asyncio.set_event_loop(loop)
+        loop.run_until_complete(runner.setup())
+        site = web.TCPSite(runner, "127.0.0.1", 0)
+        loop.run_until_complete(site.start())
+        url.append(f"http://127.0.0.1:{runner.addresses[0][1]}")
+        ready.set()
+        loop.run_forever()
+
+    thread = threading.Thread(target=run, daemon=True, name="fake-sts")
+    thread.start()
+    assert ready.wait(10)
+    (tmp_path / "token").write_text("eyJhbGciOiJSUzI1NiJ9.web-identity-token.sig")
+    env = aws_env(
+        AWS_WEB_IDENTITY_TOKEN_FILE=str(tmp_path / "token"),
+        AWS_ROLE_ARN="arn:aws:iam::123456789012:role/gateway",
+        AWS_ROLE_SESSION_NAME="gateway-session",
+        AWS_ENDPOINT_URL_STS=url[0],
+        AWS_DEFAULT_REGION="eu-west-3",
+        **no_files(tmp_path),
+    )
+    gateway = start_gateway(config(fake.base_url), tmp_path, env=env, unset=(*AWS_ENV_VARS, "AWS_REGION"))
+    try:
+        client = openai_client(gateway.url)
+        client.chat.completions.create(model="m", messages=user("Hi"))
+        assert credential_of(fake) == "ASIAWEBIDENTITY"
+        assert fake.last().headers["X-Amz-Security-Token"] == "web-token"
+        assert calls[0]["Action"] == "AssumeRoleWithWebIdentity"
+        assert calls[0]["WebIdentityToken"] == "eyJhbGciOiJSUzI1NiJ9.web-identity-token.sig"
+        assert calls[0]["RoleArn"] == "arn:aws:iam::123456789012:role/gateway"
+    finally:
+        gateway.stop()
+        asyncio.run_coroutine_threadsafe(runner.cleanup(), loop).result(10)
+        loop.call_soon_threadsafe(loop.stop)
+        thread.join(10)
+        loop.close()
