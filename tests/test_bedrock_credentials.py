@@ -60,24 +60,23 @@ class ContainerEndpoint:
         )
 
 
-def start_container_endpoint(bedrock: FakeBedrock, lifetime: float) -> tuple[ContainerEndpoint, Callable[[], None]]:
-    endpoint = ContainerEndpoint(bedrock, lifetime)
-    app = web.Application()
-    app.router.add_get("/v2/credentials/test", endpoint.handle)
+def serve(app: web.Application, name: str) -> tuple[str, Callable[[], None]]:
+    """Serves ``app`` on 127.0.0.1 (a free port) from a daemon thread: its root URL and a stop function."""
     loop = asyncio.new_event_loop()
     runner = web.AppRunner(app, access_log=None)
     ready = threading.Event()
+    url: list[str] = []
 
     def run() -> None:
         asyncio.set_event_loop(loop)
         loop.run_until_complete(runner.setup())
         site = web.TCPSite(runner, "127.0.0.1", 0)
         loop.run_until_complete(site.start())
-        endpoint.url = f"http://127.0.0.1:{runner.addresses[0][1]}/v2/credentials/test"
+        url.append(f"http://127.0.0.1:{runner.addresses[0][1]}")
         ready.set()
         loop.run_forever()
 
-    thread = threading.Thread(target=run, daemon=True, name="fake-container-credentials")
+    thread = threading.Thread(target=run, daemon=True, name=name)
     thread.start()
     assert ready.wait(10)
 
@@ -87,6 +86,15 @@ def start_container_endpoint(bedrock: FakeBedrock, lifetime: float) -> tuple[Con
         thread.join(10)
         loop.close()
 
+    return url[0], stop
+
+
+def start_container_endpoint(bedrock: FakeBedrock, lifetime: float) -> tuple[ContainerEndpoint, Callable[[], None]]:
+    endpoint = ContainerEndpoint(bedrock, lifetime)
+    app = web.Application()
+    app.router.add_get("/v2/credentials/test", endpoint.handle)
+    root, stop = serve(app, "fake-container-credentials")
+    endpoint.url = root + "/v2/credentials/test"
     return endpoint, stop
 
 
@@ -281,29 +289,13 @@ def test_web_identity_token_file_and_role(fake: FakeBedrock, tmp_path: Path) -> 
 
     app = web.Application()
     app.router.add_post("/", sts)
-    loop = asyncio.new_event_loop()
-    runner = web.AppRunner(app, access_log=None)
-    ready = threading.Event()
-    url: list[str] = []
-
-    def run() -> None:
-        asyncio.set_event_loop(loop)
-        loop.run_until_complete(runner.setup())
-        site = web.TCPSite(runner, "127.0.0.1", 0)
-        loop.run_until_complete(site.start())
-        url.append(f"http://127.0.0.1:{runner.addresses[0][1]}")
-        ready.set()
-        loop.run_forever()
-
-    thread = threading.Thread(target=run, daemon=True, name="fake-sts")
-    thread.start()
-    assert ready.wait(10)
+    sts_url, stop = serve(app, "fake-sts")
     (tmp_path / "token").write_text("eyJhbGciOiJSUzI1NiJ9.web-identity-token.sig")
     env = aws_env(
         AWS_WEB_IDENTITY_TOKEN_FILE=str(tmp_path / "token"),
         AWS_ROLE_ARN="arn:aws:iam::123456789012:role/gateway",
         AWS_ROLE_SESSION_NAME="gateway-session",
-        AWS_ENDPOINT_URL_STS=url[0],
+        AWS_ENDPOINT_URL_STS=sts_url,
         AWS_DEFAULT_REGION="eu-west-3",
         **no_files(tmp_path),
     )
@@ -318,7 +310,53 @@ def test_web_identity_token_file_and_role(fake: FakeBedrock, tmp_path: Path) -> 
         assert calls[0]["RoleArn"] == "arn:aws:iam::123456789012:role/gateway"
     finally:
         gateway.stop()
-        asyncio.run_coroutine_threadsafe(runner.cleanup(), loop).result(10)
-        loop.call_soon_threadsafe(loop.stop)
-        thread.join(10)
-        loop.close()
+        stop()
+
+
+def test_instance_metadata_imdsv2(fake: FakeBedrock, tmp_path: Path) -> None:
+    """EC2 instance metadata (IMDSv2: a session token first, then the role's credentials), faked through
+    AWS_EC2_METADATA_SERVICE_ENDPOINT."""
+    seen: list[str] = []
+
+    async def token(request: web.Request) -> web.Response:
+        seen.append(f"PUT {request.path} ttl={request.headers.get('X-aws-ec2-metadata-token-ttl-seconds')}")
+        return web.Response(text="imds-session-token")
+
+    async def role(request: web.Request) -> web.Response:
+        seen.append(f"GET {request.path} token={request.headers.get('X-aws-ec2-metadata-token')}")
+        return web.Response(text="gateway-role")
+
+    async def credentials(request: web.Request) -> web.Response:
+        seen.append(f"GET {request.path} token={request.headers.get('X-aws-ec2-metadata-token')}")
+        fake.keys["ASIAINSTANCE"] = ("instance-secret", "instance-token")
+        expiration = datetime.datetime.now(datetime.timezone.utc) + datetime.timedelta(hours=6)
+        return web.json_response(
+            {
+                "Code": "Success",
+                "Type": "AWS-HMAC",
+                "AccessKeyId": "ASIAINSTANCE",
+                "SecretAccessKey": "instance-secret",
+                "Token": "instance-token",
+                "Expiration": expiration.strftime("%Y-%m-%dT%H:%M:%SZ"),
+            }
+        )
+
+    app = web.Application()
+    app.router.add_put("/latest/api/token", token)
+    app.router.add_get("/latest/meta-data/iam/security-credentials/", role)
+    app.router.add_get("/latest/meta-data/iam/security-credentials/gateway-role", credentials)
+    imds_url, stop = serve(app, "fake-imds")
+    env = {"AWS_EC2_METADATA_SERVICE_ENDPOINT": imds_url + "/", **no_files(tmp_path)}
+    gateway = start_gateway(
+        config(fake.base_url), tmp_path, env=env, unset=(*AWS_ENV_VARS, "AWS_EC2_METADATA_DISABLED")
+    )
+    try:
+        client = openai_client(gateway.url)
+        client.chat.completions.create(model="m", messages=user("Hi"))
+        assert credential_of(fake) == "ASIAINSTANCE"
+        assert fake.last().headers["X-Amz-Security-Token"] == "instance-token"
+        assert seen[0].startswith("PUT /latest/api/token")
+        assert "token=imds-session-token" in seen[-1]
+    finally:
+        gateway.stop()
+        stop()
