@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import asyncio
 import datetime
+import hashlib
+import json
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -357,6 +359,65 @@ def test_instance_metadata_imdsv2(fake: FakeBedrock, tmp_path: Path) -> None:
         assert fake.last().headers["X-Amz-Security-Token"] == "instance-token"
         assert seen[0].startswith("PUT /latest/api/token")
         assert "token=imds-session-token" in seen[-1]
+    finally:
+        gateway.stop()
+        stop()
+
+
+def test_sso_profile_with_a_cached_token(fake: FakeBedrock, tmp_path: Path) -> None:
+    """An IAM Identity Center (SSO) profile after `aws sso login`: the cached token is exchanged for role credentials
+    (the SSO portal's GetRoleCredentials, faked through AWS_ENDPOINT_URL_SSO)."""
+    seen: list[tuple[dict[str, str], str | None]] = []
+
+    async def role_credentials(request: web.Request) -> web.Response:
+        seen.append((dict(request.query), request.headers.get("x-amz-sso_bearer_token")))
+        fake.keys["ASIASSO"] = ("sso-secret", "sso-token")
+        expiration = datetime.datetime.now(datetime.timezone.utc) + datetime.timedelta(hours=1)
+        return web.json_response(
+            {
+                "roleCredentials": {
+                    "accessKeyId": "ASIASSO",
+                    "secretAccessKey": "sso-secret",
+                    "sessionToken": "sso-token",
+                    "expiration": int(expiration.timestamp() * 1000),
+                }
+            }
+        )
+
+    app = web.Application()
+    app.router.add_get("/federation/credentials", role_credentials)
+    sso_url, stop = serve(app, "fake-sso")
+    (tmp_path / "config").write_text(
+        "[profile dev]\nsso_session = corp\nsso_account_id = 123456789012\nsso_role_name = Gateway\n"
+        "region = eu-west-3\n\n[sso-session corp]\nsso_start_url = https://corp.awsapps.com/start\n"
+        "sso_region = eu-west-3\n"
+    )
+    cache = tmp_path / "home" / ".aws" / "sso" / "cache"
+    cache.mkdir(parents=True)
+    expires = datetime.datetime.now(datetime.timezone.utc) + datetime.timedelta(hours=8)
+    (cache / (hashlib.sha1(b"corp").hexdigest() + ".json")).write_text(
+        json.dumps(
+            {
+                "startUrl": "https://corp.awsapps.com/start",
+                "region": "eu-west-3",
+                "accessToken": "sso-access-token",
+                "expiresAt": expires.strftime("%Y-%m-%dT%H:%M:%SZ"),
+            }
+        )
+    )
+    env = aws_env(
+        AWS_CONFIG_FILE=str(tmp_path / "config"),
+        AWS_SHARED_CREDENTIALS_FILE=str(tmp_path / "absent-credentials"),
+        AWS_PROFILE="dev",
+        AWS_ENDPOINT_URL_SSO=sso_url,
+        HOME=str(tmp_path / "home"),
+    )
+    gateway = start_gateway(config(fake.base_url), tmp_path, env=env, unset=AWS_ENV_VARS)
+    try:
+        client = openai_client(gateway.url)
+        client.chat.completions.create(model="m", messages=user("Hi"))
+        assert credential_of(fake) == "ASIASSO"
+        assert seen == [({"account_id": "123456789012", "role_name": "Gateway"}, "sso-access-token")]
     finally:
         gateway.stop()
         stop()
