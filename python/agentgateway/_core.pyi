@@ -43,7 +43,7 @@ class StreamTranslator:
     ``error``) are passed on as ``data: {"error": {...}}`` and recorded in `error`.
 
     Args:
-        provider: the upstream provider, one of ``"openai"``.
+        provider: the upstream provider, one of ``"openai"``, ``"anthropic"``, ``"gemini"``.
         client_model: the model name the client asked for, written into every chunk in place of
             the upstream's; ``None`` keeps the upstream's.
         include_usage: whether the client asked for ``stream_options.include_usage``.
@@ -149,6 +149,9 @@ def translate_response(
 
     For ``"openai"``: the top-level ``model`` is replaced by `client_model` (the body is returned
     byte for byte when it is ``None`` or already equal).
+
+    For ``"gemini"``: a ``GenerateContentResponse`` becomes a ``chat.completion`` (first candidate only;
+    see `StreamTranslator` for the mapping and rust/sse_core/src/providers/gemini.rs for the details).
 
     Returns:
         The body to send, and ``(prompt_tokens, completion_tokens, total_tokens)`` from its
