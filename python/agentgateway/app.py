@@ -53,7 +53,14 @@ _SSE_HEADERS = [
     (b"x-accel-buffering", b"no"),
 ]
 # Upstream response headers a client needs to see: rate-limit state and its request id for support tickets.
-_FORWARDED_HEADER_PREFIXES = (b"retry-after", b"x-ratelimit-", b"x-request-id", b"openai-processing-ms")
+_FORWARDED_HEADER_PREFIXES = (
+    b"retry-after",
+    b"x-ratelimit-",
+    b"x-request-id",
+    b"openai-processing-ms",
+    b"anthropic-ratelimit-",
+    b"request-id",
+)
 
 _COMPLETION_PATHS = frozenset(("/v1/chat/completions", "/chat/completions", "/"))
 _MODEL_PATHS = frozenset(("/v1/models", "/models"))

@@ -21,7 +21,6 @@ Models (any other name answers normally):
 from __future__ import annotations
 
 import asyncio
-import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -29,6 +28,8 @@ from typing import Any
 
 import orjson
 from aiohttp import web
+
+from .server import serve_in_thread
 
 STORY = "Once upon a time there was a small gateway that translated every chunk it saw".split()
 
@@ -199,29 +200,6 @@ def start_fake_openai() -> tuple[FakeOpenAI, Callable[[], None]]:
     app = web.Application(handler_args={"lingering_time": 0})
     app.router.add_post("/v1/chat/completions", fake.handle)
     app.router.add_post("/chat/completions", fake.handle)
-    loop = asyncio.new_event_loop()
-    runner = web.AppRunner(app, access_log=None, handler_cancellation=True)
-    ready = threading.Event()
-
-    def run() -> None:
-        asyncio.set_event_loop(loop)
-        loop.run_until_complete(runner.setup())
-        site = web.TCPSite(runner, "127.0.0.1", 0)
-        loop.run_until_complete(site.start())
-        port = runner.addresses[0][1]
-        fake.base_url = f"http://127.0.0.1:{port}/v1"
-        ready.set()
-        loop.run_forever()
-
-    thread = threading.Thread(target=run, daemon=True, name="fake-openai")
-    thread.start()
-    if not ready.wait(10):
-        raise RuntimeError("fake upstream did not start")
-
-    def stop() -> None:
-        asyncio.run_coroutine_threadsafe(runner.cleanup(), loop).result(10)
-        loop.call_soon_threadsafe(loop.stop)
-        thread.join(10)
-        loop.close()
-
+    origin, stop = serve_in_thread(app, "fake-openai")
+    fake.base_url = origin + "/v1"
     return fake, stop

@@ -4,6 +4,7 @@ Adding a provider is one file here, one in ``rust/sse_core/src/providers/`` and 
 
 from __future__ import annotations
 
+from .anthropic import AnthropicProvider
 from .base import ChatRequest, Provider, header_value
 from .openai import OpenAIProvider
 
@@ -12,4 +13,5 @@ __all__ = ["PROVIDERS", "ChatRequest", "Provider", "header_value"]
 PROVIDERS: dict[str, type[Provider]] = {
     "openAI": OpenAIProvider,
     "custom": OpenAIProvider,
+    "anthropic": AnthropicProvider,
 }

@@ -1,0 +1,520 @@
+"""Anthropic Messages API (``provider: anthropic``): Chat Completions requests translated into Messages requests.
+The answers are translated by the core's ``anthropic`` translator (rust/sse_core/src/providers/anthropic.rs).
+
+``translate_request`` is shared with Claude on Vertex AI (providers/vertex.py), which takes the same body without
+``model`` and with its own ``anthropic_version``.
+
+Mapping (WIRE.md section 2):
+
+- ``system`` and ``developer`` messages → the top-level ``system`` text blocks, wherever they sit.
+- Consecutive messages of one role are merged into one turn; ``tool`` messages become ``tool_result`` blocks of a
+  user turn, placed before that turn's other blocks. Empty text is never sent.
+- User parts: ``text``; ``image_url`` with a ``data:`` URL → a base64 image, with an ``http(s)`` URL → a url image;
+  ``file`` with PDF ``file_data`` → a base64 document. ``cache_control`` on a part is passed on.
+- Assistant messages: ``thinking_blocks`` (as the gateway returned them) → ``thinking`` / ``redacted_thinking``
+  blocks, first and unchanged, so a conversation that mixes thinking and tools can go on; ``content`` → text;
+  ``tool_calls`` → ``tool_use`` blocks (arguments parsed into ``input``).
+- ``tools`` → ``name`` / ``description`` / ``input_schema``; ``tool_choice`` auto / none / required (``any``) /
+  named (``tool``); ``parallel_tool_calls: false`` → ``disable_parallel_tool_use``.
+- ``max_completion_tokens`` / ``max_tokens`` → ``max_tokens`` (required by Anthropic: ``params.maxTokens`` or
+  4096 when the client sends none); ``stop`` → ``stop_sequences``; ``user`` → ``metadata.user_id``.
+- ``response_format`` json_schema → native structured output, ``output_config.format`` (the answer's text is the
+  JSON; models without structured-output support answer 400). ``json_object`` has no Anthropic equivalent and is
+  dropped.
+- ``reasoning_effort``: API version 2023-06-01 → extended thinking with a budget (minimal 1024, low 2048,
+  medium 8192, high 16384 tokens; ``max_tokens`` raised above the budget when the client did not set it); newer
+  versions → adaptive thinking with ``output_config.effort``. ``none`` turns thinking off.
+- ``temperature`` (capped at 1, Anthropic's maximum) and ``top_p`` are sent on 2023-06-01 only, and not with
+  thinking, which requires the defaults.
+- Dropped on purpose (no Anthropic equivalent): ``seed``, ``presence_penalty``, ``frequency_penalty``,
+  ``logit_bias``, ``logprobs``, ``top_logprobs``, ``response_format`` json_object, ``service_tier``, ``store``,
+  ``modalities``, ``audio``, ``prediction``, ``web_search_options``, ``metadata``. ``n`` above 1 is refused (400).
+
+The API version is the client's ``anthropic-version`` header, else ``params.anthropicVersion``, else 2023-06-01.
+2023-06-01 authenticates with ``x-api-key``; later versions with ``Authorization: Bearer``. A client's
+``anthropic-beta`` header is passed on. With no ``params.apiKey``, the client's own key (its ``x-api-key``, or the
+token of its ``Authorization: Bearer``) is sent.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import re
+from typing import Any
+
+import orjson
+
+from ..config import ModelEntry
+from ..errors import GatewayError, InvalidRequest, UpstreamHTTPError
+from ..upstream import Endpoint, UpstreamRequest, encode_headers, header_line
+from .base import ChatRequest, Provider, header_value
+
+__all__ = ["AnthropicProvider", "translate_request"]
+
+DEFAULT_BASE_URL = "https://api.anthropic.com"
+DEFAULT_VERSION = "2023-06-01"
+DEFAULT_MAX_TOKENS = 4096
+# API versions from this date on take adaptive thinking and output_config.effort, and no sampling parameters.
+_ADAPTIVE_VERSIONS_FROM = "2026-10-21"
+
+THINKING_BUDGETS = {"minimal": 1024, "low": 2048, "medium": 8192, "high": 16384}
+_EFFORTS = {"minimal": "low", "low": "low", "medium": "medium", "high": "high", "xhigh": "xhigh", "max": "max"}
+_MIN_THINKING_BUDGET = 1024
+_VERSION_DATE = re.compile(r"\d{4}-\d{2}-\d{2}")
+
+_IMAGE_TYPES = frozenset(("image/jpeg", "image/png", "image/gif", "image/webp"))
+_DATA_URL = re.compile(r"data:([\w.+-]+/[\w.+-]+)?((?:;[\w.+-]+=[^;,]*)*)(;base64)?,(.*)", re.DOTALL)
+
+
+def is_adaptive_version(version: str) -> bool:
+    """Whether an anthropic-version takes adaptive thinking and effort (and no sampling parameters)."""
+    return _VERSION_DATE.fullmatch(version) is not None and version >= _ADAPTIVE_VERSIONS_FROM
+
+
+def translate_request(
+    request: ChatRequest, *, model: str | None, version: str, default_max_tokens: int = DEFAULT_MAX_TOKENS
+) -> dict[str, Any]:
+    """The Messages API body for a Chat Completions request. ``model`` None leaves it out (Vertex AI puts the
+    model in the URL). ``version`` is the anthropic-version the body is meant for."""
+    body = request.body
+    adaptive = is_adaptive_version(version)
+    system, messages = _translate_messages(body["messages"])
+    out: dict[str, Any] = {}
+    if model is not None:
+        out["model"] = model
+    out["messages"] = messages
+    if system:
+        out["system"] = system
+
+    n = body.get("n")
+    if n is not None and n != 1:
+        raise InvalidRequest(
+            "Anthropic models return one choice per request: 'n' must be 1 (send several requests instead).",
+            code="unsupported_value",
+            param="n",
+        )
+    max_tokens = body.get("max_completion_tokens")
+    if max_tokens is None:
+        max_tokens = body.get("max_tokens")
+    client_set_max = max_tokens is not None
+    if max_tokens is None:
+        max_tokens = default_max_tokens
+    if max_tokens < 1:
+        raise InvalidRequest("'max_tokens' must be at least 1.", code="invalid_value", param="max_tokens")
+
+    thinking = False
+    effort = body.get("reasoning_effort")
+    if effort is not None and effort != "none":
+        if not isinstance(effort, str) or effort not in _EFFORTS:
+            raise InvalidRequest(
+                f"Invalid value for 'reasoning_effort': {effort!r}. Supported values are: 'none', 'minimal', "
+                "'low', 'medium', 'high', 'xhigh' and 'max'.",
+                code="invalid_value",
+                param="reasoning_effort",
+            )
+        thinking = True
+        if adaptive:
+            out["thinking"] = {"type": "adaptive"}
+            out.setdefault("output_config", {})["effort"] = _EFFORTS[effort]
+        else:
+            budget = THINKING_BUDGETS.get(effort, THINKING_BUDGETS["high"])
+            if not client_set_max:
+                max_tokens = max(max_tokens, budget + default_max_tokens)
+            elif max_tokens <= budget:
+                # Anthropic requires budget < max_tokens: keep the client's limit, think within it.
+                budget = max_tokens - 1
+                if budget < _MIN_THINKING_BUDGET:
+                    raise InvalidRequest(
+                        f"With 'reasoning_effort', 'max_tokens' must be above {_MIN_THINKING_BUDGET} (Anthropic's "
+                        "smallest thinking budget).",
+                        code="invalid_value",
+                        param="max_tokens",
+                    )
+            out["thinking"] = {"type": "enabled", "budget_tokens": budget}
+    out["max_tokens"] = max_tokens
+
+    if not adaptive and not thinking:
+        temperature = body.get("temperature")
+        if temperature is not None:
+            out["temperature"] = min(float(temperature), 1.0)
+        top_p = body.get("top_p")
+        if top_p is not None:
+            out["top_p"] = top_p
+
+    stop = body.get("stop")
+    if stop is not None:
+        sequences = [stop] if isinstance(stop, str) else stop
+        for index, sequence in enumerate(sequences):
+            if not isinstance(sequence, str):
+                raise InvalidRequest(
+                    f"Invalid type for 'stop[{index}]': expected a string.", code="invalid_type", param="stop"
+                )
+        # Anthropic refuses whitespace-only stop sequences; they cannot match a visible end anyway.
+        sequences = [s for s in sequences if s.strip()]
+        if sequences:
+            out["stop_sequences"] = sequences
+
+    tools = body.get("tools")
+    if tools:
+        out["tools"] = [_translate_tool(index, tool) for index, tool in enumerate(tools)]
+        tool_choice = _translate_tool_choice(body.get("tool_choice"))
+        if body.get("parallel_tool_calls") is False and tool_choice.get("type") != "none":
+            tool_choice["disable_parallel_tool_use"] = True
+        if tool_choice != {"type": "auto"}:
+            out["tool_choice"] = tool_choice
+
+    response_format = body.get("response_format")
+    if isinstance(response_format, dict) and response_format.get("type") == "json_schema":
+        json_schema = response_format.get("json_schema")
+        schema = json_schema.get("schema") if isinstance(json_schema, dict) else None
+        if not isinstance(schema, dict):
+            raise InvalidRequest(
+                "'response_format.json_schema.schema' must be a JSON Schema object.",
+                code="invalid_value",
+                param="response_format.json_schema.schema",
+            )
+        out.setdefault("output_config", {})["format"] = {"type": "json_schema", "schema": schema}
+
+    user = body.get("user")
+    if user:
+        out["metadata"] = {"user_id": user}
+    if request.stream:
+        out["stream"] = True
+    return out
+
+
+def _invalid(message: str, param: str) -> InvalidRequest:
+    return InvalidRequest(message, code="invalid_value", param=param)
+
+
+def _text_of(content: Any, param: str) -> str:
+    """The text of a system/developer/tool message: a string or text parts."""
+    if content is None:
+        return ""
+    if isinstance(content, str):
+        return content
+    texts = []
+    for index, part in enumerate(content):
+        if not isinstance(part, dict) or part.get("type") != "text" or not isinstance(part.get("text"), str):
+            raise _invalid(f"'{param}[{index}]' must be a text part ({{'type': 'text', 'text': ...}}).", param)
+        texts.append(part["text"])
+    return "\n".join(texts)
+
+
+def _translate_messages(messages: list[dict[str, Any]]) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    system: list[dict[str, Any]] = []
+    turns: list[dict[str, Any]] = []
+
+    def append(role: str, blocks: list[dict[str, Any]]) -> None:
+        if not blocks:
+            return
+        if turns and turns[-1]["role"] == role:
+            turns[-1]["content"].extend(blocks)
+        else:
+            turns.append({"role": role, "content": blocks})
+
+    for index, message in enumerate(messages):
+        role = message["role"]
+        content = message.get("content")
+        param = f"messages[{index}].content"
+        if role in ("system", "developer"):
+            if isinstance(content, list):
+                for part_index, part in enumerate(content):
+                    block = _text_block(part, f"{param}[{part_index}]")
+                    if block is not None:
+                        system.append(block)
+            elif content:
+                system.append({"type": "text", "text": content})
+        elif role == "user":
+            append("user", _user_blocks(content, param))
+        elif role == "assistant":
+            append("assistant", _assistant_blocks(message, index))
+        elif role == "tool":
+            tool_call_id = message.get("tool_call_id")
+            if not isinstance(tool_call_id, str) or not tool_call_id:
+                raise InvalidRequest(
+                    f"Missing required parameter: 'messages[{index}].tool_call_id'.",
+                    code="missing_required_parameter",
+                    param=f"messages[{index}].tool_call_id",
+                )
+            result: dict[str, Any] = {"type": "tool_result", "tool_use_id": tool_call_id}
+            text = _text_of(content, param)
+            if text:
+                result["content"] = text
+            append("user", [result])
+        else:  # "function": the pre-tools protocol carries no call id to answer
+            raise _invalid(
+                f"messages[{index}]: role 'function' is not supported for Anthropic models; use 'tool' messages "
+                "with 'tool_call_id'.",
+                f"messages[{index}].role",
+            )
+
+    for turn in turns:
+        if turn["role"] == "user" and len(turn["content"]) > 1:
+            # Results answering the previous assistant turn must come before anything else in the user turn.
+            turn["content"].sort(key=lambda block: block["type"] != "tool_result")
+    if not turns:
+        raise InvalidRequest(
+            "'messages' must contain at least one user or assistant message besides system messages.",
+            code="invalid_value",
+            param="messages",
+        )
+    return system, turns
+
+
+def _text_block(part: Any, param: str) -> dict[str, Any] | None:
+    if not isinstance(part, dict) or part.get("type") != "text":
+        raise _invalid(f"'{param}' must be a text part ({{'type': 'text', 'text': ...}}).", param)
+    text = part.get("text")
+    if not isinstance(text, str):
+        raise _invalid(f"'{param}.text' must be a string.", f"{param}.text")
+    if not text:
+        return None
+    block: dict[str, Any] = {"type": "text", "text": text}
+    if "cache_control" in part:
+        block["cache_control"] = part["cache_control"]
+    return block
+
+
+def _user_blocks(content: Any, param: str) -> list[dict[str, Any]]:
+    if content is None:
+        return []
+    if isinstance(content, str):
+        return [{"type": "text", "text": content}] if content else []
+    blocks = []
+    for index, part in enumerate(content):
+        part_param = f"{param}[{index}]"
+        kind = part.get("type") if isinstance(part, dict) else None
+        if kind == "text":
+            block = _text_block(part, part_param)
+        elif kind == "image_url":
+            block = _image_block(part, part_param)
+        elif kind == "file":
+            block = _document_block(part, part_param)
+        else:
+            raise _invalid(
+                f"Unsupported content part {kind!r} at '{part_param}' for Anthropic models: use 'text', "
+                "'image_url' or 'file' (PDF).",
+                f"{part_param}.type",
+            )
+        if block is not None:
+            if isinstance(part, dict) and "cache_control" in part:
+                block["cache_control"] = part["cache_control"]
+            blocks.append(block)
+    return blocks
+
+
+def parse_data_url(url: str, param: str) -> tuple[str, str]:
+    """``(media type, base64 data)`` of a base64 ``data:`` URL; a clear 400 for anything else."""
+    match = _DATA_URL.fullmatch(url)
+    if match is None or match[3] is None:
+        raise _invalid(f"'{param}' is not a base64 data: URL (data:<media type>;base64,<data>).", param)
+    data = match[4]
+    try:
+        base64.b64decode(data, validate=True)
+    except (binascii.Error, ValueError):
+        raise _invalid(f"'{param}' does not hold valid base64 data.", param) from None
+    return (match[1] or "").lower(), data
+
+
+def _image_block(part: dict[str, Any], param: str) -> dict[str, Any]:
+    image = part.get("image_url")
+    url = image.get("url") if isinstance(image, dict) else image
+    if not isinstance(url, str) or not url:
+        raise _invalid(f"'{param}.image_url.url' must be a URL string.", f"{param}.image_url.url")
+    if url.startswith("data:"):
+        media_type, data = parse_data_url(url, f"{param}.image_url.url")
+        if media_type not in _IMAGE_TYPES:
+            raise _invalid(
+                f"'{param}.image_url.url' has media type {media_type!r}; Anthropic takes image/jpeg, image/png, "
+                "image/gif and image/webp.",
+                f"{param}.image_url.url",
+            )
+        return {"type": "image", "source": {"type": "base64", "media_type": media_type, "data": data}}
+    if url.startswith(("https://", "http://")):
+        return {"type": "image", "source": {"type": "url", "url": url}}
+    raise _invalid(f"'{param}.image_url.url' must be an http(s) URL or a data: URL.", f"{param}.image_url.url")
+
+
+def _document_block(part: dict[str, Any], param: str) -> dict[str, Any]:
+    file = part.get("file")
+    file_data = file.get("file_data") if isinstance(file, dict) else None
+    if not isinstance(file_data, str):
+        raise _invalid(
+            f"'{param}.file.file_data' must be a data: URL (uploaded file ids cannot be sent to Anthropic).",
+            f"{param}.file.file_data",
+        )
+    media_type, data = parse_data_url(file_data, f"{param}.file.file_data")
+    if media_type != "application/pdf":
+        raise _invalid(f"'{param}.file.file_data' must be a PDF for Anthropic models.", f"{param}.file.file_data")
+    return {"type": "document", "source": {"type": "base64", "media_type": media_type, "data": data}}
+
+
+def _assistant_blocks(message: dict[str, Any], index: int) -> list[dict[str, Any]]:
+    blocks: list[dict[str, Any]] = []
+    thinking_blocks = message.get("thinking_blocks")
+    if thinking_blocks:
+        param = f"messages[{index}].thinking_blocks"
+        if not isinstance(thinking_blocks, list):
+            raise _invalid(f"'{param}' must be an array.", param)
+        for block_index, block in enumerate(thinking_blocks):
+            kind = block.get("type") if isinstance(block, dict) else None
+            if kind == "thinking" and isinstance(block.get("signature"), str) and block["signature"]:
+                blocks.append(
+                    {"type": "thinking", "thinking": block.get("thinking") or "", "signature": block["signature"]}
+                )
+            elif kind == "redacted_thinking" and isinstance(block.get("data"), str):
+                blocks.append({"type": "redacted_thinking", "data": block["data"]})
+            elif kind == "thinking":
+                # Reasoning from another provider has no Anthropic signature and cannot be sent back: skip it.
+                continue
+            else:
+                raise _invalid(
+                    f"'{param}[{block_index}]' must be a thinking block as returned by the gateway.",
+                    f"{param}[{block_index}]",
+                )
+    content = message.get("content")
+    param = f"messages[{index}].content"
+    if isinstance(content, str):
+        if content:
+            blocks.append({"type": "text", "text": content})
+    elif isinstance(content, list):
+        for part_index, part in enumerate(content):
+            kind = part.get("type") if isinstance(part, dict) else None
+            if kind == "refusal":
+                text = part.get("refusal")
+                if isinstance(text, str) and text:
+                    blocks.append({"type": "text", "text": text})
+                continue
+            block = _text_block(part, f"{param}[{part_index}]")
+            if block is not None:
+                blocks.append(block)
+    tool_calls = message.get("tool_calls")
+    if tool_calls:
+        if not isinstance(tool_calls, list):
+            raise _invalid(f"'messages[{index}].tool_calls' must be an array.", f"messages[{index}].tool_calls")
+        for call_index, call in enumerate(tool_calls):
+            blocks.append(_tool_use_block(call, f"messages[{index}].tool_calls[{call_index}]"))
+    return blocks
+
+
+def _tool_use_block(call: Any, param: str) -> dict[str, Any]:
+    function = call.get("function") if isinstance(call, dict) else None
+    call_id = call.get("id") if isinstance(call, dict) else None
+    if not isinstance(function, dict) or not isinstance(call_id, str) or not isinstance(function.get("name"), str):
+        raise _invalid(
+            f"'{param}' must be {{'id': ..., 'type': 'function', 'function': {{'name': ..., 'arguments': ...}}}}.",
+            param,
+        )
+    arguments = function.get("arguments") or "{}"
+    try:
+        tool_input = orjson.loads(arguments) if isinstance(arguments, str) else arguments
+    except orjson.JSONDecodeError:
+        raise _invalid(f"'{param}.function.arguments' is not valid JSON.", f"{param}.function.arguments") from None
+    if not isinstance(tool_input, dict):
+        raise _invalid(f"'{param}.function.arguments' must be a JSON object.", f"{param}.function.arguments")
+    return {"type": "tool_use", "id": call_id, "name": function["name"], "input": tool_input}
+
+
+def _translate_tool(index: int, tool: Any) -> dict[str, Any]:
+    param = f"tools[{index}]"
+    function = tool.get("function") if isinstance(tool, dict) else None
+    if not isinstance(tool, dict) or tool.get("type", "function") != "function" or not isinstance(function, dict):
+        raise _invalid(f"'{param}' must be a function tool ({{'type': 'function', 'function': {{...}}}}).", param)
+    name = function.get("name")
+    if not isinstance(name, str) or not name:
+        raise _invalid(f"'{param}.function.name' must be a non-empty string.", f"{param}.function.name")
+    schema = function.get("parameters") or {"type": "object", "properties": {}}
+    if not isinstance(schema, dict):
+        raise _invalid(f"'{param}.function.parameters' must be a JSON Schema object.", f"{param}.function.parameters")
+    out: dict[str, Any] = {"name": name, "input_schema": schema}
+    description = function.get("description")
+    if description:
+        out["description"] = description
+    if "cache_control" in tool:
+        out["cache_control"] = tool["cache_control"]
+    return out
+
+
+def _translate_tool_choice(choice: Any) -> dict[str, Any]:
+    if choice is None or choice == "auto":
+        return {"type": "auto"}
+    if choice == "none":
+        return {"type": "none"}
+    if choice == "required":
+        return {"type": "any"}
+    if isinstance(choice, dict):
+        function = choice.get("function")
+        name = function.get("name") if isinstance(function, dict) else None
+        if isinstance(name, str) and name:
+            return {"type": "tool", "name": name}
+    raise _invalid(
+        "'tool_choice' must be 'auto', 'none', 'required' or {'type': 'function', 'function': {'name': ...}}.",
+        "tool_choice",
+    )
+
+
+def error_from_anthropic_body(status: int, body: bytes, headers: list[tuple[bytes, bytes]]) -> GatewayError:
+    """An Anthropic HTTP error (``{"type": "error", "error": {"type", "message"}}``) in OpenAI's shape, status kept."""
+    try:
+        parsed: Any = orjson.loads(body)
+    except orjson.JSONDecodeError:
+        parsed = None
+    error = parsed.get("error") if isinstance(parsed, dict) else None
+    if isinstance(error, dict) and isinstance(error.get("message"), str):
+        kind = error.get("type") if isinstance(error.get("type"), str) else None
+        return UpstreamHTTPError(error["message"], status=status, type_=kind, code=kind, headers=headers)
+    return UpstreamHTTPError.from_openai_body(status, body, headers)
+
+
+class AnthropicProvider(Provider):
+    translator = "anthropic"
+
+    def __init__(self, entry: ModelEntry) -> None:
+        super().__init__(entry)
+        params = entry.params
+        self.endpoint = Endpoint.parse((params.base_url or DEFAULT_BASE_URL) + "/v1/messages")
+        self.version = params.anthropic_version or DEFAULT_VERSION
+        self.max_tokens = params.max_tokens or DEFAULT_MAX_TOKENS
+        self.api_key = params.api_key.get_secret_value() if params.api_key is not None else None
+        self.content_type = encode_headers({"Content-Type": "application/json"})
+        # The usual case (configured key, configured version) is encoded once.
+        self.default_headers = self.content_type + self._credentials(self.version, self.api_key or "")
+
+    @staticmethod
+    def _credentials(version: str, key: str) -> bytes:
+        version_line = header_line(b"anthropic-version", version.encode("latin-1"))
+        if not key:
+            return version_line
+        if is_adaptive_version(version):
+            return version_line + header_line(b"Authorization", b"Bearer " + key.encode("latin-1"))
+        return version_line + header_line(b"x-api-key", key.encode("latin-1"))
+
+    def _client_key(self, request: ChatRequest) -> str:
+        key = header_value(request.headers, b"x-api-key")
+        if key is None and request.authorization is not None:
+            scheme, _, token = request.authorization.partition(b" ")
+            key = token.strip() if scheme.lower() == b"bearer" else None
+        return key.decode("latin-1") if key else ""
+
+    async def prepare(self, request: ChatRequest) -> UpstreamRequest:
+        client_version = header_value(request.headers, b"anthropic-version")
+        version = client_version.decode("latin-1") if client_version else self.version
+        try:
+            if self.api_key is not None and version == self.version:
+                headers = self.default_headers
+            else:
+                headers = self.content_type + self._credentials(version, self.api_key or self._client_key(request))
+            beta = header_value(request.headers, b"anthropic-beta")
+            if beta:
+                headers += header_line(b"anthropic-beta", beta)
+        except (ValueError, UnicodeEncodeError) as exc:
+            raise InvalidRequest(f"Invalid Anthropic header: {exc}.", param="anthropic-version") from None
+        body = translate_request(
+            request, model=self.upstream_model or request.model, version=version, default_max_tokens=self.max_tokens
+        )
+        return UpstreamRequest(self.endpoint, headers, orjson.dumps(body))
+
+    def error_from_response(self, status: int, body: bytes, headers: list[tuple[bytes, bytes]]) -> GatewayError:
+        return error_from_anthropic_body(status, body, headers)
