@@ -212,9 +212,10 @@ class Gateway:
             _log_upstream_status(provider, response.status)
             raise provider.error_from_response(response.status, body, headers)
         model = provider.response_model(request.model)
-        if model is not None or provider.translator != "openai":
+        translator = provider.translator_for(request)
+        if model is not None or translator != "openai":
             try:
-                body, _usage = translate_response(provider.translator, body, model)
+                body, _usage = translate_response(translator, body, model)
             except CoreError as exc:
                 raise UpstreamProtocolError(f"The upstream's answer could not be read: {exc}") from None
         await _send_json(send, 200, body, headers)
@@ -230,7 +231,7 @@ class Gateway:
                     body = b""
                 raise provider.error_from_response(response.status, body, _forwarded_headers(response))
             translator = StreamTranslator(
-                provider.translator, provider.response_model(request.model), request.include_usage
+                provider.translator_for(request), provider.response_model(request.model), request.include_usage
             )
             await send(
                 {"type": "http.response.start", "status": 200, "headers": _SSE_HEADERS + _forwarded_headers(response)}
