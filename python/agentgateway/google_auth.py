@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import datetime
+import email.message
 import http.client
 import logging
 import time
@@ -42,7 +43,8 @@ logger = logging.getLogger("agentgateway.google_auth")
 class _Response:
     """google.auth.transport.Response over urllib's answer."""
 
-    def __init__(self, status: int, headers: Mapping[str, str], data: bytes) -> None:
+    def __init__(self, status: int, headers: email.message.Message, data: bytes) -> None:
+        # urllib's headers object: its get() ignores case, as google-auth expects (it reads "metadata-flavor").
         self.status = status
         self.headers = headers
         self.data = data
@@ -65,9 +67,9 @@ class _UrllibRequest:
         request = urllib.request.Request(url, data=body, headers=dict(headers or {}), method=method)
         try:
             with urllib.request.urlopen(request, timeout=timeout or _TOKEN_CALL_TIMEOUT) as response:
-                return _Response(response.status, dict(response.headers.items()), response.read())
+                return _Response(response.status, response.headers, response.read())
         except urllib.error.HTTPError as exc:
-            return _Response(exc.code, dict(exc.headers.items()), exc.read())
+            return _Response(exc.code, exc.headers, exc.read())
         except (OSError, http.client.HTTPException) as exc:
             raise exceptions.TransportError(f"{type(exc).__name__}: {exc}") from exc  # type: ignore[no-untyped-call]
 

@@ -61,6 +61,7 @@ from .anthropic_upstream import stream as claude_stream
 from .server import serve_in_thread
 
 FIXTURE = Path(__file__).resolve().parents[3] / "shared" / "fixtures" / "gemini" / "stream_text_thought_signature.sse"
+GOOGLE_TOKEN_URI = "https://oauth2.googleapis.com/token"
 CLOUD_PLATFORM = "https://www.googleapis.com/auth/cloud-platform"
 USAGE = {
     "promptTokenCount": 21,
@@ -296,6 +297,10 @@ class FakeGoogle:
             message = claude_answer(model, {**body, "model": model})
         except Rejected as exc:
             return claude_error(exc.status, exc.kind, str(exc))
+        if model.endswith("-429"):
+            return claude_error(
+                429, "rate_limit_error", "Number of requests has exceeded your rate limit", {"retry-after": "7"}
+            )
         if body.get("stream"):
             return await claude_stream(request, message, overloaded=model.endswith("-overloaded"))
         return web.json_response(message)
@@ -349,7 +354,9 @@ class FakeGoogle:
         now = time.time()
         if claims.get("iss") != self.account.client_email:
             return "Invalid JWT: iss"
-        if claims.get("aud") != self.token_uri:
+        # google-auth signs for Google's token endpoint whatever the file's token_uri (which it POSTs to); Google
+        # accepts both audiences.
+        if claims.get("aud") not in (self.token_uri, GOOGLE_TOKEN_URI):
             return f"Invalid JWT: aud {claims.get('aud')!r}"
         if CLOUD_PLATFORM not in str(claims.get("scope", "")).split():
             return "Invalid JWT: scope"
