@@ -60,7 +60,10 @@ fn transcript_events() {
         deltas[6]["tool_calls"][0]["function"]["arguments"],
         "{\"x\":\"ü\"}"
     );
-    assert_eq!(frames[frames.len() - 3]["choices"][0]["finish_reason"], "tool_calls");
+    assert_eq!(
+        frames[frames.len() - 3]["choices"][0]["finish_reason"],
+        "tool_calls"
+    );
     assert_eq!(frames[frames.len() - 2]["usage"]["completion_tokens"], 15);
     assert_eq!(frames.last().unwrap(), "[DONE]");
 }
@@ -74,9 +77,15 @@ fn recorded_gemini3_stream() {
     let frames = translate(&[&bytes]);
     let text: String = frames
         .iter()
-        .filter_map(|f| f.pointer("/choices/0/delta/content").and_then(Value::as_str))
+        .filter_map(|f| {
+            f.pointer("/choices/0/delta/content")
+                .and_then(Value::as_str)
+        })
         .collect();
-    assert_eq!(text, "There are **3** \"r\"s in strawberry.\n\nst**r**awbe**rr**y");
+    assert_eq!(
+        text,
+        "There are **3** \"r\"s in strawberry.\n\nst**r**awbe**rr**y"
+    );
     let block = frames
         .iter()
         .find_map(|f| f.pointer("/choices/0/delta/thinking_blocks/0"))
@@ -87,8 +96,13 @@ fn recorded_gemini3_stream() {
     assert_eq!(usage["prompt_tokens"], 9);
     assert_eq!(usage["completion_tokens"], 23 + 185);
     assert_eq!(usage["completion_tokens_details"]["reasoning_tokens"], 185);
-    assert_eq!(frames[frames.len() - 3]["choices"][0]["finish_reason"], "stop");
-    assert!(frames.iter().all(|f| f.get("id").is_none_or(|id| id == "bH6LaZW8Fp_3nsEPqtaSwQ4")));
+    assert_eq!(
+        frames[frames.len() - 3]["choices"][0]["finish_reason"],
+        "stop"
+    );
+    assert!(frames
+        .iter()
+        .all(|f| f.get("id").is_none_or(|id| id == "bH6LaZW8Fp_3nsEPqtaSwQ4")));
 }
 
 #[test]
@@ -96,12 +110,20 @@ fn every_single_split_gives_the_same_events() {
     let whole = translate(&[TRANSCRIPT.as_bytes()]);
     let bytes = TRANSCRIPT.as_bytes();
     for cut in 0..=bytes.len() {
-        assert_eq!(translate(&[&bytes[..cut], &bytes[cut..]]), whole, "cut at {cut}");
+        assert_eq!(
+            translate(&[&bytes[..cut], &bytes[cut..]]),
+            whole,
+            "cut at {cut}"
+        );
     }
     if let Some(fixture) = fixture() {
         let whole = translate(&[&fixture]);
         for cut in 0..=fixture.len() {
-            assert_eq!(translate(&[&fixture[..cut], &fixture[cut..]]), whole, "cut at {cut}");
+            assert_eq!(
+                translate(&[&fixture[..cut], &fixture[cut..]]),
+                whole,
+                "cut at {cut}"
+            );
         }
     }
 }

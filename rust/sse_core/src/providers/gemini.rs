@@ -73,8 +73,14 @@ pub fn status_for_rpc_status(status: &str) -> u16 {
 fn finish_reason(reason: &str, has_tool_calls: bool) -> FinishReason {
     match reason {
         "MAX_TOKENS" => FinishReason::Length,
-        "SAFETY" | "RECITATION" | "BLOCKLIST" | "PROHIBITED_CONTENT" | "SPII" | "IMAGE_SAFETY"
-        | "IMAGE_PROHIBITED_CONTENT" | "IMAGE_RECITATION" => FinishReason::ContentFilter,
+        "SAFETY"
+        | "RECITATION"
+        | "BLOCKLIST"
+        | "PROHIBITED_CONTENT"
+        | "SPII"
+        | "IMAGE_SAFETY"
+        | "IMAGE_PROHIBITED_CONTENT"
+        | "IMAGE_RECITATION" => FinishReason::ContentFilter,
         _ if has_tool_calls => FinishReason::ToolCalls,
         // STOP, and the reasons Chat Completions has no word for (see the module docs).
         _ => FinishReason::Stop,
@@ -221,9 +227,7 @@ struct Response<'a> {
 impl<'a> Response<'a> {
     /// The candidate that becomes choice 0.
     fn first_candidate(&self) -> Option<&Candidate<'a>> {
-        self.candidates
-            .iter()
-            .find(|c| c.index.unwrap_or(0) == 0)
+        self.candidates.iter().find(|c| c.index.unwrap_or(0) == 0)
     }
 
     /// The explanation sent for a blocked prompt, when the prompt was blocked.
@@ -233,7 +237,8 @@ impl<'a> Response<'a> {
         }
         let feedback = self.prompt_feedback.as_ref()?;
         let reason = feedback.block_reason.as_deref()?;
-        let mut text = format!("The prompt was blocked by the provider's content filter ({reason}).");
+        let mut text =
+            format!("The prompt was blocked by the provider's content filter ({reason}).");
         if let Some(message) = feedback.block_reason_message.as_deref() {
             if !message.is_empty() {
                 text.push(' ');
@@ -429,7 +434,8 @@ impl GeminiStream {
             let id = tool_call_id(call, signature);
             let name = call.name.as_deref().unwrap_or_default();
             let index = self.writer.tool_call_start(out, &id, name);
-            self.writer.tool_call_arguments(out, index, call.arguments());
+            self.writer
+                .tool_call_arguments(out, index, call.arguments());
             return;
         }
         let text = part.text.as_deref().unwrap_or_default();
@@ -512,7 +518,10 @@ mod tests {
         assert_eq!(d[4]["content"], "There are 3");
         assert_eq!(d[5]["thinking_blocks"][0]["thinking"], "");
         assert_eq!(d[5]["thinking_blocks"][0]["signature"], "VEVYVA==");
-        assert_eq!(frames[frames.len() - 3]["choices"][0]["finish_reason"], "stop");
+        assert_eq!(
+            frames[frames.len() - 3]["choices"][0]["finish_reason"],
+            "stop"
+        );
         let usage = &frames[frames.len() - 2]["usage"];
         assert_eq!(usage["prompt_tokens"], 9);
         assert_eq!(usage["completion_tokens"], 16);
@@ -636,7 +645,10 @@ mod tests {
         assert_eq!(usage.completion_tokens, 12);
         assert_eq!(usage.reasoning_tokens, Some(3));
         assert_eq!(usage.cached_tokens, Some(1));
-        assert_eq!(v["usage"]["completion_tokens_details"]["reasoning_tokens"], 3);
+        assert_eq!(
+            v["usage"]["completion_tokens_details"]["reasoning_tokens"],
+            3
+        );
     }
 
     #[test]
@@ -666,11 +678,7 @@ mod tests {
             ("OTHER", false, "stop"),
             ("LANGUAGE", false, "stop"),
         ] {
-            assert_eq!(
-                finish_reason(reason, calls).as_str(),
-                expected,
-                "{reason}"
-            );
+            assert_eq!(finish_reason(reason, calls).as_str(), expected, "{reason}");
         }
     }
 
