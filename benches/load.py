@@ -51,7 +51,7 @@ REPO = HERE.parent
 CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 WARMUP_SECONDS = 2
 MAX_OTHER_LOAD = 0.1  # cores used by processes outside the bench, above which a run is flagged
-STREAM_CASE = "stream (35 SSE events)"
+STREAM_CASE = "stream"
 RESULT_LINE = re.compile(
     r"RESULT requests=(\d+) errors=(\d+) non2xx=(\d+) rps=([\d.]+) p50_ms=([\d.]+) p99_ms=([\d.]+)"
 )
@@ -204,12 +204,59 @@ http {{
     return conf
 
 
-def mock_upstream_conf(root: Path, port: int) -> Path:
-    """The cheapest possible OpenAI upstream (as shared/bench/gen_nginx.py writes it)."""
+@dataclass(frozen=True)
+class Upstream:
+    """One provider's wire format as the mock serves it: a whole answer and a stream, from static files."""
+
+    provider: str  # the config's provider name
+    path: str  # the request path the provider appends to its baseUrl root
+    base_suffix: str  # what baseUrl holds beyond the mock's root (OpenAI's baseUrl includes /v1)
+    plain_file: str
+    plain_type: str
+    stream_file: str
+    stream_type: str
+    describe: str  # what the stream holds, for the report
+
+
+UPSTREAMS = {
+    "openai": Upstream(
+        "openAI",
+        "/chat/completions",
+        "/v1",
+        "completion.json",
+        "application/json",
+        "stream.sse",
+        "text/event-stream",
+        "33 chunks, a usage chunk and [DONE] (35 SSE events), passed through",
+    ),
+    "anthropic": Upstream(
+        "anthropic",
+        "/v1/messages",
+        "",
+        "anthropic_message.json",
+        "application/json",
+        "anthropic_stream.sse",
+        "text/event-stream",
+        "a Messages stream of 46 events (40 text deltas) translated into 44 OpenAI chunks",
+    ),
+}
+
+
+def mock_upstream_conf(root: Path, port: int, providers: list[str]) -> Path:
+    """The cheapest possible upstream for each provider (as shared/bench/gen_nginx.py writes it): the answer is a
+    static file at /<provider>/plain<base_suffix><path>, the stream at /<provider>/stream<base_suffix><path>."""
     files = root / "files"
-    for path, source in (("v1/chat/completions", "completion.json"), ("stream/v1/chat/completions", "stream.sse")):
-        (files / path).parent.mkdir(parents=True, exist_ok=True)
-        shutil.copyfile(DATA / source, files / path)
+    locations = []
+    for name in providers:
+        upstream = UPSTREAMS[name]
+        for kind, source, content_type in (
+            ("plain", upstream.plain_file, upstream.plain_type),
+            ("stream", upstream.stream_file, upstream.stream_type),
+        ):
+            path = f"/{name}/{kind}{upstream.base_suffix}{upstream.path}"
+            (files / path.lstrip("/")).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(DATA / source, files / path.lstrip("/"))
+            locations.append(f"location = {path} {{ default_type {content_type}; }}")
     # nginx's static module answers POST with 405; error_page turns that into a GET of the same file.
     return nginx_conf(
         root,
@@ -218,8 +265,7 @@ def mock_upstream_conf(root: Path, port: int) -> Path:
     listen 127.0.0.1:{port} reuseport backlog=4096;
     root {files};
     error_page 405 =200 $uri;
-    location = /v1/chat/completions {{ default_type application/json; }}
-    location = /stream/v1/chat/completions {{ default_type text/event-stream; }}
+    {chr(10).join("    " + location for location in locations).strip()}
   }}""",
     )
 
@@ -234,22 +280,23 @@ def proxy_conf(root: Path, workers: int, port: int, upstream_port: int) -> Path:
   server {{
     listen 127.0.0.1:{port} reuseport backlog=4096;
     location / {{ {proxy} }}
-    location /stream/ {{ {proxy} proxy_buffering off; }}
+    location ~ ^/[a-z]+/stream/ {{ {proxy} proxy_buffering off; }}
   }}""",
     )
 
 
-def gateway_config(upstream_port: int) -> str:
-    base = f"http://127.0.0.1:{upstream_port}"
-    return f"""llm:
-  models:
-  - name: bench
-    provider: openAI
-    params: {{apiKey: sk-bench, baseUrl: "{base}/v1"}}
-  - name: bench-stream
-    provider: openAI
-    params: {{apiKey: sk-bench, baseUrl: "{base}/stream/v1"}}
-"""
+def gateway_config(upstream_port: int, providers: list[str]) -> str:
+    lines = ["llm:", "  models:"]
+    for name in providers:
+        upstream = UPSTREAMS[name]
+        for kind in ("plain", "stream"):
+            base = f"http://127.0.0.1:{upstream_port}/{name}/{kind}{upstream.base_suffix}"
+            lines += [
+                f"  - name: bench-{name}-{kind}",
+                f"    provider: {upstream.provider}",
+                f'    params: {{apiKey: sk-bench, baseUrl: "{base}"}}',
+            ]
+    return "\n".join(lines) + "\n"
 
 
 # -- checks --------------------------------------------------------------------------------------------------------
@@ -270,16 +317,24 @@ def post(url: str, model: str, stream: bool) -> bytes:
 
 
 def streamed_text(transcript: bytes) -> str:
-    """The content a client would show for an SSE transcript (what must survive the proxy)."""
+    """The content a client would show for an SSE transcript (what must survive the proxy), in OpenAI's format or
+    (for the mock's own files) Anthropic's."""
     text = []
     for event in transcript.split(b"\n\n"):
-        if event.startswith(b"data: {"):
-            for choice in json.loads(event[6:]).get("choices", []):
-                text.append((choice.get("delta") or {}).get("content") or "")
+        data = next((line[6:] for line in event.split(b"\n") if line.startswith(b"data: {")), None)
+        if data is None:
+            continue
+        payload = json.loads(data)
+        for choice in payload.get("choices", []):
+            text.append((choice.get("delta") or {}).get("content") or "")
+        if payload.get("type") == "content_block_delta":
+            text.append(payload["delta"].get("text") or "")
     return "".join(text)
 
 
-def check_target(name: str, plain_url: str, plain_model: str, stream_url: str, stream_model: str) -> None:
+def check_target(
+    name: str, plain_url: str, plain_model: str, stream_url: str, stream_model: str, stream_file: str
+) -> None:
     answer = post(plain_url, plain_model, False)
     try:
         choices = json.loads(answer).get("choices")
@@ -290,7 +345,7 @@ def check_target(name: str, plain_url: str, plain_model: str, stream_url: str, s
     transcript = post(stream_url, stream_model, True)
     if not transcript.rstrip().endswith(b"data: [DONE]"):
         raise BenchError(f"{name}: the stream does not end with data: [DONE]: ...{transcript[-300:]!r}")
-    expected = streamed_text((DATA / "stream.sse").read_bytes())
+    expected = streamed_text((DATA / stream_file).read_bytes())
     if streamed_text(transcript) != expected:
         raise BenchError(f"{name}: the streamed text differs from the upstream's: {transcript[:500]!r}")
 
@@ -318,6 +373,7 @@ class Target:
     pid: int
     urls: dict[str, str]  # case -> url
     models: dict[str, str]  # case -> model
+    stream_file: str  # the upstream's stream transcript (its text must come through)
 
 
 @dataclass
@@ -390,7 +446,11 @@ def measure(case: str, target: Target, upstream_pid: int, conns: int, seconds: i
 
 
 def report(
-    rounds: dict[tuple[str, str], list[Row]], settings: dict[str, int], versions: str, anomalies: list[str]
+    rounds: dict[tuple[str, str], list[Row]],
+    settings: dict[str, int],
+    versions: str,
+    anomalies: list[str],
+    streams: list[str],
 ) -> str:
     rows = [sorted(runs, key=lambda r: r.cpu_us)[len(runs) // 2] for runs in rounds.values()]
     floor = {r.case: r.cpu_us for r in rows if r.target.startswith("nginx")}
@@ -403,7 +463,8 @@ def report(
         "**CPU µs/req is the figure to compare**: the CPU time (user + system) of the target's whole process tree"
         " divided by the requests it served. RPS and latency depend on what else the 2 cores run (wrk, the mock"
         " upstream). Other load: the most CPU (in cores) that processes outside the bench used during a round;"
-        f" above {MAX_OTHER_LOAD} the machine was not quiet and the figures are skewed.",
+        f" above {MAX_OTHER_LOAD} the machine was not quiet and the figures are skewed. The ratio is to nginx"
+        " proxying the OpenAI files. Streams: " + "; ".join(streams) + ".",
         "",
         "| case | target | RPS | p50 ms | p99 ms | CPU µs/req | ratio to nginx | RSS MB | CPU µs/req min-max"
         " | errors + non-2xx | other load (cores) |",
@@ -448,13 +509,18 @@ def main() -> int:
         "workers": int(os.environ.get("WORKERS", "1")),
         "rounds": int(os.environ.get("ROUNDS", "3")),
     }
+    providers = [p.strip() for p in os.environ.get("PROVIDERS", ",".join(UPSTREAMS)).split(",") if p.strip()]
+    unknown = set(providers) - set(UPSTREAMS)
+    if unknown or not providers:
+        print(f"PROVIDERS: choose from {', '.join(UPSTREAMS)} (got {sorted(unknown) or 'none'})", file=sys.stderr)
+        return 1
     for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
         signal.signal(sig, _exit_on_signal)
     root = Path(tempfile.mkdtemp(prefix="agentgateway-bench-"))
     root.chmod(0o755)  # nginx's workers run as an unprivileged user and must read the mock's files
     processes = Processes(root)
     try:
-        return _run(processes, root, settings)
+        return _run(processes, root, settings, providers)
     except BenchError as exc:
         print(f"\nFAILED: {exc}", file=sys.stderr)
         return 1
@@ -465,10 +531,14 @@ def main() -> int:
         shutil.rmtree(root, ignore_errors=True)
 
 
-def _run(processes: Processes, root: Path, settings: dict[str, int]) -> int:
+def _run(processes: Processes, root: Path, settings: dict[str, int], providers: list[str]) -> int:
     workers = settings["workers"]
     upstream_port, proxy_port, gateway_port = free_port(), free_port(), free_port()
-    upstream = processes.start("upstream", ["nginx", "-c", str(mock_upstream_conf(root / "upstream", upstream_port))])
+    # The nginx proxy is the yardstick for every row: it always fronts the OpenAI files.
+    mock_providers = ["openai", *(p for p in providers if p != "openai")]
+    upstream = processes.start(
+        "upstream", ["nginx", "-c", str(mock_upstream_conf(root / "upstream", upstream_port, mock_providers))]
+    )
     proxy = processes.start(
         "proxy", ["nginx", "-c", str(proxy_conf(root / "proxy", workers, proxy_port, upstream_port))]
     )
@@ -479,28 +549,45 @@ def _run(processes: Processes, root: Path, settings: dict[str, int]) -> int:
     gateway_args = ["--host", "127.0.0.1", "--port", str(gateway_port), "--workers", str(workers)]
     gateway = processes.start(
         "gateway",
-        [sys.executable, "-m", "agentgateway", "-c", gateway_config(upstream_port), *gateway_args],
+        [sys.executable, "-m", "agentgateway", "-c", gateway_config(upstream_port, providers), *gateway_args],
         env=env,
     )
     wait_ready(processes, f"http://127.0.0.1:{gateway_port}/readyz")
 
     proxy_url, gateway_url = f"http://127.0.0.1:{proxy_port}", f"http://127.0.0.1:{gateway_port}/v1/chat/completions"
+    worker_label = f"{workers} worker{'s' if workers > 1 else ''}"
+    openai = UPSTREAMS["openai"]
     targets = [
         Target(
             "nginx proxy_pass",
             proxy.pid,
-            {"plain": f"{proxy_url}/v1/chat/completions", STREAM_CASE: f"{proxy_url}/stream/v1/chat/completions"},
+            {
+                case: f"{proxy_url}/openai/{kind}/v1{openai.path}"
+                for case, kind in (("plain", "plain"), (STREAM_CASE, "stream"))
+            },
             {"plain": "bench", STREAM_CASE: "bench"},
+            openai.stream_file,
         ),
-        Target(
-            f"agentgateway ({workers} worker{'s' if workers > 1 else ''})",
-            gateway.pid,
-            {"plain": gateway_url, STREAM_CASE: gateway_url},
-            {"plain": "bench", STREAM_CASE: "bench-stream"},
+        *(
+            Target(
+                f"agentgateway {name} ({worker_label})",
+                gateway.pid,
+                {"plain": gateway_url, STREAM_CASE: gateway_url},
+                {"plain": f"bench-{name}-plain", STREAM_CASE: f"bench-{name}-stream"},
+                UPSTREAMS[name].stream_file,
+            )
+            for name in providers
         ),
     ]
     for target in targets:
-        check_target(target.name, target.urls["plain"], "bench", target.urls[STREAM_CASE], target.models[STREAM_CASE])
+        check_target(
+            target.name,
+            target.urls["plain"],
+            target.models["plain"],
+            target.urls[STREAM_CASE],
+            target.models[STREAM_CASE],
+            target.stream_file,
+        )
     tree = process_tree(gateway.pid)
     print(f"gateway up on :{gateway_port}, process tree {tree}; nginx proxy :{proxy_port}; upstream :{upstream_port}")
 
@@ -542,7 +629,8 @@ def _run(processes: Processes, root: Path, settings: dict[str, int]) -> int:
     if gateway_log:
         anomalies.append(f"the gateway logged {len(gateway_log)} warning/error line(s), e.g. {gateway_log[0]!r}")
 
-    table = report(rounds, settings, versions(), failures + anomalies)
+    streams = [f"{name}: {UPSTREAMS[name].describe}" for name in providers]
+    table = report(rounds, settings, versions(), failures + anomalies, streams)
     print("\n" + table)
     (HERE / "results.md").write_text(table)
     if failures:

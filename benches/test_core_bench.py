@@ -114,3 +114,33 @@ def test_http1_chunked_stream_one_event_per_read(benchmark: BenchmarkFixture) ->
         return size
 
     assert benchmark(run) == len(TRANSCRIPT)
+
+
+# -- Anthropic: a 40-delta Messages stream (data/anthropic_stream.sse) translated into OpenAI chunks ---------------
+
+ANTHROPIC_TRANSCRIPT = (DATA / "anthropic_stream.sse").read_bytes()
+ANTHROPIC_EVENTS = [event + b"\n\n" for event in ANTHROPIC_TRANSCRIPT.split(b"\n\n") if event]
+
+
+def fresh_anthropic_translator() -> tuple[tuple[Any, ...], dict[str, Any]]:
+    return (StreamTranslator("anthropic", "claude-sonnet", True),), {}
+
+
+def test_anthropic_stream_whole_transcript(benchmark: BenchmarkFixture) -> None:
+    def feed(translator: StreamTranslator) -> bytes:
+        return translator.feed(ANTHROPIC_TRANSCRIPT)
+
+    out = benchmark.pedantic(feed, setup=fresh_anthropic_translator, rounds=ROUNDS, warmup_rounds=100)
+    assert out.endswith(b"data: [DONE]\n\n")
+    assert out.count(b'"content":') == 41  # the role chunk and 40 text deltas
+
+
+def test_anthropic_stream_one_event_per_read(benchmark: BenchmarkFixture) -> None:
+    def feed(translator: StreamTranslator) -> int:
+        size = 0
+        for event in ANTHROPIC_EVENTS:
+            size += len(translator.feed(event))
+        return size
+
+    size = benchmark.pedantic(feed, setup=fresh_anthropic_translator, rounds=ROUNDS, warmup_rounds=100)
+    assert size > len(ANTHROPIC_EVENTS) * 100

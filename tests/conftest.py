@@ -6,6 +6,7 @@ cover the CLI, config hand-over to workers, and the HTTP server, not just the AS
 
 from __future__ import annotations
 
+import asyncio
 import os
 import signal
 import socket
@@ -15,9 +16,11 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import httpx
 import openai
+import orjson
 import pytest
 
 sys.path.insert(0, str(Path(__file__).parent))
@@ -33,6 +36,19 @@ def openai_client(base_url: str) -> openai.OpenAI:
     client = openai.OpenAI(base_url=base_url, api_key="sk-client", max_retries=0)
     _OPEN_CLIENTS.append(client)
     return client
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addoption("--soak", action="store_true", help="also run the long soak test (tests/test_soak.py)")
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    if config.getoption("--soak"):
+        return
+    skip = pytest.mark.skip(reason="a long run: pass --soak to include it")
+    for item in items:
+        if "soak" in item.keywords:
+            item.add_marker(skip)
 
 
 @pytest.fixture(autouse=True)
@@ -152,3 +168,53 @@ def impatient_gateway(fake_openai: FakeOpenAI, tmp_path_factory: pytest.TempPath
     running = start_gateway(config, tmp_path_factory.mktemp("gw-impatient"))
     yield running
     running.stop()
+
+
+# -- looking at the gateway's processes from outside ---------------------------------------------------------------
+
+
+def process_tree(pid: int) -> list[int]:
+    pids = [pid]
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        children = (task / "children").read_text().split()
+        for child in children:
+            pids += process_tree(int(child))
+    return pids
+
+
+def open_sockets(pids: list[int]) -> int:
+    count = 0
+    for pid in pids:
+        for fd in Path(f"/proc/{pid}/fd").iterdir():
+            try:
+                if os.readlink(fd).startswith("socket:"):
+                    count += 1
+            except FileNotFoundError:
+                pass
+    return count
+
+
+def rss_kib(pids: list[int]) -> int:
+    total = 0
+    for pid in pids:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                total += int(line.split()[1])
+    return total
+
+
+async def abort_stream(port: int, request: dict[str, Any]) -> None:
+    """Start a streamed completion, wait for its first chunk, and hang up without a goodbye (a killed client)."""
+    body = orjson.dumps(request)
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    writer.write(
+        b"POST /v1/chat/completions HTTP/1.1\r\nHost: gw\r\nContent-Type: application/json\r\n"
+        b"Content-Length: %d\r\n\r\n%s" % (len(body), body)
+    )
+    await writer.drain()
+    received = b""
+    while b"data: " not in received:  # the first chunk of the stream arrived
+        data = await reader.read(4096)
+        assert data, "the gateway closed the stream before its first chunk"
+        received += data
+    writer.transport.abort()  # hang up without a goodbye, as a killed client does

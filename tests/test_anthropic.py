@@ -412,7 +412,8 @@ def test_thinking_with_tools_survives_the_round_trip(
     assert block["type"] == "thinking"
     assert block["thinking"] == message["reasoning_content"]
     assert block["signature"].startswith("sig-")
-    messages.append(message)
+    # As users write it: the SDK's message object goes back as it is (its extra fields included).
+    messages.append(message if stream else completion.choices[0].message)
     messages += [{"role": "tool", "tool_call_id": call["id"], "content": "sunny"} for call in message["tool_calls"]]
     # The fake rejects the turn, as Anthropic does, unless the signed thinking block comes back first and unchanged.
     follow_up = client(gateway).chat.completions.create(messages=messages, **request)

@@ -42,6 +42,15 @@ class StreamTranslator:
     events are ignored). Upstream error payloads (a top-level ``error`` key, or an SSE event named
     ``error``) are passed on as ``data: {"error": {...}}`` and recorded in `error`.
 
+    For ``"anthropic"`` (the Messages API, also Claude on Vertex AI) every chunk is written by the
+    core's OpenAI encoder: one id (the message's), the client's model, a role chunk first, text as
+    ``content``, thinking as ``reasoning_content`` plus one ``thinking_blocks`` entry with the
+    signature when each thinking block ends, each ``tool_use`` block as the next tool-call index
+    (its ``{}`` arguments sent when it streamed none), then the finish chunk, the usage chunk when
+    asked (prompt = input + cache read + cache creation tokens), and ``[DONE]``. An ``error`` event
+    becomes ``data: {"error": {"message", "type", "code": <Anthropic type>, "status": <its HTTP
+    status>}}`` and ends the stream.
+
     Args:
         provider: the upstream provider, one of ``"openai"``, ``"anthropic"``, ``"gemini"``.
         client_model: the model name the client asked for, written into every chunk in place of
@@ -148,7 +157,10 @@ def translate_response(
     """Translate a whole (non-streaming) upstream response body into an OpenAI Chat Completions body.
 
     For ``"openai"``: the top-level ``model`` is replaced by `client_model` (the body is returned
-    byte for byte when it is ``None`` or already equal).
+    byte for byte when it is ``None`` or already equal). For ``"anthropic"``: a Messages API
+    response becomes a ``chat.completion`` (text joined into ``content``, ``tool_use`` blocks into
+    ``tool_calls``, thinking into ``reasoning_content`` and ``thinking_blocks``, stop reason and
+    usage mapped); `client_model` names the model (``None``: the upstream's).
 
     For ``"gemini"``: a ``GenerateContentResponse`` becomes a ``chat.completion`` (first candidate only;
     see `StreamTranslator` for the mapping and rust/sse_core/src/providers/gemini.rs for the details).

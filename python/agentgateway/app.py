@@ -210,7 +210,7 @@ class Gateway:
         headers = _forwarded_headers(response)
         if response.status >= 400:
             _log_upstream_status(provider, response.status)
-            raise provider.error_from_response(response.status, body, headers)
+            raise _upstream_error(provider, response.status, body, headers)
         model = provider.response_model(request.model)
         translator = provider.translator_for(request)
         if model is not None or translator != "openai":
@@ -229,7 +229,7 @@ class Gateway:
                     body = await response.read()
                 except GatewayError:
                     body = b""
-                raise provider.error_from_response(response.status, body, _forwarded_headers(response))
+                raise _upstream_error(provider, response.status, body, _forwarded_headers(response))
             translator = StreamTranslator(
                 provider.translator_for(request), provider.response_model(request.model), request.include_usage
             )
@@ -253,7 +253,9 @@ class Gateway:
                 logger.exception("stream from %s failed", provider.entry.name)
                 tail = GatewayError(f"The stream failed in the gateway: {_describe(exc)}").stream_event()
             if translator.error is not None:
-                logger.warning("stream from %s ended with an error: %s", provider.entry.name, translator.error)
+                logger.warning(
+                    "stream from %s ended with an error: %s", provider.entry.name, provider.redact(translator.error)
+                )
             await send({"type": "http.response.body", "body": tail, "more_body": False})
         except BaseException:
             response.abort()  # an unfinished upstream answer: drop the connection so the upstream stops too
@@ -262,6 +264,14 @@ class Gateway:
 
 
 # -- helpers -------------------------------------------------------------------------------------------------------
+
+
+def _upstream_error(
+    provider: Provider, status: int, body: bytes, headers: list[tuple[bytes, bytes]]
+) -> GatewayError:
+    error = provider.error_from_response(status, body, headers)
+    error.message = provider.redact(error.message)
+    return error
 
 
 async def _discard(response: UpstreamResponse) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import logging
 import os
 import sys
@@ -105,7 +106,8 @@ def _serve(host: str, port: int, workers: int, drain_timeout: float, log_level: 
         port=port,
         interface=Interfaces.ASGI,
         workers=workers,
-        loop=Loops.uvloop,
+        # uvloop everywhere it exists (granian[uvloop] does not install it on Windows, where asyncio's loop serves).
+        loop=Loops.uvloop if importlib.util.find_spec("uvloop") is not None else Loops.asyncio,
         factory=True,
         log_level=log_level,  # type: ignore[arg-type]
         # Granian stops accepting on SIGTERM/SIGINT and lets workers finish in-flight requests; past this

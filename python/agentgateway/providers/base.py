@@ -45,6 +45,17 @@ class Provider:
     def __init__(self, entry: ModelEntry) -> None:
         self.entry = entry
         self.upstream_model = entry.params.model
+        #: values that must never reach a client or a log (configured keys; providers add what they obtain).
+        self.secrets: list[str] = []
+        if entry.params.api_key is not None and entry.params.api_key.get_secret_value():
+            self.secrets.append(entry.params.api_key.get_secret_value())
+
+    def redact(self, text: str) -> str:
+        """``text`` with every secret of this provider replaced (an upstream may quote the key it refused)."""
+        for secret in self.secrets:
+            if secret in text:
+                text = text.replace(secret, "[redacted]")
+        return text
 
     async def prepare(self, request: ChatRequest) -> UpstreamRequest:
         """The upstream request for ``request``: endpoint, headers (with credentials) and body."""

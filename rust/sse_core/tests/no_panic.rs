@@ -14,6 +14,11 @@ fn bytes() -> impl Strategy<Value = Vec<u8>> {
             b"{", b"}", b"[", b"]", b"\"", b",", b"null", b"[DONE]", b"\"model\":", b"\"usage\":",
             b"\"choices\":", b"\"error\":", b"\"finish_reason\":", b"\"message\":", b"\"stop\"",
             b"\xEF\xBB\xBF", b"{\"prompt_tokens\":1}", b"\\u00e9", b"\\",
+            // Anthropic's event shapes.
+            b"\"type\":", b"\"message_start\"", b"\"content_block_start\"", b"\"content_block_delta\"",
+            b"\"content_block_stop\"", b"\"message_delta\"", b"\"message_stop\"", b"\"index\":0",
+            b"\"delta\":", b"\"content_block\":", b"\"tool_use\"", b"\"thinking\"", b"\"text_delta\"",
+            b"\"input_json_delta\"", b"\"partial_json\":", b"\"stop_reason\":", b"\"signature_delta\"",
         ])
         .prop_map(<[u8]>::to_vec),
     ];
