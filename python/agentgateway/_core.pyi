@@ -51,6 +51,16 @@ class StreamTranslator:
     becomes ``data: {"error": {"message", "type", "code": <Anthropic type>, "status": <its HTTP
     status>}}`` and ends the stream.
 
+    For ``"gemini"`` (the Gemini API and Gemini on Vertex AI, ``streamGenerateContent?alt=sse``):
+    each event is a whole ``GenerateContentResponse``. Text → ``content``, thought parts →
+    ``reasoning_content``, a ``functionCall`` → one tool call with a generated id (``call_…``; its
+    ``thoughtSignature`` appended as ``__thought__<signature>``), a signature on a thought or text
+    part → one ``delta.thinking_blocks`` entry; ``usageMetadata`` is cumulative (the last is
+    reported: completion = candidates + thoughts tokens). The upstream sends no ``[DONE]``: EOF
+    after a ``finishReason`` (or a blocked prompt, answered as ``content_filter``) ends the stream
+    cleanly, EOF without one is a truncation. An ``{"error": ...}`` event becomes the error event
+    (``code``: its status name, ``status``: its HTTP code) and ends the stream.
+
     Args:
         provider: the upstream provider, one of ``"openai"``, ``"anthropic"``, ``"gemini"``.
         client_model: the model name the client asked for, written into every chunk in place of
