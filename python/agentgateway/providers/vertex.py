@@ -76,6 +76,7 @@ class VertexProvider(Provider):
             self.headers += encode_headers({"x-goog-api-key": params.api_key.get_secret_value()})
         else:
             self.credentials = GoogleCredentials()
+        self.configured_secrets = list(self.secrets)
         # (plain, streamed) endpoints per upstream model.
         self.endpoints: dict[str, tuple[Endpoint, Endpoint]] = {}
 
@@ -118,6 +119,8 @@ class VertexProvider(Provider):
         headers = self.headers
         if self.credentials is not None:
             token = await self.credentials.token()
+            if token not in self.secrets:  # the access token in use must not reach a client or a log either
+                self.secrets = [*self.configured_secrets, token]
             headers += header_line(b"Authorization", b"Bearer " + token.encode("latin-1"))
         return UpstreamRequest(streamed if request.stream else plain, headers, orjson.dumps(body))
 
