@@ -266,9 +266,7 @@ class Gateway:
 # -- helpers -------------------------------------------------------------------------------------------------------
 
 
-def _upstream_error(
-    provider: Provider, status: int, body: bytes, headers: list[tuple[bytes, bytes]]
-) -> GatewayError:
+def _upstream_error(provider: Provider, status: int, body: bytes, headers: list[tuple[bytes, bytes]]) -> GatewayError:
     error = provider.error_from_response(status, body, headers)
     error.message = provider.redact(error.message)
     return error
