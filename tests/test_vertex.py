@@ -267,18 +267,34 @@ def _one_gateway(fake: FakeGoogle, tmp: Path, env: dict[str, str]) -> RunningGat
 
 
 def test_tokens_are_renewed_before_they_expire(fake: FakeGoogle, tmp_path: Path) -> None:
-    fake.token_lifetime = 302  # usable for 2 s: renewal starts 300 s before expiry
+    # A 4 s token: renewed in the background from 2 s (half its life) while still used, not used from 3 s.
+    fake.token_lifetime = 4
     try:
         running = _one_gateway(fake, tmp_path, adc_env(tmp_path, fake.service_account_info()))
         try:
             gateway_client = client(running)
-            gateway_client.chat.completions.create(model="gemini-2.5-flash", messages=user("1"))
-            first = bearer(fake)
-            gateway_client.chat.completions.create(model="gemini-2.5-flash", messages=user("2"))
-            assert bearer(fake) == first
+
+            def ask() -> str:
+                gateway_client.chat.completions.create(model="gemini-2.5-flash", messages=user("x"))
+                return bearer(fake)
+
+            first = ask()
+            assert ask() == first
+            fetched = len(fake.token_requests)
             time.sleep(2.2)
-            gateway_client.chat.completions.create(model="gemini-2.5-flash", messages=user("3"))
-            assert bearer(fake) != first
+            # Still valid: this request carries it, and its renewal starts beside it.
+            assert ask() == first
+            deadline = time.monotonic() + 2.0
+            while len(fake.token_requests) == fetched and time.monotonic() < deadline:
+                time.sleep(0.02)
+            assert len(fake.token_requests) == fetched + 1
+            second = ask()
+            assert second != first
+            # Past its last usable moment a token is never sent: the request waits for a new one.
+            time.sleep(3.2)
+            third = ask()
+            assert third not in (first, second)
+            assert fake.tokens[third] > time.time()
         finally:
             running.stop()
     finally:

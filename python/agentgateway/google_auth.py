@@ -9,7 +9,8 @@ Credentials are found the way every Google client library finds them (google-aut
 
 google-auth does the loading, the signing and the token calls; they are blocking, so they run in a thread
 (``asyncio.to_thread``) behind an ``asyncio.Lock``: one refresh at a time per worker, and requests that arrive
-meanwhile wait for it rather than start their own. A token is reused until five minutes before it expires.
+meanwhile wait for it rather than start their own. A token is reused until five minutes before it expires, then
+renewed in the background while it is still used (see `GoogleCredentials`).
 The HTTP transport is the standard library's ``urllib`` (google-auth's own needs ``requests``): token calls are
 rare, and the gateway keeps one dependency fewer. google-auth is imported only when a Vertex model without an API
 key is configured. Tokens never appear in logs or errors.
@@ -33,11 +34,19 @@ from .errors import GatewayError
 __all__ = ["CLOUD_PLATFORM_SCOPE", "GoogleCredentials"]
 
 CLOUD_PLATFORM_SCOPE = "https://www.googleapis.com/auth/cloud-platform"
-# Renew this long before expiry: a token must outlive the request that carries it.
+# Renew this long before expiry (in the background while the old token is still used)...
 REFRESH_MARGIN = 300.0
+# ...and stop using a token this long before it expires: it must outlive the request that carries it.
+EXPIRY_MARGIN = 30.0
 _TOKEN_CALL_TIMEOUT = 30.0
 
 logger = logging.getLogger("agentgateway.google_auth")
+
+
+def _log_background_failure(task: asyncio.Task[str]) -> None:
+    # The token in use is still valid: requests carry on, and the next one after it runs out tries again.
+    if not task.cancelled() and task.exception() is not None:
+        logger.warning("background renewal of the Google access token failed; will retry")
 
 
 class _Response:
@@ -75,30 +84,40 @@ class _UrllibRequest:
 
 
 class GoogleCredentials:
-    """The access-token source of one Vertex model entry (one per worker process)."""
+    """The access-token source of one Vertex model entry (one per worker process).
+
+    A token is used as is until five minutes before it expires (half its lifetime for short-lived ones); from then
+    until 30 s before expiry (a quarter of its lifetime at most) requests still get it while one background task
+    fetches the next, so in steady state no request waits for a refresh. Past that, or with no token yet,
+    requests wait for the one fetch in flight."""
 
     def __init__(self, scopes: tuple[str, ...] = (CLOUD_PLATFORM_SCOPE,)) -> None:
         self.scopes = scopes
         self._credentials: Any = None
         self._token: str | None = None
-        self._expires_at = 0.0  # time.monotonic() at which the token must no longer be used
+        self._refresh_at = 0.0  # time.monotonic() from which a new token is fetched in the background
+        self._usable_until = 0.0  # time.monotonic() from which requests wait for a new token
         self._lock = asyncio.Lock()
-
-    def cached_token(self) -> str | None:
-        """The current token when it has more than the refresh margin left, else None."""
-        if self._token is not None and time.monotonic() < self._expires_at:
-            return self._token
-        return None
+        self._background: asyncio.Task[str] | None = None
 
     async def token(self) -> str:
         """A valid access token: the cached one, or a new one (fetched in a thread, one fetch at a time)."""
-        cached = self.cached_token()
-        if cached is not None:
-            return cached
+        token = self._token
+        if token is not None:
+            now = time.monotonic()
+            if now < self._refresh_at:
+                return token
+            if now < self._usable_until:
+                if self._background is None or self._background.done():
+                    self._background = asyncio.ensure_future(self._fetch())
+                    self._background.add_done_callback(_log_background_failure)
+                return token
+        return await self._fetch()
+
+    async def _fetch(self) -> str:
         async with self._lock:
-            cached = self.cached_token()  # another request may have refreshed it while this one waited
-            if cached is not None:
-                return cached
+            if self._token is not None and time.monotonic() < self._refresh_at:
+                return self._token  # another request refreshed it while this one waited
             try:
                 token, lifetime = await asyncio.to_thread(self._refresh)
             except GatewayError:
@@ -112,14 +131,17 @@ class GoogleCredentials:
                     type_="upstream_error",
                     code="upstream_credentials_unavailable",
                 ) from None
+            now = time.monotonic()
+            lifetime = max(0.0, lifetime)
             self._token = token
-            self._expires_at = time.monotonic() + max(0.0, lifetime - REFRESH_MARGIN)
+            self._refresh_at = now + lifetime - min(REFRESH_MARGIN, lifetime / 2)
+            self._usable_until = now + lifetime - min(EXPIRY_MARGIN, lifetime / 4)
             return token
 
     def invalidate(self) -> None:
-        """Forget the token (the upstream refused it): the next request gets a new one."""
+        """Forget the token (the upstream refused it): the next request waits for a new one."""
         self._token = None
-        self._expires_at = 0.0
+        self._refresh_at = self._usable_until = 0.0
 
     def _refresh(self) -> tuple[str, float]:
         """Load the credentials (first time) and get a token; returns it and its lifetime in seconds."""
