@@ -5,7 +5,11 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import os
+import shutil
+import subprocess
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -545,6 +549,11 @@ def test_error_event_mid_stream_reaches_the_client(gateway: RunningGateway) -> N
         ([{"role": "user", "content": "x"}], {"reasoning_effort": "extreme"}, "reasoning_effort"),
         (
             [{"role": "user", "content": "x"}],
+            {"reasoning_effort": "low", "tools": [WEATHER_TOOL], "tool_choice": "required"},
+            "tool_choice",
+        ),
+        (
+            [{"role": "user", "content": "x"}],
             {"tools": [{"type": "function", "function": {"name": "f"}}], "tool_choice": "sometimes"},
             "tool_choice",
         ),
@@ -578,3 +587,105 @@ def test_pdf_file_becomes_a_document(gateway: RunningGateway, fake: FakeAnthropi
         "type": "document",
         "source": {"type": "base64", "media_type": "application/pdf", "data": pdf},
     }
+
+
+# -- upstream faults ------------------------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def impatient(fake: FakeAnthropic, tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningGateway]:
+    config = f"""
+llm:
+  models:
+  - {{name: "claude-*", provider: anthropic, params: {{apiKey: {TEST_KEY}, baseUrl: "{fake.origin}"}}}}
+  - {{name: "refused-*", provider: anthropic, params: {{apiKey: {TEST_KEY}, baseUrl: "http://127.0.0.1:9"}}}}
+  timeouts: {{connect: 1, firstByte: 2, idle: 1}}
+"""
+    running = start_gateway(config, tmp_path_factory.mktemp("gw-anthropic-impatient"))
+    yield running
+    running.stop()
+
+
+def _stream_error(gateway: RunningGateway, model: str) -> tuple[str, openai.APIError]:
+    """The text a client received before the stream failed, and the error the SDK raised."""
+    text = ""
+    stream = client(gateway).chat.completions.create(
+        model=model, messages=[{"role": "user", "content": "a fairly long question"}], stream=True
+    )
+    with pytest.raises(openai.APIError) as caught:
+        for chunk in stream:
+            text += (chunk.choices[0].delta.content or "") if chunk.choices else ""
+    return text, caught.value
+
+
+@pytest.mark.parametrize(
+    ("model", "fragment"),
+    [
+        ("claude-truncated", "ended before the response was complete"),
+        ("claude-garbage", "could not be read"),
+        ("claude-reset", ""),
+        ("claude-stall", ""),
+    ],
+)
+def test_stream_faults_end_with_an_error_event(impatient: RunningGateway, model: str, fragment: str) -> None:
+    text, error = _stream_error(impatient, model)
+    assert text  # what arrived before the fault reached the client
+    assert "You said: a fairly long question".startswith(text)
+    assert fragment in str(error)
+    # and the gateway goes on serving
+    assert (
+        client(impatient)
+        .chat.completions.create(model="claude-sonnet", messages=[{"role": "user", "content": "ok?"}])
+        .choices[0]
+        .message.content
+        == "You said: ok?"
+    )
+
+
+def test_success_status_carrying_an_error_keeps_the_errors_status(gateway: RunningGateway) -> None:
+    with pytest.raises(openai.InternalServerError) as caught:
+        client(gateway).chat.completions.create(model="claude-200-error", messages=[{"role": "user", "content": "x"}])
+    assert caught.value.status_code == 529
+    assert "Overloaded" in str(caught.value)
+
+
+def test_unreachable_upstream_is_502(impatient: RunningGateway) -> None:
+    with pytest.raises(openai.InternalServerError) as caught:
+        client(impatient).chat.completions.create(model="refused-x", messages=[{"role": "user", "content": "x"}])
+    assert caught.value.status_code == 502
+
+
+@pytest.mark.parametrize("stream", [False, True], ids=["plain", "streamed"])
+def test_very_large_answers_come_through_whole(gateway: RunningGateway, stream: bool) -> None:
+    messages: Any = [{"role": "user", "content": "x"}]
+    if stream:
+        text = "".join(
+            c.choices[0].delta.content or ""
+            for c in client(gateway).chat.completions.create(model="claude-big", messages=messages, stream=True)
+            if c.choices
+        )
+    else:
+        text = client(gateway).chat.completions.create(model="claude-big", messages=messages).choices[0].message.content
+    assert text == "x" * (4 << 20)
+
+
+def test_openai_npm_package(gateway: RunningGateway) -> None:
+    node = shutil.which("node")
+    script = Path(__file__).parent / "js" / "openai_sdk.mjs"
+    if node is None or not (script.parent / "node_modules" / "openai").is_dir():
+        if os.environ.get("CI"):
+            pytest.fail("node or tests/js/node_modules is missing: .ci/run must npm install it")
+        pytest.skip("node or the openai npm package is not installed (npm install --prefix tests/js)")
+    done = subprocess.run(
+        [node, str(script), gateway.url, "claude-sonnet", "claude-tool"], capture_output=True, text=True, timeout=60
+    )
+    assert done.returncode == 0, done.stderr
+    seen = orjson.loads(done.stdout.strip().splitlines()[-1])
+    assert seen["plain"] == seen["streamed"] == "You said: Tell me a story."
+    assert seen["streamModels"] == ["claude-sonnet"]
+    assert seen["finishReason"] == "stop"
+    assert seen["usage"]["prompt_tokens"] == 29
+    assert seen["toolCalls"] == [
+        {"id": "toolu_01A", "name": "get_weather", "arguments": {"city": "Paris"}},
+        {"id": "toolu_01B", "name": "get_weather", "arguments": {"city": "Tokyo", "n": [1, 2]}},
+    ]

@@ -72,6 +72,27 @@ def sdk(gateway: RunningGateway) -> openai.OpenAI:
             "stream_options.include_usage",
             "a boolean",
         ),
+        (
+            b'{"model": "gpt-4o-mini", "messages": [{"role": "user", "content": ["hi"]}]}',
+            "messages[0].content[0]",
+            "a content part object",
+        ),
+        (
+            b'{"model": "gpt-4o-mini", "messages": [{"role": "user", "content": [{"text": "hi"}]}]}',
+            "messages[0].content[0].type",
+            "Missing required parameter",
+        ),
+        (
+            b'{"model": "gpt-4o-mini", "messages": [{"role": "user", "content": [{"type": "text", "text": 1}]}]}',
+            "messages[0].content[0].text",
+            "a string",
+        ),
+        (
+            b'{"model": "gpt-4o-mini", "messages": [{"role": "user", "content": '
+            b'[{"type": "image_url", "image_url": {"detail": "low"}}]}]}',
+            "messages[0].content[0].image_url.url",
+            "a string",
+        ),
     ],
 )
 def test_bad_requests_are_400_naming_the_field(
@@ -206,3 +227,26 @@ def test_oversized_body_is_413(gateway: RunningGateway) -> None:
     response = post(gateway, content=big)
     assert response.status_code == 413
     assert error_of(response)["code"] == "request_too_large"
+
+
+@pytest.mark.parametrize("content_type", ["application/x-www-form-urlencoded", "multipart/form-data; boundary=x"])
+def test_a_body_that_is_not_json_by_its_content_type_is_415(gateway: RunningGateway, content_type: str) -> None:
+    body = b'{"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "hi"}]}'
+    response = httpx.post(gateway.url + "/v1/chat/completions", content=body, headers={"content-type": content_type})
+    assert response.status_code == 415
+    assert error_of(response)["param"] == "Content-Type"
+    assert "application/json" in str(error_of(response)["message"])
+
+
+@pytest.mark.parametrize("content_type", ["application/json; charset=utf-8", "text/plain;charset=UTF-8", None])
+def test_json_bodies_pass_whatever_their_label(gateway: RunningGateway, content_type: str | None) -> None:
+    body = b'{"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "hi"}]}'
+    headers = {"content-type": content_type} if content_type else {}
+    response = httpx.post(gateway.url + "/v1/chat/completions", content=body, headers=headers)
+    assert response.status_code == 200
+
+
+def test_success_status_carrying_an_error_is_that_error(gateway: RunningGateway) -> None:
+    response = post(gateway, {"model": "passthrough-200-error", "messages": MESSAGES})
+    assert response.status_code == 503
+    assert error_of(response)["message"] == "model is loading"

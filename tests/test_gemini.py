@@ -492,6 +492,14 @@ def test_rate_limit_keeps_status_and_turns_retry_info_into_retry_after(gateway: 
     assert error.response.headers["retry-after"] == "35"  # RetryInfo 34.4s, rounded up
 
 
+def test_an_error_body_with_a_success_status_is_an_error(gateway: RunningGateway) -> None:
+    with pytest.raises(openai.InternalServerError) as caught:
+        client(gateway).chat.completions.create(model="gemini-x-error-200", messages=user("x"))
+    assert caught.value.status_code == 503
+    assert caught.value.code == "UNAVAILABLE"
+    assert "currently unavailable" in caught.value.message
+
+
 def test_error_event_mid_stream_reaches_the_client(gateway: RunningGateway) -> None:
     stream = client(gateway).chat.completions.create(model="gemini-x-midstream-error", messages=user("x"), stream=True)
     with pytest.raises(openai.APIError, match="overloaded"):

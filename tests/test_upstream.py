@@ -11,6 +11,7 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 import pytest
+from agentgateway import upstream as upstream_module
 from agentgateway.config import Timeouts
 from agentgateway.errors import UpstreamProtocolError, UpstreamTimeout, UpstreamUnreachable
 from agentgateway.upstream import Endpoint, UpstreamClient, UpstreamRequest, encode_headers
@@ -366,3 +367,31 @@ def test_tls_upstream_is_verified_against_the_trust_store(tmp_path: Path, monkey
     # OpenSSL's default verify paths honour SSL_CERT_FILE: trusting our certificate makes the same server fine.
     monkeypatch.setenv("SSL_CERT_FILE", str(cert))
     asyncio.run(run(trusted=True))
+
+
+def test_a_whole_answer_larger_than_the_flow_control_window_is_read() -> None:
+    payload = b"x" * (3 << 20)  # far above the 256 KiB at which reading pauses
+
+    async def run() -> None:
+        async with RawServer(lambda n, body: json_answer(payload)) as url:
+            client = UpstreamClient(FAST)
+            response = await client.send(request(url))
+            assert await asyncio.wait_for(response.read(), 5) == payload
+            response.release()
+            client.close()
+
+    asyncio.run(run())
+
+
+def test_a_whole_answer_over_the_limit_is_refused(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(upstream_module, "MAX_WHOLE_BODY_BYTES", 1 << 20)
+
+    async def run() -> None:
+        async with RawServer(lambda n, body: json_answer(b"x" * (2 << 20))) as url:
+            client = UpstreamClient(FAST)
+            response = await client.send(request(url))
+            with pytest.raises(UpstreamProtocolError, match="larger than 1 MiB"):
+                await response.read()
+            client.close()
+
+    asyncio.run(run())

@@ -11,7 +11,14 @@ panic is caught per call, so one bad stream fails alone).
 
 from typing import final
 
-__all__ = ["CoreError", "ResponseParser", "StreamTranslator", "__version__", "translate_response"]
+__all__ = [
+    "CoreError",
+    "ResponseParser",
+    "StreamTranslator",
+    "UpstreamReportedError",
+    "__version__",
+    "translate_response",
+]
 
 __version__: str
 """The version of the Rust core (the package version, defined once in Cargo.toml)."""
@@ -25,6 +32,14 @@ class CoreError(ValueError):
     `StreamTranslator.failed`. After `StreamTranslator.feed` or `StreamTranslator.finish` raised,
     the stream is over: send the client an error event and close.
     """
+
+class UpstreamReportedError(CoreError):
+    """A successful HTTP answer whose body is the provider's error (Anthropic can answer 200 with
+    ``{"type": "error", ...}``; Gemini with ``{"error": {"code", "message", "status"}}``, whose status
+    name is then the code). ``args`` is ``(message, status, code)``: the provider's message,
+    the HTTP status its error type stands for (``overloaded_error`` → 529) and that type."""
+
+    args: tuple[str, int, str]
 
 @final
 class StreamTranslator:
@@ -180,5 +195,6 @@ def translate_response(
         ``usage`` (``None`` when absent or null).
 
     Raises:
+        UpstreamReportedError: the body is the provider's error.
         CoreError: unknown provider, or a body that is not a JSON object.
     """

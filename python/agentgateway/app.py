@@ -16,10 +16,11 @@ from typing import Any
 
 import orjson
 
-from ._core import CoreError, StreamTranslator, translate_response
+from ._core import CoreError, StreamTranslator, UpstreamReportedError, translate_response
 from .config import GatewayConfig, load_config, load_config_file
 from .errors import (
     GatewayError,
+    UpstreamHTTPError,
     UpstreamProtocolError,
     error_body,
 )
@@ -211,13 +212,18 @@ class Gateway:
         if response.status >= 400:
             _log_upstream_status(provider, response.status)
             raise _upstream_error(provider, response.status, body, headers)
-        model = provider.response_model(request.model)
-        translator = provider.translator_for(request)
-        if model is not None or translator != "openai":
-            try:
-                body, _usage = translate_response(translator, body, model)
-            except CoreError as exc:
-                raise UpstreamProtocolError(f"The upstream's answer could not be read: {exc}") from None
+        # Always through the core, even with nothing to rewrite: it also catches a success status whose body is an
+        # error, which must reach the client as an error.
+        try:
+            body, _usage = translate_response(
+                provider.translator_for(request), body, provider.response_model(request.model)
+            )
+        except UpstreamReportedError as exc:
+            message, status, code = exc.args
+            _log_upstream_status(provider, status)
+            raise UpstreamHTTPError(provider.redact(message), status=status, type_=code, code=code) from None
+        except CoreError as exc:
+            raise UpstreamProtocolError(f"The upstream's answer could not be read: {exc}") from None
         await _send_json(send, 200, body, headers)
 
     async def _stream(self, client: UpstreamClient, provider: Provider, request: ChatRequest, send: Send) -> None:
@@ -321,7 +327,8 @@ async def _read_body(scope: Scope, receive: Receive) -> bytes:
         if name == b"content-length":
             if value.isdigit() and int(value) > MAX_REQUEST_BYTES:
                 raise _too_large()
-            break
+        elif name == b"content-type":
+            _check_content_type(value)
     message = await receive()
     if message["type"] == "http.disconnect":
         raise _ClientDisconnected
@@ -343,6 +350,21 @@ async def _read_body(scope: Scope, receive: Receive) -> bytes:
         chunks.append(body)
         if not message.get("more_body", False):
             return b"".join(chunks)
+
+
+def _check_content_type(value: bytes) -> None:
+    """JSON bodies only. text/plain passes too: browsers' fetch() labels a string body so when not told otherwise."""
+    media_type = value.partition(b";")[0].strip().lower()
+    if media_type in (b"application/json", b"text/plain", b"") or media_type.endswith(b"+json"):
+        return
+    raise GatewayError(
+        f"Unsupported Content-Type {value.decode('latin-1')!r}: send the request body as JSON with "
+        "'Content-Type: application/json'.",
+        status=415,
+        type_="invalid_request_error",
+        code="unsupported_media_type",
+        param="Content-Type",
+    )
 
 
 def _too_large() -> GatewayError:

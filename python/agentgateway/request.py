@@ -62,6 +62,32 @@ def _wrong_type(param: str, expected: str, value: Any) -> InvalidRequest:
     )
 
 
+# What each content part type must hold (other part types pass through to providers that know them).
+_PART_FIELDS: dict[str, tuple[str, type | tuple[type, ...], str]] = {
+    "text": ("text", str, "a string"),
+    "image_url": ("image_url", (dict, str), "an object with 'url'"),
+}
+
+
+def _check_part(part: Any, param: str) -> None:
+    if not isinstance(part, dict):
+        raise _wrong_type(param, "a content part object", part)
+    kind = part.get("type")
+    if not isinstance(kind, str):
+        raise InvalidRequest(
+            f"Missing required parameter: '{param}.type'.", code="missing_required_parameter", param=f"{param}.type"
+        )
+    required = _PART_FIELDS.get(kind)
+    if required is not None:
+        field, types, expected = required
+        value = part.get(field)
+        if kind == "image_url" and isinstance(value, dict):
+            value = value.get("url")
+            field, types, expected = "image_url.url", str, "a string"
+        if not isinstance(value, types):
+            raise _wrong_type(f"{param}.{field}", expected, value)
+
+
 def parse_chat_request(raw: bytes, headers: list[tuple[bytes, bytes]]) -> ChatRequest:
     if not raw:
         raise InvalidRequest(
@@ -114,8 +140,11 @@ def parse_chat_request(raw: bytes, headers: list[tuple[bytes, bytes]]) -> ChatRe
                 param=f"messages[{index}].role",
             )
         content = message.get("content")
-        if content is not None and not isinstance(content, (str, list)):
-            raise _wrong_type(f"messages[{index}].content", "a string or an array of content parts", content)
+        if content is not None and not isinstance(content, str):
+            if not isinstance(content, list):
+                raise _wrong_type(f"messages[{index}].content", "a string or an array of content parts", content)
+            for part_index, part in enumerate(content):
+                _check_part(part, f"messages[{index}].content[{part_index}]")
 
     stream = body.get("stream", False)
     if stream is None:

@@ -32,6 +32,8 @@ from .errors import UpstreamProtocolError, UpstreamTimeout, UpstreamUnreachable
 __all__ = ["Endpoint", "UpstreamClient", "UpstreamRequest", "UpstreamResponse", "encode_headers", "header_line"]
 
 # Flow control: stop reading from the upstream while this much decoded body waits for the client.
+# A whole (non-streamed) answer is held in memory to be translated: past this size it is refused.
+MAX_WHOLE_BODY_BYTES = 64 * 1024 * 1024
 _HIGH_WATER = 256 * 1024
 _LOW_WATER = 64 * 1024
 # Idle keep-alive connections older than this are closed instead of reused: servers drop idle connections
@@ -355,9 +357,24 @@ class UpstreamResponse:
     async def read(self) -> bytes:
         """The whole (decoded) body."""
         connection = self._connection
-        while not connection.complete:
+        if connection.complete:
+            return self._decode(connection.take())
+        # Take what arrives as it arrives: reading pauses while 256 KiB wait to be taken, so waiting for the end
+        # without taking would stall a larger answer for good.
+        chunks = []
+        size = 0
+        while True:
+            data = self._decode(connection.take())
+            size += len(data)
+            if size > MAX_WHOLE_BODY_BYTES:
+                self.abort()
+                raise UpstreamProtocolError(
+                    f"The upstream's answer is larger than {MAX_WHOLE_BODY_BYTES >> 20} MiB; ask for a stream instead."
+                )
+            chunks.append(data)
+            if connection.complete:
+                return b"".join(chunks)
             await connection.wait()
-        return self._decode(connection.take())
 
     async def read_chunk(self) -> bytes:
         """The body bytes that arrived since the last call (waiting for some); ``b""`` at the end."""

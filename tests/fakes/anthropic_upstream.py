@@ -14,6 +14,12 @@ Behaviour by the model name the upstream receives:
 - ``*-overloaded`` 529 overloaded_error; in a stream, text and then an ``error`` event after the 200
 - ``*-max``        stops with ``max_tokens``; ``*-refusal`` stops with ``refusal``
 - ``*-fixture``    streams the recorded capture ``shared/fixtures/anthropic/stream_text_then_tool_use.sse`` as is
+- ``*-200-error``  HTTP 200 whose body is an ``overloaded_error`` (plain requests)
+- ``*-truncated``  a stream that stops after its first text pieces (no message_delta, no message_stop)
+- ``*-garbage``    a stream whose fifth event is not JSON
+- ``*-reset``      a stream whose connection is reset after a few events
+- ``*-stall``      a stream that goes silent for 3 s after a few events
+- ``*-big``        an answer of 4 MiB of text (whole or in 4 KiB deltas)
 - otherwise        "You said: <last user text>"
 """
 
@@ -112,8 +118,12 @@ class FakeAnthropic:
             return error_response(529, "overloaded_error", "Overloaded")
         if model.endswith("-fixture"):
             return await replay(request)
+        if model.endswith("-200-error"):
+            return web.json_response({"type": "error", "error": {"type": "overloaded_error", "message": "Overloaded"}})
+        if model.endswith("-big"):
+            message["content"] = [{"type": "text", "text": "x" * (4 << 20)}]
         if body.get("stream"):
-            return await stream(request, message, overloaded=model.endswith("-overloaded"))
+            return await stream(request, message, fault=model.rpartition("-")[2])
         return web.json_response(message)
 
     def check(self, request: web.Request, body: dict[str, Any]) -> None:
@@ -251,15 +261,17 @@ def sse(event: str, data: dict[str, Any]) -> bytes:
     return b"event: " + event.encode() + b"\ndata: " + orjson.dumps(data) + b"\n\n"
 
 
-def stream_events(message: dict[str, Any]) -> list[bytes]:
-    """The event sequence the Messages API sends for ``message``, text and arguments in pieces."""
+def stream_events(message: dict[str, Any], piece: int = 7) -> list[bytes]:
+    """The event sequence the Messages API sends for ``message``, text (``piece`` characters at a time) and
+    arguments in pieces."""
     start = {**message, "content": [], "stop_reason": None, "usage": {**USAGE, "output_tokens": 1}}
     events = [sse("message_start", {"type": "message_start", "message": start}), sse("ping", {"type": "ping"})]
     for index, block in enumerate(message["content"]):
         kind = block["type"]
         if kind == "text":
             empty: dict[str, Any] = {"type": "text", "text": ""}
-            pieces = [("text_delta", "text", block["text"][i : i + 7]) for i in range(0, len(block["text"]), 7)]
+            text = block["text"]
+            pieces = [("text_delta", "text", text[i : i + piece]) for i in range(0, len(text), piece)]
         elif kind == "thinking":
             empty = {"type": "thinking", "thinking": "", "signature": ""}
             pieces = [
@@ -293,14 +305,24 @@ def stream_events(message: dict[str, Any]) -> list[bytes]:
     return events
 
 
-async def stream(request: web.Request, message: dict[str, Any], *, overloaded: bool) -> web.StreamResponse:
+async def stream(request: web.Request, message: dict[str, Any], *, fault: str) -> web.StreamResponse:
     response = web.StreamResponse(headers={"content-type": "text/event-stream; charset=utf-8", "request-id": "req_s"})
     await response.prepare(request)
-    events = stream_events(message)
-    if overloaded:
+    events = stream_events(message, piece=4096 if fault == "big" else 7)
+    if fault == "overloaded":
         error = {"type": "error", "error": {"type": "overloaded_error", "message": "Overloaded"}}
         events = [*events[:5], sse("error", error)]
-    for event in events:
+    elif fault == "truncated":
+        events = events[:5]
+    elif fault == "garbage":
+        events[4] = b"event: content_block_delta\ndata: {this is not json\n\n"
+    for index, event in enumerate(events):
+        if index == 5 and fault == "reset":
+            assert request.transport is not None
+            request.transport.abort()
+            return response
+        if index == 5 and fault == "stall":
+            await asyncio.sleep(3)
         await response.write(event)
         await asyncio.sleep(0)
     await response.write_eof()

@@ -23,6 +23,7 @@ Behaviour by model name (Gemini):
 - ``*-blocked``   a prompt blocked by ``promptFeedback`` (vercel/ai's capture)
 - ``*-safety`` / ``*-max``  finishReason SAFETY / MAX_TOKENS
 - ``*-midstream-error``  text, then an error JSON event in the stream
+- ``*-error-200`` (not streamed) an error body with HTTP 200
 - ``*-truncated`` a stream that ends without a finishReason
 - ``*-fixture``   streams ``shared/fixtures/gemini/stream_text_thought_signature.sse`` as recorded
 - otherwise       "You said: <last user text>"
@@ -226,6 +227,9 @@ class FakeGoogle:
             return google_error(exc.status, exc.name, str(exc))
         if model.endswith("-429"):
             return web.json_response(RETRY_INFO_429, status=429)
+        if model.endswith("-error-200") and not streaming:
+            error = {"code": 503, "message": "The service is currently unavailable.", "status": "UNAVAILABLE"}
+            return web.json_response({"error": error})  # an error body with a success status
         if model.endswith("-fixture") and streaming:
             return await replay(request)
         if model.endswith("-blocked"):

@@ -6,6 +6,7 @@ The behaviour is chosen by the model name the upstream receives (the gateway for
 Models (any other name answers normally):
 - ``*-429``            429 with ``Retry-After: 7`` and an OpenAI rate-limit error body
 - ``*-500-text``       500 with a plain-text body
+- ``*-200-error``      200 whose body is an OpenAI error saying 503 (as some compatible servers answer)
 - ``*-midstream-error``  a stream that sends two chunks and then ``data: {"error": ...}``
 - ``*-truncated``      a stream that stops after two chunks, without finish_reason or ``[DONE]``
 - ``*-reset``          a stream whose connection is reset after two chunks
@@ -57,6 +58,8 @@ class FakeOpenAI:
         body = orjson.loads(raw)
         self.requests.append(Recorded(request.path, dict(request.headers), raw, body))
         model: str = body["model"]
+        if model.endswith("-200-error"):
+            return web.json_response({"error": {"message": "model is loading", "type": "server_error", "code": 503}})
         if model.endswith("-429"):
             return web.Response(
                 status=429,

@@ -1,14 +1,17 @@
-// usage: node openai_sdk.mjs BASE_URL — one plain and one streamed completion through the openai npm package.
-// Prints one JSON line with what came back; tests/test_js_sdk.py checks it.
+// usage: node openai_sdk.mjs BASE_URL [MODEL [TOOL_MODEL]] — a plain and a streamed completion through the openai
+// npm package (and, given TOOL_MODEL, a streamed tool call reassembled the way JS clients do it).
+// Prints one JSON line with what came back; tests/test_js_sdk.py and tests/test_anthropic.py check it.
 import OpenAI from "openai";
 
 const client = new OpenAI({ baseURL: process.argv[2], apiKey: "sk-js-client", maxRetries: 0 });
+const model = process.argv[3] ?? "gpt-4o-mini";
+const toolModel = process.argv[4];
 const messages = [{ role: "user", content: "Tell me a story." }];
 
-const completion = await client.chat.completions.create({ model: "gpt-4o-mini", messages });
+const completion = await client.chat.completions.create({ model, messages });
 
 const stream = await client.chat.completions.create({
-  model: "gpt-4o-mini",
+  model,
   messages,
   stream: true,
   stream_options: { include_usage: true },
@@ -33,6 +36,22 @@ try {
   notFound = { status: err.status, code: err.code, name: err.constructor.name };
 }
 
+let toolCalls = null;
+if (toolModel) {
+  const tools = [{ type: "function", function: { name: "get_weather", parameters: { type: "object", properties: {} } } }];
+  const calls = [];
+  const toolStream = await client.chat.completions.create({ model: toolModel, messages, tools, stream: true });
+  for await (const chunk of toolStream) {
+    for (const call of chunk.choices[0]?.delta.tool_calls ?? []) {
+      calls[call.index] ??= { id: "", name: "", arguments: "" };
+      calls[call.index].id += call.id ?? "";
+      calls[call.index].name += call.function?.name ?? "";
+      calls[call.index].arguments += call.function?.arguments ?? "";
+    }
+  }
+  toolCalls = calls.map((c) => ({ ...c, arguments: JSON.parse(c.arguments) }));
+}
+
 console.log(JSON.stringify({
   plain: completion.choices[0].message.content,
   plainModel: completion.model,
@@ -41,4 +60,5 @@ console.log(JSON.stringify({
   finishReason,
   usage,
   notFound,
+  toolCalls,
 }));

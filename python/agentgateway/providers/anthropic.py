@@ -161,6 +161,13 @@ def translate_request(
         tool_choice = _translate_tool_choice(body.get("tool_choice"))
         if body.get("parallel_tool_calls") is False and tool_choice.get("type") != "none":
             tool_choice["disable_parallel_tool_use"] = True
+        if thinking and tool_choice["type"] in ("any", "tool"):
+            raise InvalidRequest(
+                "Anthropic models cannot think while forced to call a tool: use 'tool_choice' 'auto' or 'none' "
+                "with 'reasoning_effort', or leave 'reasoning_effort' out.",
+                code="unsupported_value",
+                param="tool_choice",
+            )
         if tool_choice != {"type": "auto"}:
             out["tool_choice"] = tool_choice
 

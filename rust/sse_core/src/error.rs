@@ -27,6 +27,14 @@ pub enum CoreError {
     },
     /// The upstream's HTTP/1.1 response is malformed or cut short.
     Http(String),
+    /// A successful HTTP answer whose body is the provider's error (e.g. Anthropic's
+    /// `{"type": "error", ...}` with status 200): what the provider said, and the HTTP status its
+    /// error type stands for.
+    Upstream {
+        status: u16,
+        code: String,
+        message: String,
+    },
     /// A bug in the core (for instance a caught panic); the stream cannot go on.
     Internal(String),
 }
@@ -75,6 +83,7 @@ impl fmt::Display for CoreError {
                 write!(f, "upstream stream event larger than {limit} bytes")
             }
             Self::Http(detail) => write!(f, "{detail}"),
+            Self::Upstream { message, .. } => write!(f, "{message}"),
             Self::Internal(detail) => {
                 write!(f, "internal error in the stream translator: {detail}")
             }

@@ -22,10 +22,24 @@ create_exception!(
     "An upstream response the core cannot translate (invalid JSON, unknown provider, ...), or an internal error of the core."
 );
 
+create_exception!(
+    agentgateway._core,
+    UpstreamReportedError,
+    CoreError,
+    "A successful HTTP answer whose body is the provider's error: args are (message, status, code)."
+);
+
 impl From<Error> for PyErr {
     #[cold]
     fn from(err: Error) -> Self {
-        CoreError::new_err(err.to_string())
+        match err {
+            Error::Upstream {
+                status,
+                code,
+                message,
+            } => UpstreamReportedError::new_err((message, status, code)),
+            other => CoreError::new_err(other.to_string()),
+        }
     }
 }
 
@@ -225,6 +239,10 @@ impl PyResponseParser {
 fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add("__version__", env!("CARGO_PKG_VERSION"))?;
     m.add("CoreError", m.py().get_type::<CoreError>())?;
+    m.add(
+        "UpstreamReportedError",
+        m.py().get_type::<UpstreamReportedError>(),
+    )?;
     m.add_class::<PyStreamTranslator>()?;
     m.add_class::<PyResponseParser>()?;
     m.add_function(wrap_pyfunction!(translate_response, m)?)?;

@@ -114,6 +114,10 @@ struct Block<'a> {
 
 #[derive(Debug, Deserialize)]
 struct Message<'a> {
+    #[serde(rename = "type", borrow, default)]
+    kind: Option<Cow<'a, str>>,
+    #[serde(borrow, default)]
+    error: Option<ErrorBody<'a>>,
     #[serde(borrow, default)]
     id: Option<Cow<'a, str>>,
     #[serde(borrow, default)]
@@ -180,6 +184,22 @@ pub fn translate_response(
     client_model: Option<&str>,
 ) -> Result<(Vec<u8>, Option<Usage>), CoreError> {
     let message: Message<'_> = parse(body, "response body")?;
+    if message.kind.as_deref() == Some("error") {
+        let error = message.error.unwrap_or(ErrorBody {
+            kind: None,
+            message: None,
+        });
+        let code = error.kind.as_deref().unwrap_or("api_error");
+        return Err(CoreError::Upstream {
+            status: status_for_error_type(code),
+            code: code.to_owned(),
+            message: error
+                .message
+                .as_deref()
+                .unwrap_or("the upstream reported an error")
+                .to_owned(),
+        });
+    }
     let model = client_model
         .or(message.model.as_deref())
         .unwrap_or_default();
@@ -709,6 +729,20 @@ mod tests {
         );
         assert_eq!(v["choices"][0]["finish_reason"], "tool_calls");
         assert_eq!(usage.unwrap().total_tokens, 14);
+    }
+
+    #[test]
+    fn an_error_body_with_a_success_status_is_an_upstream_error() {
+        let body =
+            br#"{"type":"error","error":{"type":"overloaded_error","message":"Overloaded"}}"#;
+        assert_eq!(
+            translate_response(body, None).err(),
+            Some(CoreError::Upstream {
+                status: 529,
+                code: "overloaded_error".to_owned(),
+                message: "Overloaded".to_owned()
+            })
+        );
     }
 
     #[test]

@@ -208,6 +208,23 @@ struct ErrorBody<'a> {
     status: Option<Cow<'a, str>>,
 }
 
+impl ErrorBody<'_> {
+    /// `(HTTP status, status name, message)`: the status is `code` when it is an HTTP error status,
+    /// else the one the status name stands for.
+    fn parts(&self) -> (u16, &str, &str) {
+        let name = self.status.as_deref().unwrap_or("UNKNOWN");
+        let status = self
+            .code
+            .filter(|code| (400..600).contains(code))
+            .unwrap_or_else(|| status_for_rpc_status(name));
+        let message = self
+            .message
+            .as_deref()
+            .unwrap_or("the upstream reported an error");
+        (status, name, message)
+    }
+}
+
 /// A `GenerateContentResponse` (a whole answer or one stream event), or an error.
 #[derive(Debug, Deserialize)]
 #[serde(rename_all = "camelCase")]
@@ -260,6 +277,15 @@ pub fn translate_response(
     client_model: Option<&str>,
 ) -> Result<(Vec<u8>, Option<Usage>), CoreError> {
     let response: Response<'_> = parse(body, "response body")?;
+    if let Some(error) = &response.error {
+        // A success status whose body is Google's error: the client must see an error, not an empty answer.
+        let (status, code, message) = error.parts();
+        return Err(CoreError::Upstream {
+            status,
+            code: code.to_owned(),
+            message: message.to_owned(),
+        });
+    }
     let mut completion = Completion::new(client_model.unwrap_or_default());
     completion.id = response.response_id.as_deref().map(str::to_owned);
     completion.usage = response.usage_metadata.map(UsageMetadata::to_openai);
@@ -392,16 +418,8 @@ impl GeminiStream {
     fn translate_event(&mut self, event: &SseEvent, out: &mut Vec<u8>) -> Result<(), CoreError> {
         let response: Response<'_> = parse(&event.data, "stream event")?;
         if let Some(error) = &response.error {
-            let status_name = error.status.as_deref().unwrap_or("UNKNOWN");
-            let status = error
-                .code
-                .filter(|code| (400..600).contains(code))
-                .unwrap_or_else(|| status_for_rpc_status(status_name));
-            let message = error
-                .message
-                .as_deref()
-                .unwrap_or("the upstream reported an error");
-            self.writer.error(out, status, status_name, message);
+            let (status, code, message) = error.parts();
+            self.writer.error(out, status, code, message);
             return Ok(());
         }
         if let Some(id) = response.response_id.as_deref() {
@@ -659,6 +677,25 @@ mod tests {
         assert_eq!(v["choices"][0]["finish_reason"], "content_filter");
         let content = v["choices"][0]["message"]["content"].as_str().unwrap();
         assert!(content.contains("SAFETY") && content.ends_with("Unsafe."));
+    }
+
+    #[test]
+    fn an_error_body_with_a_success_status_is_an_upstream_error() {
+        let body =
+            br#"{"error":{"code":429,"message":"Quota exceeded.","status":"RESOURCE_EXHAUSTED"}}"#;
+        assert_eq!(
+            translate_response(body, None).err(),
+            Some(CoreError::Upstream {
+                status: 429,
+                code: "RESOURCE_EXHAUSTED".to_owned(),
+                message: "Quota exceeded.".to_owned()
+            })
+        );
+        let body = br#"{"error":{"message":"Backend unavailable.","status":"UNAVAILABLE"}}"#;
+        assert!(matches!(
+            translate_response(body, None).err(),
+            Some(CoreError::Upstream { status: 503, .. })
+        ));
     }
 
     #[test]

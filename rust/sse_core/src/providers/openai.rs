@@ -354,6 +354,39 @@ fn is_cut_off(data: &[u8]) -> bool {
     data != b"[DONE]" && serde_json::from_slice::<serde::de::IgnoredAny>(data).is_err()
 }
 
+/// A success status whose body is an OpenAI error (some compatible servers answer so): the status is
+/// its numeric `code` when it is an HTTP error status, else 502.
+#[cold]
+#[inline(never)]
+fn reported_error(error: &RawValue) -> CoreError {
+    #[derive(Deserialize)]
+    struct View {
+        code: Option<serde_json::Value>,
+        #[serde(rename = "type")]
+        kind: Option<String>,
+    }
+    let view = serde_json::from_str::<View>(error.get()).ok();
+    let code = view.as_ref().and_then(|v| v.code.as_ref());
+    let status = code
+        .and_then(|c| match c {
+            serde_json::Value::Number(n) => n.as_u64(),
+            serde_json::Value::String(s) => s.parse().ok(),
+            _ => None,
+        })
+        .and_then(|n| u16::try_from(n).ok())
+        .filter(|n| (400..600).contains(n))
+        .unwrap_or(502);
+    let name = match code {
+        Some(serde_json::Value::String(s)) if s.parse::<u16>().is_err() => Some(s.clone()),
+        _ => view.and_then(|v| v.kind),
+    };
+    CoreError::Upstream {
+        status,
+        code: name.unwrap_or_else(|| "upstream_error".to_owned()),
+        message: error_message(error),
+    }
+}
+
 /// The message of an OpenAI `error` value: `{"message": ...}`, a bare string, or the raw JSON.
 #[cold]
 #[inline(never)]
@@ -376,6 +409,11 @@ pub fn translate_response(
     client_model: Option<&str>,
 ) -> Result<(Vec<u8>, Option<Usage>), CoreError> {
     let response = Object::parse(body, "response body")?;
+    if response.get("choices").is_none() {
+        if let Some(error) = response.get("error").filter(|v| !is_null(v)) {
+            return Err(reported_error(error));
+        }
+    }
     let usage = response
         .get("usage")
         .filter(|v| !is_null(v))
@@ -505,6 +543,24 @@ mod tests {
             out,
             "data: {\"id\":\"c1\",\"model\":\"alias\",\"choices\":[{\"index\":0,\"delta\":{\"content\":\"Hi\"},\"finish_reason\":null}]}\n\n"
         );
+    }
+
+    #[test]
+    fn an_error_body_with_a_success_status_is_an_upstream_error() {
+        let body = br#"{"error": {"message": "busy", "type": "server_error", "code": 503}}"#;
+        assert_eq!(
+            translate_response(body, None).err(),
+            Some(CoreError::Upstream {
+                status: 503,
+                code: "server_error".to_owned(),
+                message: "busy".to_owned()
+            })
+        );
+        let body = br#"{"error": {"message": "no", "code": "model_overloaded"}}"#;
+        assert!(matches!(
+            translate_response(body, None),
+            Err(CoreError::Upstream { status: 502, ref code, .. }) if code == "model_overloaded"
+        ));
     }
 
     #[test]
