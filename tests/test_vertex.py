@@ -384,3 +384,10 @@ def test_unusable_credentials_are_a_clear_502_without_secrets(fake: FakeGoogle, 
         assert "PRIVATE KEY" not in running.log()
     finally:
         running.stop()
+
+
+def test_claude_error_event_mid_stream_reaches_the_client(gateway: RunningGateway) -> None:
+    stream = client(gateway).chat.completions.create(model="claude-x-overloaded", messages=user("x"), stream=True)
+    with pytest.raises(openai.APIError, match="Overloaded"):
+        for _ in stream:
+            pass

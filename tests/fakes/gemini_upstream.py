@@ -306,7 +306,7 @@ class FakeGoogle:
                 429, "rate_limit_error", "Number of requests has exceeded your rate limit", {"retry-after": "7"}
             )
         if body.get("stream"):
-            return await claude_stream(request, message, overloaded=model.endswith("-overloaded"))
+            return await claude_stream(request, message, fault=model.rpartition("-")[2])
         return web.json_response(message)
 
     # -- OAuth2 token endpoint and metadata server ------------------------------------------------------------
