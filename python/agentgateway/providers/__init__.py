@@ -6,7 +6,9 @@ from __future__ import annotations
 
 from .anthropic import AnthropicProvider
 from .base import ChatRequest, Provider, header_value
+from .gemini import GeminiProvider
 from .openai import OpenAIProvider
+from .vertex import VertexProvider
 
 __all__ = ["PROVIDERS", "ChatRequest", "Provider", "header_value"]
 
@@ -14,4 +16,6 @@ PROVIDERS: dict[str, type[Provider]] = {
     "openAI": OpenAIProvider,
     "custom": OpenAIProvider,
     "anthropic": AnthropicProvider,
+    "gemini": GeminiProvider,
+    "vertex": VertexProvider,
 }

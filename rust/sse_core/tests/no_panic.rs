@@ -22,6 +22,11 @@ fn bytes() -> impl Strategy<Value = Vec<u8>> {
             b"\"content_block_stop\"", b"\"message_delta\"", b"\"message_stop\"", b"\"index\":0",
             b"\"delta\":", b"\"content_block\":", b"\"tool_use\"", b"\"thinking\"", b"\"text_delta\"",
             b"\"input_json_delta\"", b"\"partial_json\":", b"\"stop_reason\":", b"\"signature_delta\"",
+            // Gemini's response shapes.
+            b"\"candidates\":[", b"\"content\":{", b"\"parts\":[", b"\"text\":", b"\"thought\":true",
+            b"\"thoughtSignature\":", b"\"functionCall\":{", b"\"args\":", b"\"name\":",
+            b"\"finishReason\":", b"\"usageMetadata\":", b"\"promptFeedback\":", b"\"blockReason\":",
+            b"\"code\":503",
         ])
         .prop_map(<[u8]>::to_vec),
     ];

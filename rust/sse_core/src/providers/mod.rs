@@ -5,6 +5,7 @@
 
 pub mod anthropic;
 pub mod encoder;
+pub mod gemini;
 pub mod openai;
 
 use serde::Deserialize;
@@ -12,7 +13,7 @@ use serde::Deserialize;
 use crate::error::CoreError;
 
 /// The provider names accepted by [`new_stream_translator`] and [`translate_response`].
-pub const PROVIDERS: &[&str] = &["openai", "anthropic"];
+pub const PROVIDERS: &[&str] = &["openai", "anthropic", "gemini"];
 
 /// Token counts reported by the upstream, in OpenAI's terms.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -92,6 +93,7 @@ pub mod sse_writer {
 pub enum StreamTranslator {
     OpenAI(openai::OpenAIStream),
     Anthropic(anthropic::AnthropicStream),
+    Gemini(gemini::GeminiStream),
 }
 
 /// Build the stream translator registered under `provider`.
@@ -111,6 +113,10 @@ pub fn new_stream_translator(
         "anthropic" => Ok(StreamTranslator::Anthropic(
             anthropic::AnthropicStream::new(client_model, include_usage),
         )),
+        "gemini" => Ok(StreamTranslator::Gemini(gemini::GeminiStream::new(
+            client_model,
+            include_usage,
+        ))),
         other => Err(unknown_provider(other)),
     }
 }
@@ -125,6 +131,7 @@ pub fn translate_response(
     match provider {
         "openai" => openai::translate_response(body, client_model),
         "anthropic" => anthropic::translate_response(body, client_model),
+        "gemini" => gemini::translate_response(body, client_model),
         other => Err(unknown_provider(other)),
     }
 }
@@ -142,6 +149,7 @@ impl StreamTranslator {
         match self {
             Self::OpenAI(t) => t.feed_into(chunk, out),
             Self::Anthropic(t) => t.feed_into(chunk, out),
+            Self::Gemini(t) => t.feed_into(chunk, out),
         }
     }
 
@@ -150,6 +158,7 @@ impl StreamTranslator {
         match self {
             Self::OpenAI(t) => t.finish_into(out),
             Self::Anthropic(t) => t.finish_into(out),
+            Self::Gemini(t) => t.finish_into(out),
         }
     }
 
@@ -173,6 +182,7 @@ impl StreamTranslator {
         match self {
             Self::OpenAI(t) => t.usage(),
             Self::Anthropic(t) => t.writer().usage(),
+            Self::Gemini(t) => t.writer().usage(),
         }
     }
 
@@ -182,6 +192,7 @@ impl StreamTranslator {
         match self {
             Self::OpenAI(t) => t.finish_reason(),
             Self::Anthropic(t) => t.writer().finish_reason(),
+            Self::Gemini(t) => t.writer().finish_reason(),
         }
     }
 
@@ -191,6 +202,7 @@ impl StreamTranslator {
         match self {
             Self::OpenAI(t) => t.error(),
             Self::Anthropic(t) => t.writer().error_message(),
+            Self::Gemini(t) => t.writer().error_message(),
         }
     }
 
@@ -200,6 +212,7 @@ impl StreamTranslator {
         match self {
             Self::OpenAI(t) => t.done(),
             Self::Anthropic(t) => t.writer().done(),
+            Self::Gemini(t) => t.writer().done(),
         }
     }
 
@@ -210,6 +223,7 @@ impl StreamTranslator {
         match self {
             Self::OpenAI(t) => t.failed(),
             Self::Anthropic(t) => t.writer().failed(),
+            Self::Gemini(t) => t.writer().failed(),
         }
     }
 }
