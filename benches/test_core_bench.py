@@ -144,3 +144,40 @@ def test_anthropic_stream_one_event_per_read(benchmark: BenchmarkFixture) -> Non
 
     size = benchmark.pedantic(feed, setup=fresh_anthropic_translator, rounds=ROUNDS, warmup_rounds=100)
     assert size > len(ANTHROPIC_EVENTS) * 100
+
+
+# -- Gemini: a 40-chunk streamGenerateContent stream (data/gemini_stream.sse, \r\n\r\n-framed, cumulative usage) ----
+
+GEMINI_TRANSCRIPT = (DATA / "gemini_stream.sse").read_bytes()
+GEMINI_EVENTS = [event + b"\r\n\r\n" for event in GEMINI_TRANSCRIPT.split(b"\r\n\r\n") if event]
+GEMINI_RESPONSE = (DATA / "gemini_response.json").read_bytes()
+
+
+def fresh_gemini_translator() -> tuple[tuple[Any, ...], dict[str, Any]]:
+    return (StreamTranslator("gemini", "gemini-flash", True),), {}
+
+
+def test_gemini_stream_whole_transcript(benchmark: BenchmarkFixture) -> None:
+    def feed(translator: StreamTranslator) -> bytes:
+        return translator.feed(GEMINI_TRANSCRIPT) + translator.finish()  # Gemini sends no [DONE]: EOF ends it
+
+    out = benchmark.pedantic(feed, setup=fresh_gemini_translator, rounds=ROUNDS, warmup_rounds=100)
+    assert out.endswith(b"data: [DONE]\n\n")
+    assert out.count(b'"content":') == 41  # the role chunk and 40 text chunks
+
+
+def test_gemini_stream_one_event_per_read(benchmark: BenchmarkFixture) -> None:
+    def feed(translator: StreamTranslator) -> int:
+        size = 0
+        for event in GEMINI_EVENTS:
+            size += len(translator.feed(event))
+        return size
+
+    size = benchmark.pedantic(feed, setup=fresh_gemini_translator, rounds=ROUNDS, warmup_rounds=100)
+    assert size > len(GEMINI_EVENTS) * 100
+
+
+def test_gemini_translate_response(benchmark: BenchmarkFixture) -> None:
+    body, usage = benchmark(translate_response, "gemini", GEMINI_RESPONSE, "gemini-flash")
+    assert usage == (12, 40, 52)
+    assert b'"finish_reason":"stop"' in body

@@ -495,9 +495,13 @@ def test_rate_limit_keeps_status_retry_after_and_message(gateway: RunningGateway
         )
 
 
-def test_overloaded_keeps_529(gateway: RunningGateway) -> None:
+@pytest.mark.parametrize(
+    "model", ["claude-overloaded", "claude-200-error"], ids=["status-529", "status-200-error-body"]
+)
+def test_overloaded_keeps_529(gateway: RunningGateway, model: str) -> None:
+    """Also when the upstream says 200 but its body is the error: the client gets the status the error stands for."""
     with pytest.raises(openai.InternalServerError) as caught:
-        client(gateway).chat.completions.create(model="claude-overloaded", messages=[{"role": "user", "content": "x"}])
+        client(gateway).chat.completions.create(model=model, messages=[{"role": "user", "content": "x"}])
     assert caught.value.status_code == 529
     assert "Overloaded" in str(caught.value)
 
@@ -640,13 +644,6 @@ def test_stream_faults_end_with_an_error_event(impatient: RunningGateway, model:
         .message.content
         == "You said: ok?"
     )
-
-
-def test_success_status_carrying_an_error_keeps_the_errors_status(gateway: RunningGateway) -> None:
-    with pytest.raises(openai.InternalServerError) as caught:
-        client(gateway).chat.completions.create(model="claude-200-error", messages=[{"role": "user", "content": "x"}])
-    assert caught.value.status_code == 529
-    assert "Overloaded" in str(caught.value)
 
 
 def test_unreachable_upstream_is_502(impatient: RunningGateway) -> None:

@@ -36,7 +36,8 @@ class CoreError(ValueError):
 
 class UpstreamReportedError(CoreError):
     """A successful HTTP answer whose body is the provider's error (Anthropic can answer 200 with
-    ``{"type": "error", ...}``). ``args`` is ``(message, status, code)``: the provider's message,
+    ``{"type": "error", ...}``; Gemini with ``{"error": {"code", "message", "status"}}``, whose status
+    name is then the code). ``args`` is ``(message, status, code)``: the provider's message,
     the HTTP status its error type stands for (``overloaded_error`` → 529) and that type."""
 
     args: tuple[str, int, str]
@@ -66,6 +67,16 @@ class StreamTranslator:
     becomes ``data: {"error": {"message", "type", "code": <Anthropic type>, "status": <its HTTP
     status>}}`` and ends the stream.
 
+    For ``"gemini"`` (the Gemini API and Gemini on Vertex AI, ``streamGenerateContent?alt=sse``):
+    each event is a whole ``GenerateContentResponse``. Text → ``content``, thought parts →
+    ``reasoning_content``, a ``functionCall`` → one tool call with a generated id (``call_…``; its
+    ``thoughtSignature`` appended as ``__thought__<signature>``), a signature on a thought or text
+    part → one ``delta.thinking_blocks`` entry; ``usageMetadata`` is cumulative (the last is
+    reported: completion = candidates + thoughts tokens). The upstream sends no ``[DONE]``: EOF
+    after a ``finishReason`` (or a blocked prompt, answered as ``content_filter``) ends the stream
+    cleanly, EOF without one is a truncation. An ``{"error": ...}`` event becomes the error event
+    (``code``: its status name, ``status``: its HTTP code) and ends the stream.
+
     For ``"bedrock"`` the body is the binary AWS event stream of ``ConverseStream`` (both CRCs
     of every message checked; a bad CRC, length or header ends the stream with an
     ``upstream_protocol_error`` frame, a message cut off at EOF with ``stream_truncated``).
@@ -77,7 +88,8 @@ class StreamTranslator:
     (service unavailable) or 500.
 
     Args:
-        provider: the upstream provider, one of ``"openai"``, ``"anthropic"``, ``"bedrock"``.
+        provider: the upstream provider, one of ``"openai"``, ``"anthropic"``, ``"bedrock"``,
+            ``"gemini"``.
         client_model: the model name the client asked for, written into every chunk in place of
             the upstream's; ``None`` keeps the upstream's.
         include_usage: whether the client asked for ``stream_options.include_usage``.
@@ -187,6 +199,9 @@ def translate_response(
     ``tool_calls``, thinking into ``reasoning_content`` and ``thinking_blocks``, stop reason and
     usage mapped); `client_model` names the model (``None``: the upstream's). For ``"bedrock"``: a Converse
     response (content blocks, ``stopReason``, ``usage``) becomes a ``chat.completion`` body.
+
+    For ``"gemini"``: a ``GenerateContentResponse`` becomes a ``chat.completion`` (first candidate only;
+    see `StreamTranslator` for the mapping and rust/sse_core/src/providers/gemini.rs for the details).
 
     Returns:
         The body to send, and ``(prompt_tokens, completion_tokens, total_tokens)`` from its

@@ -217,7 +217,9 @@ class Gateway:
         # Always through the core, even with nothing to rewrite: it also catches a success status whose body is an
         # error, which must reach the client as an error.
         try:
-            body, _usage = translate_response(provider.translator, body, provider.response_model(request.model))
+            body, _usage = translate_response(
+                provider.translator_for(request), body, provider.response_model(request.model)
+            )
         except UpstreamReportedError as exc:
             message, status, code = exc.args
             _log_upstream_status(provider, status)
@@ -237,7 +239,7 @@ class Gateway:
                     body = b""
                 raise _upstream_error(provider, response.status, body, _forwarded_headers(response))
             translator = StreamTranslator(
-                provider.translator, provider.response_model(request.model), request.include_usage
+                provider.translator_for(request), provider.response_model(request.model), request.include_usage
             )
             await send(
                 {"type": "http.response.start", "status": 200, "headers": _SSE_HEADERS + _forwarded_headers(response)}

@@ -77,7 +77,7 @@ class ModelParams(_Model):
     max_tokens: Annotated[int, Field(ge=1)] | None = None
     # anthropic, vertex (Claude): the anthropic-version header (a client's own header wins).
     anthropic_version: str | None = None
-    # gemini: the API version in the path (v1beta or v1).
+    # gemini: the API version in the path (v1beta or v1); default v1beta.
     api_version: Literal["v1beta", "v1"] | None = None
 
     @field_validator("aws_region", "vertex_project", "vertex_region", "anthropic_version")
@@ -127,7 +127,13 @@ class CustomProvider(_Model):
 # Params a provider cannot work without: (attribute, the message that says what to set).
 _REQUIRED_PARAMS: dict[str, tuple[tuple[str, str], ...]] = {
     "bedrock": (("aws_region", "params.awsRegion is required for bedrock (e.g. us-east-1)"),),
-    "vertex": (("vertex_project", "params.vertexProject is required for vertex (your Google Cloud project id)"),),
+    "vertex": (
+        (
+            "vertex_project",
+            "params.vertexProject is required for vertex (your Google Cloud project id), unless params.apiKey "
+            "(Vertex AI express mode) is set",
+        ),
+    ),
 }
 
 
@@ -159,6 +165,8 @@ class ModelEntry(_Model):
         if isinstance(self.provider, CustomProvider) and self.params.base_url is None:
             raise ValueError("params.baseUrl is required for a custom provider (e.g. http://host:8000/v1)")
         for param, problem in _REQUIRED_PARAMS.get(self.provider_name, ()):
+            if param == "vertex_project" and self.params.api_key is not None:
+                continue  # express mode: the key names the project
             if getattr(self.params, param) is None:
                 raise ValueError(problem)
         return self

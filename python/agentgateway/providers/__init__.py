@@ -7,7 +7,9 @@ from __future__ import annotations
 from .anthropic import AnthropicProvider
 from .base import ChatRequest, Provider, header_value
 from .bedrock import BedrockProvider
+from .gemini import GeminiProvider
 from .openai import OpenAIProvider
+from .vertex import VertexProvider
 
 __all__ = ["PROVIDERS", "ChatRequest", "Provider", "header_value"]
 
@@ -15,5 +17,7 @@ PROVIDERS: dict[str, type[Provider]] = {
     "openAI": OpenAIProvider,
     "custom": OpenAIProvider,
     "anthropic": AnthropicProvider,
+    "gemini": GeminiProvider,
+    "vertex": VertexProvider,
     "bedrock": BedrockProvider,
 }

@@ -61,6 +61,10 @@ class Provider:
         """The upstream request for ``request``: endpoint, headers (with credentials) and body."""
         raise NotImplementedError
 
+    def translator_for(self, request: ChatRequest) -> str:
+        """The core translator that reads the answer to ``request`` (Vertex AI picks one by model)."""
+        return self.translator
+
     def response_model(self, client_model: str) -> str | None:
         """The model name the core writes into answers; None keeps what the upstream reports (pass-through)."""
         return client_model

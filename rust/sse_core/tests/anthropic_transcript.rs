@@ -4,7 +4,10 @@
 //! chunks whatever the split points of the input.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)]
 
+mod common;
+
 use _core::providers::anthropic::AnthropicStream;
+use common::split_at_cuts;
 use proptest::prelude::*;
 use serde_json::Value;
 
@@ -83,15 +86,7 @@ proptest! {
         cuts in prop::collection::vec(0..TRANSCRIPT.len(), 0..12),
         include_usage in any::<bool>(),
     ) {
-        let mut cuts = cuts;
-        cuts.sort_unstable();
-        let mut pieces = Vec::new();
-        let mut start = 0;
-        for cut in cuts {
-            pieces.push(&TRANSCRIPT[start..cut]);
-            start = cut;
-        }
-        pieces.push(&TRANSCRIPT[start..]);
+        let pieces = split_at_cuts(TRANSCRIPT, &cuts);
         prop_assert_eq!(translate(&pieces, include_usage), translate(&[TRANSCRIPT], include_usage));
     }
 }

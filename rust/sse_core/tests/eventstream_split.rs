@@ -8,6 +8,9 @@ use _core::framing::{EventMessage, EventStreamDecoder, EventStreamError};
 use _core::providers::new_stream_translator;
 use proptest::prelude::*;
 
+mod common;
+use common::split_at_cuts;
+
 /// String headers and a payload.
 type Message = (Vec<(String, String)>, Vec<u8>);
 
@@ -31,20 +34,7 @@ fn encode(messages: &[Message]) -> Vec<u8> {
         .collect()
 }
 
-fn pieces(input: &[u8], cuts: &[usize]) -> Vec<Vec<u8>> {
-    let mut cuts: Vec<usize> = cuts.iter().map(|c| c % (input.len() + 1)).collect();
-    cuts.sort_unstable();
-    let mut out = Vec::new();
-    let mut start = 0;
-    for cut in cuts {
-        out.push(input[start..cut].to_vec());
-        start = cut;
-    }
-    out.push(input[start..].to_vec());
-    out
-}
-
-fn decode(pieces: &[Vec<u8>]) -> (Vec<EventMessage>, Result<(), EventStreamError>) {
+fn decode(pieces: &[&[u8]]) -> (Vec<EventMessage>, Result<(), EventStreamError>) {
     let mut decoder = EventStreamDecoder::new();
     let mut out = Vec::new();
     for piece in pieces {
@@ -65,7 +55,7 @@ proptest! {
         cuts in prop::collection::vec(any::<usize>(), 0..12),
     ) {
         let input = encode(&messages);
-        let (decoded, end) = decode(&pieces(&input, &cuts));
+        let (decoded, end) = decode(&split_at_cuts(&input, &cuts));
         prop_assert_eq!(end, Ok(()));
         prop_assert_eq!(decoded.len(), messages.len());
         for (got, (headers, payload)) in decoded.iter().zip(&messages) {
@@ -90,7 +80,7 @@ proptest! {
         let mut input = before;
         input.extend(target);
         input.extend(encode(&messages[which + 1..]));
-        let (decoded, end) = decode(&pieces(&input, &cuts));
+        let (decoded, end) = decode(&split_at_cuts(&input, &cuts));
         prop_assert!(end.is_err(), "corruption at {} of message {} accepted", at, which);
         prop_assert!(decoded.len() <= which);
         for (got, (headers, payload)) in decoded.iter().zip(&messages) {
@@ -112,7 +102,7 @@ proptest! {
             offset += encode(std::slice::from_ref(m)).len();
             boundaries.push(offset);
         }
-        let (decoded, end) = decode(&[input[..cut].to_vec()]);
+        let (decoded, end) = decode(&[&input[..cut]]);
         if boundaries.contains(&cut) {
             prop_assert_eq!(end, Ok(()));
         } else {
@@ -151,7 +141,7 @@ proptest! {
         input.extend(event("messageStop", r#"{"stopReason":"tool_use"}"#.into()));
         input.extend(event("metadata", r#"{"usage":{"inputTokens":1,"outputTokens":2,"totalTokens":3}}"#.into()));
 
-        let run = |pieces: &[Vec<u8>]| {
+        let run = |pieces: &[&[u8]]| {
             let mut t = new_stream_translator("bedrock", Some("m".into()), include_usage).unwrap();
             let mut out = Vec::new();
             for piece in pieces {
@@ -175,9 +165,9 @@ proptest! {
                 })
                 .collect::<Vec<_>>()
         };
-        let whole = run(&[input.clone()]);
+        let whole = run(&[&input]);
         prop_assert_eq!(whole.last().map(String::as_str), Some("[DONE]"));
-        prop_assert_eq!(run(&pieces(&input, &cuts)), whole);
+        prop_assert_eq!(run(&split_at_cuts(&input, &cuts)), whole);
     }
 }
 
@@ -236,8 +226,8 @@ proptest! {
         let input = frames.concat();
         let mut t = new_stream_translator("bedrock", Some("m".into()), include_usage).unwrap();
         let mut out = Vec::new();
-        for piece in pieces(&input, &cuts) {
-            out.extend(t.feed(&piece).unwrap());
+        for piece in split_at_cuts(&input, &cuts) {
+            out.extend(t.feed(piece).unwrap());
         }
         out.extend(t.finish().unwrap());
         let text = String::from_utf8(out).unwrap();

@@ -1,8 +1,11 @@
 //! Arbitrary bytes never panic the parser or the translators (errors are fine).
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)]
 
+mod common;
+
 use _core::framing::SseParser;
 use _core::providers::{new_stream_translator, translate_response, PROVIDERS};
+use common::split_at_cuts;
 use proptest::prelude::*;
 
 /// Bytes biased toward SSE and JSON syntax, so that deep paths are reached too.
@@ -19,23 +22,15 @@ fn bytes() -> impl Strategy<Value = Vec<u8>> {
             b"\"content_block_stop\"", b"\"message_delta\"", b"\"message_stop\"", b"\"index\":0",
             b"\"delta\":", b"\"content_block\":", b"\"tool_use\"", b"\"thinking\"", b"\"text_delta\"",
             b"\"input_json_delta\"", b"\"partial_json\":", b"\"stop_reason\":", b"\"signature_delta\"",
+            // Gemini's response shapes.
+            b"\"candidates\":[", b"\"content\":{", b"\"parts\":[", b"\"text\":", b"\"thought\":true",
+            b"\"thoughtSignature\":", b"\"functionCall\":{", b"\"args\":", b"\"name\":",
+            b"\"finishReason\":", b"\"usageMetadata\":", b"\"promptFeedback\":", b"\"blockReason\":",
+            b"\"code\":503",
         ])
         .prop_map(<[u8]>::to_vec),
     ];
     prop::collection::vec(tokens, 0..200).prop_map(|t| t.concat())
-}
-
-fn pieces(input: &[u8], cuts: &[usize]) -> Vec<Vec<u8>> {
-    let mut cuts: Vec<usize> = cuts.iter().map(|c| c % (input.len() + 1)).collect();
-    cuts.sort_unstable();
-    let mut out = Vec::new();
-    let mut start = 0;
-    for cut in cuts {
-        out.push(input[start..cut].to_vec());
-        start = cut;
-    }
-    out.push(input[start..].to_vec());
-    out
 }
 
 proptest! {
@@ -45,8 +40,8 @@ proptest! {
     fn parser_never_panics(input in bytes(), cuts in prop::collection::vec(any::<usize>(), 0..4)) {
         let mut parser = SseParser::new();
         let mut out = Vec::new();
-        for piece in pieces(&input, &cuts) {
-            parser.feed(&piece, &mut out);
+        for piece in split_at_cuts(&input, &cuts) {
+            parser.feed(piece, &mut out);
         }
         parser.finish(&mut out);
     }
@@ -60,8 +55,8 @@ proptest! {
     ) {
         for provider in PROVIDERS {
             let mut t = new_stream_translator(provider, client_model.clone(), include_usage).unwrap();
-            for piece in pieces(&input, &cuts) {
-                let _ = t.feed(&piece);
+            for piece in split_at_cuts(&input, &cuts) {
+                let _ = t.feed(piece);
             }
             let _ = t.finish();
             let _ = translate_response(provider, &input, client_model.as_deref());

@@ -2,8 +2,11 @@
 //! usage chunk, `[DONE]`) through the translator: exact output, and the same output whatever the split.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)]
 
+mod common;
+
 use _core::framing::SseParser;
 use _core::providers::openai::OpenAIStream;
+use common::split_at_cuts;
 use proptest::prelude::*;
 
 const TRANSCRIPT: &[u8] = include_bytes!("data/openai_stream.sse");
@@ -135,15 +138,7 @@ proptest! {
         config in 0..CONFIGS.len(),
     ) {
         let (client_model, include_usage) = CONFIGS[config];
-        let mut cuts = cuts;
-        cuts.sort_unstable();
-        let mut pieces = Vec::new();
-        let mut start = 0;
-        for cut in cuts {
-            pieces.push(&TRANSCRIPT[start..cut]);
-            start = cut;
-        }
-        pieces.push(&TRANSCRIPT[start..]);
+        let pieces = split_at_cuts(TRANSCRIPT, &cuts);
         prop_assert_eq!(
             translate(&pieces, client_model, include_usage),
             translate(&[TRANSCRIPT], client_model, include_usage)
@@ -199,15 +194,7 @@ proptest! {
     ) {
         let (client_model, include_usage) = CONFIGS[config];
         let input = encode(&payloads, &endings, comments);
-        let mut cuts: Vec<usize> = cuts.iter().map(|c| c % (input.len() + 1)).collect();
-        cuts.sort_unstable();
-        let mut pieces = Vec::new();
-        let mut start = 0;
-        for cut in cuts {
-            pieces.push(&input[start..cut]);
-            start = cut;
-        }
-        pieces.push(&input[start..]);
+        let pieces = split_at_cuts(&input, &cuts);
         let whole = translate(&[&input], client_model, include_usage);
         prop_assert_eq!(translate(&pieces, client_model, include_usage), whole.clone());
         let bytes: Vec<&[u8]> = input.chunks(1).collect();

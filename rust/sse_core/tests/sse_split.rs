@@ -2,7 +2,10 @@
 //! split points of the input.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)]
 
+mod common;
+
 use _core::framing::{SseEvent, SseParser};
+use common::split_at_cuts;
 use proptest::prelude::*;
 
 #[derive(Debug, Clone)]
@@ -143,16 +146,11 @@ impl Stream {
 }
 
 fn parse_pieces(input: &[u8], cuts: &[usize]) -> Vec<SseEvent> {
-    let mut cuts: Vec<usize> = cuts.iter().map(|c| c % (input.len() + 1)).collect();
-    cuts.sort_unstable();
     let mut parser = SseParser::new();
     let mut out = Vec::new();
-    let mut start = 0;
-    for cut in cuts {
-        parser.feed(&input[start..cut], &mut out);
-        start = cut;
+    for piece in split_at_cuts(input, cuts) {
+        parser.feed(piece, &mut out);
     }
-    parser.feed(&input[start..], &mut out);
     parser.finish(&mut out);
     out
 }

@@ -6,6 +6,7 @@
 pub mod anthropic;
 pub mod bedrock;
 pub mod encoder;
+pub mod gemini;
 pub mod openai;
 
 use serde::Deserialize;
@@ -13,7 +14,7 @@ use serde::Deserialize;
 use crate::error::CoreError;
 
 /// The provider names accepted by [`new_stream_translator`] and [`translate_response`].
-pub const PROVIDERS: &[&str] = &["openai", "anthropic", "bedrock"];
+pub const PROVIDERS: &[&str] = &["openai", "anthropic", "bedrock", "gemini"];
 
 /// Token counts reported by the upstream, in OpenAI's terms.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -94,6 +95,7 @@ pub enum StreamTranslator {
     OpenAI(openai::OpenAIStream),
     Anthropic(anthropic::AnthropicStream),
     Bedrock(bedrock::BedrockStream),
+    Gemini(gemini::GeminiStream),
 }
 
 /// Build the stream translator registered under `provider`.
@@ -117,6 +119,10 @@ pub fn new_stream_translator(
             client_model,
             include_usage,
         ))),
+        "gemini" => Ok(StreamTranslator::Gemini(gemini::GeminiStream::new(
+            client_model,
+            include_usage,
+        ))),
         other => Err(unknown_provider(other)),
     }
 }
@@ -132,6 +138,7 @@ pub fn translate_response(
         "openai" => openai::translate_response(body, client_model),
         "anthropic" => anthropic::translate_response(body, client_model),
         "bedrock" => bedrock::translate_response(body, client_model),
+        "gemini" => gemini::translate_response(body, client_model),
         other => Err(unknown_provider(other)),
     }
 }
@@ -150,6 +157,7 @@ impl StreamTranslator {
             Self::OpenAI(t) => t.feed_into(chunk, out),
             Self::Anthropic(t) => t.feed_into(chunk, out),
             Self::Bedrock(t) => t.feed_into(chunk, out),
+            Self::Gemini(t) => t.feed_into(chunk, out),
         }
     }
 
@@ -159,6 +167,7 @@ impl StreamTranslator {
             Self::OpenAI(t) => t.finish_into(out),
             Self::Anthropic(t) => t.finish_into(out),
             Self::Bedrock(t) => t.finish_into(out),
+            Self::Gemini(t) => t.finish_into(out),
         }
     }
 
@@ -183,6 +192,7 @@ impl StreamTranslator {
             Self::OpenAI(t) => t.usage(),
             Self::Anthropic(t) => t.writer().usage(),
             Self::Bedrock(t) => t.writer().usage(),
+            Self::Gemini(t) => t.writer().usage(),
         }
     }
 
@@ -193,6 +203,7 @@ impl StreamTranslator {
             Self::OpenAI(t) => t.finish_reason(),
             Self::Anthropic(t) => t.writer().finish_reason(),
             Self::Bedrock(t) => t.writer().finish_reason(),
+            Self::Gemini(t) => t.writer().finish_reason(),
         }
     }
 
@@ -203,6 +214,7 @@ impl StreamTranslator {
             Self::OpenAI(t) => t.error(),
             Self::Anthropic(t) => t.writer().error_message(),
             Self::Bedrock(t) => t.writer().error_message(),
+            Self::Gemini(t) => t.writer().error_message(),
         }
     }
 
@@ -213,6 +225,7 @@ impl StreamTranslator {
             Self::OpenAI(t) => t.done(),
             Self::Anthropic(t) => t.writer().done(),
             Self::Bedrock(t) => t.writer().done(),
+            Self::Gemini(t) => t.writer().done(),
         }
     }
 
@@ -224,6 +237,7 @@ impl StreamTranslator {
             Self::OpenAI(t) => t.failed(),
             Self::Anthropic(t) => t.writer().failed(),
             Self::Bedrock(t) => t.writer().failed(),
+            Self::Gemini(t) => t.writer().failed(),
         }
     }
 }

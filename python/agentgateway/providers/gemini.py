@@ -1,0 +1,573 @@
+"""Gemini API (``provider: gemini``): Chat Completions requests translated into ``generateContent`` requests.
+The answers are translated by the core's ``gemini`` translator (rust/sse_core/src/providers/gemini.rs), which
+Gemini models on Vertex AI share (providers/vertex.py calls `translate_request` too).
+
+Endpoint: ``{baseUrl or https://generativelanguage.googleapis.com}/{apiVersion}/models/{model}:generateContent``,
+streams ``:streamGenerateContent?alt=sse``; ``apiVersion`` is ``params.apiVersion`` (default ``v1beta``). The key
+is ``params.apiKey``, sent as ``x-goog-api-key``; without one the client's own ``x-goog-api-key`` header (or the
+token of its ``Authorization: Bearer``) is sent.
+
+Mapping (WIRE.md section 4):
+
+- ``system`` / ``developer`` messages → ``systemInstruction`` (their text, wherever they sit).
+- ``user`` → role ``user``; ``assistant`` → role ``model``; consecutive turns of one role are merged (tool results
+  and a following user note become one user turn).
+- User parts: ``text``; ``image_url`` with a ``data:`` URL → ``inlineData``, with an ``http(s)://`` or ``gs://``
+  URL → ``fileData`` (media type guessed from the name, ``image/jpeg`` otherwise); ``input_audio`` →
+  ``inlineData`` (audio/wav or audio/mp3); ``file`` with ``file_data`` → ``inlineData``, with ``file_id`` (a Gemini
+  Files API or ``gs://`` URI) → ``fileData``.
+- Assistant ``tool_calls`` → ``functionCall`` parts (arguments parsed into ``args``); ``tool`` messages →
+  ``functionResponse`` parts named after the tool call they answer (found by ``tool_call_id`` in the earlier
+  assistant messages); a JSON-object result is sent as the ``response``, anything else as ``{"content": text}``.
+- ``thoughtSignature`` round trip (Gemini 3 refuses a ``functionCall`` part without the signature it came with):
+  the core appends a function call's signature to its tool call id (``call_…__thought__<signature>``), which
+  every client sends back unchanged in ``tool_calls[].id`` and ``tool_call_id``; here it is split off again and
+  put back on the ``functionCall`` part. Signatures on thought and text parts come back as ``thinking_blocks``
+  entries: one with thought text → a ``{text, thought: true, thoughtSignature}`` part before the answer; one with
+  ``thinking: ""`` → the signature on the message's text part. Blocks without a signature (reasoning from another
+  provider) are not sent. A call id that the core generated is not sent as ``functionCall.id``; an id Gemini gave
+  (Vertex) is.
+- ``tools`` → one ``functionDeclarations`` tool; the JSON Schema goes unchanged in ``parametersJsonSchema`` (which
+  takes ``$ref``, ``additionalProperties`` and the rest of JSON Schema, unlike the OpenAPI-subset ``parameters``).
+  ``tool_choice`` → ``toolConfig.functionCallingConfig``: auto → AUTO, none → NONE, required → ANY, a named
+  function → ANY with ``allowedFunctionNames``.
+- ``generationConfig``: ``max_completion_tokens`` / ``max_tokens`` (else ``params.maxTokens``) →
+  ``maxOutputTokens``; ``temperature``; ``top_p`` → ``topP``; ``stop`` → ``stopSequences``; ``n`` →
+  ``candidateCount`` (1 only: the answer carries one choice); ``seed``; ``presence_penalty`` /
+  ``frequency_penalty``; ``response_format`` json_object → ``responseMimeType: application/json``, json_schema →
+  that plus ``responseJsonSchema``; ``reasoning_effort`` → ``thinkingConfig`` with ``includeThoughts`` and a
+  ``thinkingBudget`` (minimal 128, low 1024, medium 8192, high 24576 tokens; ``none`` → budget 0). Gemini 3 takes
+  the budget too (its ``thinkingLevel`` is not available on 2.5 models).
+- Dropped (no Gemini equivalent): ``parallel_tool_calls``, ``logit_bias``, ``logprobs``, ``top_logprobs``,
+  ``user``, ``metadata``, ``store``, ``service_tier``, ``modalities``, ``audio``, ``prediction``,
+  ``web_search_options``, ``stream_options`` (Gemini always reports usage).
+
+Errors: Google's ``{"error": {"code", "message", "status"}}`` → OpenAI's shape with the status kept and the status
+name as ``code``; a 429's ``RetryInfo.retryDelay`` becomes a ``Retry-After`` header when the upstream sent none.
+"""
+
+from __future__ import annotations
+
+import math
+import mimetypes
+import re
+from typing import Any
+from urllib.parse import quote, urlsplit
+
+import orjson
+
+from ..config import ModelEntry
+from ..errors import GatewayError, InvalidRequest, UpstreamHTTPError
+from ..upstream import Endpoint, UpstreamRequest, encode_headers, header_line
+from .anthropic import parse_data_url
+from .base import ChatRequest, Provider, header_value
+
+__all__ = [
+    "THOUGHT_SEPARATOR",
+    "GeminiProvider",
+    "error_from_google_body",
+    "split_tool_call_id",
+    "translate_request",
+]
+
+DEFAULT_BASE_URL = "https://generativelanguage.googleapis.com"
+DEFAULT_API_VERSION = "v1beta"
+# Between a tool call id and its functionCall's thoughtSignature (rust/sse_core/src/providers/gemini.rs).
+THOUGHT_SEPARATOR = "__thought__"
+# The ids the core generates for calls that came without one: not Gemini's, so never sent back as ids.
+_GENERATED_ID = re.compile(r"call_[0-9a-f]{24}")
+
+THINKING_BUDGETS = {"none": 0, "minimal": 128, "low": 1024, "medium": 8192, "high": 24576}
+_AUDIO_TYPES = {"wav": "audio/wav", "mp3": "audio/mp3"}
+_MAX_MODEL_ENDPOINTS = 256
+
+
+def split_tool_call_id(tool_call_id: str) -> tuple[str, str | None]:
+    """``(id, thoughtSignature or None)`` of a tool call id the core wrote."""
+    call_id, separator, signature = tool_call_id.partition(THOUGHT_SEPARATOR)
+    return call_id, (signature or None) if separator else None
+
+
+def _invalid(message: str, param: str) -> InvalidRequest:
+    return InvalidRequest(message, code="invalid_value", param=param)
+
+
+def translate_request(request: ChatRequest, *, default_max_tokens: int | None = None) -> dict[str, Any]:
+    """The ``generateContent`` body for a Chat Completions request (the model goes in the URL)."""
+    body = request.body
+    system, contents = _translate_messages(body["messages"])
+    out: dict[str, Any] = {"contents": contents}
+    if system:
+        out["systemInstruction"] = {"parts": system}
+
+    tools = body.get("tools")
+    if tools:
+        out["tools"] = [{"functionDeclarations": [_translate_tool(i, tool) for i, tool in enumerate(tools)]}]
+    tool_choice = body.get("tool_choice")
+    if tool_choice is not None and (tools or tool_choice == "none"):
+        out["toolConfig"] = {"functionCallingConfig": _translate_tool_choice(tool_choice)}
+
+    config: dict[str, Any] = {}
+    max_tokens = body.get("max_completion_tokens")
+    if max_tokens is None:
+        max_tokens = body.get("max_tokens")
+    if max_tokens is None:
+        max_tokens = default_max_tokens
+    if max_tokens is not None:
+        if max_tokens < 1:
+            raise _invalid("'max_tokens' must be at least 1.", "max_tokens")
+        config["maxOutputTokens"] = max_tokens
+    for name, wire in (
+        ("temperature", "temperature"),
+        ("top_p", "topP"),
+        ("seed", "seed"),
+        ("presence_penalty", "presencePenalty"),
+        ("frequency_penalty", "frequencyPenalty"),
+    ):
+        value = body.get(name)
+        if value is not None:
+            config[wire] = value
+    n = body.get("n")
+    if n is not None:
+        if n != 1:
+            raise InvalidRequest(
+                "The gateway returns one choice per request for Gemini models: 'n' must be 1 (send several "
+                "requests instead).",
+                code="unsupported_value",
+                param="n",
+            )
+        config["candidateCount"] = 1
+    stop = body.get("stop")
+    if stop is not None:
+        sequences = [stop] if isinstance(stop, str) else stop
+        for index, sequence in enumerate(sequences):
+            if not isinstance(sequence, str):
+                raise InvalidRequest(
+                    f"Invalid type for 'stop[{index}]': expected a string.", code="invalid_type", param="stop"
+                )
+        if sequences:
+            config["stopSequences"] = sequences
+    response_format = body.get("response_format")
+    if response_format is not None:
+        kind = response_format.get("type")
+        if kind == "json_object":
+            config["responseMimeType"] = "application/json"
+        elif kind == "json_schema":
+            json_schema = response_format.get("json_schema")
+            schema = json_schema.get("schema") if isinstance(json_schema, dict) else None
+            if not isinstance(schema, dict):
+                raise _invalid(
+                    "'response_format.json_schema.schema' must be a JSON Schema object.",
+                    "response_format.json_schema.schema",
+                )
+            config["responseMimeType"] = "application/json"
+            config["responseJsonSchema"] = schema
+        elif kind != "text":
+            raise _invalid(
+                "'response_format.type' must be 'text', 'json_object' or 'json_schema'.", "response_format.type"
+            )
+    effort = body.get("reasoning_effort")
+    if effort is not None:
+        budget = THINKING_BUDGETS.get(effort) if isinstance(effort, str) else None
+        if budget is None:
+            raise _invalid(
+                f"Invalid value for 'reasoning_effort': {effort!r}. Supported values are: 'none', 'minimal', "
+                "'low', 'medium' and 'high'.",
+                "reasoning_effort",
+            )
+        config["thinkingConfig"] = (
+            {"thinkingBudget": budget, "includeThoughts": True} if budget else {"thinkingBudget": 0}
+        )
+    if config:
+        out["generationConfig"] = config
+    return out
+
+
+def _text_of(content: Any, param: str) -> str:
+    """The text of a system/developer/tool message: a string or text parts."""
+    if content is None:
+        return ""
+    if isinstance(content, str):
+        return content
+    texts = []
+    for index, part in enumerate(content):
+        if not isinstance(part, dict) or part.get("type") != "text" or not isinstance(part.get("text"), str):
+            raise _invalid(f"'{param}[{index}]' must be a text part ({{'type': 'text', 'text': ...}}).", param)
+        texts.append(part["text"])
+    return "\n".join(texts)
+
+
+def _translate_messages(messages: list[dict[str, Any]]) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    system: list[dict[str, Any]] = []
+    contents: list[dict[str, Any]] = []
+    # tool call id (as the client echoes it) -> function name, from the assistant turns seen so far.
+    call_names: dict[str, str] = {}
+
+    def append(role: str, parts: list[dict[str, Any]]) -> None:
+        if not parts:
+            return
+        if contents and contents[-1]["role"] == role:
+            contents[-1]["parts"].extend(parts)
+        else:
+            contents.append({"role": role, "parts": parts})
+
+    for index, message in enumerate(messages):
+        role = message["role"]
+        content = message.get("content")
+        param = f"messages[{index}].content"
+        if role in ("system", "developer"):
+            text = _text_of(content, param)
+            if text:
+                system.append({"text": text})
+        elif role == "user":
+            append("user", _user_parts(content, param))
+        elif role == "assistant":
+            append("model", _model_parts(message, index, call_names))
+        elif role == "tool":
+            tool_call_id = message.get("tool_call_id")
+            if not isinstance(tool_call_id, str) or not tool_call_id:
+                raise InvalidRequest(
+                    f"Missing required parameter: 'messages[{index}].tool_call_id'.",
+                    code="missing_required_parameter",
+                    param=f"messages[{index}].tool_call_id",
+                )
+            name = call_names.get(tool_call_id) or call_names.get(split_tool_call_id(tool_call_id)[0])
+            if name is None:
+                raise _invalid(
+                    f"'messages[{index}].tool_call_id' ({tool_call_id[:60]!r}) answers no tool call of an earlier "
+                    "assistant message; Gemini needs the name of the function a result answers.",
+                    f"messages[{index}].tool_call_id",
+                )
+            append("user", [_function_response(name, tool_call_id, _text_of(content, param))])
+        else:  # "function": the pre-tools protocol names the function itself
+            name = message.get("name")
+            if not isinstance(name, str) or not name:
+                raise _invalid(f"'messages[{index}].name' must name the function.", f"messages[{index}].name")
+            append("user", [_function_response(name, "", _text_of(content, param))])
+
+    if not contents:
+        raise _invalid(
+            "'messages' must contain at least one user or assistant message besides system messages.", "messages"
+        )
+    return system, contents
+
+
+def _function_response(name: str, tool_call_id: str, text: str) -> dict[str, Any]:
+    response: Any = None
+    if text.startswith("{"):
+        try:
+            response = orjson.loads(text)
+        except orjson.JSONDecodeError:
+            response = None
+    if not isinstance(response, dict):
+        response = {"content": text}
+    part: dict[str, Any] = {"name": name, "response": response}
+    call_id = split_tool_call_id(tool_call_id)[0]
+    if call_id and not _GENERATED_ID.fullmatch(call_id):
+        part["id"] = call_id
+    return {"functionResponse": part}
+
+
+def _user_parts(content: Any, param: str) -> list[dict[str, Any]]:
+    if content is None:
+        return []
+    if isinstance(content, str):
+        return [{"text": content}] if content else []
+    parts: list[dict[str, Any]] = []
+    for index, part in enumerate(content):
+        part_param = f"{param}[{index}]"
+        kind = part.get("type") if isinstance(part, dict) else None
+        if kind == "text":
+            text = part.get("text")
+            if not isinstance(text, str):
+                raise _invalid(f"'{part_param}.text' must be a string.", f"{part_param}.text")
+            if text:
+                parts.append({"text": text})
+        elif kind == "image_url":
+            parts.append(_image_part(part, part_param))
+        elif kind == "input_audio":
+            parts.append(_audio_part(part, part_param))
+        elif kind == "file":
+            parts.append(_file_part(part, part_param))
+        else:
+            raise _invalid(
+                f"Unsupported content part {kind!r} at '{part_param}' for Gemini models: use 'text', 'image_url', "
+                "'input_audio' or 'file'.",
+                f"{part_param}.type",
+            )
+    return parts
+
+
+def _uri_part(uri: str, default_type: str) -> dict[str, Any]:
+    guessed, _ = mimetypes.guess_type(urlsplit(uri).path)
+    return {"fileData": {"mimeType": guessed or default_type, "fileUri": uri}}
+
+
+def _image_part(part: dict[str, Any], param: str) -> dict[str, Any]:
+    image = part.get("image_url")
+    url = image.get("url") if isinstance(image, dict) else image
+    url_param = f"{param}.image_url.url"
+    if not isinstance(url, str) or not url:
+        raise _invalid(f"'{url_param}' must be a URL string.", url_param)
+    if url.startswith("data:"):
+        media_type, data = parse_data_url(url, url_param)
+        return {"inlineData": {"mimeType": media_type or "image/jpeg", "data": data}}
+    if url.startswith(("https://", "http://", "gs://")):
+        return _uri_part(url, "image/jpeg")
+    raise _invalid(f"'{url_param}' must be an http(s):// or gs:// URL or a data: URL.", url_param)
+
+
+def _audio_part(part: dict[str, Any], param: str) -> dict[str, Any]:
+    audio = part.get("input_audio")
+    data = audio.get("data") if isinstance(audio, dict) else None
+    audio_format = audio.get("format") if isinstance(audio, dict) else None
+    if not isinstance(data, str) or audio_format not in _AUDIO_TYPES:
+        raise _invalid(
+            f"'{param}.input_audio' must be {{'data': <base64>, 'format': 'wav' or 'mp3'}}.", f"{param}.input_audio"
+        )
+    return {"inlineData": {"mimeType": _AUDIO_TYPES[audio_format], "data": data}}
+
+
+def _file_part(part: dict[str, Any], param: str) -> dict[str, Any]:
+    file = part.get("file")
+    if not isinstance(file, dict):
+        raise _invalid(f"'{param}.file' must be an object with 'file_data' or 'file_id'.", f"{param}.file")
+    file_data = file.get("file_data")
+    if isinstance(file_data, str):
+        media_type, data = parse_data_url(file_data, f"{param}.file.file_data")
+        if not media_type:
+            raise _invalid(f"'{param}.file.file_data' must name its media type.", f"{param}.file.file_data")
+        return {"inlineData": {"mimeType": media_type, "data": data}}
+    file_id = file.get("file_id")
+    if isinstance(file_id, str) and file_id:
+        return _uri_part(file_id, "application/pdf")
+    raise _invalid(f"'{param}.file' must have 'file_data' (a data: URL) or 'file_id' (a file URI).", f"{param}.file")
+
+
+def _model_parts(message: dict[str, Any], index: int, call_names: dict[str, str]) -> list[dict[str, Any]]:
+    parts: list[dict[str, Any]] = []
+    text_signature: str | None = None
+    thinking_blocks = message.get("thinking_blocks")
+    if thinking_blocks:
+        param = f"messages[{index}].thinking_blocks"
+        if not isinstance(thinking_blocks, list):
+            raise _invalid(f"'{param}' must be an array.", param)
+        for block_index, block in enumerate(thinking_blocks):
+            if not isinstance(block, dict):
+                raise _invalid(f"'{param}[{block_index}]' must be a thinking block.", f"{param}[{block_index}]")
+            signature = block.get("signature")
+            if block.get("type") != "thinking" or not isinstance(signature, str) or not signature:
+                continue  # redacted or unsigned reasoning (another provider's): Gemini cannot take it back
+            thinking = block.get("thinking")
+            if isinstance(thinking, str) and thinking:
+                parts.append({"text": thinking, "thought": True, "thoughtSignature": signature})
+            elif text_signature is None:
+                text_signature = signature
+
+    content = message.get("content")
+    param = f"messages[{index}].content"
+    if isinstance(content, str):
+        text = content
+    elif isinstance(content, list):
+        texts = []
+        for part_index, part in enumerate(content):
+            kind = part.get("type") if isinstance(part, dict) else None
+            value = part.get("refusal" if kind == "refusal" else "text") if isinstance(part, dict) else None
+            if kind not in ("text", "refusal") or not isinstance(value, str):
+                raise _invalid(f"'{param}[{part_index}]' must be a text part.", f"{param}[{part_index}]")
+            texts.append(value)
+        text = "".join(texts)
+    else:
+        text = ""
+    if text:
+        text_part: dict[str, Any] = {"text": text}
+        if text_signature is not None:
+            text_part["thoughtSignature"] = text_signature
+        parts.append(text_part)
+
+    tool_calls = message.get("tool_calls")
+    if tool_calls:
+        if not isinstance(tool_calls, list):
+            raise _invalid(f"'messages[{index}].tool_calls' must be an array.", f"messages[{index}].tool_calls")
+        for call_index, call in enumerate(tool_calls):
+            parts.append(_function_call(call, f"messages[{index}].tool_calls[{call_index}]", call_names))
+    return parts
+
+
+def _function_call(call: Any, param: str, call_names: dict[str, str]) -> dict[str, Any]:
+    function = call.get("function") if isinstance(call, dict) else None
+    tool_call_id = call.get("id") if isinstance(call, dict) else None
+    if not isinstance(function, dict) or not isinstance(tool_call_id, str) or not isinstance(function.get("name"), str):
+        raise _invalid(
+            f"'{param}' must be {{'id': ..., 'type': 'function', 'function': {{'name': ..., 'arguments': ...}}}}.",
+            param,
+        )
+    arguments = function.get("arguments") or "{}"
+    try:
+        args = orjson.loads(arguments) if isinstance(arguments, str) else arguments
+    except orjson.JSONDecodeError:
+        raise _invalid(f"'{param}.function.arguments' is not valid JSON.", f"{param}.function.arguments") from None
+    if not isinstance(args, dict):
+        raise _invalid(f"'{param}.function.arguments' must be a JSON object.", f"{param}.function.arguments")
+    name = function["name"]
+    call_names[tool_call_id] = name
+    call_id, signature = split_tool_call_id(tool_call_id)
+    call_names.setdefault(call_id, name)
+    function_call: dict[str, Any] = {"name": name, "args": args}
+    if call_id and not _GENERATED_ID.fullmatch(call_id):
+        function_call["id"] = call_id
+    part: dict[str, Any] = {"functionCall": function_call}
+    if signature is not None:
+        part["thoughtSignature"] = signature
+    return part
+
+
+def _translate_tool(index: int, tool: Any) -> dict[str, Any]:
+    param = f"tools[{index}]"
+    function = tool.get("function") if isinstance(tool, dict) else None
+    if not isinstance(tool, dict) or tool.get("type", "function") != "function" or not isinstance(function, dict):
+        raise _invalid(f"'{param}' must be a function tool ({{'type': 'function', 'function': {{...}}}}).", param)
+    name = function.get("name")
+    if not isinstance(name, str) or not name:
+        raise _invalid(f"'{param}.function.name' must be a non-empty string.", f"{param}.function.name")
+    out: dict[str, Any] = {"name": name}
+    description = function.get("description")
+    if description:
+        out["description"] = description
+    schema = function.get("parameters")
+    if schema is not None:
+        if not isinstance(schema, dict):
+            raise _invalid(
+                f"'{param}.function.parameters' must be a JSON Schema object.", f"{param}.function.parameters"
+            )
+        if schema.get("properties") or schema.get("type") != "object":
+            out["parametersJsonSchema"] = schema
+    return out
+
+
+def _translate_tool_choice(choice: Any) -> dict[str, Any]:
+    if choice == "auto":
+        return {"mode": "AUTO"}
+    if choice == "none":
+        return {"mode": "NONE"}
+    if choice == "required":
+        return {"mode": "ANY"}
+    if isinstance(choice, dict):
+        function = choice.get("function")
+        name = function.get("name") if isinstance(function, dict) else None
+        if isinstance(name, str) and name:
+            return {"mode": "ANY", "allowedFunctionNames": [name]}
+    raise _invalid(
+        "'tool_choice' must be 'auto', 'none', 'required' or {'type': 'function', 'function': {'name': ...}}.",
+        "tool_choice",
+    )
+
+
+# -- errors --------------------------------------------------------------------------------------------------------
+
+_RETRY_DELAY = re.compile(r"(\d+(?:\.\d+)?)s")
+
+
+def error_from_google_body(status: int, body: bytes, headers: list[tuple[bytes, bytes]]) -> GatewayError:
+    """A Google API error (``{"error": {"code", "message", "status", "details"}}``) in OpenAI's shape, the HTTP
+    status kept and the status name as ``code``; ``RetryInfo.retryDelay`` → ``Retry-After`` when none was sent."""
+    try:
+        parsed: Any = orjson.loads(body)
+    except orjson.JSONDecodeError:
+        parsed = None
+    if isinstance(parsed, list) and parsed and isinstance(parsed[0], dict):
+        parsed = parsed[0]  # streamGenerateContent without alt=sse answers errors in a JSON array
+    error = parsed.get("error") if isinstance(parsed, dict) else None
+    if not isinstance(error, dict) or not isinstance(error.get("message"), str):
+        return UpstreamHTTPError.from_openai_body(status, body, headers)
+    name = error.get("status") if isinstance(error.get("status"), str) else None
+    if not any(key == b"retry-after" for key, _ in headers):
+        delay = _retry_delay(error.get("details"))
+        if delay is not None:
+            headers = [*headers, (b"retry-after", str(delay).encode())]
+    return UpstreamHTTPError(
+        error["message"] or f"upstream returned HTTP {status}",
+        status=status,
+        type_=_error_type(status),
+        code=name,
+        headers=headers,
+    )
+
+
+def _retry_delay(details: Any) -> int | None:
+    if not isinstance(details, list):
+        return None
+    for detail in details:
+        if isinstance(detail, dict) and detail.get("@type", "").endswith("google.rpc.RetryInfo"):
+            match = _RETRY_DELAY.fullmatch(str(detail.get("retryDelay", "")))
+            if match is not None:
+                return max(1, math.ceil(float(match[1])))
+    return None
+
+
+def _error_type(status: int) -> str:
+    return {
+        400: "invalid_request_error",
+        401: "authentication_error",
+        403: "permission_error",
+        404: "not_found_error",
+        429: "rate_limit_error",
+    }.get(status, "api_error" if status >= 500 else "invalid_request_error")
+
+
+def model_path(model: str) -> str:
+    """The model id as it goes into the URL path (``models/`` prefix dropped, the rest percent-encoded)."""
+    return quote(model.removeprefix("models/"), safe="-._~@")
+
+
+class GeminiProvider(Provider):
+    translator = "gemini"
+
+    def __init__(self, entry: ModelEntry) -> None:
+        super().__init__(entry)
+        params = entry.params
+        self.root = (params.base_url or DEFAULT_BASE_URL) + "/" + (params.api_version or DEFAULT_API_VERSION)
+        self.max_tokens = params.max_tokens
+        self.content_type = encode_headers({"Content-Type": "application/json"})
+        self.forward_client_key = params.api_key is None
+        self.headers = self.content_type
+        if params.api_key is not None:
+            self.headers += encode_headers({"x-goog-api-key": params.api_key.get_secret_value()})
+        # (plain, streamed) endpoints per upstream model: one for params.model, a bounded few for client models.
+        self.endpoints: dict[str, tuple[Endpoint, Endpoint]] = {}
+
+    def _endpoints(self, model: str) -> tuple[Endpoint, Endpoint]:
+        endpoints = self.endpoints.get(model)
+        if endpoints is None:
+            base = f"{self.root}/models/{model_path(model)}"
+            endpoints = (
+                Endpoint.parse(base + ":generateContent"),
+                Endpoint.parse(base + ":streamGenerateContent?alt=sse"),
+            )
+            if len(self.endpoints) >= _MAX_MODEL_ENDPOINTS:
+                self.endpoints.clear()
+            self.endpoints[model] = endpoints
+        return endpoints
+
+    def _client_key(self, request: ChatRequest) -> bytes:
+        key = header_value(request.headers, b"x-goog-api-key")
+        if key is None and request.authorization is not None:
+            scheme, _, token = request.authorization.partition(b" ")
+            key = token.strip() if scheme.lower() == b"bearer" else None
+        return key or b""
+
+    async def prepare(self, request: ChatRequest) -> UpstreamRequest:
+        headers = self.headers
+        if self.forward_client_key:
+            key = self._client_key(request)
+            if key:
+                try:
+                    headers += header_line(b"x-goog-api-key", key)
+                except ValueError as exc:
+                    raise InvalidRequest(f"Invalid API key header: {exc}.", param="Authorization") from None
+        plain, streamed = self._endpoints(self.upstream_model or request.model)
+        body = translate_request(request, default_max_tokens=self.max_tokens)
+        return UpstreamRequest(streamed if request.stream else plain, headers, orjson.dumps(body))
+
+    def error_from_response(self, status: int, body: bytes, headers: list[tuple[bytes, bytes]]) -> GatewayError:
+        return error_from_google_body(status, body, headers)

@@ -1,0 +1,141 @@
+"""Vertex AI (``provider: vertex``): Gemini models through ``generateContent`` and Claude models through the
+Anthropic publisher's ``rawPredict`` (WIRE.md section 5).
+
+- Host by ``params.vertexRegion`` (default ``global``): ``global`` → ``aiplatform.googleapis.com``; the
+  multi-regions ``us`` / ``eu`` → ``aiplatform.{us,eu}.rep.googleapis.com``; any other region R →
+  ``R-aiplatform.googleapis.com``. ``params.baseUrl`` replaces scheme, host and port (the path is kept).
+- A model id starting with ``claude`` (``claude-sonnet-4-5@20250929``) goes to
+  ``/v1/projects/{project}/locations/{region}/publishers/anthropic/models/{model}:rawPredict`` (streams
+  ``:streamRawPredict``) with the Anthropic Messages body of providers/anthropic.py's ``translate_request``,
+  without ``model`` and with ``anthropic_version`` (``params.anthropicVersion``, default ``vertex-2023-10-16``);
+  its answers are read by the core's ``anthropic`` translator.
+- Any other id goes to ``…/publishers/google/models/{model}:generateContent`` (streams
+  ``:streamGenerateContent?alt=sse``) with the body of providers/gemini.py's ``translate_request``; answers are
+  read by the core's ``gemini`` translator.
+- Auth: Google Application Default Credentials (agentgateway/google_auth.py), ``Authorization: Bearer <token>``;
+  a 401 drops the cached token and the request is sent once more with a new one. With ``params.apiKey`` (Vertex
+  AI express mode) the key is sent as ``x-goog-api-key`` instead, and ``vertexProject`` becomes optional: without
+  it the project-less express path ``/v1/publishers/google/models/{model}:generateContent`` is used.
+- Errors: Google's ``{"error": {code, message, status}}`` and, from Claude models, Anthropic's
+  ``{"type": "error", "error": {type, message}}``, each turned into OpenAI's shape with the status kept.
+"""
+
+from __future__ import annotations
+
+import orjson
+
+from ..config import ModelEntry
+from ..errors import GatewayError
+from ..google_auth import GoogleCredentials
+from ..upstream import Endpoint, UpstreamRequest, encode_headers, header_line
+from .anthropic import DEFAULT_MAX_TOKENS as ANTHROPIC_DEFAULT_MAX_TOKENS
+from .anthropic import error_from_anthropic_body
+from .anthropic import translate_request as translate_anthropic_request
+from .base import ChatRequest, Provider
+from .gemini import error_from_google_body, model_path
+from .gemini import translate_request as translate_gemini_request
+
+__all__ = ["VERTEX_ANTHROPIC_VERSION", "VertexProvider", "vertex_host"]
+
+VERTEX_ANTHROPIC_VERSION = "vertex-2023-10-16"
+_MULTI_REGIONS = frozenset(("us", "eu"))
+_MAX_MODEL_ENDPOINTS = 256
+
+
+def vertex_host(region: str) -> str:
+    """The ``https://`` origin that serves a Vertex AI region."""
+    if region == "global":
+        return "https://aiplatform.googleapis.com"
+    if region in _MULTI_REGIONS:
+        return f"https://aiplatform.{region}.rep.googleapis.com"
+    return f"https://{region}-aiplatform.googleapis.com"
+
+
+def is_claude(model: str) -> bool:
+    return model.startswith("claude")
+
+
+class VertexProvider(Provider):
+    translator = "gemini"
+
+    def __init__(self, entry: ModelEntry) -> None:
+        super().__init__(entry)
+        params = entry.params
+        region = params.vertex_region or "global"
+        origin = params.base_url or vertex_host(region)
+        project = params.vertex_project
+        if project is None:  # express mode (API key): no project in the path
+            self.root = f"{origin}/v1/publishers"
+        else:
+            self.root = f"{origin}/v1/projects/{project}/locations/{region}/publishers"
+        self.max_tokens = params.max_tokens
+        self.anthropic_version = params.anthropic_version or VERTEX_ANTHROPIC_VERSION
+        self.headers = encode_headers({"Content-Type": "application/json"})
+        self.credentials: GoogleCredentials | None = None
+        if params.api_key is not None:
+            self.headers += encode_headers({"x-goog-api-key": params.api_key.get_secret_value()})
+        else:
+            self.credentials = GoogleCredentials()
+        self.configured_secrets = list(self.secrets)
+        # (plain, streamed) endpoints per upstream model.
+        self.endpoints: dict[str, tuple[Endpoint, Endpoint]] = {}
+
+    def upstream_model_for(self, request: ChatRequest) -> str:
+        return self.upstream_model or request.model
+
+    def translator_for(self, request: ChatRequest) -> str:
+        return "anthropic" if is_claude(self.upstream_model_for(request)) else "gemini"
+
+    def _endpoints(self, model: str) -> tuple[Endpoint, Endpoint]:
+        endpoints = self.endpoints.get(model)
+        if endpoints is None:
+            if is_claude(model):
+                base = f"{self.root}/anthropic/models/{model_path(model)}"
+                endpoints = (Endpoint.parse(base + ":rawPredict"), Endpoint.parse(base + ":streamRawPredict"))
+            else:
+                base = f"{self.root}/google/models/{model_path(model)}"
+                endpoints = (
+                    Endpoint.parse(base + ":generateContent"),
+                    Endpoint.parse(base + ":streamGenerateContent?alt=sse"),
+                )
+            if len(self.endpoints) >= _MAX_MODEL_ENDPOINTS:
+                self.endpoints.clear()
+            self.endpoints[model] = endpoints
+        return endpoints
+
+    async def prepare(self, request: ChatRequest) -> UpstreamRequest:
+        model = self.upstream_model_for(request)
+        plain, streamed = self._endpoints(model)
+        if is_claude(model):
+            body = translate_anthropic_request(
+                request,
+                model=None,
+                version=self.anthropic_version,
+                default_max_tokens=self.max_tokens or ANTHROPIC_DEFAULT_MAX_TOKENS,
+            )
+            body["anthropic_version"] = self.anthropic_version
+        else:
+            body = translate_gemini_request(request, default_max_tokens=self.max_tokens)
+        headers = self.headers
+        if self.credentials is not None:
+            token = await self.credentials.token()
+            if token not in self.secrets:  # the access token in use must not reach a client or a log either
+                self.secrets = [*self.configured_secrets, token]
+            headers += header_line(b"Authorization", b"Bearer " + token.encode("latin-1"))
+        return UpstreamRequest(streamed if request.stream else plain, headers, orjson.dumps(body))
+
+    def error_from_response(self, status: int, body: bytes, headers: list[tuple[bytes, bytes]]) -> GatewayError:
+        # Claude models answer Anthropic's errors; Vertex itself (quota, auth, routing) answers Google's.
+        try:
+            parsed = orjson.loads(body)
+        except orjson.JSONDecodeError:
+            parsed = None
+        if isinstance(parsed, dict) and parsed.get("type") == "error":
+            return error_from_anthropic_body(status, body, headers)
+        return error_from_google_body(status, body, headers)
+
+    async def credentials_rejected(self) -> bool:
+        if self.credentials is None:
+            return False
+        self.credentials.invalidate()
+        return True
