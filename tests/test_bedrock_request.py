@@ -162,3 +162,24 @@ def test_claude_thinking_leaves_sampling_settings_out() -> None:
     assert out["inferenceConfig"] == {"stopSequences": ["X"], "maxTokens": 1024 + 4096}
     out = valid({"messages": user("x"), "temperature": 0.2, "top_p": 0.5})
     assert out["inferenceConfig"] == {"temperature": 0.2, "topP": 0.5}
+
+
+def test_file_parts_become_documents_with_safe_unique_names() -> None:
+    pdf = base64.b64encode(b"%PDF-1.4 fake").decode()
+    content = [
+        {"type": "text", "text": "Compare these."},
+        {
+            "type": "file",
+            "file": {"file_data": f"data:application/pdf;base64,{pdf}", "filename": "Q3 report_v2.final.pdf"},
+        },
+        {"type": "file", "file": {"file_data": f"data:text/csv;base64,{pdf}"}},
+    ]
+    out = valid({"messages": [{"role": "user", "content": content}]})
+    documents = [b["document"] for b in out["messages"][0]["content"] if "document" in b]
+    assert documents == [
+        {"format": "pdf", "name": "Q3 report v2 final (2)", "source": {"bytes": pdf}},
+        {"format": "csv", "name": "document (3)", "source": {"bytes": pdf}},
+    ]
+    with pytest.raises(InvalidRequest) as caught:
+        converse_body({"messages": [{"role": "user", "content": [{"type": "file", "file": {"file_id": "f"}}]}]}, CLAUDE)
+    assert caught.value.param == "messages[0].content[0].file.file_data"

@@ -24,6 +24,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import datetime
+import re
 import struct
 import threading
 import zlib
@@ -118,12 +119,22 @@ def _blobs_to_bytes(body: dict[str, Any]) -> None:
     """Blobs arrive as base64 strings in the JSON protocol; the shapes want bytes."""
     for message in body.get("messages", []):
         for block in message.get("content", []):
-            image = block.get("image")
-            if image is not None:
-                try:
-                    image["source"]["bytes"] = base64.b64decode(image["source"]["bytes"], validate=True)
-                except (ValueError, TypeError, KeyError) as exc:
-                    raise Invalid(f"image bytes are not base64: {exc}") from None
+            for kind in ("image", "document"):
+                media = block.get(kind)
+                if media is not None:
+                    try:
+                        media["source"]["bytes"] = base64.b64decode(media["source"]["bytes"], validate=True)
+                    except (ValueError, TypeError, KeyError) as exc:
+                        raise Invalid(f"{kind} bytes are not base64: {exc}") from None
+            document = block.get("document")
+            if document is not None and not re.fullmatch(
+                r"[A-Za-z0-9\-()\[\]]+( [A-Za-z0-9\-()\[\]]+)*", document["name"]
+            ):
+                raise Invalid(
+                    "The document file name can only contain alphanumeric characters, whitespace characters, hyphens, "
+                    "parentheses, and square brackets. The name can't contain more than one consecutive whitespace "
+                    "character."
+                )
             reasoning = block.get("reasoningContent")
             if reasoning is not None and "redactedContent" in reasoning:
                 reasoning["redactedContent"] = base64.b64decode(reasoning["redactedContent"], validate=True)

@@ -57,6 +57,20 @@ _IMAGE_FORMATS = {
     "image/webp": "webp",
 }
 _DATA_URL = re.compile(r"data:([\w.+-]+/[\w.+-]+)?((?:;[\w.+-]+=[^;,]*)*);base64,", re.ASCII)
+#: Bedrock's limit for one document (bytes, decoded).
+MAX_DOCUMENT_BYTES = 4_500_000
+_DOCUMENT_FORMATS = {
+    "application/pdf": "pdf",
+    "text/csv": "csv",
+    "application/msword": "doc",
+    "application/vnd.openxmlformats-officedocument.wordprocessingml.document": "docx",
+    "application/vnd.ms-excel": "xls",
+    "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet": "xlsx",
+    "text/html": "html",
+    "text/plain": "txt",
+    "text/markdown": "md",
+}
+_DOCUMENT_NAME_UNSAFE = re.compile(r"[^A-Za-z0-9\s\-()\[\]]")
 # Claude's thinking budget per reasoning_effort (the budget must stay below maxTokens).
 _THINKING_BUDGET = {"minimal": 1024, "low": 1024, "medium": 2048, "high": 4096, "xhigh": 8192}
 _NOVA_EFFORT = {"minimal": "low", "low": "low", "medium": "medium", "high": "high", "xhigh": "high"}
@@ -148,13 +162,50 @@ def _user_blocks(content: Any, param: str) -> list[dict[str, Any]]:
             image = part.get("image_url")
             url = image.get("url") if isinstance(image, dict) else image
             blocks.append(_image_block(url, f"{where}.image_url.url"))
+        elif kind == "file":
+            blocks.append(_document_block(part.get("file"), len(blocks), f"{where}.file"))
         else:
             raise InvalidRequest(
                 f"'{where}.type': content parts of type {kind!r} are not supported by Bedrock through this gateway "
-                "(supported: text, image_url with a data: URL).",
+                "(supported: text, image_url and file with a data: URL).",
                 param=f"{where}.type",
             )
     return blocks
+
+
+def _document_block(file: Any, position: int, param: str) -> dict[str, Any]:
+    data_url = file.get("file_data") if isinstance(file, dict) else None
+    match = _DATA_URL.match(data_url) if isinstance(data_url, str) else None
+    if match is None:
+        raise InvalidRequest(
+            f"'{param}.file_data': Bedrock needs the document's bytes: send a base64 data: URL "
+            "(data:application/pdf;base64,...); uploaded file ids are not supported.",
+            param=f"{param}.file_data",
+        )
+    mime = (match.group(1) or "").lower()
+    document_format = _DOCUMENT_FORMATS.get(mime)
+    if document_format is None:
+        raise InvalidRequest(
+            f"'{param}.file_data': unsupported document type {mime or '(none)'!r}; Bedrock accepts "
+            f"{', '.join(sorted(_DOCUMENT_FORMATS))}.",
+            param=f"{param}.file_data",
+        )
+    data = data_url[match.end() :]  # type: ignore[index]
+    try:
+        size = len(base64.b64decode(data, validate=True))
+    except (binascii.Error, ValueError):
+        raise InvalidRequest(f"'{param}.file_data': the data: URL is not valid base64.", param=param) from None
+    if size > MAX_DOCUMENT_BYTES:
+        raise InvalidRequest(
+            f"'{param}.file_data': the document is {size} bytes; Bedrock accepts at most {MAX_DOCUMENT_BYTES}.",
+            param=f"{param}.file_data",
+        )
+    # Bedrock allows letters, digits, single spaces, hyphens, parentheses and square brackets in the name (which the
+    # model sees, so keep the client's where possible) and needs names unique within the request.
+    filename = file.get("filename") if isinstance(file.get("filename"), str) else ""
+    name = " ".join(_DOCUMENT_NAME_UNSAFE.sub(" ", filename.rsplit(".", 1)[0]).split())[:200]
+    name = f"{name or 'document'} ({position + 1})"
+    return {"document": {"format": document_format, "name": name, "source": {"bytes": data}}}
 
 
 def _assistant_blocks(message: dict[str, Any], param: str) -> list[dict[str, Any]]:
