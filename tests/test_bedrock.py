@@ -359,6 +359,25 @@ def test_image_data_url_becomes_bytes_and_empty_text_is_dropped(client: openai.O
     ]
 
 
+def test_pdf_file_part_becomes_a_document(client: openai.OpenAI, fake: FakeBedrock) -> None:
+    pdf = base64.b64encode(b"%PDF-1.4 fake").decode()
+    client.chat.completions.create(
+        model="claude",
+        messages=[
+            {
+                "role": "user",
+                "content": [
+                    {"type": "text", "text": "Summarise"},
+                    {"type": "file", "file": {"file_data": f"data:application/pdf;base64,{pdf}", "filename": "a.pdf"}},
+                ],
+            }
+        ],
+    )
+    assert fake.last().body["messages"][0]["content"][1] == {
+        "document": {"format": "pdf", "name": "a (2)", "source": {"bytes": pdf}}
+    }
+
+
 def test_http_image_url_is_a_clear_400(client: openai.OpenAI) -> None:
     with pytest.raises(openai.BadRequestError) as caught:
         client.chat.completions.create(
