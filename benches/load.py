@@ -252,7 +252,7 @@ UPSTREAMS = {
         plain_type="application/json",
         stream_file="gemini_stream.sse",
         stream_type="text/event-stream",
-        describe="40 generateContent chunks (cumulative usage, no [DONE]) translated into 43 OpenAI chunks",
+        describe="40 generateContent chunks (cumulative usage, no [DONE]) translated into OpenAI chunks",
     ),
 }
 
