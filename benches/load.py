@@ -209,7 +209,8 @@ class Upstream:
     """One provider's wire format as the mock serves it: a whole answer and a stream, from static files."""
 
     provider: str  # the config's provider name
-    path: str  # the request path the provider appends to its baseUrl root
+    path: str  # the request path the provider appends to its baseUrl root (for a whole answer)
+    stream_path: str  # the same for a stream (most providers use one path for both)
     base_suffix: str  # what baseUrl holds beyond the mock's root (OpenAI's baseUrl includes /v1)
     plain_file: str
     plain_type: str
@@ -220,40 +221,54 @@ class Upstream:
 
 UPSTREAMS = {
     "openai": Upstream(
-        "openAI",
-        "/chat/completions",
-        "/v1",
-        "completion.json",
-        "application/json",
-        "stream.sse",
-        "text/event-stream",
-        "33 chunks, a usage chunk and [DONE] (35 SSE events), passed through",
+        provider="openAI",
+        path="/chat/completions",
+        stream_path="/chat/completions",
+        base_suffix="/v1",
+        plain_file="completion.json",
+        plain_type="application/json",
+        stream_file="stream.sse",
+        stream_type="text/event-stream",
+        describe="33 chunks, a usage chunk and [DONE] (35 SSE events), passed through",
     ),
     "anthropic": Upstream(
-        "anthropic",
-        "/v1/messages",
-        "",
-        "anthropic_message.json",
-        "application/json",
-        "anthropic_stream.sse",
-        "text/event-stream",
-        "a Messages stream of 46 events (40 text deltas) translated into 44 OpenAI chunks",
+        provider="anthropic",
+        path="/v1/messages",
+        stream_path="/v1/messages",
+        base_suffix="",
+        plain_file="anthropic_message.json",
+        plain_type="application/json",
+        stream_file="anthropic_stream.sse",
+        stream_type="text/event-stream",
+        describe="a Messages stream of 46 events (40 text deltas) translated into 44 OpenAI chunks",
+    ),
+    # The model is part of Gemini's path: the gateway config pins it to "bench" (params.model).
+    "gemini": Upstream(
+        provider="gemini",
+        path="/v1beta/models/bench:generateContent",
+        stream_path="/v1beta/models/bench:streamGenerateContent",
+        base_suffix="",
+        plain_file="gemini_response.json",
+        plain_type="application/json",
+        stream_file="gemini_stream.sse",
+        stream_type="text/event-stream",
+        describe="40 generateContent chunks (cumulative usage, no [DONE]) translated into OpenAI chunks",
     ),
 }
 
 
 def mock_upstream_conf(root: Path, port: int, providers: list[str]) -> Path:
     """The cheapest possible upstream for each provider (as shared/bench/gen_nginx.py writes it): the answer is a
-    static file at /<provider>/plain<base_suffix><path>, the stream at /<provider>/stream<base_suffix><path>."""
+    static file at /<provider>/plain<base_suffix><path>, the stream at /<provider>/stream<base_suffix><stream_path>."""
     files = root / "files"
     locations = []
     for name in providers:
         upstream = UPSTREAMS[name]
-        for kind, source, content_type in (
-            ("plain", upstream.plain_file, upstream.plain_type),
-            ("stream", upstream.stream_file, upstream.stream_type),
+        for kind, source, content_type, provider_path in (
+            ("plain", upstream.plain_file, upstream.plain_type, upstream.path),
+            ("stream", upstream.stream_file, upstream.stream_type, upstream.stream_path),
         ):
-            path = f"/{name}/{kind}{upstream.base_suffix}{upstream.path}"
+            path = f"/{name}/{kind}{upstream.base_suffix}{provider_path}"
             (files / path.lstrip("/")).parent.mkdir(parents=True, exist_ok=True)
             shutil.copyfile(DATA / source, files / path.lstrip("/"))
             locations.append(f"location = {path} {{ default_type {content_type}; }}")
@@ -294,7 +309,7 @@ def gateway_config(upstream_port: int, providers: list[str]) -> str:
             lines += [
                 f"  - name: bench-{name}-{kind}",
                 f"    provider: {upstream.provider}",
-                f'    params: {{apiKey: sk-bench, baseUrl: "{base}"}}',
+                f'    params: {{model: bench, apiKey: sk-bench, baseUrl: "{base}"}}',
             ]
     return "\n".join(lines) + "\n"
 
@@ -318,9 +333,9 @@ def post(url: str, model: str, stream: bool) -> bytes:
 
 def streamed_text(transcript: bytes) -> str:
     """The content a client would show for an SSE transcript (what must survive the proxy), in OpenAI's format or
-    (for the mock's own files) Anthropic's."""
+    (for the mock's own files) Anthropic's or Gemini's."""
     text = []
-    for event in transcript.split(b"\n\n"):
+    for event in transcript.replace(b"\r\n", b"\n").split(b"\n\n"):
         data = next((line[6:] for line in event.split(b"\n") if line.startswith(b"data: {")), None)
         if data is None:
             continue
@@ -329,6 +344,8 @@ def streamed_text(transcript: bytes) -> str:
             text.append((choice.get("delta") or {}).get("content") or "")
         if payload.get("type") == "content_block_delta":
             text.append(payload["delta"].get("text") or "")
+        for candidate in payload.get("candidates", []):
+            text += [part.get("text") or "" for part in candidate.get("content", {}).get("parts", [])]
     return "".join(text)
 
 

@@ -1,5 +1,6 @@
-"""Soak: 10 000 mixed requests (every provider served here, plain, streamed and aborted) at concurrency 64 against
-the fake upstreams. No gateway-made 5xx, every stream ends properly, and the worker's memory stays flat.
+"""Soak: 10 000 mixed requests (OpenAI, custom, Anthropic, Gemini, Vertex AI; plain, streamed and aborted) at
+concurrency 64 against the fake upstreams. No gateway-made 5xx, every stream ends properly, and the worker's memory
+stays flat.
 
 Not part of the default run (about a minute): ``python -m pytest --soak -m soak -s`` prints the figures.
 Environment: SOAK_REQUESTS (default 10000), SOAK_CONCURRENCY (default 64).
@@ -20,6 +21,7 @@ import aiohttp
 import pytest
 from conftest import TEST_KEY, abort_stream, process_tree, rss_kib, start_gateway
 from fakes.anthropic_upstream import FakeAnthropic, start_fake_anthropic
+from fakes.gemini_upstream import FakeGoogle, start_fake_google
 from fakes.openai_upstream import FakeOpenAI
 
 REQUESTS = int(os.environ.get("SOAK_REQUESTS", "10000"))
@@ -45,8 +47,13 @@ MIX: list[tuple[str, dict[str, Any], int]] = [
     ("anthropic stream", _request("claude-sonnet", True), 200),
     ("anthropic tools stream", _request("claude-tool", True, tools=[TOOL]), 200),
     ("anthropic thinking", _request("claude-think", False, reasoning_effort="low"), 200),
+    ("gemini plain", _request("gemini-2.5-flash", False), 200),
+    ("gemini stream", _request("gemini-2.5-flash", True), 200),
+    ("gemini tools stream", _request("gemini-2.5-flash-tool", True, tools=[TOOL]), 200),
+    ("vertex express stream", _request("vertex-express", True), 200),
     ("openai abort", _request("passthrough-hang", True), 0),
     ("anthropic abort", _request("claude-sonnet", True), 0),
+    ("gemini abort", _request("gemini-2.5-flash", True), 0),
 ]
 
 
@@ -57,8 +64,15 @@ def fake_anthropic() -> Iterator[FakeAnthropic]:
     stop()
 
 
+@pytest.fixture(scope="module")
+def fake_google() -> Iterator[FakeGoogle]:
+    fake, stop = start_fake_google(TEST_KEY)
+    yield fake
+    stop()
+
+
 @pytest.mark.soak
-def test_soak(fake_openai: FakeOpenAI, fake_anthropic: FakeAnthropic, tmp_path: Path) -> None:
+def test_soak(fake_openai: FakeOpenAI, fake_anthropic: FakeAnthropic, fake_google: FakeGoogle, tmp_path: Path) -> None:
     config = f"""
 llm:
   models:
@@ -67,6 +81,10 @@ llm:
     provider: {{custom: {{formats: [{{type: completions}}]}}}}
     params: {{baseUrl: "{fake_openai.base_url}"}}
   - {{name: "claude-*", provider: anthropic, params: {{apiKey: {TEST_KEY}, baseUrl: "{fake_anthropic.origin}"}}}}
+  - {{name: "gemini-*", provider: gemini, params: {{apiKey: {TEST_KEY}, baseUrl: "{fake_google.origin}"}}}}
+  - name: vertex-express
+    provider: vertex
+    params: {{model: gemini-2.5-flash, apiKey: {TEST_KEY}, baseUrl: "{fake_google.origin}"}}
 """
     gateway = start_gateway(config, tmp_path)
     try:
