@@ -217,6 +217,9 @@ class Upstream:
     stream_file: str
     stream_type: str
     describe: str  # what the stream holds, for the report
+    # Whether the provider keeps baseUrl's path (Bedrock keeps only scheme, host and port): then each provider's
+    # files live under /<provider>/<plain|stream>; else at the provider's own paths, which differ per kind.
+    prefixed: bool = True
 
 
 UPSTREAMS = {
@@ -254,6 +257,20 @@ UPSTREAMS = {
         stream_type="text/event-stream",
         describe="40 generateContent chunks (cumulative usage, no [DONE]) translated into OpenAI chunks",
     ),
+    # SigV4-signed (the gateway gets AWS keys from its environment); the model id is in the path.
+    "bedrock": Upstream(
+        provider="bedrock",
+        path="/model/bench/converse",
+        stream_path="/model/bench/converse-stream",
+        base_suffix="",
+        plain_file="bedrock_response.json",
+        plain_type="application/json",
+        stream_file="bedrock_stream.bin",
+        stream_type="application/vnd.amazon.eventstream",
+        describe="43 binary eventstream messages (40 text deltas, usage in metadata after messageStop) translated"
+        " into OpenAI chunks",
+        prefixed=False,
+    ),
 }
 
 
@@ -268,7 +285,7 @@ def mock_upstream_conf(root: Path, port: int, providers: list[str]) -> Path:
             ("plain", upstream.plain_file, upstream.plain_type, upstream.path),
             ("stream", upstream.stream_file, upstream.stream_type, upstream.stream_path),
         ):
-            path = f"/{name}/{kind}{upstream.base_suffix}{provider_path}"
+            path = f"/{name}/{kind}{upstream.base_suffix}{provider_path}" if upstream.prefixed else provider_path
             (files / path.lstrip("/")).parent.mkdir(parents=True, exist_ok=True)
             shutil.copyfile(DATA / source, files / path.lstrip("/"))
             locations.append(f"location = {path} {{ default_type {content_type}; }}")
@@ -305,11 +322,15 @@ def gateway_config(upstream_port: int, providers: list[str]) -> str:
     for name in providers:
         upstream = UPSTREAMS[name]
         for kind in ("plain", "stream"):
-            base = f"http://127.0.0.1:{upstream_port}/{name}/{kind}{upstream.base_suffix}"
+            base = f"http://127.0.0.1:{upstream_port}"
+            if upstream.prefixed:
+                base += f"/{name}/{kind}{upstream.base_suffix}"
+            # Bedrock signs with AWS keys (the cost a real deployment pays); the others send an API key.
+            credentials = "awsRegion: us-east-1" if name == "bedrock" else "apiKey: sk-bench"
             lines += [
                 f"  - name: bench-{name}-{kind}",
                 f"    provider: {upstream.provider}",
-                f'    params: {{model: bench, apiKey: sk-bench, baseUrl: "{base}"}}',
+                f'    params: {{model: bench, {credentials}, baseUrl: "{base}"}}',
             ]
     return "\n".join(lines) + "\n"
 
@@ -349,6 +370,17 @@ def streamed_text(transcript: bytes) -> str:
     return "".join(text)
 
 
+def eventstream_text(data: bytes) -> str:
+    """The text of a Bedrock ConverseStream answer (binary eventstream messages; the CRCs are the core's job)."""
+    text = []
+    while data:
+        total, headers = int.from_bytes(data[0:4], "big"), int.from_bytes(data[4:8], "big")
+        payload = json.loads(data[12 + headers : total - 4] or b"{}")
+        text.append(payload.get("delta", {}).get("text") or "")
+        data = data[total:]
+    return "".join(text)
+
+
 def check_target(
     name: str, plain_url: str, plain_model: str, stream_url: str, stream_model: str, stream_file: str
 ) -> None:
@@ -362,7 +394,8 @@ def check_target(
     transcript = post(stream_url, stream_model, True)
     if not transcript.rstrip().endswith(b"data: [DONE]"):
         raise BenchError(f"{name}: the stream does not end with data: [DONE]: ...{transcript[-300:]!r}")
-    expected = streamed_text((DATA / stream_file).read_bytes())
+    upstream_stream = (DATA / stream_file).read_bytes()
+    expected = eventstream_text(upstream_stream) if stream_file.endswith(".bin") else streamed_text(upstream_stream)
     if streamed_text(transcript) != expected:
         raise BenchError(f"{name}: the streamed text differs from the upstream's: {transcript[:500]!r}")
 
@@ -562,6 +595,10 @@ def _run(processes: Processes, root: Path, settings: dict[str, int], providers: 
     env = {
         **os.environ,
         "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO / "python"), os.environ.get("PYTHONPATH")])),
+        # Bedrock rows: static keys from the environment, signed with SigV4 on every request.
+        "AWS_ACCESS_KEY_ID": "AKIDBENCHEXAMPLE",
+        "AWS_SECRET_ACCESS_KEY": "bench/secret/example/key",
+        "AWS_BEARER_TOKEN_BEDROCK": "",
     }
     gateway_args = ["--host", "127.0.0.1", "--port", str(gateway_port), "--workers", str(workers)]
     gateway = processes.start(
