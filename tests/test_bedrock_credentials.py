@@ -4,11 +4,9 @@ ExpiredTokenException, a wrong secret refused by the signature check, and no cre
 
 from __future__ import annotations
 
-import asyncio
 import datetime
 import hashlib
 import json
-import threading
 import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -21,6 +19,7 @@ import pytest
 from aiohttp import web
 from conftest import openai_client, start_gateway
 from fakes.bedrock_upstream import FakeBedrock, start_fake_bedrock
+from fakes.server import serve_in_thread
 from test_bedrock import AWS_ENV_VARS, aws_env, user
 
 
@@ -62,40 +61,11 @@ class ContainerEndpoint:
         )
 
 
-def serve(app: web.Application, name: str) -> tuple[str, Callable[[], None]]:
-    """Serves ``app`` on 127.0.0.1 (a free port) from a daemon thread: its root URL and a stop function."""
-    loop = asyncio.new_event_loop()
-    runner = web.AppRunner(app, access_log=None)
-    ready = threading.Event()
-    url: list[str] = []
-
-    def run() -> None:
-        asyncio.set_event_loop(loop)
-        loop.run_until_complete(runner.setup())
-        site = web.TCPSite(runner, "127.0.0.1", 0)
-        loop.run_until_complete(site.start())
-        url.append(f"http://127.0.0.1:{runner.addresses[0][1]}")
-        ready.set()
-        loop.run_forever()
-
-    thread = threading.Thread(target=run, daemon=True, name=name)
-    thread.start()
-    assert ready.wait(10)
-
-    def stop() -> None:
-        asyncio.run_coroutine_threadsafe(runner.cleanup(), loop).result(10)
-        loop.call_soon_threadsafe(loop.stop)
-        thread.join(10)
-        loop.close()
-
-    return url[0], stop
-
-
 def start_container_endpoint(bedrock: FakeBedrock, lifetime: float) -> tuple[ContainerEndpoint, Callable[[], None]]:
     endpoint = ContainerEndpoint(bedrock, lifetime)
     app = web.Application()
     app.router.add_get("/v2/credentials/test", endpoint.handle)
-    root, stop = serve(app, "fake-container-credentials")
+    root, stop = serve_in_thread(app, "fake-container-credentials")
     endpoint.url = root + "/v2/credentials/test"
     return endpoint, stop
 
@@ -291,7 +261,7 @@ def test_web_identity_token_file_and_role(fake: FakeBedrock, tmp_path: Path) -> 
 
     app = web.Application()
     app.router.add_post("/", sts)
-    sts_url, stop = serve(app, "fake-sts")
+    sts_url, stop = serve_in_thread(app, "fake-sts")
     (tmp_path / "token").write_text("eyJhbGciOiJSUzI1NiJ9.web-identity-token.sig")
     env = aws_env(
         AWS_WEB_IDENTITY_TOKEN_FILE=str(tmp_path / "token"),
@@ -347,7 +317,7 @@ def test_instance_metadata_imdsv2(fake: FakeBedrock, tmp_path: Path) -> None:
     app.router.add_put("/latest/api/token", token)
     app.router.add_get("/latest/meta-data/iam/security-credentials/", role)
     app.router.add_get("/latest/meta-data/iam/security-credentials/gateway-role", credentials)
-    imds_url, stop = serve(app, "fake-imds")
+    imds_url, stop = serve_in_thread(app, "fake-imds")
     env = {"AWS_EC2_METADATA_SERVICE_ENDPOINT": imds_url + "/", **no_files(tmp_path)}
     gateway = start_gateway(
         config(fake.base_url), tmp_path, env=env, unset=(*AWS_ENV_VARS, "AWS_EC2_METADATA_DISABLED")
@@ -386,7 +356,7 @@ def test_sso_profile_with_a_cached_token(fake: FakeBedrock, tmp_path: Path) -> N
 
     app = web.Application()
     app.router.add_get("/federation/credentials", role_credentials)
-    sso_url, stop = serve(app, "fake-sso")
+    sso_url, stop = serve_in_thread(app, "fake-sso")
     (tmp_path / "config").write_text(
         "[profile dev]\nsso_session = corp\nsso_account_id = 123456789012\nsso_role_name = Gateway\n"
         "region = eu-west-3\n\n[sso-session corp]\nsso_start_url = https://corp.awsapps.com/start\n"

@@ -1,6 +1,6 @@
-"""Soak: 10 000 mixed requests (OpenAI, custom, Anthropic, Gemini, Vertex AI; plain, streamed and aborted) at
-concurrency 64 against the fake upstreams. No gateway-made 5xx, every stream ends properly, and the worker's memory
-stays flat.
+"""Soak: 10 000 mixed requests (OpenAI, custom, Anthropic, Gemini, Vertex AI, Bedrock; plain, streamed and
+aborted) at concurrency 64 against the fake upstreams. No gateway-made 5xx, every stream ends properly, and the
+worker's memory stays flat.
 
 Not part of the default run (about a minute): ``python -m pytest --soak -m soak -s`` prints the figures.
 Environment: SOAK_REQUESTS (default 10000), SOAK_CONCURRENCY (default 64).
@@ -21,8 +21,10 @@ import aiohttp
 import pytest
 from conftest import TEST_KEY, abort_stream, process_tree, rss_kib, start_gateway
 from fakes.anthropic_upstream import FakeAnthropic, start_fake_anthropic
+from fakes.bedrock_upstream import FakeBedrock, start_fake_bedrock
 from fakes.gemini_upstream import FakeGoogle, start_fake_google
 from fakes.openai_upstream import FakeOpenAI
+from test_bedrock import ACCESS_KEY, AWS_ENV_VARS, SECRET_KEY, SESSION_TOKEN, aws_env
 
 REQUESTS = int(os.environ.get("SOAK_REQUESTS", "10000"))
 CONCURRENCY = int(os.environ.get("SOAK_CONCURRENCY", "64"))
@@ -51,6 +53,10 @@ MIX: list[tuple[str, dict[str, Any], int]] = [
     ("gemini stream", _request("gemini-2.5-flash", True), 200),
     ("gemini tools stream", _request("gemini-2.5-flash-tool", True, tools=[TOOL]), 200),
     ("vertex express stream", _request("vertex-express", True), 200),
+    ("bedrock plain", _request("bedrock-claude", False), 200),
+    ("bedrock stream", _request("bedrock-claude", True), 200),
+    ("bedrock tools stream", _request("bedrock-claude-tool", True, tools=[TOOL]), 200),
+    ("bedrock abort", _request("bedrock-claude", True), 0),
     ("openai abort", _request("passthrough-hang", True), 0),
     ("anthropic abort", _request("claude-sonnet", True), 0),
     ("gemini abort", _request("gemini-2.5-flash", True), 0),
@@ -71,8 +77,21 @@ def fake_google() -> Iterator[FakeGoogle]:
     stop()
 
 
+@pytest.fixture(scope="module")
+def fake_bedrock() -> Iterator[FakeBedrock]:
+    fake, stop = start_fake_bedrock(keys={ACCESS_KEY: (SECRET_KEY, SESSION_TOKEN)})
+    yield fake
+    stop()
+
+
 @pytest.mark.soak
-def test_soak(fake_openai: FakeOpenAI, fake_anthropic: FakeAnthropic, fake_google: FakeGoogle, tmp_path: Path) -> None:
+def test_soak(
+    fake_openai: FakeOpenAI,
+    fake_anthropic: FakeAnthropic,
+    fake_google: FakeGoogle,
+    fake_bedrock: FakeBedrock,
+    tmp_path: Path,
+) -> None:
     config = f"""
 llm:
   models:
@@ -85,8 +104,10 @@ llm:
   - name: vertex-express
     provider: vertex
     params: {{model: gemini-2.5-flash, apiKey: {TEST_KEY}, baseUrl: "{fake_google.origin}"}}
+  - {{name: "bedrock-*", provider: bedrock, params: {{awsRegion: us-east-1, baseUrl: "{fake_bedrock.base_url}"}}}}
 """
-    gateway = start_gateway(config, tmp_path)
+    env = aws_env(AWS_ACCESS_KEY_ID=ACCESS_KEY, AWS_SECRET_ACCESS_KEY=SECRET_KEY, AWS_SESSION_TOKEN=SESSION_TOKEN)
+    gateway = start_gateway(config, tmp_path, env=env, unset=AWS_ENV_VARS)
     try:
         pids = process_tree(gateway.process.pid)
         outcomes, rss_samples, elapsed = asyncio.run(_run(gateway.port, pids))

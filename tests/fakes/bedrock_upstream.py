@@ -26,7 +26,6 @@ import base64
 import datetime
 import re
 import struct
-import threading
 import zlib
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -41,6 +40,8 @@ from botocore.awsrequest import AWSRequest
 from botocore.credentials import Credentials
 from botocore.session import get_session
 from botocore.validate import ParamValidator
+
+from .server import serve_in_thread
 
 FIXTURES = Path(__file__).resolve().parents[3] / "shared" / "fixtures"
 _SERVICE_MODEL = get_session().get_service_model("bedrock-runtime")
@@ -391,29 +392,5 @@ def start_fake_bedrock(**kwargs: Any) -> tuple[FakeBedrock, Callable[[], None]]:
     app = web.Application(handler_args={"lingering_time": 0})
     # Matched on the raw path in the handler: a model id may hold an encoded '/' (ARNs).
     app.router.add_post("/model/{tail:.*}", fake.handle)
-    loop = asyncio.new_event_loop()
-    runner = web.AppRunner(app, access_log=None, handler_cancellation=True)
-    ready = threading.Event()
-
-    def run() -> None:
-        asyncio.set_event_loop(loop)
-        loop.run_until_complete(runner.setup())
-        site = web.TCPSite(runner, "127.0.0.1", 0)
-        loop.run_until_complete(site.start())
-        port = runner.addresses[0][1]
-        fake.base_url = f"http://127.0.0.1:{port}"
-        ready.set()
-        loop.run_forever()
-
-    thread = threading.Thread(target=run, daemon=True, name="fake-bedrock")
-    thread.start()
-    if not ready.wait(10):
-        raise RuntimeError("fake upstream did not start")
-
-    def stop() -> None:
-        asyncio.run_coroutine_threadsafe(runner.cleanup(), loop).result(10)
-        loop.call_soon_threadsafe(loop.stop)
-        thread.join(10)
-        loop.close()
-
+    fake.base_url, stop = serve_in_thread(app, "fake-bedrock")
     return fake, stop
