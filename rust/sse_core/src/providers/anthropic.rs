@@ -22,10 +22,10 @@ use serde::Deserialize;
 use serde_json::value::RawValue;
 
 use super::encoder::{Completion, FinishReason, StreamWriter, ThinkingBlock, ToolCall};
-use super::openai::MAX_EVENT_BYTES;
+use super::sse_stream::{SseEvents, SseStream};
 use super::Usage;
 use crate::error::CoreError;
-use crate::framing::{SseEvent, SseParser};
+use crate::framing::SseEvent;
 
 /// The HTTP status an Anthropic error type stands for (their API reference's table).
 #[must_use]
@@ -249,11 +249,20 @@ enum OpenBlock {
 }
 
 /// Translator for one Messages API stream.
-#[derive(Debug)]
-pub struct AnthropicStream {
-    parser: SseParser,
-    events: Vec<SseEvent>,
-    writer: StreamWriter,
+pub type AnthropicStream = SseStream<AnthropicEvents>;
+
+impl AnthropicStream {
+    /// `client_model`: the model name reported to the client (default: the upstream's);
+    /// `include_usage`: whether the client asked for the usage chunk.
+    #[must_use]
+    pub fn new(client_model: Option<String>, include_usage: bool) -> Self {
+        Self::with_handler(AnthropicEvents::default(), client_model, include_usage)
+    }
+}
+
+/// What a Messages API stream's events mean (see the module docs).
+#[derive(Debug, Default)]
+pub struct AnthropicEvents {
     /// Open blocks by Anthropic block index (few at a time: a short list beats a map).
     blocks: Vec<(u64, OpenBlock)>,
     usage: AnthropicUsage,
@@ -261,72 +270,27 @@ pub struct AnthropicStream {
     stop_reason_seen: bool,
 }
 
-impl AnthropicStream {
-    /// `client_model`: the model name reported to the client (default: the upstream's);
-    /// `include_usage`: whether the client asked for the usage chunk.
-    #[must_use]
-    pub fn new(client_model: Option<String>, include_usage: bool) -> Self {
-        Self {
-            parser: SseParser::new(),
-            events: Vec::new(),
-            writer: StreamWriter::new(client_model.unwrap_or_default(), include_usage),
-            blocks: Vec::new(),
-            usage: AnthropicUsage::default(),
-            seen_usage: false,
-            stop_reason_seen: false,
+impl SseEvents for AnthropicEvents {
+    fn event(
+        &mut self,
+        event: &SseEvent,
+        writer: &mut StreamWriter,
+        out: &mut Vec<u8>,
+    ) -> Result<(), CoreError> {
+        self.translate_event(event, writer, out)
+    }
+
+    fn end_of_stream(&mut self, writer: &mut StreamWriter, out: &mut Vec<u8>) {
+        if self.stop_reason_seen {
+            // The answer was complete (message_delta came); only message_stop is missing.
+            writer.end(out);
+        } else {
+            writer.truncated(out);
         }
     }
+}
 
-    /// Translate one chunk of the upstream body (any split), appending complete frames to `out`.
-    pub fn feed_into(&mut self, chunk: &[u8], out: &mut Vec<u8>) -> Result<(), CoreError> {
-        self.parser.feed(chunk, &mut self.events);
-        self.drain_events(out);
-        if self.parser.pending_len() > MAX_EVENT_BYTES {
-            self.writer.fail(
-                out,
-                &CoreError::EventTooLarge {
-                    limit: MAX_EVENT_BYTES,
-                },
-            );
-        }
-        Ok(())
-    }
-
-    /// Signal upstream EOF, appending the last frames to `out`.
-    pub fn finish_into(&mut self, out: &mut Vec<u8>) -> Result<(), CoreError> {
-        self.parser.finish(&mut self.events);
-        self.drain_events(out);
-        if !self.writer.closed() {
-            if self.stop_reason_seen {
-                // The answer was complete (message_delta came); only message_stop is missing.
-                self.writer.end(out);
-            } else {
-                self.writer.truncated(out);
-            }
-        }
-        Ok(())
-    }
-
-    /// The shared writer, for the facts it keeps.
-    #[must_use]
-    pub fn writer(&self) -> &StreamWriter {
-        &self.writer
-    }
-
-    fn drain_events(&mut self, out: &mut Vec<u8>) {
-        let mut events = std::mem::take(&mut self.events);
-        for event in &events {
-            if self.writer.closed() {
-                break;
-            }
-            if let Err(err) = self.translate_event(event, out) {
-                self.writer.fail(out, &err);
-            }
-        }
-        events.clear();
-        self.events = events;
-    }
-
+impl AnthropicEvents {
     fn block_mut(&mut self, index: Option<u64>) -> Option<&mut OpenBlock> {
         let index = index?;
         self.blocks
@@ -335,30 +299,35 @@ impl AnthropicStream {
             .map(|(_, block)| block)
     }
 
-    fn translate_event(&mut self, event: &SseEvent, out: &mut Vec<u8>) -> Result<(), CoreError> {
+    fn translate_event(
+        &mut self,
+        event: &SseEvent,
+        writer: &mut StreamWriter,
+        out: &mut Vec<u8>,
+    ) -> Result<(), CoreError> {
         let event: Event<'_> = parse(&event.data, "stream event")?;
         match event.kind.as_ref() {
             "content_block_delta" => {
                 let Some(delta) = event.delta else {
                     return Ok(());
                 };
-                self.delta(event.index, &delta, out);
+                self.delta(event.index, &delta, writer, out);
             }
             "message_start" => {
                 if let Some(message) = event.message {
                     if let Some(id) = message.id.as_deref() {
-                        self.writer.set_id(id);
+                        writer.set_id(id);
                     }
                     if let Some(usage) = message.usage {
                         self.usage.update(&usage);
                         self.seen_usage = true;
                     }
                 }
-                self.writer.role(out);
+                writer.role(out);
             }
             "content_block_start" => {
                 if let (Some(index), Some(block)) = (event.index, event.content_block) {
-                    let open = self.block_start(&block, out);
+                    let open = self.block_start(&block, writer, out);
                     self.blocks.push((index, open));
                 }
             }
@@ -368,12 +337,12 @@ impl AnthropicStream {
                     .and_then(|index| self.blocks.iter().position(|(i, _)| *i == index));
                 if let Some(position) = position {
                     let (_, block) = self.blocks.swap_remove(position);
-                    self.block_stop(block, out);
+                    Self::block_stop(block, writer, out);
                 }
             }
             "message_delta" => {
                 if let Some(reason) = event.delta.as_ref().and_then(|d| d.stop_reason.as_deref()) {
-                    self.writer.set_finish_reason(finish_reason(reason));
+                    writer.set_finish_reason(finish_reason(reason));
                     self.stop_reason_seen = true;
                 }
                 if let Some(usage) = event.usage {
@@ -381,10 +350,10 @@ impl AnthropicStream {
                     self.seen_usage = true;
                 }
                 if self.seen_usage {
-                    self.writer.set_usage(self.usage.to_openai());
+                    writer.set_usage(self.usage.to_openai());
                 }
             }
-            "message_stop" => self.writer.end(out),
+            "message_stop" => writer.end(out),
             "error" => {
                 let error = event.error.unwrap_or(ErrorBody {
                     kind: None,
@@ -395,8 +364,7 @@ impl AnthropicStream {
                     .message
                     .as_deref()
                     .unwrap_or("the upstream reported an error");
-                self.writer
-                    .error(out, status_for_error_type(kind), kind, message);
+                writer.error(out, status_for_error_type(kind), kind, message);
             }
             // ping, and event types added after this was written.
             _ => {}
@@ -404,16 +372,20 @@ impl AnthropicStream {
         Ok(())
     }
 
-    fn block_start(&mut self, block: &Block<'_>, out: &mut Vec<u8>) -> OpenBlock {
+    fn block_start(
+        &mut self,
+        block: &Block<'_>,
+        writer: &mut StreamWriter,
+        out: &mut Vec<u8>,
+    ) -> OpenBlock {
         match block.kind.as_ref() {
             "text" => {
                 // The start block's text is "" on the wire today; send it should that change.
-                self.writer
-                    .text(out, block.text.as_deref().unwrap_or_default());
+                writer.text(out, block.text.as_deref().unwrap_or_default());
                 OpenBlock::Other
             }
             "tool_use" => {
-                let index = self.writer.tool_call_start(
+                let index = writer.tool_call_start(
                     out,
                     block.id.as_deref().unwrap_or_default(),
                     block.name.as_deref().unwrap_or_default(),
@@ -425,7 +397,7 @@ impl AnthropicStream {
                     .map(RawValue::get)
                     .filter(|raw| raw.trim() != "{}");
                 if let Some(initial) = initial {
-                    self.writer.tool_call_arguments(out, index, initial);
+                    writer.tool_call_arguments(out, index, initial);
                 }
                 OpenBlock::Tool {
                     index,
@@ -434,7 +406,7 @@ impl AnthropicStream {
             }
             "thinking" => {
                 let text = block.thinking.as_deref().unwrap_or_default();
-                self.writer.reasoning(out, text);
+                writer.reasoning(out, text);
                 OpenBlock::Thinking {
                     text: text.to_owned(),
                     signature: block.signature.as_deref().unwrap_or_default().to_owned(),
@@ -442,19 +414,24 @@ impl AnthropicStream {
             }
             "redacted_thinking" => {
                 let data = block.data.as_deref().unwrap_or_default().to_owned();
-                self.writer
-                    .thinking_block(out, &ThinkingBlock::Redacted { data });
+                writer.thinking_block(out, &ThinkingBlock::Redacted { data });
                 OpenBlock::Other
             }
             _ => OpenBlock::Other,
         }
     }
 
-    fn delta(&mut self, index: Option<u64>, delta: &Delta<'_>, out: &mut Vec<u8>) {
+    fn delta(
+        &mut self,
+        index: Option<u64>,
+        delta: &Delta<'_>,
+        writer: &mut StreamWriter,
+        out: &mut Vec<u8>,
+    ) {
         match delta.kind.as_deref() {
             Some("text_delta") => {
                 let text = delta.text.as_deref().unwrap_or_default();
-                self.writer.text(out, text);
+                writer.text(out, text);
             }
             Some("input_json_delta") => {
                 let piece = delta.partial_json.as_deref().unwrap_or_default();
@@ -465,7 +442,7 @@ impl AnthropicStream {
                 {
                     let index = *index;
                     *sent_arguments |= !piece.is_empty();
-                    self.writer.tool_call_arguments(out, index, piece);
+                    writer.tool_call_arguments(out, index, piece);
                 }
             }
             Some("thinking_delta") => {
@@ -473,7 +450,7 @@ impl AnthropicStream {
                 if let Some(OpenBlock::Thinking { text, .. }) = self.block_mut(index) {
                     text.push_str(piece);
                 }
-                self.writer.reasoning(out, piece);
+                writer.reasoning(out, piece);
             }
             Some("signature_delta") => {
                 let piece = delta.signature.as_deref().unwrap_or_default();
@@ -486,21 +463,21 @@ impl AnthropicStream {
         }
     }
 
-    fn block_stop(&mut self, block: OpenBlock, out: &mut Vec<u8>) {
+    fn block_stop(block: OpenBlock, writer: &mut StreamWriter, out: &mut Vec<u8>) {
         match block {
             OpenBlock::Tool {
                 index,
                 sent_arguments: false,
             } => {
                 // A tool without parameters streams no input: send `{}` so the arguments parse.
-                self.writer.tool_call_arguments(out, index, "{}");
+                writer.tool_call_arguments(out, index, "{}");
             }
             OpenBlock::Thinking { text, signature } => {
                 let block = ThinkingBlock::Thinking {
                     thinking: text,
                     signature,
                 };
-                self.writer.thinking_block(out, &block);
+                writer.thinking_block(out, &block);
             }
             OpenBlock::Tool { .. } | OpenBlock::Other => {}
         }
@@ -518,25 +495,6 @@ mod tests {
             .iter()
             .flat_map(|(name, data)| format!("event: {name}\ndata: {data}\n\n").into_bytes())
             .collect()
-    }
-
-    fn frames(out: &[u8]) -> Vec<Value> {
-        std::str::from_utf8(out)
-            .unwrap()
-            .split("\n\n")
-            .filter(|f| !f.is_empty())
-            .map(|f| {
-                let data = f.strip_prefix("data: ").unwrap();
-                serde_json::from_str(data).unwrap_or(Value::String(data.to_owned()))
-            })
-            .collect()
-    }
-
-    fn run(t: &mut AnthropicStream, input: &[u8]) -> Vec<Value> {
-        let mut out = Vec::new();
-        t.feed_into(input, &mut out).unwrap();
-        t.finish_into(&mut out).unwrap();
-        frames(&out)
     }
 
     const START: &str = r#"{"type":"message_start","message":{"id":"msg_1","type":"message","role":"assistant","model":"claude-x","content":[],"stop_reason":null,"usage":{"input_tokens":10,"cache_read_input_tokens":4,"cache_creation_input_tokens":2,"output_tokens":1}}}"#;
@@ -585,7 +543,7 @@ mod tests {
             ("message_stop", r#"{"type":"message_stop"}"#),
         ]);
         let mut t = AnthropicStream::new(Some("my-claude".into()), true);
-        let frames = run(&mut t, &input);
+        let frames = t.run(&input);
         let deltas: Vec<&Value> = frames
             .iter()
             .filter_map(|f| f.get("choices").and_then(|c| c.get(0)))
@@ -655,7 +613,7 @@ mod tests {
             ("message_stop", r#"{"type":"message_stop"}"#),
         ]);
         let mut t = AnthropicStream::new(Some("m".into()), false);
-        let frames = run(&mut t, &input);
+        let frames = t.run(&input);
         let calls: Vec<&Value> = frames
             .iter()
             .filter_map(|f| f.pointer("/choices/0/delta/tool_calls/0"))
@@ -685,7 +643,7 @@ mod tests {
             ),
         ]);
         let mut t = AnthropicStream::new(Some("m".into()), true);
-        let frames = run(&mut t, &input);
+        let frames = t.run(&input);
         let error = &frames.last().unwrap()["error"];
         assert_eq!(error["message"], "Overloaded");
         assert_eq!(error["code"], "overloaded_error");
@@ -697,7 +655,7 @@ mod tests {
     fn a_stream_cut_short_ends_with_an_error() {
         let mut t = AnthropicStream::new(Some("m".into()), true);
         let input = sse(&[("message_start", START)]);
-        let frames = run(&mut t, &input);
+        let frames = t.run(&input);
         assert_eq!(frames.last().unwrap()["error"]["code"], "stream_truncated");
     }
 
@@ -706,7 +664,7 @@ mod tests {
         let mut t = AnthropicStream::new(Some("m".into()), true);
         let mut input = sse(&[("message_start", START)]);
         input.extend_from_slice(b"event: content_block_delta\ndata: {not json\n\n");
-        let frames = run(&mut t, &input);
+        let frames = t.run(&input);
         assert_eq!(frames.len(), 2);
         assert_eq!(frames[1]["error"]["code"], "upstream_protocol_error");
         assert!(t.writer().failed());

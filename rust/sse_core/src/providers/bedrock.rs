@@ -555,6 +555,7 @@ fn new_redacted() -> OpenBlock {
 mod tests {
     use super::*;
     use crate::framing::eventstream::encode_message;
+    use crate::providers::encoder::test_support::frames;
     use serde_json::Value;
 
     fn event(kind: &str, payload: &str) -> Vec<u8> {
@@ -566,18 +567,6 @@ mod tests {
             ],
             payload.as_bytes(),
         )
-    }
-
-    fn frames(out: &[u8]) -> Vec<Value> {
-        std::str::from_utf8(out)
-            .unwrap()
-            .split("\n\n")
-            .filter(|f| !f.is_empty())
-            .map(|f| {
-                let data = f.strip_prefix("data: ").unwrap();
-                serde_json::from_str(data).unwrap_or(Value::String(data.to_owned()))
-            })
-            .collect()
     }
 
     fn run(t: &mut BedrockStream, input: &[u8]) -> Vec<Value> {

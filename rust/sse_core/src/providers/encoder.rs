@@ -514,26 +514,32 @@ impl Completion {
     }
 }
 
+/// Helpers for the translators' unit tests: the client's frames as JSON.
 #[cfg(test)]
-#[allow(clippy::unwrap_used, clippy::indexing_slicing)]
-mod tests {
-    use super::*;
+#[allow(clippy::unwrap_used)]
+pub(crate) mod test_support {
     use serde_json::Value;
 
-    fn events(out: &[u8]) -> Vec<Value> {
-        let text = std::str::from_utf8(out).unwrap();
-        text.split("\n\n")
+    /// Each `data:` frame of `out` parsed as JSON; `[DONE]` (or any non-JSON payload) as a string.
+    pub(crate) fn frames(out: &[u8]) -> Vec<Value> {
+        std::str::from_utf8(out)
+            .unwrap()
+            .split("\n\n")
             .filter(|f| !f.is_empty())
             .map(|f| {
                 let data = f.strip_prefix("data: ").unwrap();
-                if data == "[DONE]" {
-                    Value::String("[DONE]".into())
-                } else {
-                    serde_json::from_str(data).unwrap()
-                }
+                serde_json::from_str(data).unwrap_or(Value::String(data.to_owned()))
             })
             .collect()
     }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::indexing_slicing)]
+mod tests {
+    use super::test_support::frames;
+    use super::*;
+    use serde_json::Value;
 
     #[test]
     fn a_stream_has_role_then_deltas_then_finish_usage_and_done() {
@@ -555,7 +561,7 @@ mod tests {
         });
         w.end(&mut out);
         w.text(&mut out, "ignored after the end");
-        let events = events(&out);
+        let events = frames(&out);
         assert_eq!(events.len(), 7);
         for event in &events[..6] {
             assert_eq!(event["id"], "msg_1");
@@ -593,7 +599,7 @@ mod tests {
         let mut out = Vec::new();
         w.set_usage(Usage::default());
         w.end(&mut out);
-        let events = events(&out);
+        let events = frames(&out);
         // role, finish, [DONE]; a generated id.
         assert_eq!(events.len(), 3);
         assert!(events[0]["id"].as_str().unwrap().starts_with("chatcmpl-"));
@@ -607,7 +613,7 @@ mod tests {
         w.text(&mut out, "partial");
         w.error(&mut out, 529, "overloaded_error", "Overloaded");
         w.end(&mut out);
-        let events = events(&out);
+        let events = frames(&out);
         assert_eq!(events.len(), 2);
         assert_eq!(events[1]["error"]["type"], "api_error");
         assert_eq!(events[1]["error"]["code"], "overloaded_error");

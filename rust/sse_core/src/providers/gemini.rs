@@ -44,10 +44,10 @@ use serde::Deserialize;
 use serde_json::value::RawValue;
 
 use super::encoder::{Completion, FinishReason, StreamWriter, ThinkingBlock, ToolCall};
-use super::openai::MAX_EVENT_BYTES;
+use super::sse_stream::{SseEvents, SseStream};
 use super::Usage;
 use crate::error::CoreError;
-use crate::framing::{SseEvent, SseParser};
+use crate::framing::SseEvent;
 
 /// Between a tool call id and the `thoughtSignature` of its `functionCall` part.
 pub const THOUGHT_SEPARATOR: &str = "__thought__";
@@ -338,99 +338,70 @@ pub fn translate_response(
 }
 
 /// Translator for one `streamGenerateContent?alt=sse` stream.
-#[derive(Debug)]
-pub struct GeminiStream {
-    parser: SseParser,
-    events: Vec<SseEvent>,
-    writer: StreamWriter,
-    /// Thought text since the last signature, sent again whole with the next one.
-    thought: String,
-    /// The finish reason seen (`finishReason`, or a blocked prompt): the answer is complete.
-    finish: Option<FinishReason>,
-}
+pub type GeminiStream = SseStream<GeminiEvents>;
 
 impl GeminiStream {
     /// `client_model`: the model name reported to the client; `include_usage`: whether the client
     /// asked for the usage chunk.
     #[must_use]
     pub fn new(client_model: Option<String>, include_usage: bool) -> Self {
-        Self {
-            parser: SseParser::new(),
-            events: Vec::new(),
-            writer: StreamWriter::new(client_model.unwrap_or_default(), include_usage),
-            thought: String::new(),
-            finish: None,
-        }
+        Self::with_handler(GeminiEvents::default(), client_model, include_usage)
+    }
+}
+
+/// What a `streamGenerateContent` stream's events mean (see the module docs).
+#[derive(Debug, Default)]
+pub struct GeminiEvents {
+    /// Thought text since the last signature, sent again whole with the next one.
+    thought: String,
+    /// The finish reason seen (`finishReason`, or a blocked prompt): the answer is complete.
+    finish: Option<FinishReason>,
+}
+
+impl SseEvents for GeminiEvents {
+    fn event(
+        &mut self,
+        event: &SseEvent,
+        writer: &mut StreamWriter,
+        out: &mut Vec<u8>,
+    ) -> Result<(), CoreError> {
+        self.translate_event(event, writer, out)
     }
 
-    /// Translate one chunk of the upstream body (any split), appending complete frames to `out`.
-    pub fn feed_into(&mut self, chunk: &[u8], out: &mut Vec<u8>) -> Result<(), CoreError> {
-        self.parser.feed(chunk, &mut self.events);
-        self.drain_events(out);
-        if self.parser.pending_len() > MAX_EVENT_BYTES {
-            self.writer.fail(
-                out,
-                &CoreError::EventTooLarge {
-                    limit: MAX_EVENT_BYTES,
-                },
-            );
-        }
-        Ok(())
-    }
-
-    /// Signal upstream EOF, appending the last frames to `out`: the upstream sends no `[DONE]`,
-    /// so EOF after a finish reason is the normal end.
-    pub fn finish_into(&mut self, out: &mut Vec<u8>) -> Result<(), CoreError> {
-        self.parser.finish(&mut self.events);
-        self.drain_events(out);
-        if !self.writer.closed() {
-            match self.finish {
-                Some(reason) => {
-                    self.writer.set_finish_reason(reason);
-                    self.writer.end(out);
-                }
-                None => self.writer.truncated(out),
+    /// The upstream sends no `[DONE]`: EOF after a finish reason is the normal end.
+    fn end_of_stream(&mut self, writer: &mut StreamWriter, out: &mut Vec<u8>) {
+        match self.finish {
+            Some(reason) => {
+                writer.set_finish_reason(reason);
+                writer.end(out);
             }
+            None => writer.truncated(out),
         }
-        Ok(())
     }
+}
 
-    /// The shared writer, for the facts it keeps.
-    #[must_use]
-    pub fn writer(&self) -> &StreamWriter {
-        &self.writer
-    }
-
-    fn drain_events(&mut self, out: &mut Vec<u8>) {
-        let mut events = std::mem::take(&mut self.events);
-        for event in &events {
-            if self.writer.closed() {
-                break;
-            }
-            if let Err(err) = self.translate_event(event, out) {
-                self.writer.fail(out, &err);
-            }
-        }
-        events.clear();
-        self.events = events;
-    }
-
-    fn translate_event(&mut self, event: &SseEvent, out: &mut Vec<u8>) -> Result<(), CoreError> {
+impl GeminiEvents {
+    fn translate_event(
+        &mut self,
+        event: &SseEvent,
+        writer: &mut StreamWriter,
+        out: &mut Vec<u8>,
+    ) -> Result<(), CoreError> {
         let response: Response<'_> = parse(&event.data, "stream event")?;
         if let Some(error) = &response.error {
             let (status, code, message) = error.parts();
-            self.writer.error(out, status, code, message);
+            writer.error(out, status, code, message);
             return Ok(());
         }
         if let Some(id) = response.response_id.as_deref() {
-            self.writer.set_id(id);
+            writer.set_id(id);
         }
-        self.writer.role(out);
+        writer.role(out);
         if let Some(usage) = response.usage_metadata {
-            self.writer.set_usage(usage.to_openai());
+            writer.set_usage(usage.to_openai());
         }
         if let Some(text) = response.blocked_prompt() {
-            self.writer.text(out, &text);
+            writer.text(out, &text);
             self.finish = Some(FinishReason::ContentFilter);
             return Ok(());
         }
@@ -438,31 +409,30 @@ impl GeminiStream {
             return Ok(());
         };
         for part in candidate.content.iter().flat_map(|c| &c.parts) {
-            self.part(part, out);
+            self.part(part, writer, out);
         }
         if let Some(reason) = candidate.finish_reason.as_deref() {
-            self.finish = Some(finish_reason(reason, self.writer.tool_call_count() > 0));
+            self.finish = Some(finish_reason(reason, writer.tool_call_count() > 0));
         }
         Ok(())
     }
 
-    fn part(&mut self, part: &Part<'_>, out: &mut Vec<u8>) {
+    fn part(&mut self, part: &Part<'_>, writer: &mut StreamWriter, out: &mut Vec<u8>) {
         let signature = part.thought_signature.as_deref().filter(|s| !s.is_empty());
         if let Some(call) = &part.function_call {
             let id = tool_call_id(call, signature);
             let name = call.name.as_deref().unwrap_or_default();
-            let index = self.writer.tool_call_start(out, &id, name);
-            self.writer
-                .tool_call_arguments(out, index, call.arguments());
+            let index = writer.tool_call_start(out, &id, name);
+            writer.tool_call_arguments(out, index, call.arguments());
             return;
         }
         let text = part.text.as_deref().unwrap_or_default();
         let is_thought = part.thought == Some(true);
         if is_thought {
-            self.writer.reasoning(out, text);
+            writer.reasoning(out, text);
             self.thought.push_str(text);
         } else {
-            self.writer.text(out, text);
+            writer.text(out, text);
         }
         if let Some(signature) = signature {
             let block = ThinkingBlock::Thinking {
@@ -473,7 +443,7 @@ impl GeminiStream {
                 },
                 signature: signature.to_owned(),
             };
-            self.writer.thinking_block(out, &block);
+            writer.thinking_block(out, &block);
         }
     }
 }
@@ -489,25 +459,6 @@ mod tests {
             .iter()
             .flat_map(|data| format!("data: {data}\r\n\r\n").into_bytes())
             .collect()
-    }
-
-    fn frames(out: &[u8]) -> Vec<Value> {
-        std::str::from_utf8(out)
-            .unwrap()
-            .split("\n\n")
-            .filter(|f| !f.is_empty())
-            .map(|f| {
-                let data = f.strip_prefix("data: ").unwrap();
-                serde_json::from_str(data).unwrap_or(Value::String(data.to_owned()))
-            })
-            .collect()
-    }
-
-    fn run(t: &mut GeminiStream, input: &[u8]) -> Vec<Value> {
-        let mut out = Vec::new();
-        t.feed_into(input, &mut out).unwrap();
-        t.finish_into(&mut out).unwrap();
-        frames(&out)
     }
 
     fn deltas(frames: &[Value]) -> Vec<&Value> {
@@ -526,7 +477,7 @@ mod tests {
             r#"{"candidates":[{"content":{"parts":[{"text":"","thoughtSignature":"VEVYVA=="}],"role":"model"},"finishReason":"STOP","index":0}],"usageMetadata":{"promptTokenCount":9,"candidatesTokenCount":4,"thoughtsTokenCount":12,"cachedContentTokenCount":2,"totalTokenCount":25},"responseId":"r1"}"#,
         ]);
         let mut t = GeminiStream::new(Some("my-gemini".into()), true);
-        let frames = run(&mut t, &input);
+        let frames = t.run(&input);
         let d = deltas(&frames);
         assert_eq!(d[0]["role"], "assistant");
         assert_eq!(d[1]["reasoning_content"], "Let me ");
@@ -562,7 +513,7 @@ mod tests {
             r#"{"candidates":[{"content":{"parts":[{"text":""}],"role":"model"},"finishReason":"STOP","index":0}]}"#,
         ]);
         let mut t = GeminiStream::new(Some("m".into()), false);
-        let frames = run(&mut t, &input);
+        let frames = t.run(&input);
         let calls: Vec<&Value> = frames
             .iter()
             .filter_map(|f| f.pointer("/choices/0/delta/tool_calls/0"))
@@ -592,7 +543,7 @@ mod tests {
             r#"{"promptFeedback":{"blockReason":"PROHIBITED_CONTENT"},"usageMetadata":{"promptTokenCount":9,"totalTokenCount":9},"responseId":"x"}"#,
         ]);
         let mut t = GeminiStream::new(Some("m".into()), true);
-        let frames = run(&mut t, &input);
+        let frames = t.run(&input);
         let d = deltas(&frames);
         assert!(d[1]["content"]
             .as_str()
@@ -612,7 +563,7 @@ mod tests {
             r#"{"error":{"code":503,"message":"The model is overloaded.","status":"UNAVAILABLE"}}"#,
         ]);
         let mut t = GeminiStream::new(Some("m".into()), true);
-        let frames = run(&mut t, &input);
+        let frames = t.run(&input);
         let error = &frames.last().unwrap()["error"];
         assert_eq!(error["message"], "The model is overloaded.");
         assert_eq!(error["code"], "UNAVAILABLE");
@@ -626,14 +577,14 @@ mod tests {
             r#"{"candidates":[{"content":{"parts":[{"text":"Hi"}],"role":"model"},"index":0}]}"#,
         ]);
         let mut t = GeminiStream::new(Some("m".into()), true);
-        let frames = run(&mut t, &input);
+        let frames = t.run(&input);
         assert_eq!(frames.last().unwrap()["error"]["code"], "stream_truncated");
     }
 
     #[test]
     fn garbage_fails_the_stream() {
         let mut t = GeminiStream::new(Some("m".into()), true);
-        let frames = run(&mut t, b"data: {nope\r\n\r\n");
+        let frames = t.run(b"data: {nope\r\n\r\n");
         assert_eq!(
             frames.last().unwrap()["error"]["code"],
             "upstream_protocol_error"

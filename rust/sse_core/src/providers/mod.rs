@@ -8,6 +8,7 @@ pub mod bedrock;
 pub mod encoder;
 pub mod gemini;
 pub mod openai;
+pub mod sse_stream;
 
 use serde::Deserialize;
 

@@ -1,0 +1,106 @@
+//! What every provider whose stream is SSE shares (Anthropic, Gemini): the incremental parser, the
+//! bound on an event that never ends, one translation pass per network read, and the rule that an
+//! untranslatable event ends the client's stream with an error event after the good ones. A provider
+//! supplies only what its events mean ([`SseEvents`]).
+
+use super::encoder::StreamWriter;
+use super::openai::MAX_EVENT_BYTES;
+use crate::error::CoreError;
+use crate::framing::{SseEvent, SseParser};
+
+/// A provider's reading of its SSE events, written to the client through the shared encoder.
+pub trait SseEvents {
+    /// Translate one event. An error ends the client's stream with an `upstream_protocol_error`
+    /// event (the frames before it are kept).
+    fn event(
+        &mut self,
+        event: &SseEvent,
+        writer: &mut StreamWriter,
+        out: &mut Vec<u8>,
+    ) -> Result<(), CoreError>;
+
+    /// The upstream closed and the client's stream is still open: end it if the answer is
+    /// complete, or report it truncated.
+    fn end_of_stream(&mut self, writer: &mut StreamWriter, out: &mut Vec<u8>);
+}
+
+/// Translator for one SSE stream of a provider (`T` knows its events).
+#[derive(Debug)]
+pub struct SseStream<T> {
+    parser: SseParser,
+    /// Scratch list of the events parsed from one read, kept to reuse its allocation.
+    events: Vec<SseEvent>,
+    writer: StreamWriter,
+    handler: T,
+}
+
+impl<T: SseEvents> SseStream<T> {
+    /// `client_model`: the model name reported to the client; `include_usage`: whether the client
+    /// asked for the usage chunk.
+    #[must_use]
+    pub fn with_handler(handler: T, client_model: Option<String>, include_usage: bool) -> Self {
+        Self {
+            parser: SseParser::new(),
+            events: Vec::new(),
+            writer: StreamWriter::new(client_model.unwrap_or_default(), include_usage),
+            handler,
+        }
+    }
+
+    /// Translate one chunk of the upstream body (any split), appending complete frames to `out`.
+    pub fn feed_into(&mut self, chunk: &[u8], out: &mut Vec<u8>) -> Result<(), CoreError> {
+        self.parser.feed(chunk, &mut self.events);
+        self.drain_events(out);
+        if self.parser.pending_len() > MAX_EVENT_BYTES {
+            self.writer.fail(
+                out,
+                &CoreError::EventTooLarge {
+                    limit: MAX_EVENT_BYTES,
+                },
+            );
+        }
+        Ok(())
+    }
+
+    /// Signal upstream EOF, appending the last frames to `out`.
+    pub fn finish_into(&mut self, out: &mut Vec<u8>) -> Result<(), CoreError> {
+        self.parser.finish(&mut self.events);
+        self.drain_events(out);
+        if !self.writer.closed() {
+            self.handler.end_of_stream(&mut self.writer, out);
+        }
+        Ok(())
+    }
+
+    /// The shared writer, for the facts it keeps.
+    #[must_use]
+    pub fn writer(&self) -> &StreamWriter {
+        &self.writer
+    }
+
+    fn drain_events(&mut self, out: &mut Vec<u8>) {
+        let mut events = std::mem::take(&mut self.events);
+        for event in &events {
+            if self.writer.closed() {
+                break;
+            }
+            if let Err(err) = self.handler.event(event, &mut self.writer, out) {
+                self.writer.fail(out, &err);
+            }
+        }
+        events.clear();
+        self.events = events;
+    }
+}
+
+#[cfg(test)]
+impl<T: SseEvents> SseStream<T> {
+    /// All of `input` in one read, then EOF: the client's frames as JSON (for unit tests).
+    #[allow(clippy::unwrap_used)]
+    pub(crate) fn run(&mut self, input: &[u8]) -> Vec<serde_json::Value> {
+        let mut out = Vec::new();
+        self.feed_into(input, &mut out).unwrap();
+        self.finish_into(&mut out).unwrap();
+        super::encoder::test_support::frames(&out)
+    }
+}
