@@ -38,8 +38,6 @@ token of its ``Authorization: Bearer``) is sent.
 
 from __future__ import annotations
 
-import base64
-import binascii
 import re
 from typing import Any
 
@@ -49,6 +47,7 @@ from ..config import ModelEntry
 from ..errors import GatewayError, InvalidRequest, UpstreamHTTPError
 from ..upstream import Endpoint, UpstreamRequest, encode_headers, header_line
 from .base import ChatRequest, Provider, header_value
+from .openai_input import invalid, parse_data_url, read_function_tool, read_tool_call, read_tool_choice, text_of
 
 __all__ = ["AnthropicProvider", "translate_request"]
 
@@ -64,7 +63,6 @@ _MIN_THINKING_BUDGET = 1024
 _VERSION_DATE = re.compile(r"\d{4}-\d{2}-\d{2}")
 
 _IMAGE_TYPES = frozenset(("image/jpeg", "image/png", "image/gif", "image/webp"))
-_DATA_URL = re.compile(r"data:([\w.+-]+/[\w.+-]+)?((?:;[\w.+-]+=[^;,]*)*)(;base64)?,(.*)", re.DOTALL)
 
 
 def is_adaptive_version(version: str) -> bool:
@@ -191,24 +189,6 @@ def translate_request(
     return out
 
 
-def _invalid(message: str, param: str) -> InvalidRequest:
-    return InvalidRequest(message, code="invalid_value", param=param)
-
-
-def _text_of(content: Any, param: str) -> str:
-    """The text of a system/developer/tool message: a string or text parts."""
-    if content is None:
-        return ""
-    if isinstance(content, str):
-        return content
-    texts = []
-    for index, part in enumerate(content):
-        if not isinstance(part, dict) or part.get("type") != "text" or not isinstance(part.get("text"), str):
-            raise _invalid(f"'{param}[{index}]' must be a text part ({{'type': 'text', 'text': ...}}).", param)
-        texts.append(part["text"])
-    return "\n".join(texts)
-
-
 def _translate_messages(messages: list[dict[str, Any]]) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
     system: list[dict[str, Any]] = []
     turns: list[dict[str, Any]] = []
@@ -246,12 +226,12 @@ def _translate_messages(messages: list[dict[str, Any]]) -> tuple[list[dict[str, 
                     param=f"messages[{index}].tool_call_id",
                 )
             result: dict[str, Any] = {"type": "tool_result", "tool_use_id": tool_call_id}
-            text = _text_of(content, param)
+            text = text_of(content, param)
             if text:
                 result["content"] = text
             append("user", [result])
         else:  # "function": the pre-tools protocol carries no call id to answer
-            raise _invalid(
+            raise invalid(
                 f"messages[{index}]: role 'function' is not supported for Anthropic models; use 'tool' messages "
                 "with 'tool_call_id'.",
                 f"messages[{index}].role",
@@ -272,10 +252,10 @@ def _translate_messages(messages: list[dict[str, Any]]) -> tuple[list[dict[str, 
 
 def _text_block(part: Any, param: str) -> dict[str, Any] | None:
     if not isinstance(part, dict) or part.get("type") != "text":
-        raise _invalid(f"'{param}' must be a text part ({{'type': 'text', 'text': ...}}).", param)
+        raise invalid(f"'{param}' must be a text part ({{'type': 'text', 'text': ...}}).", param)
     text = part.get("text")
     if not isinstance(text, str):
-        raise _invalid(f"'{param}.text' must be a string.", f"{param}.text")
+        raise invalid(f"'{param}.text' must be a string.", f"{param}.text")
     if not text:
         return None
     block: dict[str, Any] = {"type": "text", "text": text}
@@ -300,7 +280,7 @@ def _user_blocks(content: Any, param: str) -> list[dict[str, Any]]:
         elif kind == "file":
             block = _document_block(part, part_param)
         else:
-            raise _invalid(
+            raise invalid(
                 f"Unsupported content part {kind!r} at '{part_param}' for Anthropic models: use 'text', "
                 "'image_url' or 'file' (PDF).",
                 f"{part_param}.type",
@@ -312,28 +292,15 @@ def _user_blocks(content: Any, param: str) -> list[dict[str, Any]]:
     return blocks
 
 
-def parse_data_url(url: str, param: str) -> tuple[str, str]:
-    """``(media type, base64 data)`` of a base64 ``data:`` URL; a clear 400 for anything else."""
-    match = _DATA_URL.fullmatch(url)
-    if match is None or match[3] is None:
-        raise _invalid(f"'{param}' is not a base64 data: URL (data:<media type>;base64,<data>).", param)
-    data = match[4]
-    try:
-        base64.b64decode(data, validate=True)
-    except (binascii.Error, ValueError):
-        raise _invalid(f"'{param}' does not hold valid base64 data.", param) from None
-    return (match[1] or "").lower(), data
-
-
 def _image_block(part: dict[str, Any], param: str) -> dict[str, Any]:
     image = part.get("image_url")
     url = image.get("url") if isinstance(image, dict) else image
     if not isinstance(url, str) or not url:
-        raise _invalid(f"'{param}.image_url.url' must be a URL string.", f"{param}.image_url.url")
+        raise invalid(f"'{param}.image_url.url' must be a URL string.", f"{param}.image_url.url")
     if url.startswith("data:"):
         media_type, data = parse_data_url(url, f"{param}.image_url.url")
         if media_type not in _IMAGE_TYPES:
-            raise _invalid(
+            raise invalid(
                 f"'{param}.image_url.url' has media type {media_type!r}; Anthropic takes image/jpeg, image/png, "
                 "image/gif and image/webp.",
                 f"{param}.image_url.url",
@@ -341,20 +308,20 @@ def _image_block(part: dict[str, Any], param: str) -> dict[str, Any]:
         return {"type": "image", "source": {"type": "base64", "media_type": media_type, "data": data}}
     if url.startswith(("https://", "http://")):
         return {"type": "image", "source": {"type": "url", "url": url}}
-    raise _invalid(f"'{param}.image_url.url' must be an http(s) URL or a data: URL.", f"{param}.image_url.url")
+    raise invalid(f"'{param}.image_url.url' must be an http(s) URL or a data: URL.", f"{param}.image_url.url")
 
 
 def _document_block(part: dict[str, Any], param: str) -> dict[str, Any]:
     file = part.get("file")
     file_data = file.get("file_data") if isinstance(file, dict) else None
     if not isinstance(file_data, str):
-        raise _invalid(
+        raise invalid(
             f"'{param}.file.file_data' must be a data: URL (uploaded file ids cannot be sent to Anthropic).",
             f"{param}.file.file_data",
         )
     media_type, data = parse_data_url(file_data, f"{param}.file.file_data")
     if media_type != "application/pdf":
-        raise _invalid(f"'{param}.file.file_data' must be a PDF for Anthropic models.", f"{param}.file.file_data")
+        raise invalid(f"'{param}.file.file_data' must be a PDF for Anthropic models.", f"{param}.file.file_data")
     return {"type": "document", "source": {"type": "base64", "media_type": media_type, "data": data}}
 
 
@@ -364,7 +331,7 @@ def _assistant_blocks(message: dict[str, Any], index: int) -> list[dict[str, Any
     if thinking_blocks:
         param = f"messages[{index}].thinking_blocks"
         if not isinstance(thinking_blocks, list):
-            raise _invalid(f"'{param}' must be an array.", param)
+            raise invalid(f"'{param}' must be an array.", param)
         for block_index, block in enumerate(thinking_blocks):
             kind = block.get("type") if isinstance(block, dict) else None
             if kind == "thinking" and isinstance(block.get("signature"), str) and block["signature"]:
@@ -377,7 +344,7 @@ def _assistant_blocks(message: dict[str, Any], index: int) -> list[dict[str, Any
                 # Reasoning from another provider has no Anthropic signature and cannot be sent back: skip it.
                 continue
             else:
-                raise _invalid(
+                raise invalid(
                     f"'{param}[{block_index}]' must be a thinking block as returned by the gateway.",
                     f"{param}[{block_index}]",
                 )
@@ -400,43 +367,20 @@ def _assistant_blocks(message: dict[str, Any], index: int) -> list[dict[str, Any
     tool_calls = message.get("tool_calls")
     if tool_calls:
         if not isinstance(tool_calls, list):
-            raise _invalid(f"'messages[{index}].tool_calls' must be an array.", f"messages[{index}].tool_calls")
+            raise invalid(f"'messages[{index}].tool_calls' must be an array.", f"messages[{index}].tool_calls")
         for call_index, call in enumerate(tool_calls):
             blocks.append(_tool_use_block(call, f"messages[{index}].tool_calls[{call_index}]"))
     return blocks
 
 
 def _tool_use_block(call: Any, param: str) -> dict[str, Any]:
-    function = call.get("function") if isinstance(call, dict) else None
-    call_id = call.get("id") if isinstance(call, dict) else None
-    if not isinstance(function, dict) or not isinstance(call_id, str) or not isinstance(function.get("name"), str):
-        raise _invalid(
-            f"'{param}' must be {{'id': ..., 'type': 'function', 'function': {{'name': ..., 'arguments': ...}}}}.",
-            param,
-        )
-    arguments = function.get("arguments") or "{}"
-    try:
-        tool_input = orjson.loads(arguments) if isinstance(arguments, str) else arguments
-    except orjson.JSONDecodeError:
-        raise _invalid(f"'{param}.function.arguments' is not valid JSON.", f"{param}.function.arguments") from None
-    if not isinstance(tool_input, dict):
-        raise _invalid(f"'{param}.function.arguments' must be a JSON object.", f"{param}.function.arguments")
-    return {"type": "tool_use", "id": call_id, "name": function["name"], "input": tool_input}
+    call_id, name, arguments = read_tool_call(call, param)
+    return {"type": "tool_use", "id": call_id, "name": name, "input": arguments}
 
 
 def _translate_tool(index: int, tool: Any) -> dict[str, Any]:
-    param = f"tools[{index}]"
-    function = tool.get("function") if isinstance(tool, dict) else None
-    if not isinstance(tool, dict) or tool.get("type", "function") != "function" or not isinstance(function, dict):
-        raise _invalid(f"'{param}' must be a function tool ({{'type': 'function', 'function': {{...}}}}).", param)
-    name = function.get("name")
-    if not isinstance(name, str) or not name:
-        raise _invalid(f"'{param}.function.name' must be a non-empty string.", f"{param}.function.name")
-    schema = function.get("parameters") or {"type": "object", "properties": {}}
-    if not isinstance(schema, dict):
-        raise _invalid(f"'{param}.function.parameters' must be a JSON Schema object.", f"{param}.function.parameters")
-    out: dict[str, Any] = {"name": name, "input_schema": schema}
-    description = function.get("description")
+    name, description, schema = read_function_tool(index, tool)
+    out: dict[str, Any] = {"name": name, "input_schema": schema or {"type": "object", "properties": {}}}
     if description:
         out["description"] = description
     if "cache_control" in tool:
@@ -445,21 +389,10 @@ def _translate_tool(index: int, tool: Any) -> dict[str, Any]:
 
 
 def _translate_tool_choice(choice: Any) -> dict[str, Any]:
-    if choice is None or choice == "auto":
-        return {"type": "auto"}
-    if choice == "none":
-        return {"type": "none"}
-    if choice == "required":
-        return {"type": "any"}
-    if isinstance(choice, dict):
-        function = choice.get("function")
-        name = function.get("name") if isinstance(function, dict) else None
-        if isinstance(name, str) and name:
-            return {"type": "tool", "name": name}
-    raise _invalid(
-        "'tool_choice' must be 'auto', 'none', 'required' or {'type': 'function', 'function': {'name': ...}}.",
-        "tool_choice",
-    )
+    mode, name = read_tool_choice(choice)
+    if mode == "function":
+        return {"type": "tool", "name": name}
+    return {"type": {"auto": "auto", "none": "none", "required": "any"}[mode]}
 
 
 def error_from_anthropic_body(status: int, body: bytes, headers: list[tuple[bytes, bytes]]) -> GatewayError:

@@ -39,6 +39,7 @@ from ..config import ModelEntry
 from ..errors import ConfigError, GatewayError, InvalidRequest, UpstreamHTTPError
 from ..upstream import Endpoint, UpstreamRequest, encode_headers
 from .base import ChatRequest, Provider, header_value
+from .openai_input import text_of
 
 __all__ = ["BedrockProvider", "converse_body"]
 
@@ -88,23 +89,6 @@ _SIGNED_WITH: contextvars.ContextVar[FrozenCredentials | None] = contextvars.Con
 
 
 # -- request translation -----------------------------------------------------------------------------------------
-
-
-def _text_of(content: Any, param: str) -> str:
-    """A system/tool message's content as text: a string, or the text of its text parts."""
-    if content is None:
-        return ""
-    if isinstance(content, str):
-        return content
-    pieces = []
-    for index, part in enumerate(content):
-        if not isinstance(part, dict) or part.get("type") != "text" or not isinstance(part.get("text"), str):
-            raise InvalidRequest(
-                f"'{param}[{index}]' must be a text part ({{'type': 'text', 'text': ...}}) for this message role.",
-                param=f"{param}[{index}]",
-            )
-        pieces.append(part["text"])
-    return "".join(pieces)
 
 
 def _image_block(url: Any, param: str) -> dict[str, Any]:
@@ -270,7 +254,7 @@ def _tool_result_block(message: dict[str, Any], param: str) -> dict[str, Any]:
     tool_call_id = message.get("tool_call_id")
     if not isinstance(tool_call_id, str) or not tool_call_id:
         raise InvalidRequest(f"Missing required parameter: '{param}.tool_call_id'.", param=f"{param}.tool_call_id")
-    text = _text_of(message.get("content"), f"{param}.content")
+    text = text_of(message.get("content"), f"{param}.content", separator="")
     # Bedrock refuses empty text blocks: an empty result is an empty content list.
     return {"toolResult": {"toolUseId": tool_call_id, "content": [{"text": text}] if text else []}}
 
@@ -320,7 +304,7 @@ def converse_body(body: dict[str, Any], model_id: str, default_max_tokens: int |
         role = message["role"]
         param = f"messages[{index}]"
         if role in ("system", "developer"):
-            text = _text_of(message.get("content"), f"{param}.content")
+            text = text_of(message.get("content"), f"{param}.content", separator="")
             if text:
                 system.append({"text": text})
             continue

@@ -59,8 +59,8 @@ import orjson
 from ..config import ModelEntry
 from ..errors import GatewayError, InvalidRequest, UpstreamHTTPError
 from ..upstream import Endpoint, UpstreamRequest, encode_headers, header_line
-from .anthropic import parse_data_url
 from .base import ChatRequest, Provider, header_value
+from .openai_input import invalid, parse_data_url, read_function_tool, read_tool_call, read_tool_choice, text_of
 
 __all__ = [
     "THOUGHT_SEPARATOR",
@@ -88,10 +88,6 @@ def split_tool_call_id(tool_call_id: str) -> tuple[str, str | None]:
     return call_id, (signature or None) if separator else None
 
 
-def _invalid(message: str, param: str) -> InvalidRequest:
-    return InvalidRequest(message, code="invalid_value", param=param)
-
-
 def translate_request(request: ChatRequest, *, default_max_tokens: int | None = None) -> dict[str, Any]:
     """The ``generateContent`` body for a Chat Completions request (the model goes in the URL)."""
     body = request.body
@@ -115,7 +111,7 @@ def translate_request(request: ChatRequest, *, default_max_tokens: int | None = 
         max_tokens = default_max_tokens
     if max_tokens is not None:
         if max_tokens < 1:
-            raise _invalid("'max_tokens' must be at least 1.", "max_tokens")
+            raise invalid("'max_tokens' must be at least 1.", "max_tokens")
         config["maxOutputTokens"] = max_tokens
     for name, wire in (
         ("temperature", "temperature"),
@@ -156,21 +152,21 @@ def translate_request(request: ChatRequest, *, default_max_tokens: int | None = 
             json_schema = response_format.get("json_schema")
             schema = json_schema.get("schema") if isinstance(json_schema, dict) else None
             if not isinstance(schema, dict):
-                raise _invalid(
+                raise invalid(
                     "'response_format.json_schema.schema' must be a JSON Schema object.",
                     "response_format.json_schema.schema",
                 )
             config["responseMimeType"] = "application/json"
             config["responseJsonSchema"] = schema
         elif kind != "text":
-            raise _invalid(
+            raise invalid(
                 "'response_format.type' must be 'text', 'json_object' or 'json_schema'.", "response_format.type"
             )
     effort = body.get("reasoning_effort")
     if effort is not None:
         budget = THINKING_BUDGETS.get(effort) if isinstance(effort, str) else None
         if budget is None:
-            raise _invalid(
+            raise invalid(
                 f"Invalid value for 'reasoning_effort': {effort!r}. Supported values are: 'none', 'minimal', "
                 "'low', 'medium' and 'high'.",
                 "reasoning_effort",
@@ -181,20 +177,6 @@ def translate_request(request: ChatRequest, *, default_max_tokens: int | None = 
     if config:
         out["generationConfig"] = config
     return out
-
-
-def _text_of(content: Any, param: str) -> str:
-    """The text of a system/developer/tool message: a string or text parts."""
-    if content is None:
-        return ""
-    if isinstance(content, str):
-        return content
-    texts = []
-    for index, part in enumerate(content):
-        if not isinstance(part, dict) or part.get("type") != "text" or not isinstance(part.get("text"), str):
-            raise _invalid(f"'{param}[{index}]' must be a text part ({{'type': 'text', 'text': ...}}).", param)
-        texts.append(part["text"])
-    return "\n".join(texts)
 
 
 def _translate_messages(messages: list[dict[str, Any]]) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
@@ -216,7 +198,7 @@ def _translate_messages(messages: list[dict[str, Any]]) -> tuple[list[dict[str, 
         content = message.get("content")
         param = f"messages[{index}].content"
         if role in ("system", "developer"):
-            text = _text_of(content, param)
+            text = text_of(content, param)
             if text:
                 system.append({"text": text})
         elif role == "user":
@@ -233,20 +215,20 @@ def _translate_messages(messages: list[dict[str, Any]]) -> tuple[list[dict[str, 
                 )
             name = call_names.get(tool_call_id) or call_names.get(split_tool_call_id(tool_call_id)[0])
             if name is None:
-                raise _invalid(
+                raise invalid(
                     f"'messages[{index}].tool_call_id' ({tool_call_id[:60]!r}) answers no tool call of an earlier "
                     "assistant message; Gemini needs the name of the function a result answers.",
                     f"messages[{index}].tool_call_id",
                 )
-            append("user", [_function_response(name, tool_call_id, _text_of(content, param))])
+            append("user", [_function_response(name, tool_call_id, text_of(content, param))])
         else:  # "function": the pre-tools protocol names the function itself
             name = message.get("name")
             if not isinstance(name, str) or not name:
-                raise _invalid(f"'messages[{index}].name' must name the function.", f"messages[{index}].name")
-            append("user", [_function_response(name, "", _text_of(content, param))])
+                raise invalid(f"'messages[{index}].name' must name the function.", f"messages[{index}].name")
+            append("user", [_function_response(name, "", text_of(content, param))])
 
     if not contents:
-        raise _invalid(
+        raise invalid(
             "'messages' must contain at least one user or assistant message besides system messages.", "messages"
         )
     return system, contents
@@ -280,7 +262,7 @@ def _user_parts(content: Any, param: str) -> list[dict[str, Any]]:
         if kind == "text":
             text = part.get("text")
             if not isinstance(text, str):
-                raise _invalid(f"'{part_param}.text' must be a string.", f"{part_param}.text")
+                raise invalid(f"'{part_param}.text' must be a string.", f"{part_param}.text")
             if text:
                 parts.append({"text": text})
         elif kind == "image_url":
@@ -290,7 +272,7 @@ def _user_parts(content: Any, param: str) -> list[dict[str, Any]]:
         elif kind == "file":
             parts.append(_file_part(part, part_param))
         else:
-            raise _invalid(
+            raise invalid(
                 f"Unsupported content part {kind!r} at '{part_param}' for Gemini models: use 'text', 'image_url', "
                 "'input_audio' or 'file'.",
                 f"{part_param}.type",
@@ -308,13 +290,13 @@ def _image_part(part: dict[str, Any], param: str) -> dict[str, Any]:
     url = image.get("url") if isinstance(image, dict) else image
     url_param = f"{param}.image_url.url"
     if not isinstance(url, str) or not url:
-        raise _invalid(f"'{url_param}' must be a URL string.", url_param)
+        raise invalid(f"'{url_param}' must be a URL string.", url_param)
     if url.startswith("data:"):
         media_type, data = parse_data_url(url, url_param)
         return {"inlineData": {"mimeType": media_type or "image/jpeg", "data": data}}
     if url.startswith(("https://", "http://", "gs://")):
         return _uri_part(url, "image/jpeg")
-    raise _invalid(f"'{url_param}' must be an http(s):// or gs:// URL or a data: URL.", url_param)
+    raise invalid(f"'{url_param}' must be an http(s):// or gs:// URL or a data: URL.", url_param)
 
 
 def _audio_part(part: dict[str, Any], param: str) -> dict[str, Any]:
@@ -322,7 +304,7 @@ def _audio_part(part: dict[str, Any], param: str) -> dict[str, Any]:
     data = audio.get("data") if isinstance(audio, dict) else None
     audio_format = audio.get("format") if isinstance(audio, dict) else None
     if not isinstance(data, str) or audio_format not in _AUDIO_TYPES:
-        raise _invalid(
+        raise invalid(
             f"'{param}.input_audio' must be {{'data': <base64>, 'format': 'wav' or 'mp3'}}.", f"{param}.input_audio"
         )
     return {"inlineData": {"mimeType": _AUDIO_TYPES[audio_format], "data": data}}
@@ -331,17 +313,17 @@ def _audio_part(part: dict[str, Any], param: str) -> dict[str, Any]:
 def _file_part(part: dict[str, Any], param: str) -> dict[str, Any]:
     file = part.get("file")
     if not isinstance(file, dict):
-        raise _invalid(f"'{param}.file' must be an object with 'file_data' or 'file_id'.", f"{param}.file")
+        raise invalid(f"'{param}.file' must be an object with 'file_data' or 'file_id'.", f"{param}.file")
     file_data = file.get("file_data")
     if isinstance(file_data, str):
         media_type, data = parse_data_url(file_data, f"{param}.file.file_data")
         if not media_type:
-            raise _invalid(f"'{param}.file.file_data' must name its media type.", f"{param}.file.file_data")
+            raise invalid(f"'{param}.file.file_data' must name its media type.", f"{param}.file.file_data")
         return {"inlineData": {"mimeType": media_type, "data": data}}
     file_id = file.get("file_id")
     if isinstance(file_id, str) and file_id:
         return _uri_part(file_id, "application/pdf")
-    raise _invalid(f"'{param}.file' must have 'file_data' (a data: URL) or 'file_id' (a file URI).", f"{param}.file")
+    raise invalid(f"'{param}.file' must have 'file_data' (a data: URL) or 'file_id' (a file URI).", f"{param}.file")
 
 
 def _model_parts(message: dict[str, Any], index: int, call_names: dict[str, str]) -> list[dict[str, Any]]:
@@ -351,10 +333,10 @@ def _model_parts(message: dict[str, Any], index: int, call_names: dict[str, str]
     if thinking_blocks:
         param = f"messages[{index}].thinking_blocks"
         if not isinstance(thinking_blocks, list):
-            raise _invalid(f"'{param}' must be an array.", param)
+            raise invalid(f"'{param}' must be an array.", param)
         for block_index, block in enumerate(thinking_blocks):
             if not isinstance(block, dict):
-                raise _invalid(f"'{param}[{block_index}]' must be a thinking block.", f"{param}[{block_index}]")
+                raise invalid(f"'{param}[{block_index}]' must be a thinking block.", f"{param}[{block_index}]")
             signature = block.get("signature")
             if block.get("type") != "thinking" or not isinstance(signature, str) or not signature:
                 continue  # redacted or unsigned reasoning (another provider's): Gemini cannot take it back
@@ -374,7 +356,7 @@ def _model_parts(message: dict[str, Any], index: int, call_names: dict[str, str]
             kind = part.get("type") if isinstance(part, dict) else None
             value = part.get("refusal" if kind == "refusal" else "text") if isinstance(part, dict) else None
             if kind not in ("text", "refusal") or not isinstance(value, str):
-                raise _invalid(f"'{param}[{part_index}]' must be a text part.", f"{param}[{part_index}]")
+                raise invalid(f"'{param}[{part_index}]' must be a text part.", f"{param}[{part_index}]")
             texts.append(value)
         text = "".join(texts)
     else:
@@ -388,28 +370,14 @@ def _model_parts(message: dict[str, Any], index: int, call_names: dict[str, str]
     tool_calls = message.get("tool_calls")
     if tool_calls:
         if not isinstance(tool_calls, list):
-            raise _invalid(f"'messages[{index}].tool_calls' must be an array.", f"messages[{index}].tool_calls")
+            raise invalid(f"'messages[{index}].tool_calls' must be an array.", f"messages[{index}].tool_calls")
         for call_index, call in enumerate(tool_calls):
             parts.append(_function_call(call, f"messages[{index}].tool_calls[{call_index}]", call_names))
     return parts
 
 
 def _function_call(call: Any, param: str, call_names: dict[str, str]) -> dict[str, Any]:
-    function = call.get("function") if isinstance(call, dict) else None
-    tool_call_id = call.get("id") if isinstance(call, dict) else None
-    if not isinstance(function, dict) or not isinstance(tool_call_id, str) or not isinstance(function.get("name"), str):
-        raise _invalid(
-            f"'{param}' must be {{'id': ..., 'type': 'function', 'function': {{'name': ..., 'arguments': ...}}}}.",
-            param,
-        )
-    arguments = function.get("arguments") or "{}"
-    try:
-        args = orjson.loads(arguments) if isinstance(arguments, str) else arguments
-    except orjson.JSONDecodeError:
-        raise _invalid(f"'{param}.function.arguments' is not valid JSON.", f"{param}.function.arguments") from None
-    if not isinstance(args, dict):
-        raise _invalid(f"'{param}.function.arguments' must be a JSON object.", f"{param}.function.arguments")
-    name = function["name"]
+    tool_call_id, name, args = read_tool_call(call, param)
     call_names[tool_call_id] = name
     call_id, signature = split_tool_call_id(tool_call_id)
     call_names.setdefault(call_id, name)
@@ -423,44 +391,20 @@ def _function_call(call: Any, param: str, call_names: dict[str, str]) -> dict[st
 
 
 def _translate_tool(index: int, tool: Any) -> dict[str, Any]:
-    param = f"tools[{index}]"
-    function = tool.get("function") if isinstance(tool, dict) else None
-    if not isinstance(tool, dict) or tool.get("type", "function") != "function" or not isinstance(function, dict):
-        raise _invalid(f"'{param}' must be a function tool ({{'type': 'function', 'function': {{...}}}}).", param)
-    name = function.get("name")
-    if not isinstance(name, str) or not name:
-        raise _invalid(f"'{param}.function.name' must be a non-empty string.", f"{param}.function.name")
+    name, description, schema = read_function_tool(index, tool)
     out: dict[str, Any] = {"name": name}
-    description = function.get("description")
     if description:
         out["description"] = description
-    schema = function.get("parameters")
-    if schema is not None:
-        if not isinstance(schema, dict):
-            raise _invalid(
-                f"'{param}.function.parameters' must be a JSON Schema object.", f"{param}.function.parameters"
-            )
-        if schema.get("properties") or schema.get("type") != "object":
-            out["parametersJsonSchema"] = schema
+    if schema is not None and (schema.get("properties") or schema.get("type") != "object"):
+        out["parametersJsonSchema"] = schema
     return out
 
 
 def _translate_tool_choice(choice: Any) -> dict[str, Any]:
-    if choice == "auto":
-        return {"mode": "AUTO"}
-    if choice == "none":
-        return {"mode": "NONE"}
-    if choice == "required":
-        return {"mode": "ANY"}
-    if isinstance(choice, dict):
-        function = choice.get("function")
-        name = function.get("name") if isinstance(function, dict) else None
-        if isinstance(name, str) and name:
-            return {"mode": "ANY", "allowedFunctionNames": [name]}
-    raise _invalid(
-        "'tool_choice' must be 'auto', 'none', 'required' or {'type': 'function', 'function': {'name': ...}}.",
-        "tool_choice",
-    )
+    mode, name = read_tool_choice(choice)
+    if mode == "function":
+        return {"mode": "ANY", "allowedFunctionNames": [name]}
+    return {"mode": {"auto": "AUTO", "none": "NONE", "required": "ANY"}[mode]}
 
 
 # -- errors --------------------------------------------------------------------------------------------------------

@@ -1,0 +1,107 @@
+"""Reading the pieces of an OpenAI Chat Completions request that every translating provider needs (Anthropic,
+Bedrock, Gemini, Vertex AI), with one wording of every 400 so a client sees the same message whatever the model.
+
+Each function checks the shape of one piece and returns it in a neutral form; the provider modules build their own
+wire format from that. Errors name the field the way OpenAI does (``messages[2].tool_calls[0].function.arguments``).
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import re
+from typing import Any
+
+import orjson
+
+from ..errors import InvalidRequest
+
+__all__ = ["invalid", "parse_data_url", "read_function_tool", "read_tool_call", "read_tool_choice", "text_of"]
+
+_DATA_URL = re.compile(r"data:([\w.+-]+/[\w.+-]+)?((?:;[\w.+-]+=[^;,]*)*)(;base64)?,(.*)", re.DOTALL)
+
+
+def invalid(message: str, param: str) -> InvalidRequest:
+    return InvalidRequest(message, code="invalid_value", param=param)
+
+
+def text_of(content: Any, param: str, separator: str = "\n") -> str:
+    """The text of a system, developer or tool message: a string, or text parts joined by ``separator``."""
+    if content is None:
+        return ""
+    if isinstance(content, str):
+        return content
+    texts = []
+    for index, part in enumerate(content):
+        if not isinstance(part, dict) or part.get("type") != "text" or not isinstance(part.get("text"), str):
+            raise invalid(
+                f"'{param}[{index}]' must be a text part ({{'type': 'text', 'text': ...}}) for this message role.",
+                f"{param}[{index}]",
+            )
+        texts.append(part["text"])
+    return separator.join(texts)
+
+
+def parse_data_url(url: str, param: str) -> tuple[str, str]:
+    """``(media type, base64 data)`` of a base64 ``data:`` URL; a clear 400 for anything else."""
+    match = _DATA_URL.fullmatch(url)
+    if match is None or match[3] is None:
+        raise invalid(f"'{param}' is not a base64 data: URL (data:<media type>;base64,<data>).", param)
+    data = match[4]
+    try:
+        base64.b64decode(data, validate=True)
+    except (binascii.Error, ValueError):
+        raise invalid(f"'{param}' does not hold valid base64 data.", param) from None
+    return (match[1] or "").lower(), data
+
+
+def read_tool_call(call: Any, param: str) -> tuple[str, str, dict[str, Any]]:
+    """``(id, function name, arguments object)`` of an assistant message's tool call."""
+    function = call.get("function") if isinstance(call, dict) else None
+    call_id = call.get("id") if isinstance(call, dict) else None
+    if not isinstance(function, dict) or not isinstance(call_id, str) or not isinstance(function.get("name"), str):
+        raise invalid(
+            f"'{param}' must be {{'id': ..., 'type': 'function', 'function': {{'name': ..., 'arguments': ...}}}}.",
+            param,
+        )
+    arguments = function.get("arguments") or "{}"
+    try:
+        parsed = orjson.loads(arguments) if isinstance(arguments, str) else arguments
+    except orjson.JSONDecodeError:
+        raise invalid(f"'{param}.function.arguments' is not valid JSON.", f"{param}.function.arguments") from None
+    if not isinstance(parsed, dict):
+        raise invalid(f"'{param}.function.arguments' must be a JSON object.", f"{param}.function.arguments")
+    return call_id, function["name"], parsed
+
+
+def read_function_tool(index: int, tool: Any) -> tuple[str, str | None, dict[str, Any] | None]:
+    """``(name, description, parameters schema)`` of ``tools[index]``; description and schema may be absent."""
+    param = f"tools[{index}]"
+    function = tool.get("function") if isinstance(tool, dict) else None
+    if not isinstance(tool, dict) or tool.get("type", "function") != "function" or not isinstance(function, dict):
+        raise invalid(f"'{param}' must be a function tool ({{'type': 'function', 'function': {{...}}}}).", param)
+    name = function.get("name")
+    if not isinstance(name, str) or not name:
+        raise invalid(f"'{param}.function.name' must be a non-empty string.", f"{param}.function.name")
+    schema = function.get("parameters")
+    if schema is not None and not isinstance(schema, dict):
+        raise invalid(f"'{param}.function.parameters' must be a JSON Schema object.", f"{param}.function.parameters")
+    description = function.get("description")
+    return name, description if isinstance(description, str) and description else None, schema
+
+
+def read_tool_choice(choice: Any) -> tuple[str, str | None]:
+    """``("auto" | "none" | "required", None)`` or ``("function", name)``; absent means auto."""
+    if choice is None or choice == "auto":
+        return "auto", None
+    if choice in ("none", "required"):
+        return choice, None
+    if isinstance(choice, dict):
+        function = choice.get("function")
+        name = function.get("name") if isinstance(function, dict) else None
+        if isinstance(name, str) and name:
+            return "function", name
+    raise invalid(
+        "'tool_choice' must be 'auto', 'none', 'required' or {'type': 'function', 'function': {'name': ...}}.",
+        "tool_choice",
+    )
