@@ -23,16 +23,24 @@ pub(crate) struct Object<'a>(pub Vec<Member<'a>>);
 impl<'a> Object<'a> {
     /// Parse `bytes` as a JSON object; `what` names the payload in the error.
     pub fn parse(bytes: &'a [u8], what: &'static str) -> Result<Self, CoreError> {
-        // One UTF-8 check of the whole payload, then `from_str`: `from_slice` would check every
-        // raw value again on its own.
-        let text = std::str::from_utf8(bytes).map_err(|err| CoreError::invalid_utf8(what, &err))?;
-        serde_json::from_str(text).map_err(|err| CoreError::from_json(what, &err))
+        parse(bytes, what)
     }
 
     /// The value of the last member named `key` (the one JavaScript's `JSON.parse` would keep).
     pub fn get(&self, key: &str) -> Option<&'a RawValue> {
         self.0.iter().rev().find(|m| m.key == key).map(|m| m.value)
     }
+}
+
+/// Deserialize an upstream payload (borrowing its strings where it can); `what` names it in the error.
+/// One UTF-8 check of the whole payload, then `from_str`: `from_slice` would check every raw value
+/// again on its own.
+pub(crate) fn parse<'a, T: serde::Deserialize<'a>>(
+    bytes: &'a [u8],
+    what: &'static str,
+) -> Result<T, CoreError> {
+    let text = std::str::from_utf8(bytes).map_err(|err| CoreError::invalid_utf8(what, &err))?;
+    serde_json::from_str(text).map_err(|err| CoreError::from_json(what, &err))
 }
 
 /// Whether a raw value is the JSON literal `null`.

@@ -26,6 +26,7 @@ use super::sse_stream::{SseEvents, SseStream};
 use super::Usage;
 use crate::error::CoreError;
 use crate::framing::SseEvent;
+use crate::json::parse;
 
 /// The HTTP status an Anthropic error type stands for (their API reference's table).
 #[must_use]
@@ -171,11 +172,6 @@ struct Event<'a> {
     usage: Option<AnthropicUsage>,
     #[serde(borrow, default)]
     error: Option<ErrorBody<'a>>,
-}
-
-fn parse<'a, T: Deserialize<'a>>(bytes: &'a [u8], what: &'static str) -> Result<T, CoreError> {
-    let text = std::str::from_utf8(bytes).map_err(|err| CoreError::invalid_utf8(what, &err))?;
-    serde_json::from_str(text).map_err(|err| CoreError::from_json(what, &err))
 }
 
 /// Translate a whole Messages API response into a `chat.completion` body.

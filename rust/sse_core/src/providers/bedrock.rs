@@ -32,6 +32,7 @@ use super::Usage;
 use crate::error::CoreError;
 use crate::framing::eventstream::MessageRef;
 use crate::framing::EventStreamDecoder;
+use crate::json::parse;
 
 /// The tool the request translator forces when a client asks for JSON (`response_format`) from a
 /// model without native structured output; its input is returned as the answer's content.
@@ -186,11 +187,6 @@ struct Event<'a> {
 struct ExceptionBody<'a> {
     #[serde(borrow, default, alias = "Message")]
     message: Option<Cow<'a, str>>,
-}
-
-fn parse<'a, T: Deserialize<'a>>(bytes: &'a [u8], what: &'static str) -> Result<T, CoreError> {
-    let text = std::str::from_utf8(bytes).map_err(|err| CoreError::invalid_utf8(what, &err))?;
-    serde_json::from_str(text).map_err(|err| CoreError::from_json(what, &err))
 }
 
 /// Translate a whole Converse response into a `chat.completion` body.

@@ -48,6 +48,7 @@ use super::sse_stream::{SseEvents, SseStream};
 use super::Usage;
 use crate::error::CoreError;
 use crate::framing::SseEvent;
+use crate::json::parse;
 
 /// Between a tool call id and the `thoughtSignature` of its `functionCall` part.
 pub const THOUGHT_SEPARATOR: &str = "__thought__";
@@ -264,11 +265,6 @@ impl<'a> Response<'a> {
         }
         Some(text)
     }
-}
-
-fn parse<'a, T: Deserialize<'a>>(bytes: &'a [u8], what: &'static str) -> Result<T, CoreError> {
-    let text = std::str::from_utf8(bytes).map_err(|err| CoreError::invalid_utf8(what, &err))?;
-    serde_json::from_str(text).map_err(|err| CoreError::from_json(what, &err))
 }
 
 /// Translate a whole `generateContent` response into a `chat.completion` body.
