@@ -366,6 +366,19 @@ fn next_header(bytes: &[u8]) -> Result<Header<'_>, EventStreamError> {
     }
 }
 
+/// Encode one `:message-type event` message with a JSON payload: for tests and fakes.
+#[must_use]
+pub fn encode_event(kind: &str, payload: &[u8]) -> Vec<u8> {
+    encode_message(
+        &[
+            (":event-type", kind),
+            (":content-type", "application/json"),
+            (":message-type", "event"),
+        ],
+        payload,
+    )
+}
+
 /// Encode one message with string headers: for tests and fakes (the gateway only decodes).
 #[must_use]
 pub fn encode_message(headers: &[(&str, &str)], payload: &[u8]) -> Vec<u8> {
@@ -396,14 +409,7 @@ mod tests {
     use super::*;
 
     fn event(kind: &str, payload: &str) -> Vec<u8> {
-        encode_message(
-            &[
-                (":event-type", kind),
-                (":content-type", "application/json"),
-                (":message-type", "event"),
-            ],
-            payload.as_bytes(),
-        )
+        encode_event(kind, payload.as_bytes())
     }
 
     #[test]

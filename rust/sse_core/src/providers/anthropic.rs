@@ -77,18 +77,13 @@ impl AnthropicUsage {
     }
 
     fn to_openai(self) -> Usage {
-        let cache_read = self.cache_read_input_tokens.unwrap_or(0);
-        let prompt = self.input_tokens.unwrap_or(0)
-            + cache_read
-            + self.cache_creation_input_tokens.unwrap_or(0);
-        let completion = self.output_tokens.unwrap_or(0);
-        Usage {
-            prompt_tokens: prompt,
-            completion_tokens: completion,
-            total_tokens: prompt + completion,
-            cached_tokens: Some(cache_read),
-            reasoning_tokens: None,
-        }
+        Usage::from_prompt_parts(
+            self.input_tokens.unwrap_or(0),
+            self.cache_read_input_tokens.unwrap_or(0),
+            self.cache_creation_input_tokens.unwrap_or(0),
+            self.output_tokens.unwrap_or(0),
+            None,
+        )
     }
 }
 

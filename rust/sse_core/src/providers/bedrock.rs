@@ -75,18 +75,13 @@ struct BedrockUsage {
 
 impl BedrockUsage {
     fn to_openai(self) -> Usage {
-        let cache_read = self.cache_read_input_tokens.unwrap_or(0);
-        let prompt = self.input_tokens.unwrap_or(0)
-            + cache_read
-            + self.cache_write_input_tokens.unwrap_or(0);
-        let completion = self.output_tokens.unwrap_or(0);
-        Usage {
-            prompt_tokens: prompt,
-            completion_tokens: completion,
-            total_tokens: self.total_tokens.unwrap_or(prompt + completion),
-            cached_tokens: Some(cache_read),
-            reasoning_tokens: None,
-        }
+        Usage::from_prompt_parts(
+            self.input_tokens.unwrap_or(0),
+            self.cache_read_input_tokens.unwrap_or(0),
+            self.cache_write_input_tokens.unwrap_or(0),
+            self.output_tokens.unwrap_or(0),
+            self.total_tokens,
+        )
     }
 }
 
@@ -550,19 +545,12 @@ fn new_redacted() -> OpenBlock {
 #[allow(clippy::unwrap_used, clippy::indexing_slicing)]
 mod tests {
     use super::*;
-    use crate::framing::eventstream::encode_message;
+    use crate::framing::eventstream::{encode_event, encode_message};
     use crate::providers::encoder::test_support::frames;
     use serde_json::Value;
 
     fn event(kind: &str, payload: &str) -> Vec<u8> {
-        encode_message(
-            &[
-                (":event-type", kind),
-                (":content-type", "application/json"),
-                (":message-type", "event"),
-            ],
-            payload.as_bytes(),
-        )
+        encode_event(kind, payload.as_bytes())
     }
 
     fn run(t: &mut BedrockStream, input: &[u8]) -> Vec<Value> {

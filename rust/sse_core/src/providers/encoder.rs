@@ -78,17 +78,23 @@ pub fn write_error_event(out: &mut Vec<u8>, status: u16, code: &str, message: &s
     out.extend_from_slice(b"}}\n\n");
 }
 
-/// A `chatcmpl-` id for upstreams that give none: 96 random bits from the standard library's
-/// per-process random hash keys (no RNG crate needed; ids need to be unique, not secret).
+/// A `chatcmpl-` id for upstreams that give none.
 #[must_use]
 pub fn new_completion_id() -> String {
+    random_id("chatcmpl-")
+}
+
+/// `prefix` and 96 random bits in hex, from the standard library's per-process random hash keys
+/// (no RNG crate needed; ids need to be unique, not secret).
+#[must_use]
+pub fn random_id(prefix: &str) -> String {
     let state = RandomState::new();
     let mut first = state.build_hasher();
     first.write_u64(now_nanos());
     let mut second = state.build_hasher();
     second.write_u64(first.finish());
     format!(
-        "chatcmpl-{:016x}{:08x}",
+        "{prefix}{:016x}{:08x}",
         first.finish(),
         second.finish() & 0xFFFF_FFFF
     )

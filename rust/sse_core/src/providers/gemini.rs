@@ -37,13 +37,11 @@
 //! error event carrying its status.
 
 use std::borrow::Cow;
-use std::collections::hash_map::RandomState;
-use std::hash::{BuildHasher, Hasher};
 
 use serde::Deserialize;
 use serde_json::value::RawValue;
 
-use super::encoder::{Completion, FinishReason, StreamWriter, ThinkingBlock, ToolCall};
+use super::encoder::{random_id, Completion, FinishReason, StreamWriter, ThinkingBlock, ToolCall};
 use super::sse_stream::{SseEvents, SseStream};
 use super::Usage;
 use crate::error::CoreError;
@@ -88,25 +86,11 @@ fn finish_reason(reason: &str, has_tool_calls: bool) -> FinishReason {
     }
 }
 
-/// A tool call id for a call that came without one: `call_` and 96 random bits in hex.
-fn new_call_id() -> String {
-    let state = RandomState::new();
-    let mut first = state.build_hasher();
-    first.write_usize(std::ptr::from_ref(&state) as usize);
-    let mut second = state.build_hasher();
-    second.write_u64(first.finish());
-    format!(
-        "call_{:016x}{:08x}",
-        first.finish(),
-        second.finish() & 0xFFFF_FFFF
-    )
-}
-
 /// The tool call id the client sees for a function call (see the module docs).
 fn tool_call_id(call: &FunctionCall<'_>, signature: Option<&str>) -> String {
     let mut id = match call.id.as_deref() {
         Some(id) if !id.is_empty() => id.to_owned(),
-        _ => new_call_id(),
+        _ => random_id("call_"),
     };
     if let Some(signature) = signature.filter(|s| !s.is_empty()) {
         id.reserve(THOUGHT_SEPARATOR.len() + signature.len());
@@ -668,6 +652,6 @@ mod tests {
 
     #[test]
     fn call_ids_differ() {
-        assert_ne!(new_call_id(), new_call_id());
+        assert_ne!(random_id("call_"), random_id("call_"));
     }
 }

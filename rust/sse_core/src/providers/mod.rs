@@ -49,6 +49,27 @@ impl Usage {
         })
     }
 
+    /// Usage from a provider that counts cached prompt tokens apart from the rest (Anthropic,
+    /// Bedrock): prompt = uncached input + cache reads + cache writes, `cached_tokens` = cache
+    /// reads. `total` is the provider's own total when it reports one.
+    #[must_use]
+    pub fn from_prompt_parts(
+        input: u64,
+        cache_read: u64,
+        cache_write: u64,
+        output: u64,
+        total: Option<u64>,
+    ) -> Self {
+        let prompt = input + cache_read + cache_write;
+        Self {
+            prompt_tokens: prompt,
+            completion_tokens: output,
+            total_tokens: total.unwrap_or(prompt + output),
+            cached_tokens: Some(cache_read),
+            reasoning_tokens: None,
+        }
+    }
+
     /// `(prompt_tokens, completion_tokens, total_tokens)`.
     #[must_use]
     pub fn as_tuple(&self) -> (u64, u64, u64) {
