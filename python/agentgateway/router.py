@@ -7,6 +7,7 @@ import re
 
 from .config import GatewayConfig
 from .errors import ConfigError, ModelNotFound
+from .memo import BoundedMemo
 from .providers import PROVIDERS, Provider
 
 __all__ = ["Router"]
@@ -36,16 +37,10 @@ class Router:
             self._matchers.append((pattern, provider))
         self.exact_names = [e.name for e in config.llm.models if not _GLOB_CHARS.intersection(e.name)]
         self.patterns = [e.name for e in config.llm.models if _GLOB_CHARS.intersection(e.name)]
-        self._cache: dict[str, Provider | None] = {}
+        self._routes: BoundedMemo[str, Provider | None] = BoundedMemo(self._match, _CACHE_LIMIT)
 
     def route(self, model: str) -> Provider:
-        try:
-            provider = self._cache[model]
-        except KeyError:
-            provider = self._match(model)
-            if len(self._cache) >= _CACHE_LIMIT:
-                self._cache.clear()
-            self._cache[model] = provider
+        provider = self._routes.get(model)
         if provider is None:
             raise ModelNotFound(self._not_found_message(model), param="model")
         return provider

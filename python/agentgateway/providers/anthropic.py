@@ -47,7 +47,15 @@ from ..config import ModelEntry
 from ..errors import GatewayError, InvalidRequest, UpstreamHTTPError
 from ..upstream import Endpoint, UpstreamRequest, encode_headers, header_line
 from .base import ChatRequest, Provider, header_value
-from .openai_input import invalid, parse_data_url, read_function_tool, read_tool_call, read_tool_choice, text_of
+from .openai_input import (
+    append_turn,
+    invalid,
+    parse_data_url,
+    read_function_tool,
+    read_tool_call,
+    read_tool_choice,
+    text_of,
+)
 
 __all__ = ["AnthropicProvider", "translate_request"]
 
@@ -193,14 +201,6 @@ def _translate_messages(messages: list[dict[str, Any]]) -> tuple[list[dict[str, 
     system: list[dict[str, Any]] = []
     turns: list[dict[str, Any]] = []
 
-    def append(role: str, blocks: list[dict[str, Any]]) -> None:
-        if not blocks:
-            return
-        if turns and turns[-1]["role"] == role:
-            turns[-1]["content"].extend(blocks)
-        else:
-            turns.append({"role": role, "content": blocks})
-
     for index, message in enumerate(messages):
         role = message["role"]
         content = message.get("content")
@@ -214,9 +214,9 @@ def _translate_messages(messages: list[dict[str, Any]]) -> tuple[list[dict[str, 
             elif content:
                 system.append({"type": "text", "text": content})
         elif role == "user":
-            append("user", _user_blocks(content, param))
+            append_turn(turns, "user", _user_blocks(content, param))
         elif role == "assistant":
-            append("assistant", _assistant_blocks(message, index))
+            append_turn(turns, "assistant", _assistant_blocks(message, index))
         elif role == "tool":
             tool_call_id = message.get("tool_call_id")
             if not isinstance(tool_call_id, str) or not tool_call_id:
@@ -229,7 +229,7 @@ def _translate_messages(messages: list[dict[str, Any]]) -> tuple[list[dict[str, 
             text = text_of(content, param)
             if text:
                 result["content"] = text
-            append("user", [result])
+            append_turn(turns, "user", [result])
         else:  # "function": the pre-tools protocol carries no call id to answer
             raise invalid(
                 f"messages[{index}]: role 'function' is not supported for Anthropic models; use 'tool' messages "

@@ -37,9 +37,10 @@ import orjson
 from .._core import SigV4Signer
 from ..config import ModelEntry
 from ..errors import ConfigError, GatewayError, InvalidRequest, UpstreamHTTPError
+from ..memo import BoundedMemo
 from ..upstream import Endpoint, UpstreamRequest, encode_headers
 from .base import ChatRequest, Provider, header_value
-from .openai_input import text_of
+from .openai_input import append_turn, text_of
 
 __all__ = ["BedrockProvider", "converse_body"]
 
@@ -324,13 +325,7 @@ def converse_body(body: dict[str, Any], model_id: str, default_max_tokens: int |
                 f"'{param}.role': {role!r} messages are not supported for Bedrock; use 'tool' messages.",
                 param=f"{param}.role",
             )
-        if not blocks:
-            continue  # nothing left (empty text): Bedrock refuses empty messages
-        if turns and turns[-1]["role"] == turn_role:
-            # Bedrock wants strictly alternating roles: a tool result followed by a user note is one user turn.
-            turns[-1]["content"].extend(blocks)
-        else:
-            turns.append({"role": turn_role, "content": blocks})
+        append_turn(turns, turn_role, blocks)
     if not turns:
         raise InvalidRequest(
             "'messages' must contain at least one user or assistant message with content.", param="messages"
@@ -630,29 +625,25 @@ class BedrockProvider(Provider):
         else:
             self.credentials = AwsCredentials()
             self.signer = SigV4Signer(region, "bedrock", self.host, "application/json")
-        self._endpoints: dict[tuple[str, bool], tuple[Endpoint, str]] = {}
+        self._endpoints: BoundedMemo[tuple[str, bool], tuple[Endpoint, str]] = BoundedMemo(
+            self._make_endpoint, _MODEL_ENDPOINT_CACHE_LIMIT
+        )
         if self.upstream_model is not None:
             if self.upstream_model in (".", ".."):
                 raise ConfigError(f"{entry.name}: params.model {self.upstream_model!r} is not a Bedrock model id")
             for stream in (False, True):
-                self._endpoint(self.upstream_model, stream)
+                self._endpoints.get((self.upstream_model, stream))
 
-    def _endpoint(self, model_id: str, stream: bool) -> tuple[Endpoint, str]:
-        key = (model_id, stream)
-        found = self._endpoints.get(key)
-        if found is None:
-            if model_id in (".", ".."):
-                raise InvalidRequest(f"{model_id!r} is not a Bedrock model id.", param="model")
-            path = f"/model/{quote(model_id, safe='')}/{'converse-stream' if stream else 'converse'}"
-            found = (Endpoint.parse(self.root + path), path)
-            if len(self._endpoints) >= _MODEL_ENDPOINT_CACHE_LIMIT:
-                self._endpoints.clear()
-            self._endpoints[key] = found
-        return found
+    def _make_endpoint(self, key: tuple[str, bool]) -> tuple[Endpoint, str]:
+        model_id, stream = key
+        if model_id in (".", ".."):
+            raise InvalidRequest(f"{model_id!r} is not a Bedrock model id.", param="model")
+        path = f"/model/{quote(model_id, safe='')}/{'converse-stream' if stream else 'converse'}"
+        return Endpoint.parse(self.root + path), path
 
     async def prepare(self, request: ChatRequest) -> UpstreamRequest:
         model_id = self.upstream_model or request.model
-        endpoint, path = self._endpoint(model_id, request.stream)
+        endpoint, path = self._endpoints.get((model_id, request.stream))
         body = orjson.dumps(converse_body(request.body, model_id, self.max_tokens))
         headers = self.static_headers
         if self.credentials is not None and self.signer is not None:

@@ -58,9 +58,18 @@ import orjson
 
 from ..config import ModelEntry
 from ..errors import GatewayError, InvalidRequest, UpstreamHTTPError
+from ..memo import BoundedMemo
 from ..upstream import Endpoint, UpstreamRequest, encode_headers, header_line
 from .base import ChatRequest, Provider, header_value
-from .openai_input import invalid, parse_data_url, read_function_tool, read_tool_call, read_tool_choice, text_of
+from .openai_input import (
+    append_turn,
+    invalid,
+    parse_data_url,
+    read_function_tool,
+    read_tool_call,
+    read_tool_choice,
+    text_of,
+)
 
 __all__ = [
     "THOUGHT_SEPARATOR",
@@ -185,14 +194,6 @@ def _translate_messages(messages: list[dict[str, Any]]) -> tuple[list[dict[str, 
     # tool call id (as the client echoes it) -> function name, from the assistant turns seen so far.
     call_names: dict[str, str] = {}
 
-    def append(role: str, parts: list[dict[str, Any]]) -> None:
-        if not parts:
-            return
-        if contents and contents[-1]["role"] == role:
-            contents[-1]["parts"].extend(parts)
-        else:
-            contents.append({"role": role, "parts": parts})
-
     for index, message in enumerate(messages):
         role = message["role"]
         content = message.get("content")
@@ -202,9 +203,9 @@ def _translate_messages(messages: list[dict[str, Any]]) -> tuple[list[dict[str, 
             if text:
                 system.append({"text": text})
         elif role == "user":
-            append("user", _user_parts(content, param))
+            append_turn(contents, "user", _user_parts(content, param), key="parts")
         elif role == "assistant":
-            append("model", _model_parts(message, index, call_names))
+            append_turn(contents, "model", _model_parts(message, index, call_names), key="parts")
         elif role == "tool":
             tool_call_id = message.get("tool_call_id")
             if not isinstance(tool_call_id, str) or not tool_call_id:
@@ -220,12 +221,14 @@ def _translate_messages(messages: list[dict[str, Any]]) -> tuple[list[dict[str, 
                     "assistant message; Gemini needs the name of the function a result answers.",
                     f"messages[{index}].tool_call_id",
                 )
-            append("user", [_function_response(name, tool_call_id, text_of(content, param))])
+            append_turn(
+                contents, "user", [_function_response(name, tool_call_id, text_of(content, param))], key="parts"
+            )
         else:  # "function": the pre-tools protocol names the function itself
             name = message.get("name")
             if not isinstance(name, str) or not name:
                 raise invalid(f"'messages[{index}].name' must name the function.", f"messages[{index}].name")
-            append("user", [_function_response(name, "", text_of(content, param))])
+            append_turn(contents, "user", [_function_response(name, "", text_of(content, param))], key="parts")
 
     if not contents:
         raise invalid(
@@ -429,12 +432,8 @@ def error_from_google_body(status: int, body: bytes, headers: list[tuple[bytes, 
         delay = _retry_delay(error.get("details"))
         if delay is not None:
             headers = [*headers, (b"retry-after", str(delay).encode())]
-    return UpstreamHTTPError(
-        error["message"] or f"upstream returned HTTP {status}",
-        status=status,
-        type_=_error_type(status),
-        code=name,
-        headers=headers,
+    return UpstreamHTTPError.create(
+        status, error["message"] or f"upstream returned HTTP {status}", code=name, headers=headers
     )
 
 
@@ -447,16 +446,6 @@ def _retry_delay(details: Any) -> int | None:
             if match is not None:
                 return max(1, math.ceil(float(match[1])))
     return None
-
-
-def _error_type(status: int) -> str:
-    return {
-        400: "invalid_request_error",
-        401: "authentication_error",
-        403: "permission_error",
-        404: "not_found_error",
-        429: "rate_limit_error",
-    }.get(status, "api_error" if status >= 500 else "invalid_request_error")
 
 
 def model_path(model: str) -> str:
@@ -478,20 +467,13 @@ class GeminiProvider(Provider):
         if params.api_key is not None:
             self.headers += encode_headers({"x-goog-api-key": params.api_key.get_secret_value()})
         # (plain, streamed) endpoints per upstream model: one for params.model, a bounded few for client models.
-        self.endpoints: dict[str, tuple[Endpoint, Endpoint]] = {}
+        self.endpoints: BoundedMemo[str, tuple[Endpoint, Endpoint]] = BoundedMemo(
+            self._make_endpoints, _MAX_MODEL_ENDPOINTS
+        )
 
-    def _endpoints(self, model: str) -> tuple[Endpoint, Endpoint]:
-        endpoints = self.endpoints.get(model)
-        if endpoints is None:
-            base = f"{self.root}/models/{model_path(model)}"
-            endpoints = (
-                Endpoint.parse(base + ":generateContent"),
-                Endpoint.parse(base + ":streamGenerateContent?alt=sse"),
-            )
-            if len(self.endpoints) >= _MAX_MODEL_ENDPOINTS:
-                self.endpoints.clear()
-            self.endpoints[model] = endpoints
-        return endpoints
+    def _make_endpoints(self, model: str) -> tuple[Endpoint, Endpoint]:
+        base = f"{self.root}/models/{model_path(model)}"
+        return Endpoint.parse(base + ":generateContent"), Endpoint.parse(base + ":streamGenerateContent?alt=sse")
 
     def _client_key(self, request: ChatRequest) -> bytes:
         key = header_value(request.headers, b"x-goog-api-key")
@@ -509,7 +491,7 @@ class GeminiProvider(Provider):
                     headers += header_line(b"x-goog-api-key", key)
                 except ValueError as exc:
                     raise InvalidRequest(f"Invalid API key header: {exc}.", param="Authorization") from None
-        plain, streamed = self._endpoints(self.upstream_model or request.model)
+        plain, streamed = self.endpoints.get(self.upstream_model or request.model)
         body = translate_request(request, default_max_tokens=self.max_tokens)
         return UpstreamRequest(streamed if request.stream else plain, headers, orjson.dumps(body))
 

@@ -16,7 +16,15 @@ import orjson
 
 from ..errors import InvalidRequest
 
-__all__ = ["invalid", "parse_data_url", "read_function_tool", "read_tool_call", "read_tool_choice", "text_of"]
+__all__ = [
+    "append_turn",
+    "invalid",
+    "parse_data_url",
+    "read_function_tool",
+    "read_tool_call",
+    "read_tool_choice",
+    "text_of",
+]
 
 _DATA_URL = re.compile(r"data:([\w.+-]+/[\w.+-]+)?((?:;[\w.+-]+=[^;,]*)*)(;base64)?,(.*)", re.DOTALL)
 
@@ -105,3 +113,15 @@ def read_tool_choice(choice: Any) -> tuple[str, str | None]:
         "'tool_choice' must be 'auto', 'none', 'required' or {'type': 'function', 'function': {'name': ...}}.",
         "tool_choice",
     )
+
+
+def append_turn(turns: list[dict[str, Any]], role: str, items: list[dict[str, Any]], key: str = "content") -> None:
+    """Add ``items`` (blocks or parts) as a turn of ``role``, merged into the last turn when it has the same role:
+    the providers want roles to alternate (a tool result followed by a user note is one user turn). Nothing is added
+    for no items, since the providers refuse empty turns."""
+    if not items:
+        return
+    if turns and turns[-1]["role"] == role:
+        turns[-1][key].extend(items)
+    else:
+        turns.append({"role": role, key: items})

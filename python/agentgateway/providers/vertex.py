@@ -27,6 +27,7 @@ import orjson
 from ..config import ModelEntry
 from ..errors import GatewayError
 from ..google_auth import GoogleCredentials
+from ..memo import BoundedMemo
 from ..upstream import Endpoint, UpstreamRequest, encode_headers, header_line
 from .anthropic import DEFAULT_MAX_TOKENS as ANTHROPIC_DEFAULT_MAX_TOKENS
 from .anthropic import error_from_anthropic_body
@@ -78,7 +79,9 @@ class VertexProvider(Provider):
             self.credentials = GoogleCredentials()
         self.configured_secrets = list(self.secrets)
         # (plain, streamed) endpoints per upstream model.
-        self.endpoints: dict[str, tuple[Endpoint, Endpoint]] = {}
+        self.endpoints: BoundedMemo[str, tuple[Endpoint, Endpoint]] = BoundedMemo(
+            self._make_endpoints, _MAX_MODEL_ENDPOINTS
+        )
 
     def upstream_model_for(self, request: ChatRequest) -> str:
         return self.upstream_model or request.model
@@ -86,26 +89,16 @@ class VertexProvider(Provider):
     def translator_for(self, request: ChatRequest) -> str:
         return "anthropic" if is_claude(self.upstream_model_for(request)) else "gemini"
 
-    def _endpoints(self, model: str) -> tuple[Endpoint, Endpoint]:
-        endpoints = self.endpoints.get(model)
-        if endpoints is None:
-            if is_claude(model):
-                base = f"{self.root}/anthropic/models/{model_path(model)}"
-                endpoints = (Endpoint.parse(base + ":rawPredict"), Endpoint.parse(base + ":streamRawPredict"))
-            else:
-                base = f"{self.root}/google/models/{model_path(model)}"
-                endpoints = (
-                    Endpoint.parse(base + ":generateContent"),
-                    Endpoint.parse(base + ":streamGenerateContent?alt=sse"),
-                )
-            if len(self.endpoints) >= _MAX_MODEL_ENDPOINTS:
-                self.endpoints.clear()
-            self.endpoints[model] = endpoints
-        return endpoints
+    def _make_endpoints(self, model: str) -> tuple[Endpoint, Endpoint]:
+        if is_claude(model):
+            base = f"{self.root}/anthropic/models/{model_path(model)}"
+            return Endpoint.parse(base + ":rawPredict"), Endpoint.parse(base + ":streamRawPredict")
+        base = f"{self.root}/google/models/{model_path(model)}"
+        return Endpoint.parse(base + ":generateContent"), Endpoint.parse(base + ":streamGenerateContent?alt=sse")
 
     async def prepare(self, request: ChatRequest) -> UpstreamRequest:
         model = self.upstream_model_for(request)
-        plain, streamed = self._endpoints(model)
+        plain, streamed = self.endpoints.get(model)
         if is_claude(model):
             body = translate_anthropic_request(
                 request,
