@@ -8,8 +8,9 @@ import sys
 from pathlib import Path
 
 import pytest
-from agentgateway.config import load_config
+from agentgateway.config import BUILTIN_PROVIDERS, load_config
 from agentgateway.errors import ConfigError, ModelNotFound
+from agentgateway.providers import PROVIDERS
 from agentgateway.router import Router
 
 VALID = """
@@ -186,3 +187,17 @@ def test_the_bundled_demo_config_is_valid(monkeypatch: pytest.MonkeyPatch) -> No
 
     monkeypatch.setenv(DEMO_UPSTREAM_ENV, "http://127.0.0.1:9/v1")
     Router(load_config(demo_config_text(), "demo.yaml"))
+
+
+def test_every_provider_name_the_config_accepts_has_a_provider() -> None:
+    assert set(PROVIDERS) == {*BUILTIN_PROVIDERS, "custom"}
+
+
+def test_a_provider_refusing_its_params_names_the_source_and_entry() -> None:
+    config = load_config(
+        "llm:\n  models:\n  - {name: b, provider: bedrock, params: {awsRegion: us-east-1, model: '..'}}\n"
+    )
+    with pytest.raises(ConfigError) as caught:
+        Router(config, "x.yaml")
+    assert str(caught.value).startswith("x.yaml: llm.models[0]: ")
+    assert "not a Bedrock model id" in str(caught.value)

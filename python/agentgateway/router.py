@@ -23,13 +23,11 @@ class Router:
         self.providers: list[Provider] = []
         self._matchers: list[tuple[re.Pattern[str] | str, Provider]] = []
         for index, entry in enumerate(config.llm.models):
-            provider_class = PROVIDERS.get(entry.provider_name)
-            if provider_class is None:
-                raise ConfigError(
-                    f"{source}: llm.models[{index}].provider: the {entry.provider_name!r} provider is not available "
-                    f"in this version (available: {', '.join(sorted(PROVIDERS, key=str.lower))})"
-                )
-            provider = provider_class(entry)
+            # The config accepts only provider names that are registered (a test keeps the two lists equal).
+            try:
+                provider = PROVIDERS[entry.provider_name](entry)
+            except ConfigError as exc:  # what a provider finds wrong with its params when it sets up
+                raise ConfigError(f"{source}: llm.models[{index}]: {exc}") from None
             self.providers.append(provider)
             pattern: re.Pattern[str] | str = entry.name
             if _GLOB_CHARS.intersection(entry.name):
