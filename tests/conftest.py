@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -56,6 +57,20 @@ def _close_openai_clients() -> Iterator[None]:
     yield
     while _OPEN_CLIENTS:
         _OPEN_CLIENTS.pop().close()
+
+
+def run_openai_npm(base_url: str, *args: str) -> dict[str, Any]:
+    """Run tests/js/openai_sdk.mjs (the openai npm package) against the gateway: what it saw, as JSON."""
+    node = shutil.which("node")
+    script = Path(__file__).parent / "js" / "openai_sdk.mjs"
+    if node is None or not (script.parent / "node_modules" / "openai").is_dir():
+        if os.environ.get("CI"):
+            pytest.fail("node or tests/js/node_modules is missing: .ci/run must npm install it")
+        pytest.skip("node or the openai npm package is not installed (npm install --prefix tests/js)")
+    done = subprocess.run([node, str(script), base_url, *args], capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    seen: dict[str, Any] = orjson.loads(done.stdout.strip().splitlines()[-1])
+    return seen
 
 
 def free_port() -> int:

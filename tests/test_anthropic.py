@@ -5,18 +5,14 @@ from __future__ import annotations
 
 import asyncio
 import base64
-import os
-import shutil
-import subprocess
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import httpx
 import openai
 import orjson
 import pytest
-from conftest import TEST_KEY, RunningGateway, openai_client, start_gateway
+from conftest import TEST_KEY, RunningGateway, openai_client, run_openai_npm, start_gateway
 from fakes.anthropic_upstream import FIXTURE, NEW_VERSION, USAGE, FakeAnthropic, start_fake_anthropic
 
 PNG = base64.b64encode(b"\x89PNG\r\n\x1a\n" + b"\0" * 16).decode()
@@ -667,17 +663,7 @@ def test_very_large_answers_come_through_whole(gateway: RunningGateway, stream: 
 
 
 def test_openai_npm_package(gateway: RunningGateway) -> None:
-    node = shutil.which("node")
-    script = Path(__file__).parent / "js" / "openai_sdk.mjs"
-    if node is None or not (script.parent / "node_modules" / "openai").is_dir():
-        if os.environ.get("CI"):
-            pytest.fail("node or tests/js/node_modules is missing: .ci/run must npm install it")
-        pytest.skip("node or the openai npm package is not installed (npm install --prefix tests/js)")
-    done = subprocess.run(
-        [node, str(script), gateway.url, "claude-sonnet", "claude-tool"], capture_output=True, text=True, timeout=60
-    )
-    assert done.returncode == 0, done.stderr
-    seen = orjson.loads(done.stdout.strip().splitlines()[-1])
+    seen = run_openai_npm(gateway.url, "claude-sonnet", "claude-tool")
     assert seen["plain"] == seen["streamed"] == "You said: Tell me a story."
     assert seen["streamModels"] == ["claude-sonnet"]
     assert seen["finishReason"] == "stop"

@@ -7,17 +7,13 @@ from __future__ import annotations
 import asyncio
 import base64
 import json
-import os
-import shutil
-import subprocess
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import openai
 import pytest
 from botocore.eventstream import EventStreamBuffer
-from conftest import RunningGateway, openai_client, start_gateway
+from conftest import RunningGateway, openai_client, run_openai_npm, start_gateway
 from fakes.bedrock_upstream import FIXTURES, FakeBedrock, event, exception, start_fake_bedrock
 
 ACCESS_KEY = "AKIDTESTBEDROCK"
@@ -572,19 +568,9 @@ def test_fixture_replays_through_the_core_translator() -> None:
 
 
 def test_openai_npm_package(gateway: RunningGateway) -> None:
-    js_dir = Path(__file__).parent / "js"
-    node = shutil.which("node")
-    if node is None or not (js_dir / "node_modules" / "openai").is_dir():
-        if os.environ.get("CI"):
-            pytest.fail("node or tests/js/node_modules is missing: .ci/run must npm install it")
-        pytest.skip("node or the openai npm package is not installed (npm install --prefix tests/js)")
-    result = subprocess.run(
-        [node, str(js_dir / "bedrock_sdk.mjs"), gateway.url, "claude"], capture_output=True, text=True, timeout=60
-    )
-    assert result.returncode == 0, result.stderr
-    seen = json.loads(result.stdout.strip().splitlines()[-1])
+    seen = run_openai_npm(gateway.url, "claude", "", "js-throttle")
     assert seen["plain"] == seen["streamed"] == "Hello from Bedrock"
     assert seen["finishReason"] == "stop"
     assert seen["usage"]["prompt_tokens"] == 15
     assert seen["usage"]["prompt_tokens_details"] == {"cached_tokens": 3}
-    assert seen["throttled"] == {"status": 429, "code": "ThrottlingException", "name": "RateLimitError"}
+    assert seen["error"] == {"status": 429, "code": "ThrottlingException", "name": "RateLimitError"}

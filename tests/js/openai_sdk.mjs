@@ -1,11 +1,13 @@
-// usage: node openai_sdk.mjs BASE_URL [MODEL [TOOL_MODEL]] — a plain and a streamed completion through the openai
-// npm package (and, given TOOL_MODEL, a streamed tool call reassembled the way JS clients do it).
-// Prints one JSON line with what came back; tests/test_js_sdk.py and tests/test_anthropic.py check it.
+// usage: node openai_sdk.mjs BASE_URL [MODEL [TOOL_MODEL [ERROR_MODEL]]] — a plain and a streamed completion
+// through the openai npm package, a request that fails (ERROR_MODEL, default an unknown model), and, given a
+// TOOL_MODEL, a streamed tool call reassembled the way JS clients do it.
+// Prints one JSON line with what came back; the tests check it (conftest.run_openai_npm).
 import OpenAI from "openai";
 
 const client = new OpenAI({ baseURL: process.argv[2], apiKey: "sk-js-client", maxRetries: 0 });
 const model = process.argv[3] ?? "gpt-4o-mini";
 const toolModel = process.argv[4];
+const errorModel = process.argv[5] ?? "no-such-model";
 const messages = [{ role: "user", content: "Tell me a story." }];
 
 const completion = await client.chat.completions.create({ model, messages });
@@ -29,11 +31,11 @@ for await (const chunk of stream) {
   }
 }
 
-let notFound = null;
+let error = null;
 try {
-  await client.chat.completions.create({ model: "no-such-model", messages });
+  await client.chat.completions.create({ model: errorModel, messages });
 } catch (err) {
-  notFound = { status: err.status, code: err.code, name: err.constructor.name };
+  error = { status: err.status, code: err.code, name: err.constructor.name };
 }
 
 let toolCalls = null;
@@ -59,6 +61,6 @@ console.log(JSON.stringify({
   streamModels: [...models],
   finishReason,
   usage,
-  notFound,
+  error,
   toolCalls,
 }));
