@@ -39,7 +39,7 @@ from anthropic.types import message_create_params
 from pydantic import TypeAdapter, ValidationError
 from typing_extensions import is_typeddict
 
-from .server import serve_in_thread
+from .server import serve_in_thread, stream_in_pieces
 
 FIXTURE = Path(__file__).resolve().parents[3] / "shared" / "fixtures" / "anthropic" / "stream_text_then_tool_use.sse"
 
@@ -330,13 +330,7 @@ async def stream(request: web.Request, message: dict[str, Any], *, fault: str) -
 
 
 async def replay(request: web.Request) -> web.StreamResponse:
-    response = web.StreamResponse(headers={"content-type": "text/event-stream; charset=utf-8"})
-    await response.prepare(request)
-    data = FIXTURE.read_bytes()
-    for start in range(0, len(data), 97):  # awkward split points, as a network would
-        await response.write(data[start : start + 97])
-    await response.write_eof()
-    return response
+    return await stream_in_pieces(request, FIXTURE.read_bytes(), 97, "text/event-stream; charset=utf-8")
 
 
 def start_fake_anthropic(api_key: str) -> tuple[FakeAnthropic, Callable[[], None]]:

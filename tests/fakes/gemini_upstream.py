@@ -59,7 +59,7 @@ from .anthropic_upstream import (
 from .anthropic_upstream import answer as claude_answer
 from .anthropic_upstream import error_response as claude_error
 from .anthropic_upstream import stream as claude_stream
-from .server import serve_in_thread
+from .server import serve_in_thread, stream_in_pieces
 
 FIXTURE = Path(__file__).resolve().parents[3] / "shared" / "fixtures" / "gemini" / "stream_text_thought_signature.sse"
 GOOGLE_TOKEN_URI = "https://oauth2.googleapis.com/token"
@@ -555,13 +555,7 @@ def merge_chunks(chunks: list[dict[str, Any]]) -> dict[str, Any]:
 
 
 async def replay(request: web.Request) -> web.StreamResponse:
-    response = web.StreamResponse(headers={"content-type": "text/event-stream"})
-    await response.prepare(request)
-    data = FIXTURE.read_bytes()
-    for start in range(0, len(data), 89):  # awkward split points, as a network would
-        await response.write(data[start : start + 89])
-    await response.write_eof()
-    return response
+    return await stream_in_pieces(request, FIXTURE.read_bytes(), 89)
 
 
 def start_fake_google(api_key: str) -> tuple[FakeGoogle, Callable[[], None]]:

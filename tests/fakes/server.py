@@ -9,6 +9,18 @@ from collections.abc import Callable
 from aiohttp import web
 
 
+async def stream_in_pieces(
+    request: web.Request, data: bytes, piece: int, content_type: str = "text/event-stream"
+) -> web.StreamResponse:
+    """Answer with ``data`` written ``piece`` bytes at a time: awkward split points, as a network delivers them."""
+    response = web.StreamResponse(headers={"content-type": content_type})
+    await response.prepare(request)
+    for start in range(0, len(data), piece):
+        await response.write(data[start : start + piece])
+    await response.write_eof()
+    return response
+
+
 def serve_in_thread(app: web.Application, name: str) -> tuple[str, Callable[[], None]]:
     """Starts ``app`` on a free port; returns ``http://127.0.0.1:<port>`` and the function that stops it."""
     loop = asyncio.new_event_loop()
