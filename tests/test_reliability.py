@@ -283,6 +283,74 @@ llm:
         gateway.stop()
 
 
+# -- flow control: a client that stops reading ------------------------------------------------------------------------
+
+_FIREHOSE_EVENT = (
+    b'data: {"id":"c","object":"chat.completion.chunk","created":1,"model":"m","choices":[{"index":0,'
+    b'"delta":{"content":"' + b"x" * 65536 + b'"},"finish_reason":null}]}\n\n'
+)
+_FIREHOSE_EVENTS = 4096  # 256 MiB, far more than every buffer between the upstream and the client
+
+
+@pytest.fixture(scope="module")
+def firehose() -> Iterator[tuple[str, list[int]]]:
+    """An upstream that streams 256 MiB as fast as it is read, and counts the bytes it managed to send."""
+    written: list[int] = [0]
+
+    async def stream(request: web.Request) -> web.StreamResponse:
+        await request.read()
+        response = web.StreamResponse(headers={"content-type": "text/event-stream"})
+        await response.prepare(request)
+        for _ in range(_FIREHOSE_EVENTS):
+            await response.write(_FIREHOSE_EVENT)  # waits while the gateway does not read
+            written[0] += len(_FIREHOSE_EVENT)
+        await response.write_eof()
+        return response
+
+    app = web.Application()
+    app.router.add_post("/v1/chat/completions", stream)
+    origin, stop = serve_in_thread(app, "firehose-upstream")
+    yield origin, written
+    stop()
+
+
+def test_a_client_that_stops_reading_holds_the_upstream_back(firehose: tuple[str, list[int]], tmp_path: Path) -> None:
+    """The stream is not buffered in the gateway's memory: once the client stops reading, the gateway stops reading
+    from the upstream, whose sends then wait. (A server interface without backpressure -- granian's RSGI streams
+    queue without bound -- would let the whole 256 MiB through into the gateway's memory within a second.)"""
+    origin, written = firehose
+    config = f"""
+llm:
+  models:
+  - {{name: firehose, provider: openAI, params: {{apiKey: sk-test, baseUrl: "{origin}/v1"}}}}
+"""
+    gateway = start_gateway(config, tmp_path)
+    try:
+        pids = process_tree(gateway.process.pid)
+        rss_before = rss_kib(pids)
+        body = orjson.dumps({"model": "firehose", "messages": [{"role": "user", "content": "go"}], "stream": True})
+        client = socket.socket()
+        client.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)  # before connect: the window stays small
+        client.connect(("127.0.0.1", gateway.port))
+        try:
+            client.sendall(
+                b"POST /v1/chat/completions HTTP/1.1\r\nHost: gw\r\nContent-Type: application/json\r\n"
+                b"Content-Length: %d\r\n\r\n%s" % (len(body), body)
+            )
+            assert client.recv(64).startswith(b"HTTP/1.1 200")
+            time.sleep(3)  # reading nothing more
+            stalled_at, rss_stalled = written[0], rss_kib(pids)
+        finally:
+            client.close()
+        total = len(_FIREHOSE_EVENT) * _FIREHOSE_EVENTS
+        # What can be in flight: the kernel's socket buffers on both legs (a few MiB each on loopback), the
+        # gateway's 256 KiB read-ahead, and what granian holds for the client.
+        assert stalled_at < 48 * 1024 * 1024 < total, stalled_at
+        assert rss_stalled - rss_before < 64 * 1024, (rss_before, rss_stalled)  # KiB
+    finally:
+        gateway.stop()
+
+
 # -- secrets ----------------------------------------------------------------------------------------------------------
 
 SECRET_OPENAI = "sk-live-secret-openai-0123456789abcdef"
