@@ -438,6 +438,7 @@ class Row:
     p99: float
     cpu_us: float
     rss_mb: float
+    largest_rss_mb: float  # the largest single process: granian's worker, for the gateway
     other_cores: float  # CPU used meanwhile by processes outside the bench, in cores
 
 
@@ -491,6 +492,7 @@ def measure(case: str, target: Target, upstream_pid: int, conns: int, seconds: i
         p99=float(match[6]),
         cpu_us=(after - before) / CLOCK_TICKS * 1e6 / max(requests, 1),
         rss_mb=rss_mb(tree),
+        largest_rss_mb=max(rss_mb([pid]) for pid in tree),
         other_cores=max(0.0, other),
     )
 
@@ -516,7 +518,8 @@ def report(
         f" above {MAX_OTHER_LOAD} the machine was not quiet and the figures are skewed. The ratio is to nginx"
         " proxying the OpenAI files. Streams: " + "; ".join(streams) + ".",
         "",
-        "| case | target | RPS | p50 ms | p99 ms | CPU µs/req | ratio to nginx | RSS MB | CPU µs/req min-max"
+        "| case | target | RPS | p50 ms | p99 ms | CPU µs/req | ratio to nginx | RSS MB (all / largest process)"
+        " | CPU µs/req min-max"
         " | errors + non-2xx | other load (cores) |",
         "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
@@ -525,7 +528,8 @@ def report(
         failures = sum(x.errors + x.non2xx for x in runs)
         lines.append(
             f"| {r.case} | {r.target} | {r.rps:,.0f} | {r.p50:.2f} | {r.p99:.2f} | {r.cpu_us:.1f}"
-            f" | {r.cpu_us / floor[r.case]:.1f}x | {r.rss_mb:.0f} | {min(x.cpu_us for x in runs):.0f}-"
+            f" | {r.cpu_us / floor[r.case]:.1f}x | {r.rss_mb:.0f} / {r.largest_rss_mb:.0f}"
+            f" | {min(x.cpu_us for x in runs):.0f}-"
             f"{max(x.cpu_us for x in runs):.0f} | {failures} | {max(x.other_cores for x in runs):.2f} |"
         )
     if anomalies:
@@ -545,6 +549,159 @@ def versions() -> str:
     return f"agentgateway {gateway}, granian {granian}, Python {platform.python_version()}, nginx {nginx}"
 
 
+# -- latency at a fixed request rate --------------------------------------------------------------------------------
+#
+# wrk sends as fast as answers come back (a closed loop), so its latencies mostly measure queueing. The latency a
+# user adds by putting the gateway in the path is measured open-loop instead: vegeta sends RATE requests per second
+# on schedule whatever the answers do (no coordinated omission), against the target and against the mock upstream
+# directly; the difference is what the hop adds.
+
+
+def find_vegeta() -> str | None:
+    found = shutil.which("vegeta")
+    if found is None and (Path.home() / "go" / "bin" / "vegeta").exists():
+        found = str(Path.home() / "go" / "bin" / "vegeta")
+    return found
+
+
+def mock_url(upstream_port: int, name: str, case: str) -> str:
+    """The mock upstream's own URL for one provider's answer (what the gateway fetches for it)."""
+    upstream = UPSTREAMS[name]
+    kind = "stream" if case == STREAM_CASE else "plain"
+    path = upstream.stream_path if case == STREAM_CASE else upstream.path
+    prefix = f"/{name}/{kind}{upstream.base_suffix}" if upstream.prefixed else ""
+    return f"http://127.0.0.1:{upstream_port}{prefix}{path}"
+
+
+@dataclass
+class LatencyRow:
+    case: str
+    target: str
+    p50: float  # ms
+    p99: float
+    max: float
+    failures: int
+    baseline_p50: float  # the same answer fetched from the mock upstream directly
+    baseline_p99: float
+
+
+def run_vegeta(
+    vegeta: str, root: Path, url: str, model: str, stream: bool, rate: int, seconds: float
+) -> dict[str, Any]:
+    body = root / "latency-body.json"
+    body.write_bytes(
+        json.dumps(
+            {
+                "model": model,
+                "messages": [
+                    {"role": "system", "content": "You are terse."},
+                    {"role": "user", "content": "Tell me a short story about a gateway."},
+                ],
+                "max_tokens": 64,
+                **({"stream": True} if stream else {}),
+            }
+        ).encode()
+    )
+    targets = root / "latency-targets.txt"
+    targets.write_text(f"POST {url}\nContent-Type: application/json\nAuthorization: Bearer sk-bench\n@{body}\n")
+    attack = subprocess.run(
+        [
+            vegeta,
+            "attack",
+            "-targets",
+            str(targets),
+            "-rate",
+            str(rate),
+            "-duration",
+            f"{seconds}s",
+            "-connections",
+            "32",
+            "-max-connections",
+            "32",
+            "-timeout",
+            "10s",
+        ],
+        capture_output=True,
+        timeout=seconds + 60,
+    )
+    if attack.returncode != 0:
+        raise BenchError(f"vegeta attack failed: {attack.stderr.decode(errors='replace')}")
+    summary = subprocess.run(
+        [vegeta, "report", "-type", "json"], input=attack.stdout, capture_output=True, timeout=60, check=True
+    )
+    result: dict[str, Any] = json.loads(summary.stdout)
+    return result
+
+
+def measure_latency(
+    vegeta: str, root: Path, case: str, target: Target, baseline_url: str, rate: int, seconds: float
+) -> LatencyRow:
+    stream = case == STREAM_CASE
+    url, model = target.urls[case], target.models[case]
+    figures = []
+    for where in (baseline_url, url):
+        run_vegeta(vegeta, root, where, model, stream, rate, WARMUP_SECONDS)
+        result = run_vegeta(vegeta, root, where, model, stream, rate, seconds)
+        codes = result.get("status_codes") or {}
+        failures = result["requests"] - codes.get("200", 0)
+        latencies = result["latencies"]
+        figures.append((latencies["50th"] / 1e6, latencies["99th"] / 1e6, latencies["max"] / 1e6, failures))
+    (base_p50, base_p99, _, base_failures), (p50, p99, worst, failures) = figures
+    return LatencyRow(case, target.name, p50, p99, worst, failures + base_failures, base_p50, base_p99)
+
+
+def latency_report(rows: list[LatencyRow], rate: int, seconds: float) -> str:
+    lines = [
+        f"Latency at a fixed {rate:,} requests/s (vegeta, open loop, 32 connections, {seconds:g}s after a"
+        f" {WARMUP_SECONDS}s warm-up). Added = the target's figure minus the same answer fetched from the mock"
+        " upstream directly in the same run (a stream: until its last byte).",
+        "",
+        "| case | target | p50 ms | p99 ms | max ms | added p50 ms | added p99 ms | failed requests |",
+        "|---|---|---:|---:|---:|---:|---:|---:|",
+    ]
+    for r in rows:
+        lines.append(
+            f"| {r.case} | {r.target} | {r.p50:.2f} | {r.p99:.2f} | {r.max:.1f} | {r.p50 - r.baseline_p50:.2f}"
+            f" | {r.p99 - r.baseline_p99:.2f} | {r.failures} |"
+        )
+    return "\n".join(lines) + "\n"
+
+
+# -- memory across many requests -------------------------------------------------------------------------------------
+
+
+def memory_run(targets: list[Target], total: int, conns: int) -> tuple[str, list[str]]:
+    """``total`` requests through the gateway, cycling over its targets and both cases in 10 s wrk slices; the RSS
+    of its largest process (the worker) after each slice. Flat means no per-request leak."""
+    gateway_targets = [t for t in targets if t.name.startswith("agentgateway")]
+    samples: list[tuple[int, float]] = []
+    failures: list[str] = []
+    served = 0
+    slices = [(t, case) for t in gateway_targets for case in ("plain", STREAM_CASE)]
+    index = 0
+    while served < total:
+        target, case = slices[index % len(slices)]
+        index += 1
+        output = run_wrk(target.urls[case], target.models[case], case == STREAM_CASE, conns, 10)
+        match = RESULT_LINE.search(output)
+        if match is None:
+            raise BenchError(f"wrk printed no RESULT line:\n{output}")
+        served += int(match[1])
+        if int(match[2]) or int(match[3]):
+            failures.append(f"memory run, {case}, {target.name}: {match[2]} errors, {match[3]} non-2xx")
+        tree = process_tree(target.pid)
+        samples.append((served, max(rss_mb([pid]) for pid in tree)))
+        print(f"memory run: {served:>9,} requests, worker RSS {samples[-1][1]:.1f} MB", flush=True)
+    first, last = samples[0][1], samples[-1][1]
+    peak = max(rss for _, rss in samples)
+    text = (
+        f"Memory across {served:,} requests (every provider, plain and streamed, wrk -c{conns} in 10 s slices): the"
+        f" worker's RSS was {first:.1f} MB after the first {samples[0][0]:,} requests, {last:.1f} MB at the end,"
+        f" {peak:.1f} MB at most.\n"
+    )
+    return text, failures
+
+
 # -- main ----------------------------------------------------------------------------------------------------------
 
 
@@ -558,6 +715,11 @@ def main() -> int:
         "conns": int(os.environ.get("CONNS", "32")),
         "workers": int(os.environ.get("WORKERS", "1")),
         "rounds": int(os.environ.get("ROUNDS", "3")),
+        # Requests per second of the fixed-rate latency phase (0 skips it; it needs vegeta, see load.sh).
+        "rate": int(os.environ.get("RATE", "1000")),
+        "latency_seconds": int(os.environ.get("LATENCY_SECONDS", "10")),
+        # Requests of the memory run after everything else (0 skips it).
+        "memory_requests": int(os.environ.get("MEMORY_REQUESTS", "0")),
     }
     providers = [p.strip() for p in os.environ.get("PROVIDERS", ",".join(UPSTREAMS)).split(",") if p.strip()]
     unknown = set(providers) - set(UPSTREAMS)
@@ -685,6 +847,39 @@ def _run(processes: Processes, root: Path, settings: dict[str, int], providers: 
 
     streams = [f"{name}: {UPSTREAMS[name].describe}" for name in providers]
     table = report(rounds, settings, versions(), failures + anomalies, streams)
+
+    if settings["rate"]:
+        vegeta = find_vegeta()
+        if vegeta is None:
+            table += "\nLatency at a fixed rate: not measured (vegeta not found; see benches/load.sh).\n"
+        else:
+            latency_rows = []
+            for case in ("plain", STREAM_CASE):
+                for target, provider in zip(targets, ["openai", *providers], strict=True):
+                    row = measure_latency(
+                        vegeta,
+                        root,
+                        case,
+                        target,
+                        mock_url(upstream_port, provider, case),
+                        settings["rate"],
+                        settings["latency_seconds"],
+                    )
+                    print(
+                        f"latency at {settings['rate']} rps: {case:6} {target.name:34} p50 {row.p50:6.2f} ms"
+                        f"  p99 {row.p99:6.2f} ms  added p99 {row.p99 - row.baseline_p99:5.2f} ms"
+                        f"  failed {row.failures}",
+                        flush=True,
+                    )
+                    latency_rows.append(row)
+                    if row.failures:
+                        failures.append(f"latency, {case}, {target.name}: {row.failures} failed requests")
+            table += "\n" + latency_report(latency_rows, settings["rate"], settings["latency_seconds"])
+
+    if settings["memory_requests"]:
+        text, memory_failures = memory_run(targets, settings["memory_requests"], settings["conns"])
+        failures += memory_failures
+        table += "\n" + text
     print("\n" + table)
     (HERE / "results.md").write_text(table)
     if failures:
