@@ -49,7 +49,7 @@ soak:
 
 bench: install
 	$(PYTHON) -m pytest benches --benchmark-enable -p no:cacheprovider
-	$(PYTHON) benches/load.py
+	PYTHON=$(PYTHON) bash benches/load.sh
 
 clean:
 	cargo clean
