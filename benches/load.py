@@ -19,6 +19,10 @@ tree is read before and after. CPU microseconds per request is the figure to com
 machine, where wrk and the upstream compete for the same cores, it is much steadier than requests per second.
 Each row is the median round by CPU µs/request; the table is printed and written to benches/results.md.
 
+Then two more phases: latency at a fixed rate (vegeta sends $RATE requests per second, open loop, to each target
+and to the mock upstream directly, whose figures are subtracted; skipped when vegeta is missing or RATE=0), and,
+with MEMORY_REQUESTS=N, N requests through the gateway with the worker's RSS sampled every 10 s.
+
 Exit status: 0 when every request succeeded, 1 on any failed check, error or non-2xx answer.
 """
 
