@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import socket
 import time
 
 import httpx
 import openai
+import orjson
 import pytest
 from conftest import TEST_KEY, RunningGateway, openai_client
 from fakes.openai_upstream import FakeOpenAI
@@ -220,6 +222,30 @@ def test_client_disconnect_cancels_the_upstream_request(gateway: RunningGateway,
     assert fake_openai.disconnects[-1] - closed < 1.0
     # and the gateway keeps serving
     assert post(gateway, {"model": "gpt-4o-mini", "messages": MESSAGES}).status_code == 200
+
+
+def test_client_disconnect_cancels_a_whole_answer_being_generated(
+    gateway: RunningGateway, fake_openai: FakeOpenAI
+) -> None:
+    """Not a stream: nothing is sent to the client before the answer, so only the gateway's disconnect watch (which
+    starts 50 ms into a request) can notice the client leaving and close the upstream request."""
+    before = len(fake_openai.disconnects)
+    hung = len(fake_openai.hang_started)
+    body = orjson.dumps({"model": "passthrough-hang", "messages": MESSAGES})
+    with socket.create_connection(("127.0.0.1", gateway.port)) as client:
+        client.sendall(
+            b"POST /v1/chat/completions HTTP/1.1\r\nHost: gw\r\nContent-Type: application/json\r\n"
+            b"Content-Length: %d\r\n\r\n%s" % (len(body), body)
+        )
+        deadline = time.monotonic() + 5
+        while len(fake_openai.hang_started) == hung and time.monotonic() < deadline:
+            time.sleep(0.005)
+    closed = time.monotonic()  # within a few ms of the upstream request starting: before the watch starts
+    deadline = closed + 5
+    while len(fake_openai.disconnects) == before and time.monotonic() < deadline:
+        time.sleep(0.005)
+    assert len(fake_openai.disconnects) == before + 1, "the upstream request was not cancelled"
+    assert fake_openai.disconnects[-1] - closed < 1.0
 
 
 def test_oversized_body_is_413(gateway: RunningGateway) -> None:

@@ -80,6 +80,8 @@ class FakeOpenAI:
             return web.Response(status=500, text="upstream exploded")
         if model.endswith("-slow-headers"):
             await asyncio.sleep(3)
+        if model.endswith("-hang") and not body.get("stream"):
+            return await self.hang()
         if body.get("stream"):
             return await self.stream(request, body)
         return web.Response(
@@ -104,6 +106,16 @@ class FakeOpenAI:
                 }
             ),
         )
+
+    async def hang(self) -> web.Response:
+        """Never answers (a model thinking for long); records when the gateway gives up on the request."""
+        self.hang_started.append(time.monotonic())
+        try:
+            await asyncio.sleep(30)
+        except asyncio.CancelledError:
+            self.disconnects.append(time.monotonic())
+            raise
+        return web.Response(status=504, text="hung for 30 s")
 
     async def stream(self, request: web.Request, body: dict[str, Any]) -> web.StreamResponse:
         model: str = body["model"]
@@ -159,12 +171,7 @@ class FakeOpenAI:
         if model.endswith("-stall"):
             await asyncio.sleep(3)
         if model.endswith("-hang"):
-            self.hang_started.append(time.monotonic())
-            try:
-                await asyncio.sleep(30)
-            except asyncio.CancelledError:
-                self.disconnects.append(time.monotonic())
-                raise
+            await self.hang()
             return response
         rest = b"".join(chunk({"content": " " + word}) for word in STORY[1:]) + chunk({}, "stop")
         if include_usage:
