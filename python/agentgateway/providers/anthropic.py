@@ -298,7 +298,7 @@ def _image_block(part: dict[str, Any], param: str) -> dict[str, Any]:
     if not isinstance(url, str) or not url:
         raise invalid(f"'{param}.image_url.url' must be a URL string.", f"{param}.image_url.url")
     if url.startswith("data:"):
-        media_type, data = parse_data_url(url, f"{param}.image_url.url")
+        media_type, data, _ = parse_data_url(url, f"{param}.image_url.url")
         if media_type not in _IMAGE_TYPES:
             raise invalid(
                 f"'{param}.image_url.url' has media type {media_type!r}; Anthropic takes image/jpeg, image/png, "
@@ -319,7 +319,7 @@ def _document_block(part: dict[str, Any], param: str) -> dict[str, Any]:
             f"'{param}.file.file_data' must be a data: URL (uploaded file ids cannot be sent to Anthropic).",
             f"{param}.file.file_data",
         )
-    media_type, data = parse_data_url(file_data, f"{param}.file.file_data")
+    media_type, data, _ = parse_data_url(file_data, f"{param}.file.file_data")
     if media_type != "application/pdf":
         raise invalid(f"'{param}.file.file_data' must be a PDF for Anthropic models.", f"{param}.file.file_data")
     return {"type": "document", "source": {"type": "base64", "media_type": media_type, "data": data}}

@@ -20,8 +20,6 @@ event stream) is in rust/sse_core/src/providers/bedrock.rs.
 from __future__ import annotations
 
 import asyncio
-import base64
-import binascii
 import contextlib
 import contextvars
 import logging
@@ -40,7 +38,7 @@ from ..errors import ConfigError, GatewayError, InvalidRequest, UpstreamHTTPErro
 from ..memo import BoundedMemo
 from ..upstream import Endpoint, UpstreamRequest, encode_headers
 from .base import ChatRequest, Provider, header_value
-from .openai_input import append_turn, text_of
+from .openai_input import append_turn, parse_data_url, text_of
 
 __all__ = ["BedrockProvider", "converse_body"]
 
@@ -58,7 +56,6 @@ _IMAGE_FORMATS = {
     "image/gif": "gif",
     "image/webp": "webp",
 }
-_DATA_URL = re.compile(r"data:([\w.+-]+/[\w.+-]+)?((?:;[\w.+-]+=[^;,]*)*);base64,", re.ASCII)
 #: Bedrock's limit for one document (bytes, decoded).
 MAX_DOCUMENT_BYTES = 4_500_000
 _DOCUMENT_FORMATS = {
@@ -95,8 +92,7 @@ _SIGNED_WITH: contextvars.ContextVar[FrozenCredentials | None] = contextvars.Con
 def _image_block(url: Any, param: str) -> dict[str, Any]:
     if not isinstance(url, str):
         raise InvalidRequest(f"'{param}' must be a string (a data: URL).", param=param)
-    match = _DATA_URL.match(url)
-    if match is None:
+    if not url.startswith("data:"):
         # Bedrock takes image bytes only. Fetching URLs from inside the gateway would make it an open proxy (SSRF)
         # and add an unbounded wait to the request, so the client sends the bytes.
         raise InvalidRequest(
@@ -104,7 +100,7 @@ def _image_block(url: Any, param: str) -> dict[str, Any]:
             "(data:image/png;base64,...) instead of an http(s) URL.",
             param=param,
         )
-    mime = (match.group(1) or "").lower()
+    mime, data, size = parse_data_url(url, param)
     image_format = _IMAGE_FORMATS.get(mime)
     if image_format is None:
         raise InvalidRequest(
@@ -112,11 +108,6 @@ def _image_block(url: Any, param: str) -> dict[str, Any]:
             "image/gif and image/webp.",
             param=param,
         )
-    data = url[match.end() :]
-    try:
-        size = len(base64.b64decode(data, validate=True))
-    except (binascii.Error, ValueError):
-        raise InvalidRequest(f"'{param}': the data: URL is not valid base64.", param=param) from None
     if size > MAX_IMAGE_BYTES:
         raise InvalidRequest(
             f"'{param}': the image is {size} bytes; Bedrock accepts at most {MAX_IMAGE_BYTES} per image.",
@@ -160,14 +151,13 @@ def _user_blocks(content: Any, param: str) -> list[dict[str, Any]]:
 
 def _document_block(file: Any, position: int, param: str) -> dict[str, Any]:
     data_url = file.get("file_data") if isinstance(file, dict) else None
-    match = _DATA_URL.match(data_url) if isinstance(data_url, str) else None
-    if match is None:
+    if not isinstance(data_url, str) or not data_url.startswith("data:"):
         raise InvalidRequest(
             f"'{param}.file_data': Bedrock needs the document's bytes: send a base64 data: URL "
             "(data:application/pdf;base64,...); uploaded file ids are not supported.",
             param=f"{param}.file_data",
         )
-    mime = (match.group(1) or "").lower()
+    mime, data, size = parse_data_url(data_url, f"{param}.file_data")
     document_format = _DOCUMENT_FORMATS.get(mime)
     if document_format is None:
         raise InvalidRequest(
@@ -175,11 +165,6 @@ def _document_block(file: Any, position: int, param: str) -> dict[str, Any]:
             f"{', '.join(sorted(_DOCUMENT_FORMATS))}.",
             param=f"{param}.file_data",
         )
-    data = data_url[match.end() :]  # type: ignore[index]
-    try:
-        size = len(base64.b64decode(data, validate=True))
-    except (binascii.Error, ValueError):
-        raise InvalidRequest(f"'{param}.file_data': the data: URL is not valid base64.", param=param) from None
     if size > MAX_DOCUMENT_BYTES:
         raise InvalidRequest(
             f"'{param}.file_data': the document is {size} bytes; Bedrock accepts at most {MAX_DOCUMENT_BYTES}.",

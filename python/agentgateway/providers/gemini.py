@@ -295,7 +295,7 @@ def _image_part(part: dict[str, Any], param: str) -> dict[str, Any]:
     if not isinstance(url, str) or not url:
         raise invalid(f"'{url_param}' must be a URL string.", url_param)
     if url.startswith("data:"):
-        media_type, data = parse_data_url(url, url_param)
+        media_type, data, _ = parse_data_url(url, url_param)
         return {"inlineData": {"mimeType": media_type or "image/jpeg", "data": data}}
     if url.startswith(("https://", "http://", "gs://")):
         return _uri_part(url, "image/jpeg")
@@ -319,7 +319,7 @@ def _file_part(part: dict[str, Any], param: str) -> dict[str, Any]:
         raise invalid(f"'{param}.file' must be an object with 'file_data' or 'file_id'.", f"{param}.file")
     file_data = file.get("file_data")
     if isinstance(file_data, str):
-        media_type, data = parse_data_url(file_data, f"{param}.file.file_data")
+        media_type, data, _ = parse_data_url(file_data, f"{param}.file.file_data")
         if not media_type:
             raise invalid(f"'{param}.file.file_data' must name its media type.", f"{param}.file.file_data")
         return {"inlineData": {"mimeType": media_type, "data": data}}

@@ -50,17 +50,18 @@ def text_of(content: Any, param: str, separator: str = "\n") -> str:
     return separator.join(texts)
 
 
-def parse_data_url(url: str, param: str) -> tuple[str, str]:
-    """``(media type, base64 data)`` of a base64 ``data:`` URL; a clear 400 for anything else."""
+def parse_data_url(url: str, param: str) -> tuple[str, str, int]:
+    """``(media type, base64 data, decoded size in bytes)`` of a base64 ``data:`` URL; a clear 400 for anything
+    else. The data is passed on as the client encoded it; the size is for providers that cap it."""
     match = _DATA_URL.fullmatch(url)
     if match is None or match[3] is None:
         raise invalid(f"'{param}' is not a base64 data: URL (data:<media type>;base64,<data>).", param)
     data = match[4]
     try:
-        base64.b64decode(data, validate=True)
+        size = len(base64.b64decode(data, validate=True))
     except (binascii.Error, ValueError):
-        raise invalid(f"'{param}' does not hold valid base64 data.", param) from None
-    return (match[1] or "").lower(), data
+        raise invalid(f"'{param}' is not valid base64 data.", param) from None
+    return (match[1] or "").lower(), data, size
 
 
 def read_tool_call(call: Any, param: str) -> tuple[str, str, dict[str, Any]]:

@@ -242,15 +242,6 @@ enum OpenBlock {
 /// Translator for one Messages API stream.
 pub type AnthropicStream = SseStream<AnthropicEvents>;
 
-impl AnthropicStream {
-    /// `client_model`: the model name reported to the client (default: the upstream's);
-    /// `include_usage`: whether the client asked for the usage chunk.
-    #[must_use]
-    pub fn new(client_model: Option<String>, include_usage: bool) -> Self {
-        Self::with_handler(AnthropicEvents::default(), client_model, include_usage)
-    }
-}
-
 /// What a Messages API stream's events mean (see the module docs).
 #[derive(Debug, Default)]
 pub struct AnthropicEvents {

@@ -320,15 +320,6 @@ pub fn translate_response(
 /// Translator for one `streamGenerateContent?alt=sse` stream.
 pub type GeminiStream = SseStream<GeminiEvents>;
 
-impl GeminiStream {
-    /// `client_model`: the model name reported to the client; `include_usage`: whether the client
-    /// asked for the usage chunk.
-    #[must_use]
-    pub fn new(client_model: Option<String>, include_usage: bool) -> Self {
-        Self::with_handler(GeminiEvents::default(), client_model, include_usage)
-    }
-}
-
 /// What a `streamGenerateContent` stream's events mean (see the module docs).
 #[derive(Debug, Default)]
 pub struct GeminiEvents {

@@ -34,19 +34,21 @@ pub struct SseStream<T> {
     handler: T,
 }
 
-impl<T: SseEvents> SseStream<T> {
-    /// `client_model`: the model name reported to the client; `include_usage`: whether the client
-    /// asked for the usage chunk.
+impl<T: SseEvents + Default> SseStream<T> {
+    /// `client_model`: the model name reported to the client (default: the upstream's);
+    /// `include_usage`: whether the client asked for the usage chunk.
     #[must_use]
-    pub fn with_handler(handler: T, client_model: Option<String>, include_usage: bool) -> Self {
+    pub fn new(client_model: Option<String>, include_usage: bool) -> Self {
         Self {
             parser: SseParser::new(),
             events: Vec::new(),
             writer: StreamWriter::new(client_model.unwrap_or_default(), include_usage),
-            handler,
+            handler: T::default(),
         }
     }
+}
 
+impl<T: SseEvents> SseStream<T> {
     /// Translate one chunk of the upstream body (any split), appending complete frames to `out`.
     pub fn feed_into(&mut self, chunk: &[u8], out: &mut Vec<u8>) -> Result<(), CoreError> {
         self.parser.feed(chunk, &mut self.events);
