@@ -1,0 +1,185 @@
+"""Where the floor is: what granian alone, forwarding alone and the gateway cost, in CPU µs per request.
+
+    python benches/floor.py            (ROUNDS, DURATION and CONNS as for load.sh; needs nginx and wrk)
+
+Loads, in alternating rounds, every target below with wrk at $CONNS connections, in front of the same nginx mock
+upstream that benches/load.py uses, and prints the median CPU µs per request of each target's process tree:
+
+* nginx ``proxy_pass`` to the mock upstream;
+* a bare granian ASGI app that answers without any upstream call (benches/floor_apps.py ``bare``);
+* a minimal proxy: that app forwarding each request with the gateway's own upstream client (``proxy``);
+* the same minimal proxy with an upstream client in Rust, hyper on tokio, driven from asyncio -- only when
+  benches/rust_client is installed (``pip install ./benches/rust_client``);
+* the gateway, OpenAI model, plain and streamed.
+
+Every granian target runs one worker on uvloop, as the gateway does. Results go to stdout only.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+import shutil
+import signal
+import statistics
+import sys
+import tempfile
+from pathlib import Path
+
+from load import (
+    REPO,
+    STREAM_CASE,
+    UPSTREAMS,
+    BenchError,
+    Processes,
+    Target,
+    _exit_on_signal,
+    free_port,
+    gateway_config,
+    measure,
+    mock_upstream_conf,
+    proxy_conf,
+    versions,
+    wait_ready,
+)
+
+HERE = Path(__file__).resolve().parent
+CASES = ("plain", STREAM_CASE)
+
+
+def granian(app: str, port: int) -> list[str]:
+    return [
+        sys.executable,
+        "-m",
+        "granian",
+        "--interface",
+        "asgi",
+        "--loop",
+        "uvloop",
+        "--workers",
+        "1",
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(port),
+        "--log-level",
+        "warning",
+        app,
+    ]
+
+
+def main() -> int:
+    rounds = int(os.environ.get("ROUNDS", "3"))
+    seconds = int(os.environ.get("DURATION", "8"))
+    conns = int(os.environ.get("CONNS", "32"))
+    for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+        signal.signal(sig, _exit_on_signal)
+    root = Path(tempfile.mkdtemp(prefix="agentgateway-floor-"))
+    root.chmod(0o755)  # nginx's workers run as an unprivileged user and must read the mock's files
+    processes = Processes(root)
+    try:
+        return _run(processes, root, rounds, seconds, conns)
+    except BenchError as exc:
+        print(f"\nFAILED: {exc}", file=sys.stderr)
+        return 1
+    finally:
+        processes.stop_all()
+        shutil.rmtree(root, ignore_errors=True)
+
+
+def _run(processes: Processes, root: Path, rounds: int, seconds: int, conns: int) -> int:
+    openai = UPSTREAMS["openai"]
+    upstream_port = free_port()
+    upstream = processes.start(
+        "upstream", ["nginx", "-c", str(mock_upstream_conf(root / "upstream", upstream_port, ["openai"]))]
+    )
+    plain_path = f"/openai/plain/v1{openai.path}"
+    stream_path = f"/openai/stream/v1{openai.stream_path}"
+    env = {
+        **os.environ,
+        "PYTHONPATH": os.pathsep.join(filter(None, [str(HERE), str(REPO / "python"), os.environ.get("PYTHONPATH")])),
+        "FLOOR_UPSTREAM": f"http://127.0.0.1:{upstream_port}{plain_path}",
+    }
+    targets: list[tuple[Target, tuple[str, ...]]] = []
+
+    def add(name: str, port: int, args: list[str], cases: tuple[str, ...], ready_path: str, **extra: str) -> None:
+        process = processes.start(f"target{len(targets)}", args, {**env, **extra})
+        base = f"http://127.0.0.1:{port}"
+        if name.startswith("nginx"):
+            urls, models = {"plain": base + plain_path, STREAM_CASE: base + stream_path}, dict.fromkeys(CASES, "bench")
+        elif name.startswith("gateway"):
+            urls = dict.fromkeys(CASES, base + "/v1/chat/completions")
+            models = {"plain": "bench-openai-plain", STREAM_CASE: "bench-openai-stream"}
+        else:
+            urls, models = dict.fromkeys(CASES, base + "/v1/chat/completions"), dict.fromkeys(CASES, "bench")
+        wait_ready(processes, base + ready_path)
+        targets.append((Target(name, process.pid, urls, models, openai.stream_file), cases))
+
+    port = free_port()
+    add(
+        "nginx proxy_pass",
+        port,
+        ["nginx", "-c", str(proxy_conf(root / "proxy", 1, port, upstream_port))],
+        CASES,
+        plain_path,
+    )
+    port = free_port()
+    add("bare granian app", port, granian("floor_apps:bare", port), CASES, "/")
+    port = free_port()
+    add(
+        "minimal proxy, asyncio client",
+        port,
+        granian("floor_apps:proxy", port),
+        ("plain",),
+        "/",
+        FLOOR_CLIENT="asyncio",
+    )
+    if importlib.util.find_spec("agentgateway_bench_hyper") is not None:
+        port = free_port()
+        add(
+            "minimal proxy, hyper client",
+            port,
+            granian("floor_apps:proxy", port),
+            ("plain",),
+            "/",
+            FLOOR_CLIENT="hyper",
+        )
+    else:
+        print("benches/rust_client is not installed (pip install ./benches/rust_client): no hyper client row")
+    port = free_port()
+    gateway_args = ["-c", gateway_config(upstream_port, ["openai"]), "--workers", "1", "--log-level", "warning"]
+    add(
+        "gateway (OpenAI model)",
+        port,
+        [sys.executable, "-m", "agentgateway", *gateway_args, "--host", "127.0.0.1", "--port", str(port)],
+        CASES,
+        "/readyz",
+    )
+
+    figures: dict[tuple[str, str], list[float]] = {}
+    for index in range(rounds):
+        order = targets if index % 2 == 0 else targets[::-1]  # alternate: the VM's speed drifts within minutes
+        for case in CASES:
+            for target, cases in order:
+                if case not in cases:
+                    continue
+                row = measure(case, target, upstream.pid, conns, seconds)
+                processes.check_alive()
+                if row.errors or row.non2xx or not row.requests:
+                    raise BenchError(f"{target.name}, {case}: {row.errors} errors, {row.non2xx} non-2xx answers")
+                figures.setdefault((case, target.name), []).append(row.cpu_us)
+                print(f"round {index + 1}: {case:6} {target.name:32} {row.cpu_us:7.1f} CPU µs/req", flush=True)
+
+    nginx = {case: statistics.median(figures[(case, "nginx proxy_pass")]) for case in CASES}
+    print(f"\n{versions()}; wrk -t1 -c{conns} -d{seconds}s, {rounds} alternating round(s), median shown.\n")
+    print("| case | target | CPU µs/req | ratio to nginx | all rounds |")
+    print("|---|---|---:|---:|---|")
+    for (case, name), values in figures.items():
+        median = statistics.median(values)
+        rounds_text = ", ".join(f"{value:.1f}" for value in values)
+        print(f"| {case} | {name} | {median:.1f} | {median / nginx[case]:.1f}x | {rounds_text} |")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
