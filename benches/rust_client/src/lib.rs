@@ -20,11 +20,11 @@ struct HyperClient {
 impl HyperClient {
     #[new]
     fn new(url: &str) -> PyResult<Self> {
-        // One worker thread, as a fair match for the gateway's single event loop thread. init fails
-        // harmlessly when a runtime was set up already.
+        // One worker thread, as a fair match for the gateway's single event loop thread. Only the
+        // first client's builder is used: the runtime is created once, on first use.
         let mut builder = tokio::runtime::Builder::new_multi_thread();
         builder.worker_threads(1).enable_all();
-        let _ = pyo3_async_runtimes::tokio::init(builder);
+        pyo3_async_runtimes::tokio::init(builder);
         let uri = url
             .parse()
             .map_err(|e| PyValueError::new_err(format!("{e}")))?;
