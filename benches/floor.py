@@ -19,11 +19,8 @@ from __future__ import annotations
 
 import importlib.util
 import os
-import shutil
-import signal
 import statistics
 import sys
-import tempfile
 from pathlib import Path
 
 from load import (
@@ -33,7 +30,6 @@ from load import (
     BenchError,
     Processes,
     Target,
-    _exit_on_signal,
     free_port,
     gateway_config,
     measure,
@@ -41,6 +37,7 @@ from load import (
     proxy_conf,
     versions,
     wait_ready,
+    with_processes,
 )
 
 HERE = Path(__file__).resolve().parent
@@ -72,19 +69,7 @@ def main() -> int:
     rounds = int(os.environ.get("ROUNDS", "3"))
     seconds = int(os.environ.get("DURATION", "8"))
     conns = int(os.environ.get("CONNS", "32"))
-    for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
-        signal.signal(sig, _exit_on_signal)
-    root = Path(tempfile.mkdtemp(prefix="agentgateway-floor-"))
-    root.chmod(0o755)  # nginx's workers run as an unprivileged user and must read the mock's files
-    processes = Processes(root)
-    try:
-        return _run(processes, root, rounds, seconds, conns)
-    except BenchError as exc:
-        print(f"\nFAILED: {exc}", file=sys.stderr)
-        return 1
-    finally:
-        processes.stop_all()
-        shutil.rmtree(root, ignore_errors=True)
+    return with_processes("agentgateway-floor-", lambda processes, root: _run(processes, root, rounds, seconds, conns))
 
 
 def _run(processes: Processes, root: Path, rounds: int, seconds: int, conns: int) -> int:

@@ -45,6 +45,7 @@ import tempfile
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, NoReturn
@@ -730,13 +731,19 @@ def main() -> int:
     if unknown or not providers:
         print(f"PROVIDERS: choose from {', '.join(UPSTREAMS)} (got {sorted(unknown) or 'none'})", file=sys.stderr)
         return 1
+    return with_processes("agentgateway-bench-", lambda processes, root: _run(processes, root, settings, providers))
+
+
+def with_processes(prefix: str, run: Callable[[Processes, Path], int]) -> int:
+    """Calls ``run`` with a fresh Processes and its temporary directory; stops every process and removes the
+    directory however it ends (a BenchError is printed and exits 1; SIGINT/SIGTERM/SIGHUP end it cleanly)."""
     for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
         signal.signal(sig, _exit_on_signal)
-    root = Path(tempfile.mkdtemp(prefix="agentgateway-bench-"))
+    root = Path(tempfile.mkdtemp(prefix=prefix))
     root.chmod(0o755)  # nginx's workers run as an unprivileged user and must read the mock's files
     processes = Processes(root)
     try:
-        return _run(processes, root, settings, providers)
+        return run(processes, root)
     except BenchError as exc:
         print(f"\nFAILED: {exc}", file=sys.stderr)
         return 1
