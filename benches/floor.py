@@ -85,48 +85,53 @@ def _run(processes: Processes, root: Path, rounds: int, seconds: int, conns: int
         "PYTHONPATH": os.pathsep.join(filter(None, [str(HERE), str(REPO / "python"), os.environ.get("PYTHONPATH")])),
         "FLOOR_UPSTREAM": f"http://127.0.0.1:{upstream_port}{plain_path}",
     }
-    targets: list[tuple[Target, tuple[str, ...]]] = []
+    targets: list[Target] = []
 
-    def add(name: str, port: int, args: list[str], cases: tuple[str, ...], ready_path: str, **extra: str) -> None:
+    completions = "/v1/chat/completions"
+    app_paths = dict.fromkeys(CASES, completions)
+    any_model = dict.fromkeys(CASES, "bench")
+
+    def add(
+        name: str,
+        args: list[str],
+        port: int,
+        ready_path: str,
+        paths: dict[str, str],
+        models: dict[str, str],
+        **extra: str,
+    ) -> None:
+        """Start a target and wait until it answers; it is loaded with the cases ``paths`` names."""
         process = processes.start(f"target{len(targets)}", args, {**env, **extra})
         base = f"http://127.0.0.1:{port}"
-        if name.startswith("nginx"):
-            urls, models = {"plain": base + plain_path, STREAM_CASE: base + stream_path}, dict.fromkeys(CASES, "bench")
-        elif name.startswith("gateway"):
-            urls = dict.fromkeys(CASES, base + "/v1/chat/completions")
-            models = {"plain": "bench-openai-plain", STREAM_CASE: "bench-openai-stream"}
-        else:
-            urls, models = dict.fromkeys(CASES, base + "/v1/chat/completions"), dict.fromkeys(CASES, "bench")
         wait_ready(processes, base + ready_path)
-        targets.append((Target(name, process.pid, urls, models, openai.stream_file), cases))
+        urls = {case: base + path for case, path in paths.items()}
+        targets.append(Target(name, process.pid, urls, models, openai.stream_file))
 
     port = free_port()
-    add(
-        "nginx proxy_pass",
-        port,
-        ["nginx", "-c", str(proxy_conf(root / "proxy", 1, port, upstream_port))],
-        CASES,
-        plain_path,
-    )
+    nginx = ["nginx", "-c", str(proxy_conf(root / "proxy", 1, port, upstream_port))]
+    add("nginx proxy_pass", nginx, port, plain_path, {"plain": plain_path, STREAM_CASE: stream_path}, any_model)
     port = free_port()
-    add("bare granian app", port, granian("floor_apps:bare", port), CASES, "/")
+    add("bare granian app", granian("floor_apps:bare", port), port, "/", app_paths, any_model)
     port = free_port()
+    proxy_paths = {"plain": completions}  # the minimal proxies forward to the plain answer only
     add(
         "minimal proxy, asyncio client",
-        port,
         granian("floor_apps:proxy", port),
-        ("plain",),
+        port,
         "/",
+        proxy_paths,
+        any_model,
         FLOOR_CLIENT="asyncio",
     )
     if importlib.util.find_spec("agentgateway_bench_hyper") is not None:
         port = free_port()
         add(
             "minimal proxy, hyper client",
-            port,
             granian("floor_apps:proxy", port),
-            ("plain",),
+            port,
             "/",
+            proxy_paths,
+            any_model,
             FLOOR_CLIENT="hyper",
         )
     else:
@@ -135,18 +140,19 @@ def _run(processes: Processes, root: Path, rounds: int, seconds: int, conns: int
     gateway_args = ["-c", gateway_config(upstream_port, ["openai"]), "--workers", "1", "--log-level", "warning"]
     add(
         "gateway (OpenAI model)",
-        port,
         [sys.executable, "-m", "agentgateway", *gateway_args, "--host", "127.0.0.1", "--port", str(port)],
-        CASES,
+        port,
         "/readyz",
+        app_paths,
+        {"plain": "bench-openai-plain", STREAM_CASE: "bench-openai-stream"},
     )
 
     figures: dict[tuple[str, str], list[float]] = {}
     for index in range(rounds):
         order = targets if index % 2 == 0 else targets[::-1]  # alternate: the VM's speed drifts within minutes
         for case in CASES:
-            for target, cases in order:
-                if case not in cases:
+            for target in order:
+                if case not in target.urls:
                     continue
                 row = measure(case, target, upstream.pid, conns, seconds)
                 processes.check_alive()

@@ -76,9 +76,10 @@ class _Proxy:
             await _lifespan(receive, send, self.startup)
             return
         body = (await receive()).get("body", b"")
-        if self.endpoint is None:
+        if self.kind == "hyper":
             status, answer = await self.client.post(body)
         else:
+            assert self.endpoint is not None
             response = await self.client.send(UpstreamRequest(self.endpoint, UPSTREAM_HEADERS, body))
             answer = await response.read()
             response.release()
