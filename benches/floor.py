@@ -10,7 +10,8 @@ upstream that benches/load.py uses, and prints the median CPU µs per request of
 * a minimal proxy: that app forwarding each request with the gateway's own upstream client (``proxy``);
 * the same minimal proxy with an upstream client in Rust, hyper on tokio, driven from asyncio -- only when
   benches/rust_client is installed (``pip install ./benches/rust_client``);
-* the gateway, OpenAI model, plain and streamed.
+* the gateway, OpenAI model, plain and streamed, asked directly and through a virtual model with two failover
+  targets (the same process; the first target always answers).
 
 Every granian target runs one worker on uvloop, as the gateway does. Results go to stdout only.
 """
@@ -145,6 +146,18 @@ def _run(processes: Processes, root: Path, rounds: int, seconds: int, conns: int
         "/readyz",
         app_paths,
         {"plain": "bench-openai-plain", STREAM_CASE: "bench-openai-stream"},
+    )
+    # The same gateway process, through a virtual model with two failover targets (the first always answers):
+    # what failover routing costs on the hot path.
+    gateway = targets[-1]
+    targets.append(
+        Target(
+            "gateway (virtual model, 2 failover targets)",
+            gateway.pid,
+            gateway.urls,
+            {"plain": "bench-openai-plain-failover", STREAM_CASE: "bench-openai-stream-failover"},
+            gateway.stream_file,
+        )
     )
 
     figures: dict[tuple[str, str], list[float]] = {}

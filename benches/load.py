@@ -323,7 +323,10 @@ def proxy_conf(root: Path, workers: int, port: int, upstream_port: int) -> Path:
 
 
 def gateway_config(upstream_port: int, providers: list[str]) -> str:
+    """Two entries per provider and case (``bench-<provider>-<case>`` and its ``-standby``), and a virtual model
+    ``bench-<provider>-<case>-failover`` that tries the first, then the standby: the cost of failover routing."""
     lines = ["llm:", "  models:"]
+    virtual = ["  virtualModels:"]
     for name in providers:
         upstream = UPSTREAMS[name]
         for kind in ("plain", "stream"):
@@ -332,12 +335,20 @@ def gateway_config(upstream_port: int, providers: list[str]) -> str:
                 base += f"/{name}/{kind}{upstream.base_suffix}"
             # Bedrock signs with AWS keys (the cost a real deployment pays); the others send an API key.
             credentials = "awsRegion: us-east-1" if name == "bedrock" else "apiKey: sk-bench"
-            lines += [
-                f"  - name: bench-{name}-{kind}",
-                f"    provider: {upstream.provider}",
-                f'    params: {{model: bench, {credentials}, baseUrl: "{base}"}}',
+            for suffix in ("", "-standby"):
+                lines += [
+                    f"  - name: bench-{name}-{kind}{suffix}",
+                    f"    provider: {upstream.provider}",
+                    f'    params: {{model: bench, {credentials}, baseUrl: "{base}"}}',
+                ]
+            virtual += [
+                f"  - name: bench-{name}-{kind}-failover",
+                "    routing:",
+                "      failover:",
+                f"        targets: [{{model: bench-{name}-{kind}, priority: 0}}, "
+                f"{{model: bench-{name}-{kind}-standby, priority: 1}}]",
             ]
-    return "\n".join(lines) + "\n"
+    return "\n".join(lines + virtual) + "\n"
 
 
 # -- checks --------------------------------------------------------------------------------------------------------

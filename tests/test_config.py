@@ -103,19 +103,44 @@ def test_dollar_dollar_is_a_literal_dollar(monkeypatch: pytest.MonkeyPatch) -> N
     assert key is not None and key.get_secret_value() == "pa$word"
 
 
-def test_router_first_match_wins_with_exact_names_and_globs() -> None:
+def test_router_matches_exact_names_first_then_the_most_specific_pattern_then_config_order() -> None:
     config = load_config(
         "llm:\n  models:\n"
-        "  - {name: 'gpt-*', provider: openAI, params: {model: first}}\n"
-        "  - {name: gpt-4o, provider: openAI, params: {model: second}}\n"
-        "  - {name: claude-x, provider: openAI, params: {model: third}}\n"
+        "  - {name: '*', provider: openAI, params: {model: catch-all}}\n"
+        "  - {name: 'gpt-*', provider: openAI, params: {model: gpt-family}}\n"
+        "  - {name: 'gpt-4o*', provider: openAI, params: {model: gpt-4o-family}}\n"
+        "  - {name: gpt-4o, provider: openAI, params: {model: exact}}\n"
+        "  - {name: 'claude-*', provider: openAI, params: {model: first-claude}}\n"
+        "  - {name: 'claude-*', provider: openAI, params: {model: second-claude}}\n"
     )
     router = Router(config)
-    assert router.route("gpt-4o").upstream_model == "first"
-    assert router.route("claude-x").upstream_model == "third"
+
+    def upstream_model(model: str) -> str | None:
+        [(backend, _)] = router.route(model).targets(None)  # type: ignore[arg-type]
+        return backend.provider.upstream_model
+
+    assert upstream_model("gpt-4o") == "exact"
+    assert upstream_model("gpt-4o-mini") == "gpt-4o-family"
+    assert upstream_model("gpt-5") == "gpt-family"
+    assert upstream_model("claude-x") == "first-claude"  # equally specific: config order
+    assert upstream_model("llama") == "catch-all"
+
+
+def test_an_unknown_model_lists_the_served_names_and_patterns() -> None:
+    config = load_config(
+        "llm:\n  models:\n"
+        "  - {name: 'gpt-*', provider: openAI}\n"
+        "  - {name: gpt-4o, provider: openAI}\n"
+        "  - {name: claude-x, provider: openAI}\n"
+        "  - {name: hidden, provider: openAI, visibility: internal}\n"
+    )
+    router = Router(config)
     with pytest.raises(ModelNotFound) as caught:
         router.route("claude-y")
     assert "gpt-4o, claude-x" in caught.value.message and "gpt-*" in caught.value.message
+    assert "hidden" not in caught.value.message
+    with pytest.raises(ModelNotFound):
+        router.route("hidden")  # internal: only through a virtual model
 
 
 @pytest.mark.parametrize(

@@ -15,18 +15,12 @@ from typing import Any
 
 import orjson
 
-from ._core import CoreError, StreamTranslator, UpstreamReportedError, translate_response
 from .config import GatewayConfig, load_config, load_config_file
-from .errors import (
-    GatewayError,
-    UpstreamHTTPError,
-    UpstreamProtocolError,
-    error_body,
-)
-from .providers import ChatRequest, Provider
+from .errors import GatewayError, error_body
+from .exchange import Exchange, Observer
 from .request import parse_chat_request
 from .router import Router
-from .upstream import UpstreamClient, UpstreamResponse
+from .upstream import UpstreamClient
 
 __all__ = ["Gateway", "create_app"]
 
@@ -46,23 +40,6 @@ LOG_LEVEL_ENV = "AGENTGATEWAY_LOG_LEVEL"
 LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
 
 _JSON_HEADERS = [(b"content-type", b"application/json")]
-_SSE_HEADERS = [
-    (b"content-type", b"text/event-stream; charset=utf-8"),
-    (b"cache-control", b"no-cache"),
-    # Tells nginx-style proxies between us and the client not to hold events back.
-    (b"x-accel-buffering", b"no"),
-]
-# Upstream response headers a client needs to see: rate-limit state and its request id for support tickets.
-_FORWARDED_HEADER_PREFIXES = (
-    b"retry-after",
-    b"x-ratelimit-",
-    b"x-request-id",
-    b"openai-processing-ms",
-    b"anthropic-ratelimit-",
-    b"request-id",
-    b"x-amzn-requestid",  # AWS's request id, for support tickets
-    b"x-amzn-errortype",  # AWS's error type (the error body has only the message)
-)
 
 _COMPLETION_PATHS = frozenset(("/v1/chat/completions", "/chat/completions", "/"))
 _MODEL_PATHS = frozenset(("/v1/models", "/models"))
@@ -78,12 +55,14 @@ class Gateway:
         self.router = Router(config, source)
         self.timeouts = config.llm.timeouts
         self.client: UpstreamClient | None = None
+        #: Called with every exchange as it settles (metrics, logs, limits hook in here).
+        self.observers: list[Observer] = []
         self.models_body = orjson.dumps(
             {
                 "object": "list",
                 "data": [
                     {"id": name, "object": "model", "created": 0, "owned_by": "agentgateway"}
-                    for name in self.router.exact_names
+                    for name in [*self.router.exact_names, *self.router.virtual_names]
                 ],
             }
         )
@@ -160,141 +139,50 @@ class Gateway:
     # -- chat completions --------------------------------------------------------------------------------------
 
     async def chat_completions(self, scope: Scope, receive: Receive, send: Send) -> None:
-        raw = await _read_body(scope, receive)
-        request = parse_chat_request(raw, scope["headers"])
-        provider = self.router.route(request.model)
-        client = self.client
-        if client is None:
-            raise GatewayError("The gateway is starting up; retry shortly.", status=503, code="not_ready")
-
-        watch = _DisconnectWatch(receive)
+        exchange = Exchange(scope, self.observers)
+        disconnected = False
         try:
-            if request.stream:
-                await self._stream(client, provider, request, send)
-            else:
-                await self._complete(client, provider, request, send)
-        except asyncio.CancelledError:
-            if watch.stop():
-                # The client went away: that cancellation is ours and ends here (3.11+ counts cancellations).
-                uncancel = getattr(watch.task, "uncancel", None)
-                if uncancel is None or uncancel() == 0:
-                    logger.info("client disconnected; upstream request to %s cancelled", provider.entry.name)
-                    return
-            raise
-        finally:
-            watch.stop()
-
-    async def _send_upstream(
-        self, client: UpstreamClient, provider: Provider, request: ChatRequest
-    ) -> UpstreamResponse:
-        """Send the request; when the upstream refuses credentials the provider can renew (an expired cloud token),
-        renew them and send it once more."""
-        response = await client.send(await provider.prepare(request))
-        if provider.rejects_credentials(response.status, response.headers) and await provider.credentials_rejected():
-            logger.info("upstream for %s refused its credentials; retrying once with new ones", provider.entry.name)
-            await _discard(response)
-            response = await client.send(await provider.prepare(request))
-        return response
-
-    async def _complete(self, client: UpstreamClient, provider: Provider, request: ChatRequest, send: Send) -> None:
-        response = await self._send_upstream(client, provider, request)
-        try:
-            body = await response.read()
-        except BaseException:
-            response.abort()
-            raise
-        response.release()
-        headers = _forwarded_headers(response)
-        if response.status >= 400:
-            _log_upstream_status(provider, response.status)
-            raise _upstream_error(provider, response.status, body, headers)
-        # Always through the core, even with nothing to rewrite: it also catches a success status whose body is an
-        # error, which must reach the client as an error.
-        try:
-            body, _usage = translate_response(
-                provider.translator_for(request), body, provider.response_model(request.model)
-            )
-        except UpstreamReportedError as exc:
-            message, status, code = exc.args
-            _log_upstream_status(provider, status)
-            raise UpstreamHTTPError(provider.redact(message), status=status, type_=code, code=code) from None
-        except CoreError as exc:
-            raise UpstreamProtocolError(f"The upstream's answer could not be read: {exc}") from None
-        await _send_json(send, 200, body, headers)
-
-    async def _stream(self, client: UpstreamClient, provider: Provider, request: ChatRequest, send: Send) -> None:
-        response = await self._send_upstream(client, provider, request)
-        try:
-            if response.status >= 400:
-                _log_upstream_status(provider, response.status)
-                try:
-                    body = await response.read()
-                except GatewayError:
-                    body = b""
-                raise _upstream_error(provider, response.status, body, _forwarded_headers(response))
-            translator = StreamTranslator(
-                provider.translator_for(request), provider.response_model(request.model), request.include_usage
-            )
-            await send(
-                {"type": "http.response.start", "status": 200, "headers": _SSE_HEADERS + _forwarded_headers(response)}
-            )
             try:
-                while chunk := await response.read_chunk():
-                    out = translator.feed(chunk)
-                    if out:
-                        await send({"type": "http.response.body", "body": out, "more_body": True})
-                    if translator.failed:
-                        break  # the upstream sent something unreadable; the error frame is already out
-                tail = translator.finish()
+                raw = await _read_body(scope, receive)
+                request = parse_chat_request(raw, scope["headers"])
+                route = self.router.route(request.model)
+                client = self.client
+                if client is None:
+                    raise GatewayError("The gateway is starting up; retry shortly.", status=503, code="not_ready")
             except GatewayError as exc:
-                # Timeouts, resets and framing errors after the stream began: the client gets them as the last event.
-                logger.warning("stream from %s failed: %s", provider.entry.name, exc.message)
-                tail = exc.stream_event()
-            except Exception as exc:
-                # Whatever failed, the client must learn the stream is incomplete rather than see a clean end.
-                logger.exception("stream from %s failed", provider.entry.name)
-                tail = GatewayError(f"The stream failed in the gateway: {_describe(exc)}").stream_event()
-            if translator.error is not None:
-                logger.warning(
-                    "stream from %s ended with an error: %s", provider.entry.name, provider.redact(translator.error)
-                )
-            await send({"type": "http.response.body", "body": tail, "more_body": False})
-        except BaseException:
-            response.abort()  # an unfinished upstream answer: drop the connection so the upstream stops too
-            raise
-        response.release()
+                await exchange.send_error(send, exc)
+                return
+            watch = _DisconnectWatch(receive)
+            try:
+                await exchange.serve(client, route, request, send)
+            except GatewayError as exc:
+                if exchange.status:
+                    raise  # an answer already started (a bug: the exchange handles its own errors then)
+                await exchange.send_error(send, exc)
+            except Exception:
+                if exchange.status:
+                    raise
+                # A bug of ours, not the client's: log it and still answer in OpenAI's shape.
+                logger.exception("unexpected error serving %s", request.model)
+                await exchange.send_error(send, GatewayError("Internal error in the gateway.", code="internal_error"))
+            except asyncio.CancelledError:
+                if watch.stop():
+                    # The client went away: that cancellation is ours and ends here (3.11+ counts cancellations).
+                    uncancel = getattr(watch.task, "uncancel", None)
+                    if uncancel is None or uncancel() == 0:
+                        disconnected = True
+                        logger.info("client disconnected; upstream request for %s cancelled", request.model)
+                        return
+                raise
+            finally:
+                watch.stop()
+        except _ClientDisconnected:
+            disconnected = True
+        finally:
+            exchange.settle(disconnected=disconnected)
 
 
 # -- helpers -------------------------------------------------------------------------------------------------------
-
-
-def _upstream_error(provider: Provider, status: int, body: bytes, headers: list[tuple[bytes, bytes]]) -> GatewayError:
-    error = provider.error_from_response(status, body, headers)
-    error.message = provider.redact(error.message)
-    return error
-
-
-async def _discard(response: UpstreamResponse) -> None:
-    """Read and drop an answer that will not be used, keeping the connection when it can be kept."""
-    try:
-        await response.read()
-    except BaseException:
-        response.abort()
-        raise
-    response.release()
-
-
-def _forwarded_headers(response: UpstreamResponse) -> list[tuple[bytes, bytes]]:
-    return [(name, value) for name, value in response.headers if name.startswith(_FORWARDED_HEADER_PREFIXES)]
-
-
-def _describe(exc: BaseException) -> str:
-    text = str(exc)
-    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
-
-
-def _log_upstream_status(provider: Provider, status: int) -> None:
-    logger.warning("upstream for %s answered HTTP %d", provider.entry.name, status)
 
 
 def _method_not_allowed(method: str, path: str, allowed: str) -> GatewayError:

@@ -23,7 +23,9 @@ from urllib.parse import urlsplit
 
 import yaml
 from pydantic import (
+    AfterValidator,
     BaseModel,
+    BeforeValidator,
     ConfigDict,
     Field,
     SecretStr,
@@ -137,31 +139,171 @@ _REQUIRED_PARAMS: dict[str, tuple[tuple[str, str], ...]] = {
 }
 
 
-class ModelEntry(_Model):
+def _check_expression(value: str | None) -> str | None:
+    """A CEL expression must compile at load (the router compiles it again in each worker)."""
+    if value is not None:
+        from .cel import compile_expression
+
+        compile_expression(value)  # raises ValueError saying what is wrong
+    return value
+
+
+def _duration(value: Any) -> Any:
+    """agentgateway's durations: ``30s``, ``500ms``, ``1m``, ``1h``; a bare number is seconds."""
+    if isinstance(value, str):
+        from .health import parse_duration
+
+        return parse_duration(value)
+    return value
+
+
+Duration = Annotated[float, BeforeValidator(_duration), Field(ge=0)]
+Expression = Annotated[str, AfterValidator(_check_expression)]
+
+
+class HeaderValueMatch(_Model):
+    """One of ``exact`` or ``regex`` (a full match, as agentgateway's)."""
+
+    exact: str | None = None
+    regex: str | None = None
+
+    @model_validator(mode="after")
+    def _one_of(self) -> HeaderValueMatch:
+        if (self.exact is None) == (self.regex is None):
+            raise ValueError("give exactly one of 'exact' or 'regex'")
+        if self.regex is not None:
+            try:
+                re.compile(self.regex)
+            except re.error as exc:
+                raise ValueError(f"invalid regex {self.regex!r}: {exc}") from None
+        return self
+
+
+class HeaderMatch(_Model):
+    name: Annotated[str, Field(min_length=1)]
+    value: HeaderValueMatch
+
+
+class ModelMatch(_Model):
+    """Every header of one match must hold for the model entry to be used."""
+
+    headers: list[HeaderMatch] = []
+
+
+class HeaderModifier(_Model):
+    """agentgateway's ``requestHeaders`` / ``responseHeaders``: ``add`` appends, ``set`` replaces, ``remove`` drops."""
+
+    add: dict[str, str] = {}
+    set: dict[str, str] = {}
+    remove: list[str] = []
+
+    @model_validator(mode="after")
+    def _check_headers(self) -> HeaderModifier:
+        for name, value in (*self.add.items(), *self.set.items()):
+            if not re.fullmatch(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+", name):
+                raise ValueError(f"{name!r} is not a valid header name")
+            if any(c in value for c in "\r\n\0"):
+                raise ValueError(f"the value of header {name!r} contains a line break")
+        return self
+
+
+class Eviction(_Model):
+    """agentgateway's ``health.eviction``."""
+
+    duration: Duration | None = None
+    consecutive_failures: Annotated[int, Field(ge=0)] | None = None  # 0: never by count (agentgateway)
+    health_threshold: Annotated[float, Field(ge=0, le=1)] | None = None
+    restore_health: Annotated[float, Field(ge=0, le=1)] | None = None
+
+
+class HealthConfig(_Model):
+    """agentgateway's ``health``: which answers count as failures (CEL over ``response``) and how to evict."""
+
+    unhealthy_expression: Expression | None = None
+    eviction: Eviction | None = None
+
+
+class ProviderReference(_Model):
+    reference: Annotated[str, Field(min_length=1)]
+
+
+class ProviderDefaults(_Model):
+    """``llm.providers[].defaults``: what every model entry that references the provider inherits."""
+
+    defaults: dict[str, Any] | None = None
+    overrides: dict[str, Any] | None = None
+    request_headers: HeaderModifier | None = None
+    response_headers: HeaderModifier | None = None
+    health: HealthConfig | None = None
+
+
+def _canonical_provider(value: Any) -> Any:
+    if isinstance(value, str):
+        canonical = _PROVIDER_BY_LOWER.get(value.lower())
+        if canonical is None:
+            raise ValueError(
+                f"unknown provider {value!r}; use one of {', '.join(BUILTIN_PROVIDERS)}, "
+                "{custom: {formats: [{type: completions}]}} or {reference: <name in llm.providers>}"
+            )
+        return canonical
+    if isinstance(value, dict) and set(value) == {"custom"}:
+        return CustomProvider.model_validate(value["custom"] or {})
+    if isinstance(value, dict) and set(value) == {"reference"}:
+        return ProviderReference.model_validate(value)
+    raise ValueError(
+        f"must be one of {', '.join(BUILTIN_PROVIDERS)}, a mapping {{custom: {{formats: [{{type: completions}}]}}}} "
+        "or {reference: <name in llm.providers>}"
+    )
+
+
+class ProviderEntry(_Model):
+    """``llm.providers[]``: a provider's params and defaults, named once and referenced by model entries."""
+
     name: Annotated[str, Field(min_length=1)]
     provider: str | CustomProvider
     params: ModelParams = ModelParams()
+    defaults: ProviderDefaults | None = None
 
     @field_validator("provider", mode="before")
     @classmethod
     def _check_provider(cls, value: Any) -> Any:
-        if isinstance(value, str):
-            canonical = _PROVIDER_BY_LOWER.get(value.lower())
-            if canonical is None:
-                raise ValueError(
-                    f"unknown provider {value!r}; use one of {', '.join(BUILTIN_PROVIDERS)} "
-                    "or {custom: {formats: [{type: completions}]}}"
-                )
-            return canonical
-        if isinstance(value, dict) and set(value) == {"custom"}:
-            return CustomProvider.model_validate(value["custom"] or {})
-        raise ValueError(
-            f"must be one of {', '.join(BUILTIN_PROVIDERS)} or a mapping "
-            "{custom: {formats: [{type: completions}]}}"
-        )
+        resolved = _canonical_provider(value)
+        if isinstance(resolved, ProviderReference):
+            raise ValueError("a provider in llm.providers cannot reference another provider")
+        return resolved
+
+
+class ModelEntry(_Model):
+    name: Annotated[str, Field(min_length=1)]
+    provider: str | CustomProvider | ProviderReference
+    params: ModelParams = ModelParams()
+    #: ``internal``: reachable only through a virtual model; a direct request gets 404.
+    visibility: Literal["public", "internal"] = "public"
+    #: The entry serves a request only when one of these holds (none: always).
+    matches: list[ModelMatch] = []
+    #: Request body fields set when the client sent none (``defaults``) or always (``overrides``).
+    defaults: dict[str, Any] | None = None
+    overrides: dict[str, Any] | None = None
+    request_headers: HeaderModifier | None = None
+    response_headers: HeaderModifier | None = None
+    health: HealthConfig | None = None
+
+    @field_validator("provider", mode="before")
+    @classmethod
+    def _check_provider(cls, value: Any) -> Any:
+        return _canonical_provider(value)
 
     @model_validator(mode="after")
     def _check_params(self) -> ModelEntry:
+        if isinstance(self.provider, ProviderReference):
+            extra = self.params.model_fields_set - {"model"}
+            if extra:
+                names = ", ".join(sorted(to_camel(name) for name in extra))
+                raise ValueError(
+                    f"a model that references a provider may set only params.model (it sets {names}): "
+                    "set the others on the provider in llm.providers"
+                )
+            return self  # checked once the reference is resolved
         if isinstance(self.provider, CustomProvider) and self.params.base_url is None:
             raise ValueError("params.baseUrl is required for a custom provider (e.g. http://host:8000/v1)")
         for param, problem in _REQUIRED_PARAMS.get(self.provider_name, ()):
@@ -173,12 +315,80 @@ class ModelEntry(_Model):
 
     @property
     def provider_name(self) -> str:
+        if isinstance(self.provider, ProviderReference):
+            raise AssertionError("provider references are resolved when the config loads")
         return "custom" if isinstance(self.provider, CustomProvider) else self.provider
+
+
+class WeightedTarget(_Model):
+    model: Annotated[str, Field(min_length=1)]
+    weight: Annotated[int, Field(ge=0)] = 1
+
+
+class WeightedRouting(_Model):
+    targets: Annotated[list[WeightedTarget], Field(min_length=1)]
+
+    @model_validator(mode="after")
+    def _some_weight(self) -> WeightedRouting:
+        if not any(target.weight for target in self.targets):
+            raise ValueError("at least one target needs a weight above 0")
+        return self
+
+
+class FailoverTarget(_Model):
+    model: Annotated[str, Field(min_length=1)]
+    #: lower values are tried first
+    priority: Annotated[int, Field(ge=0)] = 0
+
+
+class FailoverRouting(_Model):
+    targets: Annotated[list[FailoverTarget], Field(min_length=1)]
+
+
+class ConditionalTarget(_Model):
+    when: Expression | None = None
+    model: Annotated[str, Field(min_length=1)]
+
+
+class ConditionalRouting(_Model):
+    targets: Annotated[list[ConditionalTarget], Field(min_length=1, max_length=64)]
+
+    @model_validator(mode="after")
+    def _fallback_last(self) -> ConditionalRouting:
+        for index, target in enumerate(self.targets[:-1]):
+            if target.when is None:
+                raise ValueError(f"targets[{index}] has no 'when': only the last target may go without one")
+        return self
+
+
+class VirtualModelRouting(_Model):
+    weighted: WeightedRouting | None = None
+    failover: FailoverRouting | None = None
+    conditional: ConditionalRouting | None = None
+
+    @model_validator(mode="after")
+    def _exactly_one(self) -> VirtualModelRouting:
+        given = [name for name in ("weighted", "failover", "conditional") if getattr(self, name) is not None]
+        if len(given) != 1:
+            raise ValueError(
+                "give exactly one of 'weighted', 'failover' or 'conditional'"
+                + (f" (got {' and '.join(given)})" if given else "")
+            )
+        return self
+
+
+class VirtualModel(_Model):
+    """``llm.virtualModels[]``: a public name whose requests go to other models by a routing rule."""
+
+    name: Annotated[str, Field(min_length=1)]
+    routing: VirtualModelRouting
 
 
 class LlmConfig(_Model):
     port: Annotated[int, Field(ge=1, le=65535)] | None = None
+    providers: list[ProviderEntry] = []
     models: Annotated[list[ModelEntry], Field(min_length=1)]
+    virtual_models: list[VirtualModel] = []
     timeouts: Timeouts = Timeouts()
 
 
@@ -213,13 +423,121 @@ def load_config(text: str, source: str = "<inline config>") -> GatewayConfig:
     if not isinstance(document, dict) or "llm" not in document:
         raise ConfigError(f"{source}: the config must be a mapping with an 'llm:' section")
     try:
-        return GatewayConfig.model_validate(document)
+        config = GatewayConfig.model_validate(document)
     except ValidationError as exc:
-        for error in exc.errors(include_url=False):
-            loc = tuple(error["loc"])
-            message = error["msg"].removeprefix("Value error, ")
-            problems.append(_located(source, lines, loc, message))
+        problems.extend(_validation_problems(exc, source, lines, ()))
         raise ConfigError("\n".join(problems)) from None
+    config = _resolve_references(config, source, lines, problems)
+    _check_virtual_models(config.llm, source, lines, problems)
+    if problems:
+        raise ConfigError("\n".join(problems))
+    return config
+
+
+def _validation_problems(exc: ValidationError, source: str, lines: dict[Path, int], prefix: Path) -> list[str]:
+    return [
+        _located(source, lines, (*prefix, *error["loc"]), error["msg"].removeprefix("Value error, "))
+        for error in exc.errors(include_url=False)
+    ]
+
+
+_INHERITED = ("defaults", "overrides", "request_headers", "response_headers", "health")
+
+
+def _resolve_references(
+    config: GatewayConfig, source: str, lines: dict[Path, int], problems: list[str]
+) -> GatewayConfig:
+    """Model entries with ``provider: {reference: name}`` take that provider's params (their own params.model
+    wins) and its defaults (the model's own fields win; defaults/overrides maps are merged key by key), as
+    agentgateway does. Each merged entry is validated again, so a provider missing e.g. awsRegion is reported."""
+    llm = config.llm
+    by_name: dict[str, tuple[int, ProviderEntry]] = {}
+    for index, provider in enumerate(llm.providers):
+        if provider.name in by_name:
+            path: Path = ("llm", "providers", index, "name")
+            problems.append(_located(source, lines, path, f"provider name {provider.name!r} is used twice"))
+        by_name[provider.name] = (index, provider)
+    if not any(isinstance(entry.provider, ProviderReference) for entry in llm.models):
+        return config
+    models: list[ModelEntry] = []
+    for index, entry in enumerate(llm.models):
+        if not isinstance(entry.provider, ProviderReference):
+            models.append(entry)
+            continue
+        found = by_name.get(entry.provider.reference)
+        if found is None:
+            names = ", ".join(repr(name) for name in by_name) or "none are configured"
+            path = ("llm", "models", index, "provider", "reference")
+            problems.append(
+                _located(
+                    source, lines, path, f"no provider named {entry.provider.reference!r} in llm.providers ({names})"
+                )
+            )
+            models.append(entry)
+            continue
+        provider_index, provider = found
+        merged: dict[str, Any] = dict(entry)
+        merged["provider"] = provider.provider
+        merged["params"] = provider.params.model_copy(update={"model": entry.params.model or provider.params.model})
+        inherited = provider.defaults
+        if inherited is not None:
+            for name in _INHERITED:
+                own, base = merged[name], getattr(inherited, name)
+                if isinstance(own, dict) and isinstance(base, dict):
+                    merged[name] = {**base, **own}
+                elif own is None:
+                    merged[name] = base
+        try:
+            models.append(ModelEntry.model_validate(merged))
+        except ValidationError as exc:
+            # The merged params come from the provider: point at it.
+            problems.extend(
+                f"{problem} (model entry llm.models[{index}] references it)"
+                for problem in _validation_problems(exc, source, lines, ("llm", "providers", provider_index))
+            )
+            models.append(entry)
+    return config.model_copy(update={"llm": llm.model_copy(update={"models": models})})
+
+
+def _check_virtual_models(llm: LlmConfig, source: str, lines: dict[Path, int], problems: list[str]) -> None:
+    from .names import NamePattern
+
+    patterns = [NamePattern(entry.name) for entry in llm.models]
+    exact = {entry.name: index for index, entry in enumerate(llm.models)}
+    seen: dict[str, int] = {}
+    for index, virtual in enumerate(llm.virtual_models):
+        base: Path = ("llm", "virtualModels", index)
+        if virtual.name in exact:
+            problems.append(
+                _located(
+                    source,
+                    lines,
+                    (*base, "name"),
+                    f"{virtual.name!r} is also the name of llm.models[{exact[virtual.name]}]",
+                )
+            )
+        if virtual.name in seen:
+            problems.append(
+                _located(
+                    source,
+                    lines,
+                    (*base, "name"),
+                    f"{virtual.name!r} is already llm.virtualModels[{seen[virtual.name]}]",
+                )
+            )
+        seen.setdefault(virtual.name, index)
+        routing = virtual.routing
+        kind, targets = (
+            ("weighted", [t.model for t in routing.weighted.targets])
+            if routing.weighted is not None
+            else ("failover", [t.model for t in routing.failover.targets])
+            if routing.failover is not None
+            else ("conditional", [t.model for t in routing.conditional.targets] if routing.conditional else [])
+        )
+        for target_index, model in enumerate(targets):
+            if not any(pattern.matches(model) for pattern in patterns):
+                path = (*base, "routing", kind, "targets", target_index, "model")
+                problems.append(_located(source, lines, path, f"{model!r} matches no entry of llm.models"))
 
 
 def format_path(path: Path) -> str:

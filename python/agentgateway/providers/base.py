@@ -16,8 +16,9 @@ __all__ = ["ChatRequest", "Provider", "header_value"]
 
 @dataclass(slots=True)
 class ChatRequest:
-    """A validated client request. ``body`` is the parsed JSON and ``raw`` the bytes it came from; ``headers`` are
-    the client's request headers as ASGI gives them (lower-case names)."""
+    """A validated client request. ``body`` is the parsed JSON and ``raw`` the bytes it came from (empty once a
+    backend's ``defaults`` / ``overrides`` made the body differ from them); ``headers`` are the client's request
+    headers as ASGI gives them (lower-case names). Never edited once parsed: backends derive new ones."""
 
     raw: bytes
     body: dict[str, Any]
@@ -58,15 +59,17 @@ class Provider:
         return text
 
     async def prepare(self, request: ChatRequest) -> UpstreamRequest:
-        """The upstream request for ``request``: endpoint, headers (with credentials) and body."""
+        """The upstream request for ``request``: endpoint, headers (with credentials) and body. Pure: ``request`` is
+        never changed, so a failover's next attempt starts from the same input."""
         raise NotImplementedError
 
     def translator_for(self, request: ChatRequest) -> str:
         """The core translator that reads the answer to ``request`` (Vertex AI picks one by model)."""
         return self.translator
 
-    def response_model(self, client_model: str) -> str | None:
-        """The model name the core writes into answers; None keeps what the upstream reports (pass-through)."""
+    def response_model(self, client_model: str, request: ChatRequest) -> str | None:
+        """The model name the core writes into answers to ``request`` (the attempt's request, whose ``model`` may be
+        a virtual model's target): the client's own; None keeps what the upstream reports (pass-through)."""
         return client_model
 
     def error_from_response(self, status: int, body: bytes, headers: list[tuple[bytes, bytes]]) -> GatewayError:

@@ -37,20 +37,19 @@ class OpenAIProvider(Provider):
             except ValueError as exc:
                 raise InvalidRequest(f"Invalid Authorization header: {exc}.", param="Authorization") from None
         body = request.body
-        changed = False
-        if self.upstream_model is not None and self.upstream_model != request.model:
-            body["model"] = self.upstream_model
-            changed = True
+        edits: dict[str, object] = {}
+        model = self.upstream_model or request.model
+        if body.get("model") != model:
+            edits["model"] = model
         if request.stream:
             options = body.get("stream_options")
             if not (isinstance(options, dict) and options.get("include_usage") is True):
-                body["stream_options"] = {**(options if isinstance(options, dict) else {}), "include_usage": True}
-                changed = True
+                edits["stream_options"] = {**(options if isinstance(options, dict) else {}), "include_usage": True}
         # Nothing to change: the client's bytes go upstream untouched (and its numbers keep their exact spelling).
-        payload = orjson.dumps(body) if changed else request.raw
+        payload = orjson.dumps({**body, **edits}) if edits or not request.raw else request.raw
         return UpstreamRequest(self.endpoint, headers, payload)
 
-    def response_model(self, client_model: str) -> str | None:
-        # Answers already name the model the client asked for unless params.model replaced it upstream.
-        upstream_model = self.upstream_model
-        return client_model if upstream_model is not None and upstream_model != client_model else None
+    def response_model(self, client_model: str, request: ChatRequest) -> str | None:
+        # Answers already name the model the client asked for unless another name went upstream (params.model, or
+        # a virtual model's target).
+        return None if (self.upstream_model or request.model) == client_model else client_model

@@ -1,0 +1,174 @@
+"""A backend: one configured model entry, ready to serve attempts.
+
+It joins the provider (endpoint, credentials, wire format: ``providers/<name>.py``) with what the entry adds in
+agentgateway's config: ``matches`` on request headers, ``defaults`` / ``overrides`` of body fields,
+``requestHeaders`` / ``responseHeaders``, ``visibility`` and ``health`` (eviction state, per worker process).
+
+Building a request is pure: `request_for` returns a new request when anything changes and never edits the
+client's, so the next attempt of a failover starts from the same input.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import re
+from typing import Any
+
+from .cel import Expression, compile_expression, response_activation
+from .config import HeaderModifier, HealthConfig, ModelEntry
+from .health import BackendHealth, EvictionPolicy, is_failure_status
+from .providers import ChatRequest, Provider
+from .upstream import UpstreamRequest, encode_headers
+
+__all__ = ["Backend", "HeaderEdits"]
+
+Headers = list[tuple[bytes, bytes]]
+
+
+class HeaderEdits:
+    """A compiled ``requestHeaders`` / ``responseHeaders``: ``remove`` and ``set`` drop existing headers of those
+    names, then ``set`` and ``add`` are appended."""
+
+    __slots__ = ("_append", "_append_lines", "_drop")
+
+    def __init__(self, modifier: HeaderModifier) -> None:
+        self._drop = frozenset(name.lower().encode("latin-1") for name in (*modifier.remove, *modifier.set))
+        pairs = [*modifier.set.items(), *modifier.add.items()]
+        self._append: Headers = [(name.lower().encode("latin-1"), value.encode("latin-1")) for name, value in pairs]
+        self._append_lines = encode_headers(dict(modifier.set)) + b"".join(
+            encode_headers({name: value}) for name, value in modifier.add.items()
+        )
+
+    def apply(self, headers: Headers) -> Headers:
+        """Edits a list of (lower-case name, value) pairs, as ASGI responses carry them."""
+        kept = [(name, value) for name, value in headers if name not in self._drop] if self._drop else headers
+        return [*kept, *self._append]
+
+    def apply_lines(self, lines: bytes) -> bytes:
+        """Edits encoded header lines (``Name: value\\r\\n`` each), as upstream requests carry them."""
+        if self._drop:
+            kept = [
+                line
+                for line in lines.split(b"\r\n")
+                if line and line.partition(b":")[0].strip().lower() not in self._drop
+            ]
+            lines = b"".join(line + b"\r\n" for line in kept)
+        return lines + self._append_lines
+
+
+class _HeaderCondition:
+    __slots__ = ("exact", "name", "regex")
+
+    def __init__(self, name: str, exact: str | None, regex: str | None) -> None:
+        self.name = name.lower().encode("latin-1")
+        self.exact = exact.encode("latin-1") if exact is not None else None
+        self.regex = re.compile(regex.encode("latin-1")) if regex is not None else None
+
+    def holds(self, headers: Headers) -> bool:
+        for name, value in headers:
+            if name == self.name:
+                if self.exact is not None:
+                    return value == self.exact
+                return self.regex is not None and self.regex.fullmatch(value) is not None
+        return False
+
+
+class Backend:
+    """One model entry of the config and its provider. Anything that depends only on the config is done here,
+    once; per request only what the entry configures costs anything."""
+
+    __slots__ = (
+        "_defaults",
+        "_matches",
+        "_overrides",
+        "_request_headers",
+        "entry",
+        "health",
+        "index",
+        "internal",
+        "name",
+        "provider",
+        "response_headers",
+        "unhealthy",
+    )
+
+    def __init__(self, entry: ModelEntry, provider: Provider, index: int) -> None:
+        self.entry = entry
+        self.provider = provider
+        self.index = index
+        #: names the entry in logs: its name may be a pattern, or shared by entries told apart by ``matches``.
+        self.name = f"{entry.name} (llm.models[{index}])"
+        self.internal = entry.visibility == "internal"
+        self._matches = [
+            [_HeaderCondition(h.name, h.value.exact, h.value.regex) for h in match.headers] for match in entry.matches
+        ]
+        self._defaults = entry.defaults or None
+        self._overrides = entry.overrides or None
+        self._request_headers = HeaderEdits(entry.request_headers) if entry.request_headers else None
+        self.response_headers = HeaderEdits(entry.response_headers) if entry.response_headers else None
+        self.unhealthy: Expression | None = None
+        self.health = BackendHealth(_eviction_policy(entry.health))
+        if entry.health is not None and entry.health.unhealthy_expression is not None:
+            self.unhealthy = compile_expression(entry.health.unhealthy_expression)
+
+    @property
+    def has_matches(self) -> bool:
+        return bool(self._matches)
+
+    def matches(self, headers: Headers) -> bool:
+        """Whether the entry's ``matches`` let it serve a request with these headers (none configured: yes)."""
+        if not self._matches:
+            return True
+        return any(all(condition.holds(headers) for condition in match) for match in self._matches)
+
+    def request_for(self, request: ChatRequest, model: str) -> ChatRequest:
+        """The request this backend is asked to serve: ``model`` is the name the route resolved (a virtual model's
+        target; the client's model otherwise), with ``defaults`` and ``overrides`` applied. A new object whenever
+        anything differs; ``raw`` is emptied when the body no longer matches the client's bytes."""
+        defaults, overrides = self._defaults, self._overrides
+        if defaults is None and overrides is None:
+            if model == request.model:
+                return request
+            return dataclasses.replace(request, model=model)
+        body: dict[str, Any] = dict(request.body)
+        if defaults is not None:
+            for key, value in defaults.items():
+                if body.get(key) is None:
+                    body[key] = value
+        if overrides is not None:
+            body.update(overrides)
+        # Whether the client gets a stream is the client's choice: a configured field cannot change it.
+        body.pop("stream", None)
+        if request.stream:
+            body["stream"] = True
+        return dataclasses.replace(request, body=body, raw=b"", model=model)
+
+    async def prepare(self, request: ChatRequest) -> UpstreamRequest:
+        upstream = await self.provider.prepare(request)
+        if self._request_headers is not None:
+            upstream = dataclasses.replace(upstream, headers=self._request_headers.apply_lines(upstream.headers))
+        return upstream
+
+    def is_failure(self, status: int, headers: Headers) -> bool:
+        """Whether an answer counts against the backend's health: its ``unhealthyExpression`` when configured,
+        else 5xx and 429."""
+        if self.unhealthy is not None:
+            return self.unhealthy.evaluate_bool(response_activation(status, headers))
+        return is_failure_status(status)
+
+
+def _eviction_policy(health: HealthConfig | None) -> EvictionPolicy:
+    default = EvictionPolicy.default_failover()
+    if health is None or health.eviction is None:
+        return default
+    eviction = health.eviction
+    fields: dict[str, Any] = {}
+    if eviction.duration is not None:
+        fields["duration"] = eviction.duration
+    if eviction.consecutive_failures is not None:
+        fields["consecutive_failures"] = eviction.consecutive_failures
+    if eviction.health_threshold is not None:
+        fields["health_threshold"] = eviction.health_threshold
+    if eviction.restore_health is not None:
+        fields["restore_health"] = eviction.restore_health
+    return dataclasses.replace(default, **fields)

@@ -1,0 +1,429 @@
+"""One request's life as one object (OPERATIONS.md section 1).
+
+An `Exchange` carries a client request through authenticate → route → admit → attempts → answer → settle, and
+keeps what happened: timings, the route, every attempt, and the facts of the answer (usage, finish reason, time to
+first token, error). Every exit path -- an answer, an upstream error, a failure mid-stream, a client that went
+away, a bug -- reaches `settle` exactly once, and what comes later (limits, spend, metrics, traces, logs) hooks in
+there through `Gateway.observers` and nowhere else.
+
+The attempt loop is failover inside the request: a connect error, a timeout before the first byte, a 5xx or a
+429 -- or a stream whose first event is an error -- moves the same request to the route's next target before any
+byte reaches the client. Once a byte has gone out, no retry: a stream ends with the error event. When every
+attempt fails, the client gets the last upstream's status, message and headers (a 429 keeps its Retry-After).
+Renewing a refused cloud credential (an expired token: renew, send once more) is one case of the same loop.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Awaitable, Callable, MutableMapping, Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+import orjson
+
+from ._core import CoreError, StreamTranslator, UpstreamReportedError, translate_response
+from .backend import Backend
+from .errors import GatewayError, UpstreamHTTPError, UpstreamProtocolError
+from .health import retry_after_seconds
+from .providers import ChatRequest
+from .upstream import UpstreamClient, UpstreamResponse
+
+if TYPE_CHECKING:
+    from .router import Route
+
+__all__ = ["CLIENT_CLOSED", "Attempt", "Exchange", "Facts", "Observer"]
+
+logger = logging.getLogger("agentgateway")
+
+Message = MutableMapping[str, Any]
+Send = Callable[[Message], Awaitable[None]]
+Headers = list[tuple[bytes, bytes]]
+#: Called once per request when it settles; exceptions are logged and never reach the client.
+Observer = Callable[["Exchange"], None]
+
+_JSON_HEADERS = [(b"content-type", b"application/json")]
+_SSE_HEADERS = [
+    (b"content-type", b"text/event-stream; charset=utf-8"),
+    (b"cache-control", b"no-cache"),
+    # Tells nginx-style proxies between us and the client not to hold events back.
+    (b"x-accel-buffering", b"no"),
+]
+# Upstream response headers a client needs to see: rate-limit state and its request id for support tickets.
+_FORWARDED_HEADER_PREFIXES = (
+    b"retry-after",
+    b"x-ratelimit-",
+    b"x-request-id",
+    b"openai-processing-ms",
+    b"anthropic-ratelimit-",
+    b"request-id",
+    b"x-amzn-requestid",  # AWS's request id, for support tickets
+    b"x-amzn-errortype",  # AWS's error type (the error body has only the message)
+)
+#: The status settled for a client that went away before its answer ended (nginx's convention).
+CLIENT_CLOSED = 499
+
+
+@dataclass(slots=True)
+class Facts:
+    """What the answer said, read from the core once it ended (also for aborted and failed streams)."""
+
+    #: ``(prompt_tokens, completion_tokens, total_tokens)`` as the upstream reported them.
+    usage: tuple[int, int, int] | None = None
+    finish_reason: str | None = None
+    #: seconds from the start of the request to the first byte of the answer sent to the client.
+    ttft: float | None = None
+    #: the error the client was told about (an error response, or the stream's final error event).
+    error: str | None = None
+    #: the OpenAI error ``code`` (or type) of that error, for metrics: bounded by the error vocabulary.
+    error_type: str | None = None
+
+
+@dataclass(slots=True)
+class Attempt:
+    """One upstream request of the exchange."""
+
+    backend: Backend
+    #: the model name the route resolved for this attempt (what the backend was asked for).
+    model: str
+    started: float
+    ended: float = 0.0
+    #: the upstream's HTTP status; None when no answer came (connect error, timeout).
+    status: int | None = None
+    #: ``ok`` | ``failover`` (failed, the next target was tried) | ``renewed`` (credentials renewed, sent again)
+    #: | ``failed`` (the failure reached the client) | ``aborted`` (the client went away).
+    outcome: str = ""
+    error: GatewayError | None = None
+
+
+class Exchange:
+    """One request. The gateway creates it, `serve` runs it, `settle` ends it (called by `serve`, once)."""
+
+    __slots__ = (
+        "api",
+        "attempts",
+        "client_model",
+        "facts",
+        "gateway_observers",
+        "identity",
+        "method",
+        "path",
+        "request",
+        "request_headers",
+        "route",
+        "settled",
+        "started",
+        "status",
+        "streamed",
+    )
+
+    def __init__(self, scope: MutableMapping[str, Any], observers: Sequence[Observer], api: str = "chat") -> None:
+        self.started = time.monotonic()
+        #: the inbound API: ``chat`` today (``messages`` and ``embeddings`` next).
+        self.api = api
+        self.method: str = scope["method"]
+        self.path: str = scope["path"]
+        self.request_headers: Headers = scope["headers"]
+        self.request: ChatRequest | None = None
+        self.client_model: str | None = None
+        #: who is calling, once authenticated (inbound keys arrive with the access-control work).
+        self.identity: Any = None
+        self.route: Route | None = None
+        self.attempts: list[Attempt] = []
+        self.facts = Facts()
+        #: the status sent to the client (CLIENT_CLOSED when it went away first; 0 until known).
+        self.status = 0
+        self.streamed = False
+        self.settled = False
+        self.gateway_observers = observers
+
+    # -- the life of the request -----------------------------------------------------------------------------------
+
+    async def serve(self, client: UpstreamClient, route: Route, request: ChatRequest, send: Send) -> None:
+        """Runs the attempts and answers the client; raises the GatewayError to answer with when nothing was sent.
+        The caller settles (so that a request refused before routing settles too)."""
+        self.request = request
+        self.client_model = request.model
+        self.route = route
+        self.streamed = request.stream
+        targets = route.targets(self)
+        last: GatewayError | None = None
+        for index, (backend, model) in enumerate(targets):
+            more = index + 1 < len(targets)
+            attempt_request = backend.request_for(request, model)
+            response = await self._send(client, backend, model, attempt_request, more)
+            if response is None:
+                last = self.attempts[-1].error
+                continue
+            if request.stream:
+                done = await self._stream(backend, attempt_request, response, send, more)
+            else:
+                done = await self._complete(backend, attempt_request, response, send, more)
+            if done:
+                return
+            last = self.attempts[-1].error
+        assert last is not None, "a route has at least one target"
+        raise last
+
+    async def _send(
+        self, client: UpstreamClient, backend: Backend, model: str, request: ChatRequest, more: bool
+    ) -> UpstreamResponse | None:
+        """Sends one attempt (twice when the upstream refused credentials that could be renewed). None: it failed in
+        a way that moves to the next target (recorded in the attempt); raises when it must reach the client."""
+        provider = backend.provider
+        renewed = False
+        while True:
+            attempt = Attempt(backend, model, time.monotonic())
+            self.attempts.append(attempt)
+            try:
+                response = await client.send(await backend.prepare(request))
+            except GatewayError as exc:
+                self._failed(attempt, exc, None, [])
+                if exc.retryable and more:
+                    return None
+                raise
+            except BaseException:
+                attempt.ended = time.monotonic()
+                attempt.outcome = "aborted"
+                raise
+            attempt.status = response.status
+            if (
+                not renewed
+                and provider.rejects_credentials(response.status, response.headers)
+                and await provider.credentials_rejected()
+            ):
+                logger.info("upstream for %s refused its credentials; retrying once with new ones", backend.name)
+                attempt.ended = time.monotonic()
+                attempt.outcome = "renewed"
+                renewed = True
+                await _discard(response)
+                continue
+            return response
+
+    def _failed(self, attempt: Attempt, error: GatewayError, status: int | None, headers: Headers) -> None:
+        """Records a failed attempt and what it means for the backend's health."""
+        attempt.ended = time.monotonic()
+        attempt.error = error
+        attempt.outcome = "failover" if error.retryable else "failed"
+        backend = attempt.backend
+        # No answer (connection refused, reset, timeout) counts as a failure whenever it moves the request on.
+        failure = error.retryable if status is None else backend.is_failure(status, headers)
+        if failure and backend.health.record_failure(retry_after_seconds(headers)):
+            logger.warning("%s evicted after %s", backend.name, error.message)
+
+    def _succeeded(self, attempt: Attempt) -> None:
+        attempt.ended = time.monotonic()
+        attempt.outcome = "ok"
+        attempt.backend.health.record_success(attempt.ended - attempt.started)
+
+    def _upstream_error(self, attempt: Attempt, status: int, body: bytes, headers: Headers) -> GatewayError:
+        backend = attempt.backend
+        logger.warning("upstream for %s answered HTTP %d", backend.name, status)
+        error = backend.provider.error_from_response(status, body, headers)
+        error.message = backend.provider.redact(error.message)
+        self._failed(attempt, error, status, headers)
+        return error
+
+    def _response_headers(self, backend: Backend, response: UpstreamResponse) -> Headers:
+        headers = [(name, value) for name, value in response.headers if name.startswith(_FORWARDED_HEADER_PREFIXES)]
+        if backend.response_headers is not None:
+            headers = backend.response_headers.apply(headers)
+        return headers
+
+    async def _complete(
+        self, backend: Backend, request: ChatRequest, response: UpstreamResponse, send: Send, more: bool
+    ) -> bool:
+        attempt = self.attempts[-1]
+        try:
+            body = await response.read()
+        except GatewayError as exc:
+            response.abort()
+            self._failed(attempt, exc, None, [])
+            if exc.retryable and more:
+                return False
+            raise
+        except BaseException:
+            response.abort()
+            raise
+        response.release()
+        headers = self._response_headers(backend, response)
+        if response.status >= 400:
+            error = self._upstream_error(attempt, response.status, body, headers)
+            if error.retryable and more:
+                return False
+            raise error
+        provider = backend.provider
+        # Always through the core, even with nothing to rewrite: it also catches a success status whose body is an
+        # error, which must reach the client as an error.
+        try:
+            body, usage = translate_response(
+                provider.translator_for(request), body, provider.response_model(self.client_model or "", request)
+            )
+        except UpstreamReportedError as exc:
+            message, status, code = exc.args
+            error = UpstreamHTTPError(provider.redact(message), status=status, type_=code, code=code)
+            logger.warning("upstream for %s answered HTTP %d with an error body", backend.name, status)
+            self._failed(attempt, error, status, response.headers)
+            if error.retryable and more:
+                return False
+            raise error from None
+        except CoreError as exc:
+            error = UpstreamProtocolError(f"The upstream's answer could not be read: {exc}")
+            self._failed(attempt, error, None, [])
+            raise error from None
+        self._succeeded(attempt)
+        self.facts.usage = usage
+        await self._send_json(send, 200, body, headers)
+        return True
+
+    async def _stream(
+        self, backend: Backend, request: ChatRequest, response: UpstreamResponse, send: Send, more: bool
+    ) -> bool:
+        attempt = self.attempts[-1]
+        provider = backend.provider
+        facts = self.facts
+        if response.status >= 400:
+            try:
+                body = await response.read()
+            except GatewayError:
+                response.abort()
+                body = b""
+            except BaseException:
+                response.abort()
+                raise
+            else:
+                # The error answer was read to its end: the connection serves the next request (a 429 storm must
+                # not open a new connection per retry).
+                response.release()
+            error = self._upstream_error(attempt, response.status, body, self._response_headers(backend, response))
+            if error.retryable and more:
+                return False
+            raise error
+        translator = StreamTranslator(
+            provider.translator_for(request),
+            provider.response_model(self.client_model or "", request),
+            request.include_usage,
+        )
+        try:
+            # Hold the answer back until its first frames: when they are an error, nothing has reached the client
+            # and the request can still move to the next target.
+            out = b""
+            try:
+                while not out:
+                    chunk = await response.read_chunk()
+                    out = translator.feed(chunk) if chunk else translator.finish()
+                    if not chunk:
+                        break
+            except GatewayError as exc:
+                response.abort()
+                self._failed(attempt, exc, None, [])
+                if exc.retryable and more:
+                    return False
+                raise
+            if translator.error is not None and more:
+                error = _first_event_error(out, provider.redact(translator.error))
+                if error.retryable:
+                    response.abort()
+                    self._failed(attempt, error, error.status, [])
+                    return False
+            self._succeeded(attempt)
+            headers = self._response_headers(backend, response)
+            await send({"type": "http.response.start", "status": 200, "headers": _SSE_HEADERS + headers})
+            self.status = 200
+            facts.ttft = time.monotonic() - self.started
+            try:
+                if out:
+                    await send({"type": "http.response.body", "body": out, "more_body": True})
+                if not translator.failed:
+                    while chunk := await response.read_chunk():
+                        out = translator.feed(chunk)
+                        if out:
+                            await send({"type": "http.response.body", "body": out, "more_body": True})
+                        if translator.failed:
+                            break  # the upstream sent something unreadable; the error frame is already out
+                tail = translator.finish()  # b"" when the first read already ended the stream
+            except GatewayError as exc:
+                # Timeouts, resets and framing errors after the stream began: the client gets them as the last event.
+                logger.warning("stream from %s failed: %s", backend.name, exc.message)
+                tail = exc.stream_event()
+                facts.error, facts.error_type = exc.message, exc.code or exc.type
+            except CoreError as exc:
+                logger.exception("stream from %s failed in the core", backend.name)
+                error = GatewayError(f"The stream failed in the gateway: {exc}")
+                tail = error.stream_event()
+                facts.error, facts.error_type = error.message, error.code or error.type
+            if translator.error is not None and facts.error is None:
+                facts.error = provider.redact(translator.error)
+                facts.error_type = "upstream_error"
+                logger.warning("stream from %s ended with an error: %s", backend.name, facts.error)
+            await send({"type": "http.response.body", "body": tail, "more_body": False})
+        except BaseException:
+            response.abort()  # an unfinished upstream answer: drop the connection so the upstream stops too
+            raise
+        finally:
+            # Also for an aborted or failed stream: what was generated so far is counted.
+            facts.usage = translator.usage
+            facts.finish_reason = translator.finish_reason
+        response.release()
+        return True
+
+    async def _send_json(self, send: Send, status: int, body: bytes, headers: Headers | None = None) -> None:
+        await send({"type": "http.response.start", "status": status, "headers": _JSON_HEADERS + (headers or [])})
+        self.status = status
+        self.facts.ttft = time.monotonic() - self.started
+        await send({"type": "http.response.body", "body": body})
+
+    async def send_error(self, send: Send, error: GatewayError) -> None:
+        """Answers with ``error`` (nothing was sent yet) and records it."""
+        self.facts.error = error.message
+        self.facts.error_type = error.code or error.type
+        await send({"type": "http.response.start", "status": error.status, "headers": _JSON_HEADERS + error.headers})
+        self.status = error.status
+        await send({"type": "http.response.body", "body": error.body()})
+
+    # -- the end -------------------------------------------------------------------------------------------------
+
+    def settle(self, *, disconnected: bool = False) -> None:
+        """The request is over: every observer sees it once. ``disconnected``: the client went away first."""
+        if self.settled:
+            return
+        self.settled = True
+        if disconnected:
+            self.status = CLIENT_CLOSED
+            if self.attempts and not self.attempts[-1].outcome:
+                self.attempts[-1].outcome = "aborted"
+                self.attempts[-1].ended = time.monotonic()
+        for observer in self.gateway_observers:
+            try:
+                observer(self)
+            except Exception:
+                logger.exception("an observer failed while settling a request")
+
+    @property
+    def duration(self) -> float:
+        return time.monotonic() - self.started
+
+
+def _first_event_error(frames: bytes, message: str) -> GatewayError:
+    """The error of a stream that failed in its first frames: status and code as the core wrote them."""
+    status, code = 502, None
+    marker = frames.rfind(b'data: {"error"')
+    if marker >= 0:
+        try:
+            error = orjson.loads(frames[marker + 6 :].split(b"\n\n", 1)[0])["error"]
+            status = int(error.get("status") or 502)
+            code = error.get("code")
+        except (orjson.JSONDecodeError, KeyError, TypeError, ValueError, AttributeError):
+            pass
+    return UpstreamHTTPError.create(status, message, code=code if isinstance(code, str) else None)
+
+
+async def _discard(response: UpstreamResponse) -> None:
+    """Read and drop an answer that will not be used, keeping the connection when it can be kept."""
+    try:
+        await response.read()
+    except BaseException:
+        response.abort()
+        raise
+    response.release()
