@@ -152,7 +152,9 @@ def test_upstream_500_with_a_text_body_keeps_its_status(gateway: RunningGateway)
     with pytest.raises(openai.InternalServerError) as caught:
         sdk(gateway).chat.completions.create(model="passthrough-500-text", messages=MESSAGES)  # type: ignore[arg-type]
     assert caught.value.status_code == 500
-    assert "upstream exploded" in str(error_of(caught.value.response)["message"])
+    error = error_of(caught.value.response)
+    assert "upstream exploded" in str(error["message"])
+    assert (error["type"], error["code"]) == ("server_error", "upstream_error")
 
 
 def test_unreachable_upstream_is_502(gateway: RunningGateway) -> None:
@@ -176,17 +178,19 @@ def test_upstream_without_headers_in_time_is_504(impatient_gateway: RunningGatew
 
 
 @pytest.mark.parametrize(
-    ("model", "fragment"),
+    ("model", "fragment", "code", "status"),
     [
-        ("passthrough-midstream-error", "error while processing"),
-        ("passthrough-truncated", "ended before the response was complete"),
-        ("passthrough-reset", "connection failed"),
-        ("passthrough-garbage", "stream could not be read"),
+        ("passthrough-midstream-error", "error while processing", "server_error", 500),
+        ("passthrough-truncated", "ended before the response was complete", "stream_truncated", 502),
+        ("passthrough-reset", "connection failed", "upstream_unreachable", 502),
+        ("passthrough-garbage", "stream could not be read", "upstream_protocol_error", 502),
     ],
 )
 def test_failure_after_the_stream_began_ends_with_an_error_event(
-    gateway: RunningGateway, model: str, fragment: str
+    gateway: RunningGateway, model: str, fragment: str, code: str, status: int
 ) -> None:
+    """Whoever noticed the failure (the core, or the transport in Python), the event has one shape and the type,
+    code and status of its kind (rust/sse_core/src/error_kind.rs)."""
     stream = sdk(gateway).chat.completions.create(model=model, messages=MESSAGES, stream=True)  # type: ignore[arg-type]
     received = []
     with pytest.raises(openai.APIError) as caught:
@@ -194,6 +198,14 @@ def test_failure_after_the_stream_began_ends_with_an_error_event(
             received.append(chunk)
     assert received, "the chunks before the failure must reach the client"
     assert fragment in caught.value.message
+    assert (caught.value.type, caught.value.code, caught.value.param) == ("server_error", code, None)
+    assert caught.value.body == {
+        "message": caught.value.message,
+        "type": "server_error",
+        "param": None,
+        "code": code,
+        "status": status,
+    }
 
 
 def test_mid_stream_stall_hits_the_idle_timeout(impatient_gateway: RunningGateway) -> None:
@@ -201,7 +213,8 @@ def test_mid_stream_stall_hits_the_idle_timeout(impatient_gateway: RunningGatewa
     assert response.status_code == 200
     last = response.content.rstrip(b"\n").rsplit(b"\n\n", 1)[-1]
     assert last.startswith(b'data: {"error"')
-    assert b"upstream_timeout" in last
+    error = orjson.loads(last.removeprefix(b"data: "))["error"]
+    assert (error["type"], error["code"], error["status"]) == ("server_error", "upstream_timeout", 504)
 
 
 def test_client_disconnect_cancels_the_upstream_request(gateway: RunningGateway, fake_openai: FakeOpenAI) -> None:

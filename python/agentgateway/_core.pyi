@@ -12,17 +12,50 @@ panic is caught per call, so one bad stream fails alone).
 from typing import final
 
 __all__ = [
+    "ERROR_KINDS",
     "CoreError",
     "ResponseParser",
     "SigV4Signer",
     "StreamTranslator",
     "UpstreamReportedError",
     "__version__",
+    "error_event",
+    "error_kind",
+    "error_type_for_status",
     "translate_response",
 ]
 
 __version__: str
 """The version of the Rust core (the package version, defined once in Cargo.toml)."""
+
+ERROR_KINDS: tuple[str, ...]
+"""The names of the error kinds of the gateway's one error vocabulary (rust/sse_core/src/error_kind.rs), in the
+table's order: ``invalid_request``, ``model_not_found``, ``upstream_error``, ``upstream_unreachable``,
+``upstream_timeout``, ``upstream_protocol_error``, ``event_too_large``, ``stream_truncated``, ``internal_error``."""
+
+def error_kind(name: str) -> tuple[int, str, str | None]:
+    """``(status, OpenAI type, code)`` of the error kind `name` (one of `ERROR_KINDS`).
+
+    ``upstream_error`` (an error the upstream reported) gives the fallback for an upstream that names neither
+    status nor code: ``(502, "server_error", "upstream_error")``. ``invalid_request`` has no code of its own.
+
+    Raises:
+        CoreError: an unknown kind.
+    """
+
+def error_type_for_status(status: int) -> str:
+    """The OpenAI error ``type`` a status stands for, as OpenAI sends it: 401 ``authentication_error``, 403
+    ``permission_error``, 404 ``not_found_error``, 429 ``rate_limit_error``, any other 4xx
+    ``invalid_request_error``, anything else ``server_error``."""
+
+def error_event(message: str, type: str, code: str | None, status: int | None = None) -> bytes:
+    """The one in-stream error event, as the core writes its own:
+    ``data: {"error": {"message", "type", "param": null, "code", "status"}}\n\n``.
+
+    Args:
+        status: the HTTP status the error stands for; ``None``: the one `type` stands for when it is one of
+            OpenAI's (``server_error`` → 500), else 500.
+    """
 
 class CoreError(ValueError):
     """An upstream response the core cannot translate, or an internal error of the core.
@@ -55,8 +88,17 @@ class StreamTranslator:
     verbatim unless edited: the top-level ``model`` is replaced by `client_model`; when
     `include_usage` is false the usage chunk (``choices: []`` with a ``usage``) is dropped and
     ``"usage": null`` is removed from the other chunks. ``data: [DONE]`` ends the stream (later
-    events are ignored). Upstream error payloads (a top-level ``error`` key, or an SSE event named
-    ``error``) are passed on as ``data: {"error": {...}}`` and recorded in `error`.
+    events are ignored). An upstream error payload (a top-level ``error`` key, or an SSE event
+    named ``error``) ends the stream with the error event (`error_event`): its ``message`` and
+    ``type`` kept, ``code`` its code (else its type, else ``upstream_error``), ``status`` its
+    numeric ``code`` when that is an HTTP error status, else the one its type stands for, else
+    502; it is recorded in `error`.
+
+    Every error event, whatever the provider, has one shape, ``data: {"error": {"message",
+    "type", "param": null, "code", "status"}}``, with the type, code and status of its kind
+    (`error_kind`); an error the upstream reported keeps its status and its name as ``code``,
+    and (but for OpenAI's own, which keep theirs) its ``type`` is `error_type_for_status` of
+    that status.
 
     For ``"anthropic"`` (the Messages API, also Claude on Vertex AI) every chunk is written by the
     core's OpenAI encoder: one id (the message's), the client's model, a role chunk first, text as
@@ -64,8 +106,8 @@ class StreamTranslator:
     signature when each thinking block ends, each ``tool_use`` block as the next tool-call index
     (its ``{}`` arguments sent when it streamed none), then the finish chunk, the usage chunk when
     asked (prompt = input + cache read + cache creation tokens), and ``[DONE]``. An ``error`` event
-    becomes ``data: {"error": {"message", "type", "code": <Anthropic type>, "status": <its HTTP
-    status>}}`` and ends the stream.
+    becomes the error event (``code``: its Anthropic type, ``status``: the HTTP status that type
+    stands for) and ends the stream.
 
     For ``"gemini"`` (the Gemini API and Gemini on Vertex AI, ``streamGenerateContent?alt=sse``):
     each event is a whole ``GenerateContentResponse``. Text → ``content``, thought parts →
@@ -104,9 +146,10 @@ class StreamTranslator:
 
         Returns:
             Complete SSE frames, possibly ``b""`` (an event split across reads is held back until
-            its end arrives). When a payload is not a JSON object, or an event passes 16 MiB
-            without ending, the frames before it are returned followed by an error frame
-            (``"code": "upstream_protocol_error"``); the translator is then `failed`.
+            its end arrives). When a payload is not a JSON object the frames before it are
+            returned followed by an error frame (``"code": "upstream_protocol_error"``), when an
+            event passes 16 MiB without ending by one with ``"code": "event_too_large"`` (both
+            status 502); the translator is then `failed`.
 
         Raises:
             CoreError: an internal error only.
@@ -118,9 +161,9 @@ class StreamTranslator:
         A pending event without its final blank line is still translated. Then, unless the
         stream ended with ``[DONE]`` or carried an error: if a ``finish_reason`` was seen, a
         ``data: [DONE]\\n\\n`` is added (the upstream omitted it); otherwise the stream was cut
-        short, and an error frame with ``"code": "stream_truncated"`` is added and recorded in
-        `error`. An event cut off in the middle of its payload counts as a truncation, not as
-        invalid JSON. Calling `finish` again returns ``b""``.
+        short, and an error frame with ``"code": "stream_truncated"`` (status 502) is added and
+        recorded in `error`. An event cut off in the middle of its payload counts as a truncation,
+        not as invalid JSON (for every provider). Calling `finish` again returns ``b""``.
 
         Raises:
             CoreError: an internal error only.

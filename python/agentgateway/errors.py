@@ -1,16 +1,27 @@
 """The gateway's errors, and how each reaches a client.
 
 Every error a client sees is OpenAI's shape, ``{"error": {"message", "type", "param", "code"}}``, because the
-openai SDKs read it and pick their exception class from the HTTP status:
+openai SDKs read it and pick their exception class from the HTTP status. A stream that fails after it began ends
+with the same object plus ``"status"`` as its last event (``stream_event()``); the openai SDKs raise ``APIError`` on
+it. Statuses, types and codes come from the one table in the Rust core (``rust/sse_core/src/error_kind.rs``, read
+through ``_core.error_kind``), which also writes the core's own in-stream errors, so a fault reads the same whatever
+the provider and whichever side noticed it. The OpenAI ``type`` of a status is OpenAI's own: ``server_error`` for
+every 5xx.
 
-- ``GatewayError`` -- the one base class. It carries the status, the OpenAI ``type``/``code``/``param`` and any
-  response headers to send (``Retry-After`` from an upstream 429 must survive).
-  - ``InvalidRequest`` -- 400: the client's request is wrong; the message names the field to fix.
-  - ``ModelNotFound`` -- 404 ``model_not_found``: no configured entry serves that model; lists what does.
-  - ``UpstreamHTTPError`` -- the upstream answered with an HTTP error: its status is kept and its message passed on.
-  - ``UpstreamUnreachable`` -- 502: connecting to the upstream failed or it dropped the connection.
-  - ``UpstreamTimeout`` -- 504: the upstream did not answer (or went silent) within the configured timeout.
-  - ``UpstreamProtocolError`` -- 502: the upstream answered something that is not its wire format.
+- ``GatewayError`` -- the one base class: a bug of the gateway's own unless told otherwise (500 ``server_error``
+  ``internal_error``). It carries the status, the OpenAI ``type``/``code``/``param`` (the ``type`` follows the
+  status when only a status is given) and any response headers to send (``Retry-After`` from an upstream 429 must
+  survive). ``retryable``: whether another attempt (at another upstream) may succeed; false unless said below.
+  - ``InvalidRequest`` -- 400 ``invalid_request_error``: the client's request is wrong; the message names the field.
+  - ``ModelNotFound`` -- 404 ``invalid_request_error`` ``model_not_found``: no configured entry serves that model.
+  - ``UpstreamHTTPError`` -- the upstream answered with an HTTP error: its status, message and name for it
+    (``code``, else ``upstream_error``) are kept. Retryable when the status is 429 or 5xx.
+  - ``UpstreamUnreachable`` -- 502 ``upstream_unreachable``: connecting to the upstream failed or it dropped the
+    connection. Retryable.
+  - ``UpstreamTimeout`` -- 504 ``upstream_timeout``: the upstream did not answer (or went silent) within the
+    configured timeout. Retryable.
+  - ``UpstreamProtocolError`` -- 502 ``upstream_protocol_error``: the upstream answered something that is not its
+    wire format.
 
 ``ConfigError`` is separate: it stops start-up and is never sent to a client.
 """
@@ -20,6 +31,8 @@ from __future__ import annotations
 from typing import Any
 
 import orjson
+
+from ._core import error_event, error_kind, error_type_for_status
 
 __all__ = [
     "ConfigError",
@@ -39,15 +52,17 @@ def error_body(message: str, type_: str, code: str | None = None, param: str | N
     return orjson.dumps({"error": {"message": message, "type": type_, "param": param, "code": code}})
 
 
-def stream_error_event(message: str, type_: str, code: str | None = None) -> bytes:
-    """The final SSE event of a stream that failed after it began: the openai SDKs raise APIError on it."""
-    return b"data: " + error_body(message, type_, code) + b"\n\n"
+def stream_error_event(message: str, type_: str, code: str | None = None, status: int | None = None) -> bytes:
+    """The final SSE event of a stream that failed after it began, written by the core as its own are (with
+    ``status``; by default the one ``type_`` stands for): the openai SDKs raise APIError on it."""
+    return error_event(message, type_, code, status)
 
 
 class GatewayError(Exception):
-    status: int = 500
-    type: str = "api_error"
-    code: str | None = None
+    status: int
+    type: str
+    code: str | None
+    status, type, code = error_kind("internal_error")
 
     def __init__(
         self,
@@ -63,6 +78,7 @@ class GatewayError(Exception):
         self.message = message
         if status is not None:
             self.status = status
+            self.type = error_type_for_status(status)
         if type_ is not None:
             self.type = type_
         if code is not None:
@@ -70,39 +86,47 @@ class GatewayError(Exception):
         self.param = param
         self.headers = headers or []
 
+    @property
+    def retryable(self) -> bool:
+        """Whether the same request may succeed at another upstream (or later): the upstream could not be reached,
+        timed out, was rate limited or failed on its side."""
+        return False
+
     def body(self) -> bytes:
         return error_body(self.message, self.type, self.code, self.param)
 
     def stream_event(self) -> bytes:
-        return stream_error_event(self.message, self.type, self.code)
+        return error_event(self.message, self.type, self.code, self.status)
 
 
 class InvalidRequest(GatewayError):
-    status = 400
-    type = "invalid_request_error"
+    status, type, code = error_kind("invalid_request")
 
 
 class ModelNotFound(GatewayError):
-    status = 404
-    type = "invalid_request_error"
-    code = "model_not_found"
+    status, type, code = error_kind("model_not_found")
 
 
 class UpstreamHTTPError(GatewayError):
     """An upstream's own HTTP error, status kept so the client SDK raises the matching exception."""
 
-    type = "upstream_error"
+    status, type, code = error_kind("upstream_error")
+
+    @property
+    def retryable(self) -> bool:
+        return self.status == 429 or self.status >= 500
 
     @classmethod
     def create(
         cls, status: int, message: str, *, code: str | None = None, headers: list[tuple[bytes, bytes]] | None = None
     ) -> UpstreamHTTPError:
         """An upstream error read from a provider's own error shape: the OpenAI ``type`` follows the status."""
-        return cls(message, status=status, type_=_type_for_status(status), code=code, headers=headers)
+        return cls(message, status=status, code=code, headers=headers)
 
     @classmethod
     def from_openai_body(cls, status: int, body: bytes, headers: list[tuple[bytes, bytes]]) -> UpstreamHTTPError:
-        """Keeps an OpenAI-shaped error's fields; wraps anything else in a message that says what came back."""
+        """Keeps an OpenAI-shaped error's fields (``code``: its code, else its type, as the core reads an error in
+        a stream); wraps anything else in a message that says what came back."""
         message, type_, code, param = None, None, None, None
         try:
             parsed: Any = orjson.loads(body)
@@ -121,42 +145,35 @@ class UpstreamHTTPError(GatewayError):
         if not isinstance(message, str) or not message:
             text = body[:500].decode("utf-8", "replace").strip()
             message = f"upstream returned HTTP {status}" + (f": {text}" if text else "")
+        type_ = type_ if isinstance(type_, str) else None
         return cls(
             message,
             status=status,
-            type_=type_ if isinstance(type_, str) else _type_for_status(status),
-            code=None if code is None else str(code),
+            type_=type_,
+            code=str(code) if code is not None else type_,
             param=param if isinstance(param, str) else None,
             headers=headers,
         )
 
 
-def _type_for_status(status: int) -> str:
-    return {
-        400: "invalid_request_error",
-        401: "authentication_error",
-        403: "permission_error",
-        404: "not_found_error",
-        429: "rate_limit_error",
-    }.get(status, "upstream_error" if status >= 500 else "invalid_request_error")
-
-
 class UpstreamUnreachable(GatewayError):
-    status = 502
-    type = "upstream_error"
-    code = "upstream_unreachable"
+    status, type, code = error_kind("upstream_unreachable")
+
+    @property
+    def retryable(self) -> bool:
+        return True
 
 
 class UpstreamTimeout(GatewayError):
-    status = 504
-    type = "upstream_error"
-    code = "upstream_timeout"
+    status, type, code = error_kind("upstream_timeout")
+
+    @property
+    def retryable(self) -> bool:
+        return True
 
 
 class UpstreamProtocolError(GatewayError):
-    status = 502
-    type = "upstream_error"
-    code = "upstream_protocol_error"
+    status, type, code = error_kind("upstream_protocol_error")
 
 
 class ConfigError(Exception):

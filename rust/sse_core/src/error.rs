@@ -3,11 +3,15 @@
 
 use std::fmt;
 
+use crate::error_kind::ErrorKind;
+
 /// Why the core could not translate an upstream response.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum CoreError {
     /// No translator is registered under this provider name.
     UnknownProvider(String),
+    /// No error kind of the vocabulary ([`ErrorKind`]) has this name.
+    UnknownErrorKind(String),
     /// An upstream payload is not valid JSON.
     InvalidJson {
         /// Which payload: "stream chunk", "response body", ...
@@ -65,6 +69,22 @@ impl CoreError {
         }
     }
 
+    /// The kind of error the client is told about when this one ends a stream or a response.
+    #[must_use]
+    pub fn kind(&self) -> ErrorKind {
+        match self {
+            Self::InvalidJson { .. }
+            | Self::NotAnObject { .. }
+            | Self::Http(_)
+            | Self::EventStream(_) => ErrorKind::UpstreamProtocolError,
+            Self::EventTooLarge { .. } => ErrorKind::EventTooLarge,
+            Self::Upstream { .. } => ErrorKind::UpstreamReported,
+            Self::UnknownProvider(_) | Self::UnknownErrorKind(_) | Self::Internal(_) => {
+                ErrorKind::Internal
+            }
+        }
+    }
+
     /// An internal error (a bug in the core) described by `detail`.
     #[cold]
     #[inline(never)]
@@ -77,6 +97,7 @@ impl fmt::Display for CoreError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             Self::UnknownProvider(name) => write!(f, "unknown provider {name:?}"),
+            Self::UnknownErrorKind(name) => write!(f, "unknown error kind {name:?}"),
             Self::InvalidJson { what, detail } => {
                 write!(f, "upstream {what} is not valid JSON: {detail}")
             }

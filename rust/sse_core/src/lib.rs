@@ -3,6 +3,7 @@
 //! `cargo test`); the Python binding is compiled in with the `python` feature (maturin sets it).
 
 pub mod error;
+pub mod error_kind;
 pub mod framing;
 mod json;
 pub mod providers;
@@ -12,5 +13,6 @@ pub mod sigv4;
 mod python;
 
 pub use error::CoreError;
+pub use error_kind::ErrorKind;
 pub use framing::{SseEvent, SseParser};
 pub use providers::{new_stream_translator, translate_response, StreamTranslator, Usage};

@@ -12,6 +12,7 @@ use pyo3::prelude::*;
 use pyo3::types::PyBytes;
 
 use crate::error::CoreError as Error;
+use crate::error_kind::{self as kinds, ErrorKind};
 use crate::framing::http1;
 use crate::providers::{self, Usage};
 use crate::sigv4;
@@ -171,6 +172,39 @@ fn translate_response<'py>(
     Ok((PyBytes::new(py, &out), usage_tuple(usage)))
 }
 
+/// `(status, OpenAI type, code)` of the error kind `name` (see `error_kind.rs`).
+#[pyfunction(name = "error_kind")]
+fn py_error_kind(name: &str) -> PyResult<(u16, &'static str, Option<&'static str>)> {
+    let kind =
+        ErrorKind::from_name(name).ok_or_else(|| Error::UnknownErrorKind(name.to_owned()))?;
+    Ok((kind.status(), kind.openai_type(), kind.code()))
+}
+
+/// The OpenAI error `type` for an HTTP status.
+#[pyfunction(name = "error_type_for_status")]
+fn py_error_type_for_status(status: u16) -> &'static str {
+    kinds::error_type_for_status(status)
+}
+
+/// The one in-stream error event: `data: {"error": {"message", "type", "param": null, "code",
+/// "status"}}`; `status` defaults to the one `type` stands for (500 when it is not OpenAI's).
+#[pyfunction(name = "error_event")]
+#[pyo3(signature = (message, r#type, code, status=None))]
+fn py_error_event<'py>(
+    py: Python<'py>,
+    message: &str,
+    r#type: &str,
+    code: Option<&str>,
+    status: Option<u16>,
+) -> Bound<'py, PyBytes> {
+    let status = status
+        .or_else(|| kinds::status_for_error_type(r#type))
+        .unwrap_or(ErrorKind::Internal.status());
+    let mut out = Vec::with_capacity(96 + message.len());
+    kinds::write_error_event(&mut out, message, status, r#type, code);
+    PyBytes::new(py, &out)
+}
+
 type HeadTuple<'py> = (u16, Vec<(Bound<'py, PyBytes>, Bound<'py, PyBytes>)>);
 
 /// Frames one upstream HTTP/1.1 response: one `feed` per network read.
@@ -325,5 +359,12 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<PyResponseParser>()?;
     m.add_class::<PySigV4Signer>()?;
     m.add_function(wrap_pyfunction!(translate_response, m)?)?;
+    m.add(
+        "ERROR_KINDS",
+        pyo3::types::PyTuple::new(m.py(), ErrorKind::ALL.iter().map(|k| k.name()))?,
+    )?;
+    m.add_function(wrap_pyfunction!(py_error_kind, m)?)?;
+    m.add_function(wrap_pyfunction!(py_error_type_for_status, m)?)?;
+    m.add_function(wrap_pyfunction!(py_error_event, m)?)?;
     Ok(())
 }

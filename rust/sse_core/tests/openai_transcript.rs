@@ -4,6 +4,7 @@
 
 mod common;
 
+use _core::error_kind::{ErrorKind, TRUNCATED_MESSAGE};
 use _core::framing::SseParser;
 use _core::providers::openai::OpenAIStream;
 use common::split_at_cuts;
@@ -88,10 +89,9 @@ fn transcript_cut_mid_answer_gets_truncation_error() {
     // error, it is the truncation.
     for cut in [TRANSCRIPT.len() / 2, TRANSCRIPT.len() / 2 + 40] {
         let out = translate(&[&TRANSCRIPT[..cut]], None, true);
-        assert!(
-            out.ends_with(_core::providers::openai::TRUNCATED_FRAME),
-            "cut at {cut}"
-        );
+        let mut frame = Vec::new();
+        ErrorKind::StreamTruncated.write_event(&mut frame, TRUNCATED_MESSAGE);
+        assert!(out.ends_with(&frame), "cut at {cut}");
     }
 }
 

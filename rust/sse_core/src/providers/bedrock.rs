@@ -30,6 +30,7 @@ use serde_json::value::RawValue;
 use super::encoder::{Completion, FinishReason, StreamWriter, ThinkingBlock, ToolCall};
 use super::Usage;
 use crate::error::CoreError;
+use crate::error_kind::ErrorKind;
 use crate::framing::eventstream::MessageRef;
 use crate::framing::EventStreamDecoder;
 use crate::json::parse;
@@ -326,7 +327,9 @@ impl BedrockStream {
         if let Err(err) = self.decoder.finish() {
             // A message cut off: the answer may be complete, but what was lost is unknown.
             let message = format!("the upstream's stream was cut short: {err}");
-            state.writer.error(out, 502, "stream_truncated", &message);
+            state
+                .writer
+                .error_of_kind(out, ErrorKind::StreamTruncated, &message);
             return Ok(());
         }
         if state.stop_seen {

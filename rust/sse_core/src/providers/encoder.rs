@@ -22,8 +22,8 @@ use std::hash::{BuildHasher, Hasher};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use crate::error::CoreError;
+use crate::error_kind::{write_upstream_error_event, ErrorKind, TRUNCATED_MESSAGE};
 use crate::json::write_str;
-use crate::providers::openai::TRUNCATED_MESSAGE;
 use crate::providers::sse_writer::write_done;
 use crate::providers::Usage;
 
@@ -47,35 +47,6 @@ impl FinishReason {
             Self::ContentFilter => "content_filter",
         }
     }
-}
-
-/// The OpenAI error `type` for an upstream status, as the openai SDKs and their users expect it.
-#[must_use]
-pub fn error_type_for_status(status: u16) -> &'static str {
-    match status {
-        400 | 413 | 422 => "invalid_request_error",
-        401 => "authentication_error",
-        403 => "permission_error",
-        404 => "not_found_error",
-        429 => "rate_limit_error",
-        _ => "api_error",
-    }
-}
-
-/// Append a final error event: `data: {"error": {"message", "type", "param": null, "code",
-/// "status"}}`. The openai SDKs raise `APIError` when they read it; `code` is the upstream's own
-/// error name (`overloaded_error`, `throttlingException`, ...) and `status` the HTTP status it
-/// stands for.
-pub fn write_error_event(out: &mut Vec<u8>, status: u16, code: &str, message: &str) {
-    out.extend_from_slice(b"data: {\"error\":{\"message\":");
-    write_str(out, message);
-    out.extend_from_slice(b",\"type\":\"");
-    out.extend_from_slice(error_type_for_status(status).as_bytes());
-    out.extend_from_slice(b"\",\"param\":null,\"code\":");
-    write_str(out, code);
-    out.extend_from_slice(b",\"status\":");
-    out.extend_from_slice(status.to_string().as_bytes());
-    out.extend_from_slice(b"}}\n\n");
 }
 
 /// A `chatcmpl-` id for upstreams that give none.
@@ -357,17 +328,29 @@ impl StreamWriter {
         write_done(out);
     }
 
-    /// End the stream with an error event (see [`write_error_event`]); nothing is sent after it.
+    /// End the stream with an error the upstream reported: `status` is the HTTP status it stands
+    /// for and `code` the upstream's name for it (see
+    /// [`crate::error_kind::write_upstream_error_event`]); nothing is sent after it.
     pub fn error(&mut self, out: &mut Vec<u8>, status: u16, code: &str, message: &str) {
         if self.closed() {
             return;
         }
-        write_error_event(out, status, code, message);
+        write_upstream_error_event(out, message, status, code);
+        self.error = Some(message.to_owned());
+    }
+
+    /// End the stream with an error of the gateway's own vocabulary (see [`ErrorKind`]).
+    pub fn error_of_kind(&mut self, out: &mut Vec<u8>, kind: ErrorKind, message: &str) {
+        if self.closed() {
+            return;
+        }
+        kind.write_event(out, message);
         self.error = Some(message.to_owned());
     }
 
     /// End the stream because the upstream sent something that is not its wire format (`err`):
-    /// an error event with code `upstream_protocol_error`; the caller should stop reading.
+    /// an error event of `err`'s kind (`upstream_protocol_error`, `event_too_large`); the caller
+    /// should stop reading.
     #[cold]
     #[inline(never)]
     pub fn fail(&mut self, out: &mut Vec<u8>, err: &CoreError) {
@@ -376,14 +359,14 @@ impl StreamWriter {
         }
         self.failed = true;
         let message = format!("the upstream's stream could not be read: {err}");
-        self.error(out, 502, "upstream_protocol_error", &message);
+        self.error_of_kind(out, err.kind(), &message);
     }
 
-    /// End a stream that stopped before its end: an error event with code `stream_truncated`.
+    /// End a stream that stopped before its end: an error event of kind `stream_truncated`.
     #[cold]
     #[inline(never)]
     pub fn truncated(&mut self, out: &mut Vec<u8>) {
-        self.error(out, 502, "stream_truncated", TRUNCATED_MESSAGE);
+        self.error_of_kind(out, ErrorKind::StreamTruncated, TRUNCATED_MESSAGE);
     }
 
     /// Whether [`Self::fail`] ended the stream.
@@ -621,7 +604,7 @@ mod tests {
         w.end(&mut out);
         let events = frames(&out);
         assert_eq!(events.len(), 2);
-        assert_eq!(events[1]["error"]["type"], "api_error");
+        assert_eq!(events[1]["error"]["type"], "server_error");
         assert_eq!(events[1]["error"]["code"], "overloaded_error");
         assert_eq!(events[1]["error"]["status"], 529);
         assert!(!w.done());

@@ -6,7 +6,10 @@
 //!   (`choices: []` with a non-null `usage`) is dropped and `"usage": null` is removed from the
 //!   other chunks — the gateway always asks upstream for usage, to meter every stream;
 //! * a stream that ends without `data: [DONE]` is completed with `[DONE]` when the last choice had
-//!   a finish reason, and with an error event otherwise (a truncated answer must not look whole).
+//!   a finish reason, and with an error event otherwise (a truncated answer must not look whole);
+//! * an upstream error payload is sent on in the gateway's one error event shape
+//!   ([`crate::error_kind`]), its message, type and code kept and its status added, and ends the
+//!   client's stream.
 //!
 //! Chunks are split into top-level members only (no value tree), and a chunk needing no edit is
 //! copied verbatim.
@@ -20,14 +23,11 @@ use serde_json::value::RawValue;
 use super::sse_writer::{write_data, write_done};
 use super::Usage;
 use crate::error::CoreError;
+use crate::error_kind::{
+    error_type_for_status, status_for_error_type, write_error_event, ErrorKind, TRUNCATED_MESSAGE,
+};
 use crate::framing::{SseEvent, SseParser};
 use crate::json::{is_null, string_literal, write_object, Object};
-
-/// The message of the error event sent when the upstream stream stops before its end.
-pub const TRUNCATED_MESSAGE: &str = "upstream stream ended before the response was complete";
-
-/// The whole frame sent when the upstream stream stops before its end.
-pub const TRUNCATED_FRAME: &[u8] = b"data: {\"error\":{\"message\":\"upstream stream ended before the response was complete\",\"type\":\"upstream_error\",\"param\":null,\"code\":\"stream_truncated\"}}\n\n";
 
 /// The largest event (data plus unterminated line) held while waiting for its end: far above any
 /// real chunk, low enough that an upstream that never ends a line cannot exhaust memory.
@@ -180,7 +180,7 @@ impl OpenAIStream {
             write_done(out);
         } else {
             self.record_error(TRUNCATED_MESSAGE.to_owned());
-            out.extend_from_slice(TRUNCATED_FRAME);
+            ErrorKind::StreamTruncated.write_event(out, TRUNCATED_MESSAGE);
         }
         Ok(())
     }
@@ -234,11 +234,7 @@ impl OpenAIStream {
     fn fail(&mut self, err: &CoreError, out: &mut Vec<u8>) {
         self.failed = true;
         let message = format!("the upstream's stream could not be read: {err}");
-        out.extend_from_slice(b"data: {\"error\":{\"message\":");
-        out.extend_from_slice(&string_literal(&message));
-        out.extend_from_slice(
-            b",\"type\":\"upstream_error\",\"param\":null,\"code\":\"upstream_protocol_error\"}}\n\n",
-        );
+        err.kind().write_event(out, &message);
         self.record_error(message);
     }
 
@@ -249,8 +245,8 @@ impl OpenAIStream {
     }
 
     fn translate_event(&mut self, event: &SseEvent, out: &mut Vec<u8>) -> Result<(), CoreError> {
-        if self.done || self.failed {
-            // Nothing may follow `[DONE]` or a failure on the client's side.
+        if self.done || self.failed || self.error.is_some() {
+            // Nothing may follow `[DONE]` or an error event on the client's side.
             return Ok(());
         }
         let data = event.data.as_slice();
@@ -265,9 +261,8 @@ impl OpenAIStream {
         }
         let chunk = Object::parse(data, "stream chunk")?;
         if let Some(error) = chunk.get("error").filter(|v| !is_null(v)) {
-            // The openai SDKs raise on a chunk with an `error` key: pass it on as it is.
-            self.record_error(error_message(error));
-            write_data(out, data);
+            // The openai SDKs raise on a chunk with an `error` key.
+            self.upstream_error(error, out);
             return Ok(());
         }
 
@@ -330,8 +325,7 @@ impl OpenAIStream {
             .and_then(|o| o.get("error"))
             .filter(|v| !is_null(v))
         {
-            self.record_error(error_message(error));
-            write_data(out, data);
+            self.upstream_error(error, out);
             return;
         }
         // No `error` key: the client would take it for a chunk. Wrap the message instead.
@@ -340,50 +334,101 @@ impl OpenAIStream {
             .and_then(|o| o.get("message"))
             .and_then(|m| serde_json::from_str::<String>(m.get()).ok())
             .unwrap_or_else(|| String::from_utf8_lossy(data).into_owned());
-        out.extend_from_slice(b"data: {\"error\":{\"message\":");
-        out.extend_from_slice(&string_literal(&message));
-        out.extend_from_slice(b",\"type\":\"upstream_error\",\"param\":null,\"code\":null}}\n\n");
+        ErrorKind::UpstreamReported.write_event(out, &message);
         self.record_error(message);
+    }
+
+    /// An upstream's OpenAI `error` value, sent on as the gateway's error event.
+    #[cold]
+    #[inline(never)]
+    fn upstream_error(&mut self, error: &RawValue, out: &mut Vec<u8>) {
+        let error = UpstreamError::read(error);
+        let kind = error
+            .kind
+            .as_deref()
+            .unwrap_or_else(|| error_type_for_status(error.status));
+        write_error_event(out, &error.message, error.status, kind, Some(error.code()));
+        self.record_error(error.message);
+    }
+}
+
+/// What an upstream's OpenAI `error` value says, read leniently.
+struct UpstreamError {
+    /// Its numeric `code` when that is an HTTP error status, else the status its `type` stands
+    /// for, else 502.
+    status: u16,
+    /// Its `type`, when a string.
+    kind: Option<String>,
+    /// Its `code`, when a string that is not a number.
+    name: Option<String>,
+    message: String,
+}
+
+impl UpstreamError {
+    #[cold]
+    #[inline(never)]
+    fn read(error: &RawValue) -> Self {
+        #[derive(Deserialize)]
+        struct View {
+            code: Option<serde_json::Value>,
+            #[serde(rename = "type")]
+            kind: Option<serde_json::Value>,
+        }
+        let view = serde_json::from_str::<View>(error.get()).ok();
+        let code = view.as_ref().and_then(|v| v.code.as_ref());
+        let kind = match view.as_ref().and_then(|v| v.kind.as_ref()) {
+            Some(serde_json::Value::String(s)) => Some(s.clone()),
+            _ => None,
+        };
+        let status = code
+            .and_then(|c| match c {
+                serde_json::Value::Number(n) => n.as_u64(),
+                serde_json::Value::String(s) => s.parse().ok(),
+                _ => None,
+            })
+            .and_then(|n| u16::try_from(n).ok())
+            .filter(|n| (400..600).contains(n))
+            .or_else(|| kind.as_deref().and_then(status_for_error_type))
+            .unwrap_or(ErrorKind::UpstreamReported.status());
+        let name = match code {
+            Some(serde_json::Value::String(s)) if s.parse::<u16>().is_err() => Some(s.clone()),
+            _ => None,
+        };
+        Self {
+            status,
+            kind,
+            name,
+            message: error_message(error),
+        }
+    }
+
+    /// The upstream's name for the error: its `code`, else its `type`, else `upstream_error`.
+    fn code(&self) -> &str {
+        self.name
+            .as_deref()
+            .or(self.kind.as_deref())
+            .or(ErrorKind::UpstreamReported.code())
+            .unwrap_or_default()
     }
 }
 
 /// Whether an unterminated payload is an incomplete one (anything but `[DONE]` or a JSON value).
 #[cold]
 #[inline(never)]
-fn is_cut_off(data: &[u8]) -> bool {
+pub(crate) fn is_cut_off(data: &[u8]) -> bool {
     data != b"[DONE]" && serde_json::from_slice::<serde::de::IgnoredAny>(data).is_err()
 }
 
-/// A success status whose body is an OpenAI error (some compatible servers answer so): the status is
-/// its numeric `code` when it is an HTTP error status, else 502.
+/// A success status whose body is an OpenAI error (some compatible servers answer so): the status
+/// and name as [`UpstreamError`] reads them.
 #[cold]
 #[inline(never)]
 fn reported_error(error: &RawValue) -> CoreError {
-    #[derive(Deserialize)]
-    struct View {
-        code: Option<serde_json::Value>,
-        #[serde(rename = "type")]
-        kind: Option<String>,
-    }
-    let view = serde_json::from_str::<View>(error.get()).ok();
-    let code = view.as_ref().and_then(|v| v.code.as_ref());
-    let status = code
-        .and_then(|c| match c {
-            serde_json::Value::Number(n) => n.as_u64(),
-            serde_json::Value::String(s) => s.parse().ok(),
-            _ => None,
-        })
-        .and_then(|n| u16::try_from(n).ok())
-        .filter(|n| (400..600).contains(n))
-        .unwrap_or(502);
-    let name = match code {
-        Some(serde_json::Value::String(s)) if s.parse::<u16>().is_err() => Some(s.clone()),
-        _ => view.and_then(|v| v.kind),
-    };
+    let error = UpstreamError::read(error);
     CoreError::Upstream {
-        status,
-        code: name.unwrap_or_else(|| "upstream_error".to_owned()),
-        message: error_message(error),
+        status: error.status,
+        code: error.code().to_owned(),
+        message: error.message,
     }
 }
 
@@ -458,6 +503,12 @@ mod tests {
             .iter()
             .flat_map(|p| format!("data: {p}\n\n").into_bytes())
             .collect()
+    }
+
+    fn truncated_frame() -> Vec<u8> {
+        let mut out = Vec::new();
+        ErrorKind::StreamTruncated.write_event(&mut out, TRUNCATED_MESSAGE);
+        out
     }
 
     fn run(t: &mut OpenAIStream, input: &[u8]) -> String {
@@ -639,37 +690,76 @@ mod tests {
     }
 
     #[test]
-    fn error_payload_is_passed_through_and_recorded() {
+    fn error_payload_is_sent_in_the_one_shape_and_ends_the_stream() {
         let payload = r#"{"error": {"message": "overloaded", "type": "server_error", "param": null, "code": null}}"#;
         let mut t = OpenAIStream::new(Some("alias".to_owned()), false);
-        let out = run(&mut t, &sse(&[CHUNK, payload]));
-        assert!(out.ends_with(&format!("data: {payload}\n\n")));
+        let out = run(&mut t, &sse(&[CHUNK, payload, CHUNK, "[DONE]"]));
+        assert!(
+            out.ends_with(
+                "data: {\"error\":{\"message\":\"overloaded\",\"type\":\"server_error\",\"param\":null,\"code\":\"server_error\",\"status\":500}}\n\n"
+            ),
+            "{out}"
+        );
         assert_eq!(t.error(), Some("overloaded"));
-        assert!(!t.done(), "no [DONE] after an error");
+        assert!(!t.done(), "nothing after an error");
     }
 
     #[test]
-    fn error_event_is_passed_through_and_recorded() {
+    fn error_payload_keeps_its_type_code_and_numeric_status() {
+        for (error, expected) in [
+            (
+                r#"{"message":"slow","type":"requests","code":"rate_limit_exceeded"}"#,
+                r#"{"message":"slow","type":"requests","param":null,"code":"rate_limit_exceeded","status":502}"#,
+            ),
+            (
+                r#"{"message":"slow","type":"rate_limit_error","code":"rate_limit_exceeded"}"#,
+                r#"{"message":"slow","type":"rate_limit_error","param":null,"code":"rate_limit_exceeded","status":429}"#,
+            ),
+            (
+                r#"{"message":"loading","code":503}"#,
+                r#"{"message":"loading","type":"server_error","param":null,"code":"upstream_error","status":503}"#,
+            ),
+            (
+                r#""just text""#,
+                r#"{"message":"just text","type":"server_error","param":null,"code":"upstream_error","status":502}"#,
+            ),
+        ] {
+            let mut t = OpenAIStream::new(None, true);
+            let out = run(&mut t, &sse(&[&format!(r#"{{"error":{error}}}"#)]));
+            assert_eq!(out, format!("data: {{\"error\":{expected}}}\n\n"));
+        }
+    }
+
+    #[test]
+    fn error_event_is_sent_in_the_one_shape_and_recorded() {
         let payload = r#"{"error":{"message":"boom","type":"x"}}"#;
         let mut t = OpenAIStream::new(None, true);
         let out = run(
             &mut t,
             format!("event: error\ndata: {payload}\n\n").as_bytes(),
         );
-        assert_eq!(out, format!("data: {payload}\n\n"));
+        assert_eq!(
+            out,
+            "data: {\"error\":{\"message\":\"boom\",\"type\":\"x\",\"param\":null,\"code\":\"x\",\"status\":502}}\n\n"
+        );
         assert_eq!(t.error(), Some("boom"));
     }
 
     #[test]
     fn error_event_without_error_key_is_wrapped() {
-        let mut t = OpenAIStream::new(None, true);
-        let out = run(&mut t, b"event: error\ndata: {\"message\":\"bad \\\"thing\\\"\"}\n\nevent: error\ndata: not json\n\n");
-        assert_eq!(
-            out,
-            "data: {\"error\":{\"message\":\"bad \\\"thing\\\"\",\"type\":\"upstream_error\",\"param\":null,\"code\":null}}\n\n\
-             data: {\"error\":{\"message\":\"not json\",\"type\":\"upstream_error\",\"param\":null,\"code\":null}}\n\n"
-        );
-        assert_eq!(t.error(), Some("bad \"thing\""));
+        for (input, message) in [
+            (
+                &b"event: error\ndata: {\"message\":\"bad \\\"thing\\\"\"}\n\n"[..],
+                "bad \\\"thing\\\"",
+            ),
+            (b"event: error\ndata: not json\n\n", "not json"),
+        ] {
+            let mut t = OpenAIStream::new(None, true);
+            assert_eq!(
+                run(&mut t, input),
+                format!("data: {{\"error\":{{\"message\":\"{message}\",\"type\":\"server_error\",\"param\":null,\"code\":\"upstream_error\",\"status\":502}}}}\n\n")
+            );
+        }
     }
 
     #[test]
@@ -707,7 +797,7 @@ mod tests {
         }
         assert!(t.failed());
         let out = String::from_utf8(out).unwrap();
-        assert!(out.contains("upstream_protocol_error"), "{out}");
+        assert!(out.contains("\"code\":\"event_too_large\""), "{out}");
         assert!(t.error().is_some_and(|e| e.contains("16777216")));
         assert_eq!(t.finish().unwrap(), b"");
     }
@@ -742,15 +832,17 @@ mod tests {
         let out = run(&mut t, &sse(&[CHUNK]));
         assert_eq!(
             out.as_bytes(),
-            [sse(&[CHUNK]).as_slice(), TRUNCATED_FRAME].concat()
+            [sse(&[CHUNK]).as_slice(), truncated_frame().as_slice()].concat()
         );
         assert_eq!(t.error(), Some(TRUNCATED_MESSAGE));
         assert!(!t.done());
         // Idempotent.
         assert_eq!(t.finish().unwrap(), b"");
-        let frame: serde_json::Value = serde_json::from_slice(&TRUNCATED_FRAME[6..]).unwrap();
+        let frame: serde_json::Value = serde_json::from_slice(&truncated_frame()[6..]).unwrap();
         assert_eq!(frame["error"]["message"], TRUNCATED_MESSAGE);
+        assert_eq!(frame["error"]["type"], "server_error");
         assert_eq!(frame["error"]["code"], "stream_truncated");
+        assert_eq!(frame["error"]["status"], 502);
     }
 
     #[test]
@@ -762,7 +854,7 @@ mod tests {
         );
         assert_eq!(
             out.as_bytes(),
-            [sse(&[CHUNK]).as_slice(), TRUNCATED_FRAME].concat()
+            [sse(&[CHUNK]).as_slice(), truncated_frame().as_slice()].concat()
         );
         assert_eq!(t.error(), Some(TRUNCATED_MESSAGE));
     }
@@ -780,7 +872,7 @@ mod tests {
     #[test]
     fn empty_stream_is_truncated() {
         let mut t = OpenAIStream::new(None, true);
-        assert_eq!(run(&mut t, b"").as_bytes(), TRUNCATED_FRAME);
+        assert_eq!(run(&mut t, b"").into_bytes(), truncated_frame());
     }
 
     #[test]

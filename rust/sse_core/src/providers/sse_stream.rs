@@ -4,7 +4,7 @@
 //! supplies only what its events mean ([`SseEvents`]).
 
 use super::encoder::StreamWriter;
-use super::openai::MAX_EVENT_BYTES;
+use super::openai::{is_cut_off, MAX_EVENT_BYTES};
 use crate::error::CoreError;
 use crate::framing::{SseEvent, SseParser};
 
@@ -67,6 +67,9 @@ impl<T: SseEvents> SseStream<T> {
     /// Signal upstream EOF, appending the last frames to `out`.
     pub fn finish_into(&mut self, out: &mut Vec<u8>) -> Result<(), CoreError> {
         self.parser.finish(&mut self.events);
+        // As for OpenAI: an event never terminated by a blank line whose payload does not parse was
+        // cut off by the end of the stream, a truncation (reported below), not invalid JSON.
+        self.events.retain(|event| !is_cut_off(&event.data));
         self.drain_events(out);
         if !self.writer.closed() {
             self.handler.end_of_stream(&mut self.writer, out);
