@@ -16,7 +16,7 @@ from typing import Any
 import orjson
 
 from .config import GatewayConfig, load_config, load_config_file
-from .errors import GatewayError, error_body
+from .errors import GatewayError
 from .exchange import Exchange, Observer
 from .request import parse_chat_request
 from .router import Router
@@ -134,7 +134,8 @@ class Gateway:
         except Exception:
             # A bug of ours, not the client's: log it and still answer in OpenAI's shape.
             logger.exception("unexpected error serving %s %s", method, path)
-            await _send_json(send, 500, error_body("Internal error in the gateway.", "api_error", "internal_error"))
+            error = GatewayError("Internal error in the gateway.")
+            await _send_json(send, error.status, error.body())
 
     # -- chat completions --------------------------------------------------------------------------------------
 

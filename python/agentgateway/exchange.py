@@ -262,7 +262,7 @@ class Exchange:
             )
         except UpstreamReportedError as exc:
             message, status, code = exc.args
-            error = UpstreamHTTPError(provider.redact(message), status=status, type_=code, code=code)
+            error = UpstreamHTTPError.create(status, provider.redact(message), code=code)
             logger.warning("upstream for %s answered HTTP %d with an error body", backend.name, status)
             self._failed(attempt, error, status, response.headers)
             if error.retryable and more:

@@ -128,7 +128,6 @@ class GoogleCredentials:
                 raise GatewayError(
                     f"The gateway could not get Google credentials for Vertex AI: {type(exc).__name__}: {exc}",
                     status=502,
-                    type_="upstream_error",
                     code="upstream_credentials_unavailable",
                 ) from None
             now = time.monotonic()
@@ -159,7 +158,6 @@ class GoogleCredentials:
             raise GatewayError(
                 "Google's token endpoint returned no access token.",
                 status=502,
-                type_="upstream_error",
                 code="upstream_credentials_unavailable",
             )
         expiry = credentials.expiry

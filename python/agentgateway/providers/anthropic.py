@@ -404,7 +404,7 @@ def error_from_anthropic_body(status: int, body: bytes, headers: list[tuple[byte
     error = parsed.get("error") if isinstance(parsed, dict) else None
     if isinstance(error, dict) and isinstance(error.get("message"), str):
         kind = error.get("type") if isinstance(error.get("type"), str) else None
-        return UpstreamHTTPError(error["message"], status=status, type_=kind, code=kind, headers=headers)
+        return UpstreamHTTPError.create(status, error["message"], code=kind, headers=headers)
     return UpstreamHTTPError.from_openai_body(status, body, headers)
 
 
