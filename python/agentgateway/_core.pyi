@@ -75,6 +75,17 @@ class UpstreamReportedError(CoreError):
 
     args: tuple[str, int, str]
 
+_Usage = tuple[int, int, int, int | None, int | None, int | None]
+"""(Not at runtime: the shape of every usage the core returns.) Token counts as an upstream reported them: ``(prompt_tokens, completion_tokens,
+total_tokens, cached_tokens, cache_write_tokens, reasoning_tokens)``. A missing count among the
+first three is 0; the last three are None when the provider did not say. ``prompt_tokens``
+includes cache reads and writes; ``cached_tokens`` are the reads (OpenAI's
+``prompt_tokens_details.cached_tokens``, Anthropic's ``cache_read_input_tokens``, Gemini's
+``cachedContentTokenCount``), ``cache_write_tokens`` the writes (Anthropic's
+``cache_creation_input_tokens``, Bedrock's ``cacheWriteInputTokens``), ``reasoning_tokens`` part of
+``completion_tokens`` (``completion_tokens_details.reasoning_tokens``, Gemini's
+``thoughtsTokenCount``)."""
+
 @final
 class StreamTranslator:
     """Translates one upstream streaming response into OpenAI Chat Completions SSE frames.
@@ -170,9 +181,9 @@ class StreamTranslator:
         """
 
     @property
-    def usage(self) -> tuple[int, int, int] | None:
-        """``(prompt_tokens, completion_tokens, total_tokens)`` of the last non-null ``usage``
-        seen (a missing count is 0), even when the usage chunk was not sent to the client."""
+    def usage(self) -> _Usage | None:
+        """The last non-null ``usage`` seen (see `_Usage`), even when the usage chunk was not sent
+        to the client."""
 
     @property
     def finish_reason(self) -> str | None:
@@ -233,7 +244,7 @@ class ResponseParser:
 
 def translate_response(
     provider: str, body: bytes, client_model: str | None
-) -> tuple[bytes, tuple[int, int, int] | None]:
+) -> tuple[bytes, _Usage | None]:
     """Translate a whole (non-streaming) upstream response body into an OpenAI Chat Completions body.
 
     For ``"openai"``: the top-level ``model`` is replaced by `client_model` (the body is returned
@@ -247,8 +258,7 @@ def translate_response(
     see `StreamTranslator` for the mapping and rust/sse_core/src/providers/gemini.rs for the details).
 
     Returns:
-        The body to send, and ``(prompt_tokens, completion_tokens, total_tokens)`` from its
-        ``usage`` (``None`` when absent or null).
+        The body to send, and its usage (see `_Usage`; ``None`` when absent or null).
 
     Raises:
         UpstreamReportedError: the body is the provider's error.

@@ -69,8 +69,9 @@ CLIENT_CLOSED = 499
 class Facts:
     """What the answer said, read from the core once it ended (also for aborted and failed streams)."""
 
-    #: ``(prompt_tokens, completion_tokens, total_tokens)`` as the upstream reported them.
-    usage: tuple[int, int, int] | None = None
+    #: ``(prompt, completion, total, cached, cache_write, reasoning)`` tokens as the upstream reported them
+    #: (``_core.pyi``: ``_Usage``); None when it reported none.
+    usage: tuple[int, int, int, int | None, int | None, int | None] | None = None
     finish_reason: str | None = None
     #: seconds from the start of the request to the first byte of the answer sent to the client.
     ttft: float | None = None
@@ -78,6 +79,31 @@ class Facts:
     error: str | None = None
     #: the OpenAI error ``code`` (or type) of that error, for metrics: bounded by the error vocabulary.
     error_type: str | None = None
+
+    @property
+    def input_tokens(self) -> int | None:
+        """Prompt tokens, cache reads and writes included."""
+        return self.usage[0] if self.usage is not None else None
+
+    @property
+    def output_tokens(self) -> int | None:
+        """Completion tokens, reasoning included."""
+        return self.usage[1] if self.usage is not None else None
+
+    @property
+    def cached_tokens(self) -> int | None:
+        """Prompt tokens read from the provider's cache (None: not reported)."""
+        return self.usage[3] if self.usage is not None else None
+
+    @property
+    def cache_write_tokens(self) -> int | None:
+        """Prompt tokens written to the provider's cache (None: not reported)."""
+        return self.usage[4] if self.usage is not None else None
+
+    @property
+    def reasoning_tokens(self) -> int | None:
+        """Completion tokens spent on reasoning (None: not reported)."""
+        return self.usage[5] if self.usage is not None else None
 
 
 @dataclass(slots=True)

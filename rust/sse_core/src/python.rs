@@ -63,10 +63,21 @@ fn guarded<T>(f: impl FnOnce() -> Result<T, Error>) -> Result<T, Error> {
     catch_unwind(AssertUnwindSafe(f)).unwrap_or_else(|payload| Err(panic_error(&*payload)))
 }
 
-type UsageTuple = (u64, u64, u64);
+/// `(prompt, completion, total, cached, cache_write, reasoning)`: the last three None when the
+/// provider did not say.
+type UsageTuple = (u64, u64, u64, Option<u64>, Option<u64>, Option<u64>);
 
 fn usage_tuple(usage: Option<Usage>) -> Option<UsageTuple> {
-    usage.as_ref().map(Usage::as_tuple)
+    usage.map(|u| {
+        (
+            u.prompt_tokens,
+            u.completion_tokens,
+            u.total_tokens,
+            u.cached_tokens,
+            u.cache_write_tokens,
+            u.reasoning_tokens,
+        )
+    })
 }
 
 /// Translates one upstream streaming response into OpenAI SSE frames.
@@ -128,7 +139,8 @@ impl PyStreamTranslator {
         self.call(py, |inner, out| inner.finish_into(out))
     }
 
-    /// `(prompt_tokens, completion_tokens, total_tokens)` of the last non-null usage, or None.
+    /// `(prompt, completion, total, cached, cache_write, reasoning)` of the last non-null usage,
+    /// or None.
     #[getter]
     fn usage(&self) -> Option<UsageTuple> {
         usage_tuple(self.inner.usage())

@@ -547,6 +547,7 @@ mod tests {
             total_tokens: 15,
             cached_tokens: Some(3),
             reasoning_tokens: None,
+            cache_write_tokens: None,
         });
         w.end(&mut out);
         w.text(&mut out, "ignored after the end");

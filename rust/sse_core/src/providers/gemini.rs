@@ -120,6 +120,7 @@ impl UsageMetadata {
             total_tokens: prompt + completion,
             cached_tokens: Some(self.cached_content_token_count.unwrap_or(0)),
             reasoning_tokens: Some(thoughts),
+            cache_write_tokens: None,
         }
     }
 }

@@ -27,6 +27,9 @@ pub struct Usage {
     pub cached_tokens: Option<u64>,
     /// `completion_tokens_details.reasoning_tokens`: completion tokens spent on reasoning.
     pub reasoning_tokens: Option<u64>,
+    /// Prompt tokens written to the provider's cache (Anthropic `cache_creation_input_tokens`,
+    /// Bedrock `cacheWriteInputTokens`): priced apart, so kept apart for spend.
+    pub cache_write_tokens: Option<u64>,
 }
 
 impl Usage {
@@ -34,18 +37,31 @@ impl Usage {
     /// such an object.
     pub(crate) fn from_openai_json(raw: &str) -> Option<Self> {
         #[derive(Deserialize)]
+        struct PromptDetails {
+            cached_tokens: Option<u64>,
+        }
+        #[derive(Deserialize)]
+        struct CompletionDetails {
+            reasoning_tokens: Option<u64>,
+        }
+        #[derive(Deserialize)]
         struct View {
             prompt_tokens: Option<u64>,
             completion_tokens: Option<u64>,
             total_tokens: Option<u64>,
+            prompt_tokens_details: Option<PromptDetails>,
+            completion_tokens_details: Option<CompletionDetails>,
         }
         let view: View = serde_json::from_str(raw).ok()?;
         Some(Self {
             prompt_tokens: view.prompt_tokens.unwrap_or(0),
             completion_tokens: view.completion_tokens.unwrap_or(0),
             total_tokens: view.total_tokens.unwrap_or(0),
-            cached_tokens: None,
-            reasoning_tokens: None,
+            cached_tokens: view.prompt_tokens_details.and_then(|d| d.cached_tokens),
+            reasoning_tokens: view
+                .completion_tokens_details
+                .and_then(|d| d.reasoning_tokens),
+            cache_write_tokens: None,
         })
     }
 
@@ -67,6 +83,7 @@ impl Usage {
             total_tokens: total.unwrap_or(prompt + output),
             cached_tokens: Some(cache_read),
             reasoning_tokens: None,
+            cache_write_tokens: Some(cache_write),
         }
     }
 
@@ -307,9 +324,27 @@ mod tests {
                 total_tokens: 0,
                 cached_tokens: None,
                 reasoning_tokens: None,
+                cache_write_tokens: None,
             })
         );
         assert_eq!(Usage::from_openai_json("[]"), None);
+    }
+
+    #[test]
+    fn openai_usage_details_are_read_for_spend() {
+        let usage = Usage::from_openai_json(
+            r#"{"prompt_tokens": 10, "completion_tokens": 5, "total_tokens": 15,
+                "prompt_tokens_details": {"cached_tokens": 4},
+                "completion_tokens_details": {"reasoning_tokens": 3}}"#,
+        );
+        let usage = usage.unwrap_or_default();
+        assert_eq!(usage.cached_tokens, Some(4));
+        assert_eq!(usage.reasoning_tokens, Some(3));
+        assert_eq!(usage.cache_write_tokens, None);
+        assert_eq!(
+            Usage::from_prompt_parts(1, 2, 3, 4, None).cache_write_tokens,
+            Some(3)
+        );
     }
 
     #[test]

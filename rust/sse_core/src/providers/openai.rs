@@ -627,6 +627,7 @@ mod tests {
                 total_tokens: 52,
                 cached_tokens: None,
                 reasoning_tokens: None,
+                cache_write_tokens: None,
             })
         );
         assert!(t.done());
