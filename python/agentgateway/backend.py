@@ -12,11 +12,12 @@ from __future__ import annotations
 
 import dataclasses
 import re
+import time
 from typing import Any
 
 from .cel import Expression, compile_expression, response_activation
 from .config import HeaderModifier, HealthConfig, ModelEntry
-from .health import BackendHealth, EvictionPolicy, is_failure_status
+from .health import BackendHealth, Clock, EvictionPolicy, is_failure_status
 from .providers import ChatRequest, Provider
 from .upstream import UpstreamRequest, encode_headers
 
@@ -92,7 +93,7 @@ class Backend:
         "unhealthy",
     )
 
-    def __init__(self, entry: ModelEntry, provider: Provider, index: int) -> None:
+    def __init__(self, entry: ModelEntry, provider: Provider, index: int, clock: Clock = time.monotonic) -> None:
         self.entry = entry
         self.provider = provider
         self.index = index
@@ -107,7 +108,7 @@ class Backend:
         self._request_headers = HeaderEdits(entry.request_headers) if entry.request_headers else None
         self.response_headers = HeaderEdits(entry.response_headers) if entry.response_headers else None
         self.unhealthy: Expression | None = None
-        self.health = BackendHealth(_eviction_policy(entry.health))
+        self.health = BackendHealth(_eviction_policy(entry.health), clock)
         if entry.health is not None and entry.health.unhealthy_expression is not None:
             self.unhealthy = compile_expression(entry.health.unhealthy_expression)
 

@@ -14,6 +14,7 @@ worker process (README: "Failover and eviction").
 from __future__ import annotations
 
 import random
+import time
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
@@ -21,7 +22,7 @@ from .backend import Backend
 from .cel import Expression, compile_expression, request_activation
 from .config import GatewayConfig, VirtualModel
 from .errors import ConfigError, ModelNotFound
-from .health import order_by_health
+from .health import Clock, order_by_health
 from .memo import BoundedMemo
 from .names import NamePattern
 from .providers import PROVIDERS
@@ -224,7 +225,8 @@ class _Conditional(Route):
 
 
 class Router:
-    def __init__(self, config: GatewayConfig, source: str = "config") -> None:
+    def __init__(self, config: GatewayConfig, source: str = "config", clock: Clock = time.monotonic) -> None:
+        """``clock`` (monotonic seconds) times the backends' evictions; tests pass their own."""
         self.backends: list[Backend] = []
         self._patterns: list[tuple[NamePattern, Backend]] = []
         for index, entry in enumerate(config.llm.models):
@@ -233,7 +235,7 @@ class Router:
                 provider = PROVIDERS[entry.provider_name](entry)
             except ConfigError as exc:  # what a provider finds wrong with its params when it sets up
                 raise ConfigError(f"{source}: llm.models[{index}]: {exc}") from None
-            backend = Backend(entry, provider, index)
+            backend = Backend(entry, provider, index, clock)
             self.backends.append(backend)
             self._patterns.append((NamePattern(entry.name), backend))
         # Best first: exact names, then the most specific pattern; sorted() keeps config order among equals.
