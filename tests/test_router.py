@@ -12,7 +12,6 @@ from typing import Any
 
 import orjson
 import pytest
-
 from agentgateway.config import load_config
 from agentgateway.errors import ModelNotFound
 from agentgateway.router import Router
