@@ -203,3 +203,25 @@ def test_an_observer_that_fails_does_not_reach_the_client(fake_openai: FakeOpenA
         return client
 
     assert asyncio.run(serve()).status == 200
+
+
+def test_a_streamed_request_refused_by_the_upstream_keeps_the_connection_for_the_next(fake_openai: FakeOpenAI) -> None:
+    """A 429 storm must not open a new upstream connection per retry: the error answer is read to its end and
+    the connection goes back to the pool."""
+    gateway = Gateway(load_config(_config(fake_openai.base_url)))
+    idle_after: list[int] = []
+
+    async def serve() -> None:
+        await gateway.startup()
+        try:
+            for _ in range(3):
+                client = _Client(gateway, _chat("passthrough-429", stream=True))
+                await client.run()
+                assert client.status == 429
+                assert gateway.client is not None
+                idle_after.append(sum(len(pool.idle) for pool in gateway.client._pools.values()))
+        finally:
+            await gateway.shutdown()
+
+    asyncio.run(serve())
+    assert idle_after == [1, 1, 1]
