@@ -20,6 +20,8 @@ Behaviour by the model name the upstream receives:
 - ``*-reset``      a stream whose connection is reset after a few events
 - ``*-stall``      a stream that goes silent for 3 s after a few events
 - ``*-big``        an answer of 4 MiB of text (whole or in 4 KiB deltas)
+- ``*-529``        529 overloaded_error, plain and streamed (before any event)
+- ``*-firsterror`` a stream whose FIRST event is an ``error`` event (overloaded_error) after the 200
 - otherwise        "You said: <last user text>"
 """
 
@@ -102,6 +104,10 @@ class FakeAnthropic:
     def last(self) -> Recorded:
         return self.requests[-1]
 
+    def count(self, model: str) -> int:
+        """How many requests arrived for the upstream model name ``model``: the attempts the gateway made there."""
+        return sum(1 for recorded in self.requests if recorded.body.get("model") == model)
+
     async def handle(self, request: web.Request) -> web.StreamResponse:
         body = orjson.loads(await request.read())
         self.requests.append(Recorded(request.path, {k.lower(): v for k, v in request.headers.items()}, body))
@@ -114,6 +120,8 @@ class FakeAnthropic:
         if model.endswith("-429"):
             headers = {"retry-after": "7", "anthropic-ratelimit-requests-remaining": "0", "request-id": "req_429"}
             return error_response(429, "rate_limit_error", "Number of requests has exceeded your rate limit", headers)
+        if model.endswith("-529"):
+            return error_response(529, "overloaded_error", "Overloaded")
         if model.endswith("-overloaded") and not body.get("stream"):
             return error_response(529, "overloaded_error", "Overloaded")
         if model.endswith("-fixture"):
@@ -314,6 +322,8 @@ async def stream(request: web.Request, message: dict[str, Any], *, fault: str) -
         events = [*events[:5], sse("error", error)]
     elif fault == "truncated":
         events = events[:5]
+    elif fault == "firsterror":
+        events = [sse("error", {"type": "error", "error": {"type": "overloaded_error", "message": "Overloaded"}})]
     elif fault == "garbage":
         events[4] = b"event: content_block_delta\ndata: {this is not json\n\n"
     for index, event in enumerate(events):

@@ -15,8 +15,9 @@ Behaviour by model id (the part after the last ``.``-free suffix check, see `ans
 ``*-throttle`` 429; ``*-reasoning`` reasoning with a signature then text; ``*-length`` stopReason max_tokens;
 ``*-guardrail`` guardrail_intervened; ``*-throttle-midstream`` a throttlingException frame mid-stream;
 ``*-stream-fixture`` the recorded modelStreamErrorException frame; ``*-corrupt`` a frame with a bad CRC;
-``*-cut`` a stream cut inside a frame; ``*-split`` frames written a few bytes at a time. A toolChoice that forces a
-tool (or ``*-tool`` with tools) answers with a toolUse; an outputConfig answers with JSON text.
+``*-cut`` a stream cut inside a frame; ``*-split`` frames written a few bytes at a time; ``*-unavailable`` 503
+ServiceUnavailableException; ``*-first-exception`` a stream whose FIRST frame is a serviceUnavailableException. A
+toolChoice that forces a tool (or ``*-tool`` with tools) answers with a toolUse; an outputConfig answers with JSON text.
 """
 
 from __future__ import annotations
@@ -164,6 +165,10 @@ class FakeBedrock:
     def last(self) -> Recorded:
         return self.requests[-1]
 
+    def count(self, model_id: str) -> int:
+        """How many requests arrived for ``model_id``: the attempts the gateway made there."""
+        return sum(1 for recorded in self.requests if recorded.model_id == model_id)
+
     # -- checks ----------------------------------------------------------------------------------------------
 
     def _error(self, status: int, kind: str, message: str) -> web.Response:
@@ -255,6 +260,8 @@ class FakeBedrock:
             return self._error(400, "ValidationException", str(exc))
         if model_id.endswith("-throttle"):
             return self._error(429, "ThrottlingException", "Too many requests, please wait before trying again.")
+        if model_id.endswith("-unavailable"):
+            return self._error(503, "ServiceUnavailableException", "Bedrock is unable to process your request.")
         blocks, stop_reason = self.answer(model_id, body)
         if operation == "converse":
             return web.Response(
@@ -307,6 +314,10 @@ class FakeBedrock:
             headers={"Content-Type": "application/vnd.amazon.eventstream", "x-amzn-RequestId": "req-fake-stream"}
         )
         await response.prepare(request)
+        if model_id.endswith("-first-exception"):
+            await response.write(exception("serviceUnavailableException", "Bedrock is unable to process your request."))
+            await response.write_eof()
+            return response
         if model_id.endswith("-stream-fixture"):
             await response.write((FIXTURES / "bedrock" / "stream_exception_model_stream_error.bin").read_bytes())
             await response.write_eof()

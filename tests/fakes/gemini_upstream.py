@@ -25,6 +25,8 @@ Behaviour by model name (Gemini):
 - ``*-midstream-error``  text, then an error JSON event in the stream
 - ``*-error-200`` (not streamed) an error body with HTTP 200
 - ``*-truncated`` a stream that ends without a finishReason
+- ``*-503``       503 UNAVAILABLE (plain and streamed)
+- ``*-first-error``  a stream whose FIRST event is an error JSON event (HTTP 200)
 - ``*-fixture``   streams ``shared/fixtures/gemini/stream_text_thought_signature.sse`` as recorded
 - otherwise       "You said: <last user text>"
 """
@@ -159,6 +161,10 @@ class FakeGoogle:
     def last(self) -> Recorded:
         return self.requests[-1]
 
+    def count(self, model: str) -> int:
+        """How many generateContent requests arrived for ``model``: the attempts the gateway made there."""
+        return sum(1 for recorded in self.requests if recorded.path.rsplit("/", 1)[-1].partition(":")[0] == model)
+
     @property
     def token_uri(self) -> str:
         return self.origin + "/token"
@@ -227,6 +233,8 @@ class FakeGoogle:
             return google_error(exc.status, exc.name, str(exc))
         if model.endswith("-429"):
             return web.json_response(RETRY_INFO_429, status=429)
+        if model.endswith("-503"):
+            return google_error(503, "UNAVAILABLE", "The model is overloaded. Please try again later.")
         if model.endswith("-error-200") and not streaming:
             error = {"code": 503, "message": "The service is currently unavailable.", "status": "UNAVAILABLE"}
             return web.json_response({"error": error})  # an error body with a success status
@@ -251,6 +259,10 @@ class FakeGoogle:
         response = web.StreamResponse(headers={"content-type": "text/event-stream", "x-request-id": "g-stream"})
         await response.prepare(request)
         for index, chunk in enumerate(chunks):
+            if model.endswith("-first-error"):
+                error = {"code": 503, "message": "The model is overloaded. Try again later.", "status": "UNAVAILABLE"}
+                await response.write(b"data: " + orjson.dumps({"error": error}) + b"\r\n\r\n")
+                break
             if model.endswith("-midstream-error") and index == 1:
                 await response.write(
                     b"data: "

@@ -17,6 +17,15 @@ Models (any other name answers normally):
 - ``*-no-done``        a stream with finish_reason and usage but no ``[DONE]``
 - ``*-slow``           a stream that sends one word every 0.1 s
 - ``*-garbage``        a stream whose third event is not JSON
+- ``*-503``            503 with an OpenAI server_error body and no Retry-After (a failover trigger)
+- ``*-evict60``        503 with ``Retry-After: 60`` (evicts the target for longer than any test runs)
+- ``*-fail-once``      the first request for this exact model name is an ``*-evict60`` answer, later ones succeed
+- ``*-sleep-headers``  no response headers for 30 s (a first-byte timeout; records when the gateway gives up)
+- ``*-first-error``    a stream whose FIRST event is ``data: {"error": ...}`` (HTTP 200, nothing before it)
+- ``*-content-then-error``  a stream whose first events (role, one word of content) and an error event come in ONE
+                       write: content came first, so it is a failure after content however the reads split it
+
+``count(model)`` says how many requests the fake received for an upstream model name (the attempts made).
 """
 
 from __future__ import annotations
@@ -53,11 +62,62 @@ class FakeOpenAI:
     def last(self) -> Recorded:
         return self.requests[-1]
 
+    def count(self, model: str) -> int:
+        """How many requests arrived for the upstream model name ``model``: the attempts the gateway made there."""
+        return len(self.for_model(model))
+
+    def for_model(self, model: str) -> list[Recorded]:
+        """The requests that arrived for the upstream model name ``model``, in order."""
+        return [r for r in self.requests if isinstance(r.body, dict) and r.body.get("model") == model]
+
     async def handle(self, request: web.Request) -> web.StreamResponse:
         raw = await request.read()
         body = orjson.loads(raw)
         self.requests.append(Recorded(request.path, dict(request.headers), raw, body))
         model: str = body["model"]
+        if model.endswith("-fail-once") and self.count(model) == 1:
+            model = model + "-evict60"
+        if model.endswith(("-503", "-evict60")):
+            return web.Response(
+                status=503,
+                headers={"Retry-After": "60"} if model.endswith("-evict60") else {},
+                content_type="application/json",
+                body=orjson.dumps(
+                    {
+                        "error": {
+                            "message": "The server is overloaded or not ready yet.",
+                            "type": "server_error",
+                            "param": None,
+                            "code": None,
+                        }
+                    }
+                ),
+            )
+        if model.endswith("-sleep-headers"):
+            return await self.hang()
+        if model.endswith("-first-error") and body.get("stream"):
+            response = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
+            await response.prepare(request)
+            error = {
+                "error": {"message": "The model is overloaded.", "type": "server_error", "param": None, "code": None}
+            }
+            await response.write(b"data: " + orjson.dumps(error) + b"\n\n")
+            await response.write_eof()
+            return response
+        if model.endswith("-content-then-error") and body.get("stream"):
+            response = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
+            await response.prepare(request)
+            frames = [
+                {"choices": [{"index": 0, "delta": {"role": "assistant", "content": ""}, "finish_reason": None}]},
+                {"choices": [{"index": 0, "delta": {"content": STORY[0]}, "finish_reason": None}]},
+            ]
+            head = {"id": "chatcmpl-fake", "object": "chat.completion.chunk", "created": 1700000000, "model": model}
+            data = b"".join(b"data: " + orjson.dumps({**head, **frame}) + b"\n\n" for frame in frames)
+            error = {"error": {"message": "The server had an error while processing your request.",
+                               "type": "server_error", "param": None, "code": None}}  # fmt: skip
+            await response.write(data + b"data: " + orjson.dumps(error) + b"\n\n")
+            await response.write_eof()
+            return response
         if model.endswith("-200-error"):
             return web.json_response({"error": {"message": "model is loading", "type": "server_error", "code": 503}})
         if model.endswith("-429"):

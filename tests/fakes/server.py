@@ -49,3 +49,28 @@ def serve_in_thread(app: web.Application, name: str) -> tuple[str, Callable[[], 
         loop.close()
 
     return origin[0], stop
+
+
+def blackhole() -> tuple[int, Callable[[], None]]:
+    """A loopback port whose connects never complete (a listener with a full accept queue: the kernel drops further
+    SYNs), as a firewalled or overloaded upstream behaves; returns the port and the function that closes it."""
+    import contextlib
+    import socket
+
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(0)
+    port = int(listener.getsockname()[1])
+    fillers = []
+    for _ in range(3):  # fill the accept queue (never accepted)
+        filler = socket.socket()
+        filler.setblocking(False)
+        with contextlib.suppress(BlockingIOError):
+            filler.connect(("127.0.0.1", port))
+        fillers.append(filler)
+
+    def close() -> None:
+        for sock in (*fillers, listener):
+            sock.close()
+
+    return port, close
