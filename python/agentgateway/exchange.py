@@ -129,6 +129,7 @@ class Exchange:
     __slots__ = (
         "api",
         "attempts",
+        "client_headers",
         "client_model",
         "facts",
         "gateway_observers",
@@ -137,6 +138,7 @@ class Exchange:
         "path",
         "request",
         "request_headers",
+        "reservation",
         "route",
         "settled",
         "started",
@@ -155,6 +157,10 @@ class Exchange:
         self.client_model: str | None = None
         #: who is calling, once authenticated (inbound keys arrive with the access-control work).
         self.identity: Any = None
+        #: what admission took from the rate limits (policy/limits.py); its settle observer trues it up.
+        self.reservation: Any = None
+        #: headers every answer of this exchange carries to the client (the caller's x-ratelimit-* state).
+        self.client_headers: Headers = []
         self.route: Route | None = None
         self.attempts: list[Attempt] = []
         self.facts = Facts()
@@ -347,7 +353,7 @@ class Exchange:
                 if exc.retryable and more:
                     return False
                 raise
-            if translator.error is not None and more:
+            if translator.error is not None and more and not _generated_before_error(out):
                 error = _first_event_error(out, provider.redact(translator.error))
                 if error.retryable:
                     response.abort()
@@ -355,7 +361,8 @@ class Exchange:
                     return False
             self._succeeded(attempt)
             headers = self._response_headers(backend, response)
-            await send({"type": "http.response.start", "status": 200, "headers": _SSE_HEADERS + headers})
+            start_headers = _SSE_HEADERS + headers + self.client_headers
+            await send({"type": "http.response.start", "status": 200, "headers": start_headers})
             self.status = 200
             facts.ttft = time.monotonic() - self.started
             try:
@@ -395,7 +402,8 @@ class Exchange:
         return True
 
     async def _send_json(self, send: Send, status: int, body: bytes, headers: Headers | None = None) -> None:
-        await send({"type": "http.response.start", "status": status, "headers": _JSON_HEADERS + (headers or [])})
+        start_headers = _JSON_HEADERS + (headers or []) + self.client_headers
+        await send({"type": "http.response.start", "status": status, "headers": start_headers})
         self.status = status
         self.facts.ttft = time.monotonic() - self.started
         await send({"type": "http.response.body", "body": body})
@@ -404,7 +412,8 @@ class Exchange:
         """Answers with ``error`` (nothing was sent yet) and records it."""
         self.facts.error = error.message
         self.facts.error_type = error.code or error.type
-        await send({"type": "http.response.start", "status": error.status, "headers": _JSON_HEADERS + error.headers})
+        start_headers = _JSON_HEADERS + error.headers + self.client_headers
+        await send({"type": "http.response.start", "status": error.status, "headers": start_headers})
         self.status = error.status
         await send({"type": "http.response.body", "body": error.body()})
 
@@ -429,6 +438,32 @@ class Exchange:
     @property
     def duration(self) -> float:
         return time.monotonic() - self.started
+
+
+_GENERATED = (b'"content":"', b'"tool_calls":', b'"reasoning_content":"', b'"thinking_blocks":')
+
+
+def _generated_before_error(frames: bytes) -> bool:
+    """Whether the frames ahead of a stream's error event carry generated output (text, reasoning, a tool call).
+    Such a stream failed after content, even when content and error came in one read: the upstream generated
+    (and billed) it, so it is not retried elsewhere -- whether it is must not depend on how reads split. Only the
+    role chunk ahead of the error (Anthropic's message_start) leaves it a failure of the first event."""
+    marker = frames.rfind(b'data: {"error"')
+    head = frames[:marker] if marker >= 0 else frames
+    for frame in head.split(b"\n\n"):
+        if any(key in frame for key in _GENERATED):
+            try:
+                chunk = orjson.loads(frame.partition(b"data: ")[2])
+                choices = chunk.get("choices") or []
+                for choice in choices:
+                    delta = choice.get("delta") or {}
+                    if delta.get("content") or delta.get("tool_calls") or delta.get("reasoning_content"):
+                        return True
+                    if delta.get("thinking_blocks"):
+                        return True
+            except (orjson.JSONDecodeError, AttributeError, TypeError):
+                return True  # unreadable: assume the worst (no retry)
+    return False
 
 
 def _first_event_error(frames: bytes, message: str) -> GatewayError:
