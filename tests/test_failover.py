@@ -199,9 +199,12 @@ def failover_config(up: Upstreams) -> str:
     models.append(openai_entry("ev-bad", "ev-evict60", fake))
     models.append(openai_entry("ev-good", "ok-ev", fake))
     virtual.append(failover("fo-evict", "ev-bad", "ev-good"))
-    # every target evicted: the one evicted longest ago is still tried (it answers the second time)
-    models.append(openai_entry("ae-first", "ae-first-fail-once", fake))
-    models.append(openai_entry("ae-second", "ae-second-evict60", fake))
+    # every target evicted: the one evicted longest ago is still tried -- the second in priority here (evicted
+    # first, through a virtual model of its own), which answers its second request
+    models.append(openai_entry("ae-first", "ae-first-evict60", fake))
+    models.append(openai_entry("ae-second", "ae-second-fail-once", fake))
+    virtual.append(failover("fo-evict-second", "ae-second"))
+    virtual.append(failover("fo-evict-first", "ae-first"))
     virtual.append(failover("fo-all-evicted", "ae-first", "ae-second"))
     # health: evicted only after consecutiveFailures failures that match unhealthyExpression
     models.append(
@@ -377,12 +380,15 @@ def test_when_every_target_is_evicted_the_one_evicted_longest_ago_is_still_tried
     gateway: RunningGateway, upstreams: Upstreams
 ) -> None:
     fake = upstreams.openai
+    # evict the second target first, then the first one (each fails with Retry-After: 60)
     with pytest.raises(openai.InternalServerError):
-        ask(gateway, "fo-all-evicted", stream=False)  # both fail with Retry-After: 60: both evicted
-    assert (fake.count("ae-first-fail-once"), fake.count("ae-second-evict60")) == (1, 1)
-    # never an outage by policy alone: the first one (evicted first) is tried, and now answers
+        ask(gateway, "fo-evict-second", stream=False)
+    with pytest.raises(openai.InternalServerError):
+        ask(gateway, "fo-evict-first", stream=False)
+    assert (fake.count("ae-first-evict60"), fake.count("ae-second-fail-once")) == (1, 1)
+    # never an outage by policy alone: the one evicted longest ago (not the first by priority) is tried, and answers
     assert ask(gateway, "fo-all-evicted", stream=False) == ANSWER
-    assert (fake.count("ae-first-fail-once"), fake.count("ae-second-evict60")) == (2, 1)
+    assert (fake.count("ae-first-evict60"), fake.count("ae-second-fail-once")) == (1, 2)
 
 
 def test_health_evicts_only_after_consecutive_failures(gateway: RunningGateway, upstreams: Upstreams) -> None:
