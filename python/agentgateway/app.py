@@ -18,6 +18,7 @@ import orjson
 from .config import GatewayConfig, load_config, load_config_file
 from .errors import GatewayError
 from .exchange import Exchange, Observer
+from .policy import Guard, Identity
 from .request import parse_chat_request
 from .router import Router
 from .upstream import UpstreamClient
@@ -50,22 +51,22 @@ class _ClientDisconnected(Exception):
 
 
 class Gateway:
-    def __init__(self, config: GatewayConfig, source: str = "config") -> None:
+    def __init__(self, config: GatewayConfig, source: str = "config", *, worker: bool = False) -> None:
+        """``worker``: this is one of granian's worker processes (create_app), which share the rate-limit counts
+        of the process that started them."""
         self.config = config
         self.router = Router(config, source)
         self.timeouts = config.llm.timeouts
         self.client: UpstreamClient | None = None
         #: Called with every exchange as it settles (metrics, logs, limits hook in here).
         self.observers: list[Observer] = []
-        self.models_body = orjson.dumps(
-            {
-                "object": "list",
-                "data": [
-                    {"id": name, "object": "model", "created": 0, "owned_by": "agentgateway"}
-                    for name in [*self.router.exact_names, *self.router.virtual_names]
-                ],
-            }
-        )
+        #: inbound auth, model lists per key and rate limits (policy/, issue 17).
+        self.guard = Guard(config, worker=worker)
+        if self.guard.limited:
+            self.observers.append(self.guard.settle)
+        self.model_names = [*self.router.exact_names, *self.router.virtual_names]
+        self.models_body = _models_body(self.model_names)
+        self._models_by_key: dict[str, bytes] = {}
 
     # -- ASGI entry points -------------------------------------------------------------------------------------
 
@@ -93,11 +94,15 @@ class Gateway:
     async def startup(self) -> None:
         if self.client is None:
             self.client = UpstreamClient(self.timeouts)
+            for line in self.guard.describe():
+                logger.warning("%s", line)
+            await self.guard.startup()
 
     async def shutdown(self) -> None:
         if self.client is not None:
             self.client.close()
             self.client = None
+            await self.guard.shutdown()
 
     async def http(self, scope: Scope, receive: Receive, send: Send) -> None:
         path: str = scope["path"]
@@ -118,7 +123,7 @@ class Gateway:
                         send, 200 if ready else 503, b'{"status":"ready"}' if ready else b'{"status":"starting"}'
                     )
                 else:
-                    await _send_json(send, 200, self.models_body)
+                    await self.models(scope, send)
             else:
                 raise GatewayError(
                     f"Unknown path {path!r}. Chat completions are served at POST /v1/chat/completions "
@@ -137,19 +142,46 @@ class Gateway:
             error = GatewayError("Internal error in the gateway.")
             await _send_json(send, error.status, error.body())
 
+    async def models(self, scope: Scope, send: Send) -> None:
+        """``/v1/models``: with inbound auth on, only the models the caller may use."""
+        body = self.models_body
+        if self.guard.enabled:
+            identity = await self.guard.authenticate(scope["headers"])
+            if identity is not None and identity.models is not None:
+                body = self._models_by_key.get(identity.id) or self._models_for(identity)
+        await _send_json(send, 200, body)
+
+    def _models_for(self, identity: Identity) -> bytes:
+        body = _models_body(self.guard.allowed_names(identity, self.model_names))
+        if identity.kind == "apiKey":  # one per configured key: bounded
+            self._models_by_key[identity.id] = body
+        return body
+
     # -- chat completions --------------------------------------------------------------------------------------
 
     async def chat_completions(self, scope: Scope, receive: Receive, send: Send) -> None:
         exchange = Exchange(scope, self.observers)
+        guard = self.guard
         disconnected = False
         try:
             try:
+                headers = scope["headers"]
+                if guard.enabled:
+                    # Before the body is read: an unknown caller costs no more than its headers.
+                    exchange.identity = await guard.authenticate(headers)
+                    # The client's credentials were for the gateway: no backend, CEL condition or header match
+                    # sees them (a provider with no apiKey of its own forwards nothing).
+                    exchange.request_headers = headers = guard.upstream_headers(headers)
                 raw = await _read_body(scope, receive)
-                request = parse_chat_request(raw, scope["headers"])
+                request = parse_chat_request(raw, headers)
+                if exchange.identity is not None:
+                    guard.check_model(exchange.identity, request.model)
                 route = self.router.route(request.model)
                 client = self.client
                 if client is None:
                     raise GatewayError("The gateway is starting up; retry shortly.", status=503, code="not_ready")
+                if guard.limited:
+                    await guard.admit(exchange, request)
             except GatewayError as exc:
                 await exchange.send_error(send, exc)
                 return
@@ -184,6 +216,15 @@ class Gateway:
 
 
 # -- helpers -------------------------------------------------------------------------------------------------------
+
+
+def _models_body(names: list[str]) -> bytes:
+    return orjson.dumps(
+        {
+            "object": "list",
+            "data": [{"id": name, "object": "model", "created": 0, "owned_by": "agentgateway"} for name in names],
+        }
+    )
 
 
 def _method_not_allowed(method: str, path: str, allowed: str) -> GatewayError:
@@ -314,10 +355,10 @@ def create_app() -> Gateway:
     logging.basicConfig(level=os.environ.get(LOG_LEVEL_ENV, "INFO"), format=LOG_FORMAT)
     inline = os.environ.get(CONFIG_INLINE_ENV)
     if inline is not None:
-        return Gateway(load_config(inline), "<inline config>")
+        return Gateway(load_config(inline), "<inline config>", worker=True)
     path = os.environ.get(CONFIG_FILE_ENV)
     if path is None:
         raise RuntimeError(
             f"set {CONFIG_FILE_ENV} or {CONFIG_INLINE_ENV}, or start the gateway with the agentgateway command"
         )
-    return Gateway(load_config_file(path), path)
+    return Gateway(load_config_file(path), path, worker=True)

@@ -39,11 +39,18 @@ from .errors import ConfigError
 
 __all__ = [
     "BUILTIN_PROVIDERS",
+    "ApiKeyEntry",
+    "ApiKeyPolicy",
+    "ConfigSection",
     "CustomProvider",
     "GatewayConfig",
+    "JwtAuthPolicy",
     "LlmConfig",
     "ModelEntry",
     "ModelParams",
+    "Policies",
+    "RateLimit",
+    "RedisConfig",
     "Timeouts",
     "load_config",
     "load_config_file",
@@ -384,16 +391,169 @@ class VirtualModel(_Model):
     routing: VirtualModelRouting
 
 
+# -- llm.policies and config.redis: who may call and how much (OPERATIONS.md sections 2 and 3, issue 17) -------------
+
+PositiveDuration = Annotated[float, BeforeValidator(_duration), Field(gt=0)]
+_KEY_HASH = re.compile(r"sha256:[0-9a-f]{64}")
+
+
+class RateLimit(_Model):
+    """agentgateway's ``localRateLimit`` entry: a token bucket of ``maxTokens`` that gains ``tokensPerFill`` every
+    ``fillInterval``. ``type: requests`` counts requests; ``tokens`` counts LLM tokens (estimated, then settled)."""
+
+    type: Literal["requests", "tokens"] = "requests"
+    max_tokens: Annotated[int, Field(ge=1)]
+    tokens_per_fill: Annotated[int, Field(ge=1)]
+    fill_interval: PositiveDuration
+
+    @model_validator(mode="after")
+    def _fill_within_bucket(self) -> RateLimit:
+        if self.tokens_per_fill > self.max_tokens:
+            raise ValueError(
+                f"tokensPerFill ({self.tokens_per_fill}) is larger than maxTokens ({self.max_tokens}): "
+                "a fill can never add more than the bucket holds"
+            )
+        return self
+
+
+class ApiKeyEntry(_Model):
+    """One inbound key: ``key`` (the secret itself, usually ``$VAR``) or ``keyHash: sha256:<64 hex>``."""
+
+    key: SecretStr | None = None
+    key_hash: str | None = None
+    #: shown in logs, metrics and traces as the caller (``name``), and handed to the identity; never the key.
+    metadata: dict[str, Any] = {}
+    #: model names the key may use: exact, ``prefix*``, ``*suffix``, ``*``; absent = all, ``[]`` = none.
+    allowed_models: list[str] | None = None
+    #: ext: limits of this caller alone, beside ``llm.policies.localRateLimit``.
+    local_rate_limit: list[RateLimit] = []
+
+    @field_validator("key_hash")
+    @classmethod
+    def _check_key_hash(cls, value: str | None) -> str | None:
+        if value is not None and not _KEY_HASH.fullmatch(value):
+            raise ValueError("must be 'sha256:' and 64 lower-case hex digits (sha256 of the key)")
+        return value
+
+    @field_validator("key")
+    @classmethod
+    def _check_key(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is not None:
+            secret = value.get_secret_value()
+            if not secret:
+                raise ValueError("must not be empty")
+            if any(c in secret for c in "\r\n"):
+                raise ValueError("contains a line break (a trailing newline from the file or variable it came from?)")
+        return value
+
+    @model_validator(mode="after")
+    def _one_of(self) -> ApiKeyEntry:
+        if (self.key is None) == (self.key_hash is None):
+            raise ValueError("give exactly one of 'key' or 'keyHash'")
+        return self
+
+
+class ApiKeyPolicy(_Model):
+    """``llm.policies.apiKey``. ``mode``: ``strict`` (a valid key is required), ``optional`` (a key, when sent, must
+    be valid), ``permissive`` (nothing is refused). Unlike agentgateway, the default is ``strict``."""
+
+    mode: Literal["strict", "optional", "permissive"] = "strict"
+    keys: list[ApiKeyEntry] = []
+
+    @model_validator(mode="after")
+    def _no_duplicates(self) -> ApiKeyPolicy:
+        from .policy.keys import key_digest
+
+        seen: dict[bytes, int] = {}
+        for index, entry in enumerate(self.keys):
+            digest = key_digest(entry)
+            if digest in seen:
+                raise ValueError(f"keys[{index}] is the same key as keys[{seen[digest]}]")
+            seen[digest] = index
+        return self
+
+
+class JwksFile(_Model):
+    file: Annotated[str, Field(min_length=1)]
+
+
+class JwksUrl(_Model):
+    url: Annotated[str, Field(min_length=1)]
+    #: ext: how long fetched keys are used before they are fetched again (an unknown ``kid`` refetches sooner).
+    cache_duration: PositiveDuration = 300.0
+
+    @field_validator("url")
+    @classmethod
+    def _check_url(cls, value: str) -> str:
+        parts = urlsplit(value)
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            raise ValueError(f"must be an http:// or https:// URL with a host, got {value!r}")
+        return value
+
+
+class JwtAuthPolicy(_Model):
+    """``llm.policies.jwtAuth``: a ``Bearer`` JWT signed by a key of ``jwks`` (a JWKS as a string, ``{file}`` or
+    ``{url}``), from ``issuer``, for one of ``audiences``, with ``requiredClaims``. Its claims become the caller's
+    metadata."""
+
+    mode: Literal["strict", "optional", "permissive"] = "strict"
+    issuer: str | None = None
+    audiences: list[str] | None = None
+    jwks: str | JwksFile | JwksUrl
+    required_claims: list[str] = ["exp"]
+
+    @field_validator("jwks")
+    @classmethod
+    def _check_jwks(cls, value: str | JwksFile | JwksUrl) -> str | JwksFile | JwksUrl:
+        if not isinstance(value, JwksUrl):
+            from .policy.jwt_auth import load_jwks
+
+            load_jwks(value)  # raises ValueError saying what is wrong
+        return value
+
+
+class Policies(_Model):
+    """``llm.policies``."""
+
+    api_key: ApiKeyPolicy | None = None
+    jwt_auth: JwtAuthPolicy | None = None
+    local_rate_limit: list[RateLimit] = []
+
+
+class RedisConfig(_Model):
+    """ext ``config.redis``: rate-limit counters in Redis, shared by every replica."""
+
+    url: SecretStr  # may hold a password: never logged
+    command_timeout: PositiveDuration = 0.05
+    failure_mode: Literal["failOpen", "failClosed"] = "failClosed"
+
+    @field_validator("url")
+    @classmethod
+    def _check_url(cls, value: SecretStr) -> SecretStr:
+        scheme = urlsplit(value.get_secret_value()).scheme
+        if scheme not in ("redis", "rediss", "unix"):
+            raise ValueError("must be a redis://, rediss:// or unix:// URL")
+        return value
+
+
+class ConfigSection(_Model):
+    """The top-level ``config:`` section (agentgateway's): settings of the gateway itself, not of the LLM traffic."""
+
+    redis: RedisConfig | None = None
+
+
 class LlmConfig(_Model):
     port: Annotated[int, Field(ge=1, le=65535)] | None = None
     providers: list[ProviderEntry] = []
     models: Annotated[list[ModelEntry], Field(min_length=1)]
     virtual_models: list[VirtualModel] = []
     timeouts: Timeouts = Timeouts()
+    policies: Policies = Policies()
 
 
 class GatewayConfig(_Model):
     llm: LlmConfig
+    config: ConfigSection = ConfigSection()
 
 
 # ---------------------------------------------------------------------------------------------------------------

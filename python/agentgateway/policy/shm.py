@@ -1,0 +1,233 @@
+"""Token buckets in shared memory: one count per limit for every worker process of a gateway on one machine.
+
+The table is a small file mapped into each worker (under ``/dev/shm`` where it exists, so it never touches a
+disk). The gateway's first process (the ``agentgateway`` command, while it checks the config) creates it and hands
+its path to granian's workers through the environment; a worker that granian respawns maps the same file, so counts
+survive it. Each bucket has a slot keyed by the limit's identity (a digest of who it applies to and its numbers),
+never by its place in a list, so the counts of unchanged limits also survive a config reload.
+
+A slot is ``key (16 bytes) | tokens (int64) | last fill (int64, CLOCK_MONOTONIC ns: one clock for every process of
+the machine)``. Every check takes one ``flock`` on the whole table (two system calls, ~0.4 µs here), reads and
+refills the request's buckets, and takes from all of them or from none. The lock is held for a few microseconds of
+arithmetic and never across an ``await``; a process killed while holding it releases it with its file descriptor.
+
+Fills are agentgateway's (and Envoy's): ``tokensPerFill`` whole tokens every ``fillInterval``, up to ``maxTokens``.
+A token bucket may go below zero when a request used more tokens than it reserved; it then refills from there.
+"""
+
+from __future__ import annotations
+
+import atexit
+import contextlib
+import fcntl
+import mmap
+import os
+import struct
+import tempfile
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+__all__ = ["TABLE_ENV", "Bucket", "BucketState", "SharedTable", "gateway_table"]
+
+#: ``<pid of the process that created the table>:<path>``, read by that process's granian workers.
+TABLE_ENV = "AGENTGATEWAY_LIMITS_TABLE"
+
+_MAGIC = b"AGWLIM01"
+_HEADER = struct.Struct("<8sII")  # magic, capacity, slot size
+_HEADER_SIZE = 64
+_SLOT = struct.Struct("<16sqq")
+_STATE = struct.Struct("<qq")
+_SLOT_SIZE = 32
+_EMPTY = bytes(16)
+DEFAULT_CAPACITY = 4096  # 128 KiB: far more limits than a config holds, and slots are never freed
+
+Clock = Callable[[], int]
+
+
+@dataclass(frozen=True, slots=True)
+class Bucket:
+    """A token bucket's numbers (from a ``localRateLimit`` entry), times in nanoseconds."""
+
+    max_tokens: int
+    tokens_per_fill: int
+    interval_ns: int
+
+
+@dataclass(frozen=True, slots=True)
+class BucketState:
+    """What a check left in one bucket: tokens remaining, nanoseconds until it is full again, and (when refused)
+    nanoseconds until it holds what was asked."""
+
+    remaining: int
+    reset_ns: int
+    retry_ns: int = 0
+
+
+def _refill(tokens: int, last: int, now: int, bucket: Bucket) -> tuple[int, int]:
+    if now > last:
+        fills = (now - last) // bucket.interval_ns
+        if fills:
+            tokens = min(bucket.max_tokens, tokens + fills * bucket.tokens_per_fill)
+            last += fills * bucket.interval_ns
+    return tokens, last
+
+
+def _wait_ns(tokens: int, want: int, last: int, now: int, bucket: Bucket) -> int:
+    """Nanoseconds until ``tokens`` (as of ``last``) become at least ``want``."""
+    if tokens >= want:
+        return 0
+    fills = -(-(want - tokens) // bucket.tokens_per_fill)
+    return max(0, last + fills * bucket.interval_ns - now)
+
+
+def state_of(tokens: int, last: int, now: int, bucket: Bucket, retry_ns: int = 0) -> BucketState:
+    return BucketState(tokens, _wait_ns(tokens, bucket.max_tokens, last, now, bucket), retry_ns)
+
+
+class SharedTable:
+    """The mapped table of one gateway. ``clock`` returns nanoseconds on a clock all processes share."""
+
+    def __init__(self, path: str, capacity: int = DEFAULT_CAPACITY, clock: Clock = time.monotonic_ns) -> None:
+        self.path = path
+        self.clock = clock
+        size = _HEADER_SIZE + capacity * _SLOT_SIZE
+        self._fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
+        try:
+            with self._locked():
+                if os.fstat(self._fd).st_size < size:
+                    os.ftruncate(self._fd, size)
+                self._mm = mmap.mmap(self._fd, os.fstat(self._fd).st_size)
+                magic, found_capacity, slot_size = _HEADER.unpack_from(self._mm, 0)
+                if magic == _MAGIC:
+                    if slot_size != _SLOT_SIZE:
+                        raise OSError(f"{path} is a limits table of another layout")
+                    capacity = found_capacity
+                else:
+                    _HEADER.pack_into(self._mm, 0, _MAGIC, capacity, _SLOT_SIZE)
+        except BaseException:
+            os.close(self._fd)
+            raise
+        self.capacity = capacity
+        self.pid = os.getpid()
+
+    @contextlib.contextmanager
+    def _locked(self):  # type: ignore[no-untyped-def]
+        fcntl.flock(self._fd, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(self._fd, fcntl.LOCK_UN)
+
+    def close(self) -> None:
+        self._mm.close()
+        os.close(self._fd)
+
+    def slot(self, key: bytes, bucket: Bucket) -> int:
+        """The offset of ``key``'s slot (16 bytes), made with a full bucket when the table has none yet."""
+        if len(key) != 16 or key == _EMPTY:
+            raise ValueError("a slot key is 16 bytes, not all zero")
+        start = int.from_bytes(key[:8], "little") % self.capacity
+        with self._locked():
+            for probe in range(self.capacity):
+                offset = _HEADER_SIZE + ((start + probe) % self.capacity) * _SLOT_SIZE
+                found = self._mm[offset : offset + 16]
+                if found == key:
+                    return offset + 16
+                if found == _EMPTY:
+                    _SLOT.pack_into(self._mm, offset, key, bucket.max_tokens, self.clock())
+                    return offset + 16
+        raise OSError(f"the limits table {self.path} is full ({self.capacity} limits)")
+
+    def take(self, items: Sequence[tuple[int, Bucket, int]]) -> tuple[bool, list[BucketState]]:
+        """Takes ``cost`` from each ``(slot, bucket, cost)``, all or none: True when every bucket held its cost.
+        The states say what is left (or, refused, when to come back)."""
+        mm = self._mm
+        fd = self._fd
+        unpack, pack = _STATE.unpack_from, _STATE.pack_into
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        try:
+            now = self.clock()
+            read = []
+            ok = True
+            for offset, bucket, cost in items:
+                tokens, last = unpack(mm, offset)
+                tokens, last = _refill(tokens, last, now, bucket)
+                read.append((tokens, last))
+                if tokens < cost:
+                    ok = False
+            if ok:
+                for (offset, _bucket, cost), (tokens, last) in zip(items, read, strict=True):
+                    pack(mm, offset, tokens - cost, last)
+        finally:
+            fcntl.flock(fd, fcntl.LOCK_UN)
+        if ok:
+            return True, [
+                state_of(tokens - cost, last, now, bucket)
+                for (_offset, bucket, cost), (tokens, last) in zip(items, read, strict=True)
+            ]
+        return False, [
+            state_of(tokens, last, now, bucket, _wait_ns(tokens, cost, last, now, bucket))
+            for (_offset, bucket, cost), (tokens, last) in zip(items, read, strict=True)
+        ]
+
+    def give(self, offset: int, bucket: Bucket, amount: int) -> None:
+        """Adds ``amount`` (negative: takes) to a bucket, as a token reservation is settled; capped at its size."""
+        mm = self._mm
+        fcntl.flock(self._fd, fcntl.LOCK_EX)
+        try:
+            tokens, last = _STATE.unpack_from(mm, offset)
+            tokens, last = _refill(tokens, last, self.clock(), bucket)
+            _STATE.pack_into(mm, offset, min(bucket.max_tokens, tokens + amount), last)
+        finally:
+            fcntl.flock(self._fd, fcntl.LOCK_UN)
+
+    def peek(self, offset: int, bucket: Bucket) -> BucketState:
+        """The bucket's state now, taking nothing."""
+        mm = self._mm
+        fcntl.flock(self._fd, fcntl.LOCK_EX)
+        try:
+            now = self.clock()
+            tokens, last = _STATE.unpack_from(mm, offset)
+            tokens, last = _refill(tokens, last, now, bucket)
+        finally:
+            fcntl.flock(self._fd, fcntl.LOCK_UN)
+        return state_of(tokens, last, now, bucket)
+
+
+_TABLES: dict[str, SharedTable] = {}
+
+
+def _shm_dir() -> str | None:
+    return "/dev/shm" if os.path.isdir("/dev/shm") and os.access("/dev/shm", os.W_OK) else None
+
+
+def _open(path: str) -> SharedTable:
+    table = _TABLES.get(path)
+    if table is None or table.pid != os.getpid():
+        table = _TABLES[path] = SharedTable(path)
+    return table
+
+
+def gateway_table(*, worker: bool) -> SharedTable:
+    """This gateway's table. A granian worker (``worker``) maps the one its parent process created; any other
+    process creates one, hands it to the workers it will start (``TABLE_ENV``) and removes it when it exits."""
+    handed = os.environ.get(TABLE_ENV, "")
+    owner, _, path = handed.partition(":")
+    pid = os.getpid()
+    if owner.isdigit() and path and (int(owner) == pid or (worker and int(owner) == os.getppid())):
+        return _open(path)
+    if worker:
+        # Workers of an app served without the agentgateway command: siblings share their parent's table.
+        path = os.path.join(_shm_dir() or tempfile.gettempdir(), f"agentgateway-limits-{os.getppid()}")
+        return _open(path)
+    handle, path = tempfile.mkstemp(prefix="agentgateway-limits-", dir=_shm_dir())
+    os.close(handle)
+    atexit.register(_remove, path)
+    os.environ[TABLE_ENV] = f"{pid}:{path}"
+    return _open(path)
+
+
+def _remove(path: str) -> None:
+    with contextlib.suppress(OSError):
+        os.unlink(path)
