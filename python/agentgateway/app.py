@@ -21,6 +21,7 @@ from .exchange import Exchange, Observer
 from .policy import Guard, Identity
 from .request import parse_chat_request
 from .router import Router
+from .telemetry import Telemetry
 from .upstream import UpstreamClient
 
 __all__ = ["Gateway", "create_app"]
@@ -64,6 +65,10 @@ class Gateway:
         self.guard = Guard(config, worker=worker)
         if self.guard.limited:
             self.observers.append(self.guard.settle)
+        #: metrics, traces, the access log and cost (telemetry/, issue 18): request ids, and an observer.
+        self.telemetry = Telemetry(config, self.router)
+        if self.telemetry.active:
+            self.observers.append(self.telemetry.observe)
         self.model_names = [*self.router.exact_names, *self.router.virtual_names]
         self.models_body = _models_body(self.model_names)
         self._models_by_key: dict[str, bytes] = {}
@@ -97,12 +102,14 @@ class Gateway:
             for line in self.guard.describe():
                 logger.warning("%s", line)
             await self.guard.startup()
+            self.telemetry.startup()
 
     async def shutdown(self) -> None:
         if self.client is not None:
             self.client.close()
             self.client = None
             await self.guard.shutdown()
+            self.telemetry.shutdown()
 
     async def http(self, scope: Scope, receive: Receive, send: Send) -> None:
         path: str = scope["path"]
@@ -161,6 +168,7 @@ class Gateway:
 
     async def chat_completions(self, scope: Scope, receive: Receive, send: Send) -> None:
         exchange = Exchange(scope, self.observers)
+        self.telemetry.begin(exchange)
         guard = self.guard
         disconnected = False
         try:
@@ -174,6 +182,7 @@ class Gateway:
                     exchange.request_headers = headers = guard.upstream_headers(headers)
                 raw = await _read_body(scope, receive)
                 request = parse_chat_request(raw, headers)
+                exchange.client_model = request.model  # also for a request refused below (its log line says it)
                 if exchange.identity is not None:
                     guard.check_model(exchange.identity, request.model)
                 route = self.router.route(request.model)

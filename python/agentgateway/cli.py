@@ -7,6 +7,7 @@ import importlib.util
 import logging
 import os
 import sys
+from collections.abc import Callable
 
 from . import __version__
 from .app import CONFIG_FILE_ENV, CONFIG_INLINE_ENV, LOG_FORMAT, LOG_LEVEL_ENV, Gateway
@@ -88,8 +89,38 @@ def main(argv: list[str] | None = None) -> int:
         os.environ[CONFIG_FILE_ENV] = os.path.abspath(args.file)
     os.environ[LOG_LEVEL_ENV] = args.log_level.upper()
     port = args.port or config.llm.port or DEFAULT_PORT
-    _serve(args.host, port, args.workers, args.drain_timeout, args.log_level)
+    logging.basicConfig(level=args.log_level.upper(), format=LOG_FORMAT)
+    stop_stats = _start_stats(config, args.workers)
+    try:
+        _serve(args.host, port, args.workers, args.drain_timeout, args.log_level)
+    finally:
+        stop_stats()
     return 0
+
+
+def _start_stats(config: GatewayConfig, workers: int) -> Callable[[], None]:
+    """The stats and readiness servers, here in the main process: they sum the tables the workers write into a
+    directory of their own (telemetry/_table.py), so one scrape sees every worker, respawned ones included."""
+    import shutil
+    import tempfile
+
+    from .telemetry import STATS_DIR_ENV, stats_address
+    from .telemetry._server import StatsServers
+
+    stats = stats_address(config)
+    readiness = os.environ.get("READINESS_ADDR") or config.config.readiness_addr
+    if stats == "off" and readiness == "off":
+        return lambda: None
+    directory = tempfile.mkdtemp(prefix="agentgateway-stats-")
+    os.environ[STATS_DIR_ENV] = directory
+    servers = StatsServers(directory, workers, __version__)
+    servers.start(None if stats == "off" else stats, None if readiness == "off" else readiness)
+
+    def stop() -> None:
+        servers.stop()
+        shutil.rmtree(directory, ignore_errors=True)
+
+    return stop
 
 
 def _serve(host: str, port: int, workers: int, drain_timeout: float, log_level: str) -> None:
@@ -113,6 +144,8 @@ def _serve(host: str, port: int, workers: int, drain_timeout: float, log_level: 
         # Granian stops accepting on SIGTERM/SIGINT and lets workers finish in-flight requests; past this
         # many seconds it kills them.
         workers_kill_timeout=max(1, round(drain_timeout)),
+        # A worker that dies is started again (its metrics stay counted: telemetry/_table.py).
+        respawn_failed_workers=True,
         backlog=4096,
     )
     server.serve()

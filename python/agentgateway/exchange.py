@@ -61,6 +61,8 @@ _FORWARDED_HEADER_PREFIXES = (
     b"x-amzn-requestid",  # AWS's request id, for support tickets
     b"x-amzn-errortype",  # AWS's error type (the error body has only the message)
 )
+#: Where upstreams put their own request id (OpenAI and most: x-request-id; Anthropic: request-id; AWS).
+_UPSTREAM_ID_HEADERS = frozenset((b"x-request-id", b"request-id", b"x-amzn-requestid"))
 #: The status settled for a client that went away before its answer ended (nginx's convention).
 CLIENT_CLOSED = 499
 
@@ -138,12 +140,15 @@ class Exchange:
         "path",
         "request",
         "request_headers",
+        "request_id",
         "reservation",
         "route",
         "settled",
         "started",
         "status",
         "streamed",
+        "trace",
+        "upstream_request_id",
     )
 
     def __init__(self, scope: MutableMapping[str, Any], observers: Sequence[Observer], api: str = "chat") -> None:
@@ -169,6 +174,12 @@ class Exchange:
         self.streamed = False
         self.settled = False
         self.gateway_observers = observers
+        #: sent as ``x-request-id`` and logged (telemetry: the client's own kept, else made up); "" for none.
+        self.request_id = ""
+        #: the upstream's own request id (its x-request-id, request-id or x-amzn-requestid), for support tickets.
+        self.upstream_request_id: str | None = None
+        #: the request's trace when tracing sampled it (telemetry/_tracing.py: each attempt sends traceparent).
+        self.trace: Any = None
 
     # -- the life of the request -----------------------------------------------------------------------------------
 
@@ -183,7 +194,7 @@ class Exchange:
         last: GatewayError | None = None
         for index, (backend, model) in enumerate(targets):
             more = index + 1 < len(targets)
-            attempt_request = backend.request_for(request, model)
+            attempt_request = backend.request_for(request, model, self.path)
             response = await self._send(client, backend, model, attempt_request, more)
             if response is None:
                 last = self.attempts[-1].error
@@ -209,7 +220,10 @@ class Exchange:
             attempt = Attempt(backend, model, time.monotonic())
             self.attempts.append(attempt)
             try:
-                response = await client.send(await backend.prepare(request))
+                prepared = await backend.prepare(request)
+                if self.trace is not None:
+                    prepared = self.trace.inject(prepared, len(self.attempts) - 1)
+                response = await client.send(prepared)
             except GatewayError as exc:
                 self._failed(attempt, exc, None, [])
                 if exc.retryable and more:
@@ -259,6 +273,7 @@ class Exchange:
 
     def _response_headers(self, backend: Backend, response: UpstreamResponse) -> Headers:
         headers = [(name, value) for name, value in response.headers if name.startswith(_FORWARDED_HEADER_PREFIXES)]
+        headers = self._id_headers(headers)
         if backend.response_headers is not None:
             headers = backend.response_headers.apply(headers)
         return headers
@@ -408,11 +423,28 @@ class Exchange:
         self.facts.ttft = time.monotonic() - self.started
         await send({"type": "http.response.body", "body": body})
 
+    def _id_headers(self, forwarded: Headers) -> Headers:
+        """Our ``x-request-id`` first (a backend's responseHeaders may still remove it), and the upstream's own
+        request id also as ``x-upstream-request-id`` (its ``x-request-id`` only so: the name is ours now)."""
+        headers: Headers = [(b"x-request-id", self.request_id.encode())] if self.request_id else []
+        for name, value in forwarded:
+            if name in _UPSTREAM_ID_HEADERS:
+                if self.upstream_request_id is None:
+                    self.upstream_request_id = value[:200].decode("latin-1")
+                    headers.append((b"x-upstream-request-id", value))
+                if name == b"x-request-id":
+                    continue
+            headers.append((name, value))
+        return headers
+
     async def send_error(self, send: Send, error: GatewayError) -> None:
         """Answers with ``error`` (nothing was sent yet) and records it."""
         self.facts.error = error.message
         self.facts.error_type = error.code or error.type
-        start_headers = _JSON_HEADERS + error.headers + self.client_headers
+        headers = error.headers
+        if self.request_id and not any(name == b"x-request-id" for name, _ in headers):
+            headers = [(b"x-request-id", self.request_id.encode()), *headers]
+        start_headers = _JSON_HEADERS + headers + self.client_headers
         await send({"type": "http.response.start", "status": error.status, "headers": start_headers})
         self.status = error.status
         await send({"type": "http.response.body", "body": error.body()})

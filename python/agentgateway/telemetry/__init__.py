@@ -1,0 +1,220 @@
+"""What operators see (OPERATIONS.md section 5, issue 18): metrics, traces, the access log and cost.
+
+Everything reads the settled exchange (exchange.py) through one observer, `Telemetry.observe`, called once per
+request on every exit path; nothing here runs while a request is in flight except `Telemetry.begin` (its request
+id and, when tracing samples it, its trace ids) and the ``traceparent`` an attempt sends upstream.
+
+- _metrics.py: the metric families, their labels and buckets; the per-worker recorder and the main process's sum.
+- _table.py: the per-worker memory-mapped tables the main process sums (the aggregation over workers).
+- _server.py: the ``/metrics`` and ``/healthz/ready`` servers of the main process.
+- _access_log.py: one line per request.
+- _tracing.py: OTLP spans (opentelemetry-sdk, imported only when ``config.tracing`` is set).
+- _catalog.py: ``config.modelCatalog`` prices.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from typing import TYPE_CHECKING, Any
+
+from ..config import GatewayConfig
+from ..exchange import Facts
+from ._access_log import AccessLog
+from ._catalog import Catalog, Tokens
+from ._metrics import FAMILIES, STATS_DIR_ENV, Recorder, provider_label
+
+if TYPE_CHECKING:
+    from ..exchange import Exchange
+    from ..router import Router
+    from ._tracing import Tracer
+
+__all__ = ["FAMILIES", "STATS_ADDR_ENV", "STATS_DIR_ENV", "Telemetry", "stats_address"]
+
+#: Wins over ``config.statsAddr`` (as agentgateway's).
+STATS_ADDR_ENV = "STATS_ADDR"
+
+# The lead adds these to Facts; until then they read as None (checked once here, not per request).
+_FACT_NAMES = ("cached_tokens", "cache_write_tokens", "reasoning_tokens")
+_HAS_FACTS = {name: hasattr(Facts, name) for name in _FACT_NAMES}
+_MAX_CLIENT_ID = 200
+
+
+def stats_address(config: GatewayConfig) -> str:
+    """The effective stats address: ``STATS_ADDR`` when set, else ``config.statsAddr``; ``off`` disables."""
+    return os.environ.get(STATS_ADDR_ENV) or config.config.stats_addr
+
+
+def _fact(facts: Facts, name: str) -> int:
+    if not _HAS_FACTS[name]:
+        return 0
+    value = getattr(facts, name)
+    return value if isinstance(value, int) else 0
+
+
+class Telemetry:
+    """One per worker process (the Gateway's)."""
+
+    def __init__(self, config: GatewayConfig, router: Router) -> None:
+        section = config.config
+        configured = {*router.exact_names, *router.patterns, *router.virtual_names}
+        self.recorder: Recorder | None = None
+        if stats_address(config) != "off":
+            self.recorder = Recorder(configured, caller="caller" in section.metrics.fields)
+        self.access_log = AccessLog(section.logging.format) if section.logging.access_log else None
+        self.catalog = Catalog(section.model_catalog)
+        self._tracing = section.tracing
+        self.tracer: Tracer | None = None
+        self._id_prefix = ""
+        self._id_pid = 0
+        self._id_count = 0
+
+    @property
+    def active(self) -> bool:
+        return self.recorder is not None or self.access_log is not None or self._tracing is not None
+
+    def startup(self) -> None:
+        """In the worker, once its loop runs (lifespan start-up)."""
+        if self._tracing is not None and self.tracer is None:
+            from ._tracing import Tracer
+
+            self.tracer = Tracer(self._tracing, self._spans_dropped)
+        if self.recorder is not None:
+            self.recorder.ready(True)
+
+    def shutdown(self) -> None:
+        if self.recorder is not None:
+            self.recorder.close()
+        if self.tracer is not None:
+            self.tracer.shutdown()
+
+    # -- counters other parts of the gateway report ------------------------------------------------------------
+
+    def rate_limited(self, limit: str) -> None:
+        """A request refused by a rate limit (``limit``: which one, a bounded name such as ``requests``)."""
+        if self.recorder is not None:
+            self.recorder.count("agentgateway_rate_limit_rejections", ("limit",), (limit,))
+
+    def redis_failed(self, failure_mode: str) -> None:
+        """A Redis command that failed or timed out (``failure_mode``: failOpen | failClosed)."""
+        if self.recorder is not None:
+            self.recorder.count("agentgateway_redis_failures", ("failure_mode",), (failure_mode,))
+
+    def _spans_dropped(self, count: int) -> None:
+        if self.recorder is not None:
+            self.recorder.count("agentgateway_trace_spans_dropped", (), (), count)
+
+    # -- per request -------------------------------------------------------------------------------------------
+
+    def begin(self, exchange: Exchange) -> None:
+        """As the request starts: its request id (the client's own ``x-request-id`` kept) and trace."""
+        request_id = None
+        headers = exchange.request_headers
+        for name, value in headers:
+            if name == b"x-request-id":
+                if 0 < len(value) <= _MAX_CLIENT_ID and value.isascii() and b" " not in value:
+                    request_id = value.decode("ascii")
+                break
+        if request_id is None:
+            if self._id_pid != os.getpid():  # unique per worker process (and across restarts)
+                self._id_pid = os.getpid()
+                self._id_prefix = os.urandom(6).hex()
+                self._id_count = 0
+            self._id_count += 1
+            request_id = f"{self._id_prefix}{self._id_count:08x}"
+        exchange.request_id = request_id
+        tracer = self.tracer
+        if tracer is None and self._tracing is not None:
+            self.startup()  # the app run in-process, without lifespan
+            tracer = self.tracer
+        if tracer is not None:
+            exchange.trace = tracer.start(headers)
+
+    def observe(self, exchange: Exchange) -> None:
+        """The observer: metrics, the access-log line and spans of one settled exchange."""
+        ended = time.monotonic()
+        elapsed = ended - exchange.started
+        facts = exchange.facts
+        usage = facts.usage
+        attempts = exchange.attempts
+        last = attempts[-1] if attempts else None
+        tokens: Tokens | None = None
+        cost: float | None = None
+        if usage is not None:
+            tokens = Tokens(
+                usage[0],
+                usage[1],
+                _fact(facts, "cached_tokens"),
+                _fact(facts, "cache_write_tokens"),
+                _fact(facts, "reasoning_tokens"),
+            )
+            if last is not None:
+                price = self.catalog.price(last.backend.entry.params.model, last.model, exchange.client_model)
+                if price is not None:
+                    cost = Catalog.cost(price, tokens)
+        recorder = self.recorder
+        caller = ""
+        if recorder is not None:
+            caller = recorder.caller_label(exchange) if recorder._caller else ""
+            recorder.record(
+                exchange,
+                elapsed,
+                (tokens.input, tokens.output, tokens.cached, tokens.cache_write) if tokens is not None else None,
+                cost,
+                caller,
+            )
+        if self.access_log is not None:
+            identity = exchange.identity
+            self.access_log.write(
+                {
+                    "id": exchange.request_id,
+                    "upstream_id": exchange.upstream_request_id,
+                    "caller": getattr(identity, "name", None) if identity is not None else None,
+                    "model": exchange.client_model,
+                    "backend": last.backend.entry.name if last is not None else None,
+                    "attempts": len(attempts),
+                    "status": exchange.status,
+                    "input": tokens.input if tokens is not None else None,
+                    "output": tokens.output if tokens is not None else None,
+                    "cached": tokens.cached if tokens is not None else None,
+                    "reasoning": tokens.reasoning if tokens is not None else None,
+                    "cost": cost,
+                    "duration": round(elapsed, 6),
+                    "ttft": round(facts.ttft, 6) if facts.ttft is not None else None,
+                    "error": facts.error_type,
+                }
+            )
+        trace = exchange.trace
+        if trace is not None and self.tracer is not None:
+            self.tracer.finish(exchange, trace, self._span_attributes(exchange, last, tokens), ended)
+
+    def _span_attributes(self, exchange: Exchange, last: Any, tokens: Tokens | None) -> dict[str, Any]:
+        facts = exchange.facts
+        operation = {"messages": "chat"}.get(exchange.api, exchange.api)
+        attributes: dict[str, Any] = {
+            "gen_ai.operation.name": operation,
+            "http.request.method": exchange.method,
+            "url.path": exchange.path,
+            "http.response.status_code": exchange.status,
+            "agentgateway.request_id": exchange.request_id,
+            "agentgateway.attempts": len(exchange.attempts),
+        }
+        if exchange.client_model:
+            attributes["gen_ai.request.model"] = exchange.client_model
+        if last is not None:
+            provider = provider_label(last.backend)
+            attributes["gen_ai.provider.name"] = provider
+            attributes["gen_ai.system"] = provider
+            attributes["gen_ai.response.model"] = last.backend.entry.params.model or last.model
+        if tokens is not None:
+            attributes["gen_ai.usage.input_tokens"] = tokens.input
+            attributes["gen_ai.usage.output_tokens"] = tokens.output
+        if facts.finish_reason is not None:
+            attributes["gen_ai.response.finish_reasons"] = [facts.finish_reason]
+        if exchange.status == 499:
+            attributes["error.type"] = "client_closed"
+        elif facts.error_type is not None:
+            attributes["error.type"] = facts.error_type
+        if exchange.upstream_request_id:
+            attributes["agentgateway.upstream_request_id"] = exchange.upstream_request_id
+        return attributes

@@ -1,0 +1,443 @@
+"""The metrics: agentgateway's names and the OpenTelemetry GenAI conventions, recorded per settled exchange.
+
+Names, so that agentgateway's dashboards work (``crates/agentgateway/src/telemetry/metrics.rs`` there):
+
+- ``agentgateway_requests_total`` and ``agentgateway_request_duration_seconds`` (HTTP labels: backend, protocol,
+  method, status, gen_ai_* of the request; ``error_type`` on the duration);
+- ``agentgateway_gen_ai_client_token_usage`` (``gen_ai_token_type``: input, output, input_cache_read,
+  input_cache_write), ``agentgateway_gen_ai_server_request_duration`` (with ``error_type``),
+  ``agentgateway_gen_ai_server_time_to_first_token``, ``agentgateway_gen_ai_server_time_per_output_token`` and
+  ``agentgateway_gen_ai_client_cost_usd_total`` (GenAI labels: operation, provider, system, request and response
+  model);
+- ``agentgateway_retries_total``, ``agentgateway_build_info``, ``agentgateway_config_synchronized``;
+- ours: ``agentgateway_upstream_attempts_total`` (backend, provider, outcome, status),
+  ``agentgateway_backend_evictions_total``, ``agentgateway_rate_limit_rejections_total`` (limit),
+  ``agentgateway_redis_failures_total`` (failure_mode), ``agentgateway_model_catalog_unpriced_requests_total``,
+  ``agentgateway_trace_spans_dropped_total``.
+
+Buckets are the GenAI conventions' advice (token usage, request duration, time to first token, time per output
+token; with agentgateway's extra 1 ms bucket for fast models) and agentgateway's for HTTP durations.
+
+Cardinality is bounded by the config, never by what clients send: models are configured names (a pattern entry
+is labelled with its pattern; a model nothing serves is ``other``), backends are entry names, error types come
+from the error vocabulary (anything else ``other``), statuses are HTTP statuses. No key, user or path label; the
+caller's name only with ``config.metrics.fields: [caller]``, at most 256 names.
+"""
+
+from __future__ import annotations
+
+import os
+from bisect import bisect_left
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from .._core import ERROR_KINDS, error_kind
+from ._table import SeriesKey, WorkerTable, read_table
+
+if TYPE_CHECKING:
+    from ..backend import Backend
+    from ..exchange import Exchange
+
+__all__ = ["FAMILIES", "Aggregator", "Family", "Recorder", "provider_label"]
+
+# https://opentelemetry.io/docs/specs/semconv/gen-ai/gen-ai-metrics/
+TOKEN_BUCKETS = (1.0, 4.0, 16.0, 64.0, 256.0, 1024.0, 4096.0, 16384.0, 65536.0, 262144.0, 1048576.0, 4194304.0,
+                 16777216.0, 67108864.0)  # fmt: skip
+GENAI_DURATION_BUCKETS = (0.01, 0.02, 0.04, 0.08, 0.16, 0.32, 0.64, 1.28, 2.56, 5.12, 10.24, 20.48, 40.96, 81.92)
+TTFT_BUCKETS = (0.001, 0.005, 0.01, 0.02, 0.04, 0.06, 0.08, 0.1, 0.25, 0.5, 0.75, 1.0, 2.5, 5.0, 7.5, 10.0)
+TPOT_BUCKETS = (0.001, 0.01, 0.025, 0.05, 0.075, 0.1, 0.15, 0.2, 0.3, 0.4, 0.5, 0.75, 1.0, 2.5)
+HTTP_DURATION_BUCKETS = (0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 80.0)
+
+
+@dataclass(frozen=True)
+class Family:
+    name: str  # as exported (counters get ``_total``)
+    kind: str  # counter | histogram | gauge
+    help: str
+    buckets: tuple[float, ...] = ()
+
+    @property
+    def slots(self) -> int:
+        # Histograms: one count per bucket and +Inf (not cumulative: one increment per observation), then the sum.
+        return len(self.buckets) + 2 if self.kind == "histogram" else 1
+
+
+_LIST = [
+    Family("agentgateway_requests", "counter", "Requests served, by status and model"),
+    Family("agentgateway_request_duration_seconds", "histogram", "Duration of requests (s)", HTTP_DURATION_BUCKETS),
+    Family("agentgateway_gen_ai_client_token_usage", "histogram", "Tokens used per request", TOKEN_BUCKETS),
+    Family(
+        "agentgateway_gen_ai_server_request_duration",
+        "histogram",
+        "Duration of generative AI requests (s)",
+        GENAI_DURATION_BUCKETS,
+    ),
+    Family(
+        "agentgateway_gen_ai_server_time_to_first_token",
+        "histogram",
+        "Time to the first token of a streamed answer (s)",
+        TTFT_BUCKETS,
+    ),
+    Family(
+        "agentgateway_gen_ai_server_time_per_output_token",
+        "histogram",
+        "Time per output token after the first, streamed answers (s)",
+        TPOT_BUCKETS,
+    ),
+    Family("agentgateway_gen_ai_client_cost_usd", "counter", "Cost of requests in USD (config.modelCatalog)"),
+    Family("agentgateway_retries", "counter", "Upstream attempts that were retried (failover or renewed credentials)"),
+    Family("agentgateway_upstream_attempts", "counter", "Upstream attempts, by outcome"),
+    Family("agentgateway_backend_evictions", "counter", "Backends evicted after failures (per worker process)"),
+    Family("agentgateway_rate_limit_rejections", "counter", "Requests refused by a rate limit, by limit"),
+    Family("agentgateway_redis_failures", "counter", "Redis commands that failed or timed out"),
+    Family(
+        "agentgateway_model_catalog_unpriced_requests",
+        "counter",
+        "Requests with usage whose model is not in config.modelCatalog (counted as costing nothing)",
+    ),
+    Family("agentgateway_trace_spans_dropped", "counter", "Spans dropped because the export queue was full"),
+]
+FAMILIES = {family.name: family for family in _LIST}
+
+_HTTP = ("backend", "protocol", "method", "status", "gen_ai_operation_name", "gen_ai_provider_name", "gen_ai_system",
+         "gen_ai_request_model")  # fmt: skip
+_GENAI = ("gen_ai_operation_name", "gen_ai_provider_name", "gen_ai_system", "gen_ai_request_model",
+          "gen_ai_response_model")  # fmt: skip
+
+#: gen_ai.provider.name (and gen_ai.system) per configured provider; ``custom`` speaks OpenAI's API.
+_PROVIDERS = {
+    "openAI": "openai",
+    "custom": "openai",
+    "anthropic": "anthropic",
+    "bedrock": "aws.bedrock",
+    "gemini": "gcp.gemini",
+    "vertex": "gcp.vertex_ai",
+}
+#: gen_ai.operation.name per inbound API.
+_OPERATIONS = {"chat": "chat", "messages": "chat", "embeddings": "embeddings"}
+
+_ERROR_NAMES = {
+    *ERROR_KINDS,
+    *(part for kind in ERROR_KINDS for part in error_kind(kind)[1:] if part),
+    # OpenAI's own types and codes, and those of the access-control and limits work (OPERATIONS.md 2, 3).
+    "invalid_request_error", "authentication_error", "permission_error", "not_found_error", "rate_limit_error",
+    "server_error", "api_error", "overloaded_error", "rate_limit_exceeded", "insufficient_quota",
+    "context_length_exceeded", "invalid_api_key", "missing_api_key", "model_not_allowed", "not_ready",
+    "method_not_allowed", "request_too_large", "unsupported_media_type", "unknown_url", "client_closed",
+}  # fmt: skip
+KNOWN_ERRORS = frozenset(_ERROR_NAMES)
+_CALLER_LIMIT = 256
+
+
+def provider_label(backend: Backend) -> str:
+    return _PROVIDERS.get(backend.entry.provider_name, "unknown")
+
+
+class _Group:
+    """The slots of every series one kind of request updates (same labels): looked up once per request."""
+
+    __slots__ = ("cost", "duration", "genai_duration", "requests", "tokens", "tpot", "ttft", "unpriced")
+
+    requests: int
+    duration: int
+    genai_duration: int
+    tokens: tuple[int, int, int, int]
+    ttft: int
+    tpot: int
+    cost: int
+    unpriced: int
+
+
+class Recorder:
+    """Writes settled exchanges into this worker's table. One per worker process (the Gateway's)."""
+
+    def __init__(self, configured_models: Iterable[str], *, caller: bool = False, directory: str | None = None):
+        self._directory = directory if directory is not None else os.environ.get(STATS_DIR_ENV)
+        self._table: WorkerTable | None = None
+        self._configured = frozenset(configured_models)
+        self._caller = caller
+        self._callers: set[str] = set()
+        self._groups: dict[tuple[Any, ...], _Group] = {}
+        self._attempts: dict[tuple[int, str, int | None], tuple[int, int]] = {}
+        self._evicted_until: dict[int, float] = {}
+        self._counters: dict[tuple[str, tuple[str, ...], tuple[str, ...]], int] = {}
+        self._http_names = (*_HTTP, "caller") if caller else _HTTP
+        self._genai_names = (*_GENAI, "caller") if caller else _GENAI
+
+    @property
+    def table(self) -> WorkerTable:
+        table = self._table
+        if table is None:
+            # Created on first use, in the worker: the main process builds a Gateway too (to check the config).
+            table = self._table = WorkerTable(self._directory)
+        return table
+
+    def ready(self, serving: bool) -> None:
+        self.table.set_ready(serving)
+
+    def close(self) -> None:
+        if self._table is not None:
+            self._table.set_ready(False)
+
+    # -- per request -------------------------------------------------------------------------------------------
+
+    def model_label(self, exchange: Exchange, backend: Backend | None) -> str:
+        route = exchange.route
+        if route is not None and route.name in self._configured:
+            return route.name
+        return backend.entry.name if backend is not None else "other"
+
+    def response_model_label(self, backend: Backend, model: str) -> str:
+        upstream = backend.entry.params.model
+        if upstream is not None:
+            return upstream
+        return model if model in self._configured else backend.entry.name
+
+    def caller_label(self, exchange: Exchange) -> str:
+        identity = exchange.identity
+        name = getattr(identity, "name", None) if identity is not None else None
+        if not isinstance(name, str) or not name:
+            return ""
+        if name not in self._callers:
+            if len(self._callers) >= _CALLER_LIMIT:
+                return "other"
+            self._callers.add(name)
+        return name
+
+    def record(
+        self,
+        exchange: Exchange,
+        elapsed: float,
+        tokens: tuple[int, int, int, int] | None,
+        cost: float | None,
+        caller: str,
+    ) -> None:
+        """``tokens``: (input, output, cache read, cache write); ``cost``: None when the model has no price."""
+        attempts = exchange.attempts
+        last = attempts[-1] if attempts else None
+        backend = last.backend if last is not None else None
+        facts = exchange.facts
+        status = exchange.status
+        error = facts.error_type
+        if status == 499:
+            error = "client_closed"
+        elif error is not None and error not in KNOWN_ERRORS:
+            error = "other"
+        key = (exchange.api, backend, exchange.route.name if exchange.route is not None else None, status, error,
+               caller)  # fmt: skip
+        group = self._groups.get(key)
+        if group is None:
+            group = self._group(exchange, backend, last.model if last is not None else "", status, error or "", caller)
+            if len(self._groups) > 8192:  # keys hold route names: bounded like the router's memo
+                self._groups.clear()
+            self._groups[key] = group
+        values = self.table.values
+        values[group.requests] += 1
+        _observe(values, group.duration, HTTP_DURATION_BUCKETS, elapsed)
+        if group.genai_duration < 0:
+            return
+        _observe(values, group.genai_duration, GENAI_DURATION_BUCKETS, elapsed)
+        if tokens is not None:
+            for base, count in zip(group.tokens, tokens, strict=True):
+                if count or base == group.tokens[0] or base == group.tokens[1]:
+                    _observe(values, base, TOKEN_BUCKETS, count)
+            if cost is None:
+                values[group.unpriced] += 1
+            elif cost:
+                values[group.cost] += cost
+        ttft = facts.ttft
+        if exchange.streamed and ttft is not None:
+            _observe(values, group.ttft, TTFT_BUCKETS, ttft)
+            if tokens is not None and tokens[1] > 1:
+                _observe(values, group.tpot, TPOT_BUCKETS, (elapsed - ttft) / (tokens[1] - 1))
+        for attempt in attempts:
+            self._attempt(values, attempt.backend, attempt.outcome, attempt.status)
+
+    def _attempt(self, values: Any, backend: Backend, outcome: str, status: int | None) -> None:
+        key = (backend.index, outcome, status)
+        slots = self._attempts.get(key)
+        if slots is None:
+            table = self.table
+            name = backend.entry.name
+            attempts = table.slot(
+                "agentgateway_upstream_attempts",
+                ("backend", "gen_ai_provider_name", "outcome", "status"),
+                (name, provider_label(backend), outcome or "aborted", "" if status is None else str(status)),
+            )
+            retries = (
+                table.slot("agentgateway_retries", ("backend", "reason"), (name, outcome))
+                if outcome in ("failover", "renewed")
+                else -1
+            )
+            slots = self._attempts[key] = (attempts, retries)
+        values[slots[0]] += 1
+        if slots[1] >= 0:
+            values[slots[1]] += 1
+        if outcome in ("failover", "failed"):
+            # An eviction sets a new end; a failure while evicted does not (health.py): a new end is a new eviction.
+            until = backend.health.evicted_until
+            if until > self._evicted_until.get(backend.index, 0.0):
+                self._evicted_until[backend.index] = until
+                self.count("agentgateway_backend_evictions", ("backend",), (backend.entry.name,))
+
+    def count(self, family: str, names: tuple[str, ...], labels: tuple[str, ...], amount: float = 1.0) -> None:
+        """Adds to a counter of this worker (rate-limit rejections, Redis failures, dropped spans)."""
+        key = (family, names, labels)
+        slot = self._counters.get(key)
+        if slot is None:
+            slot = self._counters[key] = self.table.slot(family, names, labels)
+        self.table.values[slot] += amount
+
+    def _group(
+        self, exchange: Exchange, backend: Backend | None, model: str, status: int, error: str, caller: str
+    ) -> _Group:
+        table = self.table
+        extra = (caller,) if self._caller else ()
+        operation = _OPERATIONS.get(exchange.api, exchange.api)
+        provider = provider_label(backend) if backend is not None else "unknown"
+        request_model = self.model_label(exchange, backend)
+        http = (
+            backend.entry.name if backend is not None else "unknown",
+            "llm",
+            exchange.method,
+            str(status),
+            operation,
+            provider,
+            provider,
+            request_model,
+            *extra,
+        )
+        group = _Group()
+        group.requests = table.slot("agentgateway_requests", self._http_names, http)
+        group.duration = _histogram(table, "agentgateway_request_duration_seconds", (*self._http_names, "error_type"),
+                                    (*http, error))  # fmt: skip
+        if backend is None:
+            group.genai_duration = -1
+            return group
+        genai = (operation, provider, provider, request_model, self.response_model_label(backend, model), *extra)
+        names = self._genai_names
+        group.genai_duration = _histogram(
+            table, "agentgateway_gen_ai_server_request_duration", (*names, "error_type"), (*genai, error)
+        )
+        token_names = ("gen_ai_token_type", *names)
+        group.tokens = tuple(  # type: ignore[assignment]
+            _histogram(table, "agentgateway_gen_ai_client_token_usage", token_names, (kind, *genai))
+            for kind in ("input", "output", "input_cache_read", "input_cache_write")
+        )
+        group.ttft = _histogram(table, "agentgateway_gen_ai_server_time_to_first_token", names, genai)
+        group.tpot = _histogram(table, "agentgateway_gen_ai_server_time_per_output_token", names, genai)
+        group.cost = table.slot("agentgateway_gen_ai_client_cost_usd", names, genai)
+        group.unpriced = table.slot(
+            "agentgateway_model_catalog_unpriced_requests", ("gen_ai_response_model",), (genai[4],)
+        )
+        return group
+
+
+#: The directory of the worker tables, handed by the CLI to granian's workers.
+STATS_DIR_ENV = "AGENTGATEWAY_STATS_DIR"
+
+
+def _histogram(table: WorkerTable, family: str, names: tuple[str, ...], labels: tuple[str, ...]) -> int:
+    return table.slot(family, names, labels, FAMILIES[family].slots)
+
+
+def _observe(values: Any, base: int, buckets: tuple[float, ...], value: float) -> None:
+    values[base + bisect_left(buckets, value)] += 1
+    values[base + len(buckets) + 1] += value
+
+
+# -- the main process: one scrape over every worker ------------------------------------------------------------------
+
+
+class Aggregator:
+    """Sums the worker tables in ``directory``. Tables of workers that are gone are folded into ``retired`` and
+    removed, so a respawned worker adds to the totals instead of resetting them, and files do not pile up."""
+
+    def __init__(self, directory: str) -> None:
+        self.directory = directory
+        self.retired: dict[SeriesKey, list[float]] = {}
+
+    def collect(self) -> tuple[dict[SeriesKey, list[float]], int]:
+        """Every series summed, and how many live workers are serving."""
+        totals = {key: list(values) for key, values in self.retired.items()}
+        ready = 0
+        try:
+            names = sorted(os.listdir(self.directory))
+        except FileNotFoundError:
+            names = []
+        for name in names:
+            if not (name.startswith("w-") and name.endswith(".db")):
+                continue
+            path = os.path.join(self.directory, name)
+            try:
+                with open(path, "rb") as handle:
+                    data = handle.read()
+                pid, serving, series = read_table(data)
+            except (OSError, ValueError):
+                continue
+            alive = _alive(pid)
+            for key, values in series:
+                _add(totals, key, values)
+                if not alive:
+                    _add(self.retired, key, values)
+            if alive:
+                ready += serving
+            else:
+                os.unlink(path)
+        return totals, ready
+
+
+def _add(totals: dict[SeriesKey, list[float]], key: SeriesKey, values: tuple[float, ...]) -> None:
+    sums = totals.get(key)
+    if sums is None:
+        totals[key] = list(values)
+    elif len(sums) == len(values):
+        for index, value in enumerate(values):
+            sums[index] += value
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    # A zombie (dead, not yet reaped by granian) still answers kill(0): its table is complete either way, and
+    # counting it live until it is reaped adds nothing twice.
+    return True
+
+
+def families(totals: dict[SeriesKey, list[float]]) -> Iterator[Any]:
+    """prometheus-client metric families of the summed series (for its text exposition)."""
+    from prometheus_client.core import CounterMetricFamily, HistogramMetricFamily
+
+    grouped: dict[str, list[tuple[tuple[str, ...], tuple[str, ...], list[float]]]] = {}
+    for (name, names, labels), values in totals.items():
+        grouped.setdefault(name, []).append((names, labels, values))
+    for family in _LIST:
+        rows = grouped.get(family.name, [])
+        names = rows[0][0] if rows else ()
+        if family.kind == "counter":
+            counter = CounterMetricFamily(family.name, family.help, labels=names)
+            for row_names, labels, values in rows:
+                if row_names == names:
+                    counter.add_metric(labels, values[0])
+            yield counter
+        else:
+            histogram = HistogramMetricFamily(family.name, family.help, labels=names)
+            for row_names, labels, values in rows:
+                if row_names != names:
+                    continue
+                cumulative = 0.0
+                buckets = []
+                for bound, count in zip((*family.buckets, float("inf")), values, strict=False):
+                    cumulative += count
+                    buckets.append((_bound(bound), cumulative))
+                histogram.add_metric(labels, buckets, values[-1])
+            yield histogram
+
+
+def _bound(bound: float) -> str:
+    return "+Inf" if bound == float("inf") else repr(float(bound))
