@@ -19,9 +19,11 @@ import pytest
 
 DATA = Path(__file__).parent / "data" / "agentgateway"
 LOCAL_TESTS = "crates/agentgateway/src/types/local_tests"
-TRANSFORMATION = "models[].transformation (CEL model rewrite) -- issue 21; params.apiKey as {file: ...}"
-
 LOADS = [
+    # virtualModels (weighted, failover, conditional) with models[].transformation and params.apiKey: {file: ...}
+    f"{LOCAL_TESTS}/llm_virtual_model_config.yaml",
+    f"{LOCAL_TESTS}/llm_virtual_model_failover_config.yaml",
+    f"{LOCAL_TESTS}/llm_virtual_model_conditional_config.yaml",
     "examples/llm-iflytek/config.yaml",
     "examples/llm-iflytek/astron-maas-config.yaml",
     "examples/llm-iflytek/token-plan-config.yaml",
@@ -33,16 +35,13 @@ NOT_YET = {
     "examples/llm-cost-routing/config.yaml": "llm.policies.transformations (request header set by CEL) -- issue 21",
     "examples/llm-context-compression/config.yaml": "models[].guardrails (webhook) -- issue 21",
     "examples/llm-ollama-postgres/config.yaml": "provider: ollama, config.database -- issue 21 (ollama)",
-    "examples/llm-active-health/config.yaml": "health.active (active health probes) and eviction.restoreHealth",
+    "examples/llm-active-health/config.yaml": "health.active (active health probes)",
     "examples/llm-server-tools/config.yaml": "top-level backends (MCP) and models[].serverTools",
     "examples/llm-semantic-routing/response-cache/standalone/agentgateway.yaml": "llm.policies.extProc",
     f"{LOCAL_TESTS}/llm_simple_config.yaml": (
         "frontendPolicies, llm.guardrails, policies.cors, policies.authorization, provider: azure, promptCaching, "
         "params.tokenize -- issue 21; policies.jwtAuth and policies.localRateLimit (operations issues)"
     ),
-    f"{LOCAL_TESTS}/llm_virtual_model_config.yaml": TRANSFORMATION,
-    f"{LOCAL_TESTS}/llm_virtual_model_failover_config.yaml": TRANSFORMATION,
-    f"{LOCAL_TESTS}/llm_virtual_model_conditional_config.yaml": TRANSFORMATION,
     f"{LOCAL_TESTS}/llm_active_health_config.yaml": "health.active in providers[].defaults and models[].health",
     f"{LOCAL_TESTS}/llm_copilot_config.yaml": "provider: copilot",
     f"{LOCAL_TESTS}/llm_timeout_config.yaml": "top-level gateways, llm.policies.timeout",

@@ -13,7 +13,8 @@ from typing import Any
 import orjson
 import pytest
 from agentgateway.config import load_config
-from agentgateway.errors import ModelNotFound
+from agentgateway.errors import ConfigError, ModelNotFound
+from agentgateway.providers import ChatRequest
 from agentgateway.router import Router
 
 MODELS = """
@@ -226,3 +227,46 @@ def test_internal_entries_serve_virtual_models_but_not_direct_requests() -> None
     [(backend, model)] = router.route("smart").targets(_exchange(body=body))
     assert backend.entry.name == "internal/*"
     assert model == "internal/coder"
+
+
+def test_a_transformation_rewrites_the_model_a_virtual_model_target_sends() -> None:
+    config = load_config(
+        """
+llm:
+  models:
+  - name: "anthropic/*"
+    visibility: internal
+    provider: openAI
+    params: {apiKey: k, baseUrl: "http://127.0.0.1:9/v1"}
+    transformation:
+      model: llmRequest.model.stripPrefix("anthropic/")
+      max_tokens: 'default(llmRequest.max_tokens, 0) > 1000 ? 1000 : default(llmRequest.max_tokens, 256)'
+  virtualModels:
+  - name: fast
+    routing: {failover: {targets: [{model: anthropic/haiku, priority: 0}]}}
+"""
+    )
+    router = Router(config)
+    body = {"model": "fast", "messages": [{"role": "user", "content": "x"}], "max_tokens": 5000}
+    exchange = _exchange(body=body)
+    [(backend, model)] = router.route("fast").targets(exchange)
+    request = ChatRequest(orjson.dumps(body), body, "fast", False, False, None, [])
+    derived = backend.request_for(request, model)
+    assert derived.model == "haiku"
+    assert derived.body["max_tokens"] == 1000
+    assert body["max_tokens"] == 5000, "the client's request is never edited"
+
+
+def test_an_api_key_can_come_from_a_file(tmp_path: Any) -> None:
+    key_file = tmp_path / "key"
+    key_file.write_text("sk-from-file\n")
+    config = load_config(
+        f"llm:\n  models:\n  - {{name: a, provider: openAI, params: {{apiKey: {{file: {key_file}}}}}}}\n"
+    )
+    key = config.llm.models[0].params.api_key
+    assert key is not None and key.get_secret_value() == "sk-from-file"
+    with pytest.raises(ConfigError) as caught:
+        load_config(
+            "llm:\n  models:\n  - {name: a, provider: openAI, params: {apiKey: {file: /nonexistent/key}}}\n", "x.yaml"
+        )
+    assert "x.yaml:3: llm.models[0].params.apiKey: cannot read the key file '/nonexistent/key'" in str(caught.value)

@@ -11,17 +11,20 @@ client's, so the next attempt of a failover starts from the same input.
 from __future__ import annotations
 
 import dataclasses
+import logging
 import re
 import time
 from typing import Any
 
-from .cel import Expression, compile_expression, response_activation
+from .cel import CelEvaluationError, Expression, compile_expression, request_activation, response_activation
 from .config import HeaderModifier, HealthConfig, ModelEntry
 from .health import BackendHealth, Clock, EvictionPolicy, is_failure_status
 from .providers import ChatRequest, Provider
 from .upstream import UpstreamRequest, encode_headers
 
 __all__ = ["Backend", "HeaderEdits"]
+
+logger = logging.getLogger("agentgateway")
 
 Headers = list[tuple[bytes, bytes]]
 
@@ -83,6 +86,7 @@ class Backend:
         "_matches",
         "_overrides",
         "_request_headers",
+        "_transformation",
         "entry",
         "health",
         "index",
@@ -105,6 +109,11 @@ class Backend:
         ]
         self._defaults = entry.defaults or None
         self._overrides = entry.overrides or None
+        self._transformation = (
+            [(name, compile_expression(source)) for name, source in entry.transformation.items()]
+            if entry.transformation
+            else None
+        )
         self._request_headers = HeaderEdits(entry.request_headers) if entry.request_headers else None
         self.response_headers = HeaderEdits(entry.response_headers) if entry.response_headers else None
         self.unhealthy: Expression | None = None
@@ -122,12 +131,13 @@ class Backend:
             return True
         return any(all(condition.holds(headers) for condition in match) for match in self._matches)
 
-    def request_for(self, request: ChatRequest, model: str) -> ChatRequest:
+    def request_for(self, request: ChatRequest, model: str, path: str = "/v1/chat/completions") -> ChatRequest:
         """The request this backend is asked to serve: ``model`` is the name the route resolved (a virtual model's
-        target; the client's model otherwise), with ``defaults`` and ``overrides`` applied. A new object whenever
-        anything differs; ``raw`` is emptied when the body no longer matches the client's bytes."""
-        defaults, overrides = self._defaults, self._overrides
-        if defaults is None and overrides is None:
+        target; the client's model otherwise), with ``defaults``, ``overrides`` and ``transformation`` applied (in
+        that order, as agentgateway). A new object whenever anything differs; ``raw`` is emptied when the body no
+        longer matches the client's bytes. ``path`` is the client's request path (CEL's ``request.path``)."""
+        defaults, overrides, transformation = self._defaults, self._overrides, self._transformation
+        if defaults is None and overrides is None and transformation is None:
             if model == request.model:
                 return request
             return dataclasses.replace(request, model=model)
@@ -138,11 +148,33 @@ class Backend:
                     body[key] = value
         if overrides is not None:
             body.update(overrides)
+        if transformation is not None:
+            model = self._transform(body, model, request, path)
         # Whether the client gets a stream is the client's choice: a configured field cannot change it.
         body.pop("stream", None)
         if request.stream:
             body["stream"] = True
         return dataclasses.replace(request, body=body, raw=b"", model=model)
+
+    def _transform(self, body: dict[str, Any], model: str, request: ChatRequest, path: str) -> str:
+        """Sets each ``transformation`` field from its expression, over the body as it stands (``llmRequest``, with
+        the route's model); returns the model, which a transformation of ``model`` rewrites. A field whose
+        expression fails to evaluate is left as it was (logged at debug level: a client can cause it)."""
+        assert self._transformation is not None
+        llm_request = {**body, "model": model}
+        activation = request_activation("POST", path, request.headers, request.raw, llm_request)
+        for name, expression in self._transformation:
+            try:
+                value = expression.evaluate(activation)
+            except CelEvaluationError as exc:
+                logger.debug("transformation of %s for %s not applied: %s", name, self.name, exc)
+                continue
+            if name == "model":
+                if isinstance(value, str) and value:
+                    model = value
+                continue
+            body[name] = value
+        return model
 
     async def prepare(self, request: ChatRequest) -> UpstreamRequest:
         upstream = await self.provider.prepare(request)
