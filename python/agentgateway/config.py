@@ -41,17 +41,21 @@ __all__ = [
     "BUILTIN_PROVIDERS",
     "ApiKeyEntry",
     "ApiKeyPolicy",
+    "CatalogEntry",
     "ConfigSection",
     "CustomProvider",
     "GatewayConfig",
     "JwtAuthPolicy",
     "LlmConfig",
+    "LoggingConfig",
+    "MetricsConfig",
     "ModelEntry",
     "ModelParams",
     "Policies",
     "RateLimit",
     "RedisConfig",
     "Timeouts",
+    "TracingConfig",
     "load_config",
     "load_config_file",
 ]
@@ -75,9 +79,21 @@ class Timeouts(_Model):
     idle: Annotated[float, Field(gt=0)] = 300.0
 
 
+def _secret_from_file(value: Any) -> Any:
+    """agentgateway's ``apiKey: {file: path}``: the key is the file's content (its trailing newline dropped)."""
+    if isinstance(value, dict) and set(value) == {"file"} and isinstance(value["file"], str):
+        try:
+            with open(value["file"], encoding="utf-8") as handle:
+                return handle.read().rstrip("\r\n")
+        except OSError as exc:
+            raise ValueError(f"cannot read the key file {value['file']!r}: {exc.strerror or exc}") from None
+    return value
+
+
 class ModelParams(_Model):
     model: str | None = None
-    api_key: SecretStr | None = None
+    #: the key itself, or ``{file: path}`` to read it from a file (agentgateway's form)
+    api_key: Annotated[SecretStr, BeforeValidator(_secret_from_file)] | None = None
     base_url: str | None = None
     aws_region: str | None = None
     vertex_project: str | None = None
@@ -242,6 +258,8 @@ class ProviderDefaults(_Model):
     request_headers: HeaderModifier | None = None
     response_headers: HeaderModifier | None = None
     health: HealthConfig | None = None
+    #: request body fields set from CEL expressions (``model: 'llmRequest.model.stripPrefix("openai/")'``)
+    transformation: dict[str, Expression] | None = None
 
 
 def _canonical_provider(value: Any) -> Any:
@@ -294,6 +312,8 @@ class ModelEntry(_Model):
     request_headers: HeaderModifier | None = None
     response_headers: HeaderModifier | None = None
     health: HealthConfig | None = None
+    #: request body fields set from CEL expressions (``model: 'llmRequest.model.stripPrefix("openai/")'``)
+    transformation: dict[str, Expression] | None = None
 
     @field_validator("provider", mode="before")
     @classmethod
@@ -536,10 +556,97 @@ class RedisConfig(_Model):
         return value
 
 
+# -- config.statsAddr, tracing, logging, modelCatalog, metrics: what operators see (OPERATIONS.md section 5, issue 18)
+
+
+def _check_listen_address(value: str) -> str:
+    """``host:port`` (``[::1]:port`` for IPv6; an empty host is every address), or ``off``."""
+    if value == "off":
+        return value
+    host, sep, port = value.rpartition(":")
+    if not sep or not port.isdigit() or not 0 <= int(port) <= 65535 or (host.startswith("[") != host.endswith("]")):
+        raise ValueError(f"must be host:port (e.g. 0.0.0.0:15020) or off, got {value!r}")
+    return value
+
+
+ListenAddress = Annotated[str, AfterValidator(_check_listen_address)]
+
+
+class TracingConfig(_Model):
+    """``config.tracing``: OTLP export of a SERVER span per request and a CLIENT span per upstream attempt."""
+
+    #: grpc: ``host:port`` or ``http(s)://host:port``; http: the collector's root (``/v1/traces`` is appended when
+    #: the URL has no path) or the full traces URL.
+    otlp_endpoint: Annotated[str, Field(min_length=1)]
+    otlp_protocol: Literal["grpc", "http"] = "grpc"
+    #: sent with every export (a collector's auth token: never logged).
+    headers: dict[str, SecretStr] = {}
+    #: the share of requests traced when the client sent no ``traceparent`` (true: all, false: none); a client's
+    #: sampled flag is followed either way.
+    random_sampling: bool | Annotated[float, Field(ge=0, le=1)] = True
+    #: ext: spans waiting for export; past this they are dropped (and counted), never waited for.
+    max_queue_size: Annotated[int, Field(ge=1)] = 2048
+
+
+class LoggingConfig(_Model):
+    """``config.logging``: the access log, one line per request."""
+
+    format: Literal["text", "json"] = "text"
+    #: ext: false turns the access log off.
+    access_log: bool = True
+
+
+class CatalogEntry(_Model):
+    """One model's prices in USD per 1M tokens (``reasoning`` unset: reasoning tokens cost ``output``)."""
+
+    name: Annotated[str, Field(min_length=1)]  # the upstream's model id or a configured name; globs allowed
+    input: Annotated[float, Field(ge=0)] = 0.0
+    output: Annotated[float, Field(ge=0)] = 0.0
+    cache_read: Annotated[float, Field(ge=0)] | None = None  # unset: cached input costs ``input``
+    cache_write: Annotated[float, Field(ge=0)] | None = None  # unset: cache writes cost ``input``
+    reasoning: Annotated[float, Field(ge=0)] | None = None
+
+
+def _catalog_source(value: Any) -> Any:
+    """``modelCatalog``: an inline list, or a JSON/YAML file (a path, or ``{file: path}``) holding the list or
+    ``{models: [...]}``."""
+    if isinstance(value, dict) and set(value) == {"file"}:
+        value = value["file"]
+    if isinstance(value, dict) and set(value) == {"models"}:
+        value = value["models"]
+    if isinstance(value, str):
+        try:
+            with open(value, encoding="utf-8") as handle:
+                loaded = yaml.safe_load(handle)  # JSON is YAML
+        except (OSError, yaml.YAMLError) as exc:
+            raise ValueError(f"cannot read the model catalog {value!r}: {exc}") from None
+        if isinstance(loaded, dict) and "models" in loaded:
+            loaded = loaded["models"]
+        if not isinstance(loaded, list):
+            raise ValueError(f"the model catalog {value!r} must hold a list of models (or {{models: [...]}})")
+        return loaded
+    return value
+
+
+class MetricsConfig(_Model):
+    """``config.metrics``: opt-in labels beyond the bounded defaults."""
+
+    #: ``caller``: the caller's name (an API key's ``metadata.name``) as a label; at most 256 names, then ``other``.
+    fields: list[Literal["caller"]] = []
+
+
 class ConfigSection(_Model):
     """The top-level ``config:`` section (agentgateway's): settings of the gateway itself, not of the LLM traffic."""
 
     redis: RedisConfig | None = None
+    #: ``/metrics`` and ``/stats/prometheus`` (``off`` disables; the ``STATS_ADDR`` environment variable wins).
+    stats_addr: ListenAddress = "0.0.0.0:15020"
+    #: ``/healthz/ready``: 200 once every worker process serves (``off`` disables).
+    readiness_addr: ListenAddress = "0.0.0.0:15021"
+    tracing: TracingConfig | None = None
+    logging: LoggingConfig = LoggingConfig()
+    model_catalog: Annotated[list[CatalogEntry], BeforeValidator(_catalog_source)] = []
+    metrics: MetricsConfig = MetricsConfig()
 
 
 class LlmConfig(_Model):
@@ -601,7 +708,7 @@ def _validation_problems(exc: ValidationError, source: str, lines: dict[Path, in
     ]
 
 
-_INHERITED = ("defaults", "overrides", "request_headers", "response_headers", "health")
+_INHERITED = ("defaults", "overrides", "transformation", "request_headers", "response_headers", "health")
 
 
 def _resolve_references(
