@@ -23,6 +23,7 @@ from ..exchange import Facts
 from ._access_log import AccessLog
 from ._catalog import Catalog, Tokens
 from ._metrics import FAMILIES, STATS_DIR_ENV, Recorder, provider_label
+from ._table import WorkerTable
 
 if TYPE_CHECKING:
     from ..exchange import Exchange
@@ -65,6 +66,7 @@ class Telemetry:
         self.catalog = Catalog(section.model_catalog)
         self._tracing = section.tracing
         self.tracer: Tracer | None = None
+        self._readiness: WorkerTable | None = None
         self._id_prefix = ""
         self._id_pid = 0
         self._id_count = 0
@@ -81,10 +83,16 @@ class Telemetry:
             self.tracer = Tracer(self._tracing, self._spans_dropped)
         if self.recorder is not None:
             self.recorder.ready(True)
+        elif self._readiness is None and os.environ.get(STATS_DIR_ENV):
+            # Metrics off, readiness on: the table only says that this worker serves.
+            self._readiness = WorkerTable(os.environ[STATS_DIR_ENV])
+            self._readiness.set_ready(True)
 
     def shutdown(self) -> None:
         if self.recorder is not None:
             self.recorder.close()
+        if self._readiness is not None:
+            self._readiness.set_ready(False)
         if self.tracer is not None:
             self.tracer.shutdown()
 

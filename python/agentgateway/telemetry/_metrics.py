@@ -37,7 +37,7 @@ from ._table import SeriesKey, WorkerTable, read_table
 
 if TYPE_CHECKING:
     from ..backend import Backend
-    from ..exchange import Exchange
+    from ..exchange import Attempt, Exchange
 
 __all__ = ["FAMILIES", "Aggregator", "Family", "Recorder", "provider_label"]
 
@@ -128,6 +128,12 @@ _ERROR_NAMES = {
 }  # fmt: skip
 KNOWN_ERRORS = frozenset(_ERROR_NAMES)
 _CALLER_LIMIT = 256
+
+
+def outcome_of(attempt: Attempt, last: Attempt | None) -> str:
+    """The attempt's outcome; a retryable failure with no attempt after it reached the client: ``failed``."""
+    outcome = attempt.outcome or "aborted"
+    return "failed" if outcome == "failover" and attempt is last else outcome
 
 
 def provider_label(backend: Backend) -> str:
@@ -252,7 +258,7 @@ class Recorder:
             if tokens is not None and tokens[1] > 1:
                 _observe(values, group.tpot, TPOT_BUCKETS, (elapsed - ttft) / (tokens[1] - 1))
         for attempt in attempts:
-            self._attempt(values, attempt.backend, attempt.outcome, attempt.status)
+            self._attempt(values, attempt.backend, outcome_of(attempt, last), attempt.status)
 
     def _attempt(self, values: Any, backend: Backend, outcome: str, status: int | None) -> None:
         key = (backend.index, outcome, status)

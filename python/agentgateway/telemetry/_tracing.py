@@ -151,27 +151,29 @@ class Tracer:
             )
         ]
         operation = attributes["gen_ai.operation.name"]
-        from ._metrics import provider_label
+        from ._metrics import outcome_of, provider_label
 
+        last = exchange.attempts[-1] if exchange.attempts else None
         for index, attempt in enumerate(exchange.attempts):
             span_id, host = trace.attempts.get(index) or (_new_id(8), "")
             provider = provider_label(attempt.backend)
+            outcome = outcome_of(attempt, last)
             attempt_attributes: dict[str, Any] = {
                 "gen_ai.operation.name": operation,
                 "gen_ai.provider.name": provider,
                 "gen_ai.system": provider,
                 "gen_ai.request.model": attempt.backend.entry.params.model or attempt.model,
                 "agentgateway.backend": attempt.backend.entry.name,
-                "agentgateway.attempt.outcome": attempt.outcome or "aborted",
+                "agentgateway.attempt.outcome": outcome,
             }
             if host:
                 attempt_attributes["server.address"] = host
             if attempt.status is not None:
                 attempt_attributes["http.response.status_code"] = attempt.status
-            if attempt.outcome != "ok":
+            if outcome != "ok":
                 attempt_attributes["error.type"] = (
                     (attempt.error.code or attempt.error.type) if attempt.error is not None else attempt.outcome
-                ) or "error"
+                ) or outcome
             spans.append(
                 ReadableSpan(
                     name=f"{operation} {attempt.model}",
@@ -181,7 +183,7 @@ class Tracer:
                     attributes=attempt_attributes,
                     kind=SpanKind.CLIENT,
                     instrumentation_scope=scope,
-                    status=Status(StatusCode.ERROR) if attempt.outcome not in ("ok", "") else Status(StatusCode.UNSET),
+                    status=Status(StatusCode.ERROR) if outcome != "ok" else Status(StatusCode.UNSET),
                     start_time=offset + int(attempt.started * 1e9),
                     end_time=offset + int((attempt.ended or ended) * 1e9),
                 )
