@@ -121,7 +121,8 @@ def test_raw_post_to_root_like_the_docs_curl(gateway: RunningGateway) -> None:
     assert body["model"] == "gpt-4o-mini"
     assert body["choices"][0]["message"]["content"] == STORY_TEXT
     assert body["system_fingerprint"] == "fp_fake", "fields the gateway does not know must pass through"
-    assert response.headers["x-request-id"] == "req_fake_123"
+    assert response.headers["x-upstream-request-id"] == "req_fake_123", "the upstream's id (issue 18)"
+    assert response.headers["x-request-id"] not in ("", "req_fake_123"), "the gateway's own request id"
 
 
 def test_custom_provider_forwards_client_authorization_and_unknown_fields_byte_exact(
