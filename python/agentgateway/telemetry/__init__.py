@@ -14,11 +14,13 @@ id and, when tracing samples it, its trace ids) and the ``traceparent`` an attem
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import time
 from typing import TYPE_CHECKING, Any
 
 from ..config import GatewayConfig
+from ..errors import ConfigError
 from ..exchange import Facts
 from ._access_log import AccessLog
 from ._catalog import Catalog, Tokens
@@ -65,6 +67,10 @@ class Telemetry:
         self.access_log = AccessLog(section.logging.format) if section.logging.access_log else None
         self.catalog = Catalog(section.model_catalog)
         self._tracing = section.tracing
+        if self._tracing is not None and importlib.util.find_spec("opentelemetry.sdk") is None:
+            raise ConfigError(
+                "config.tracing needs opentelemetry-sdk and its OTLP exporters: pip install 'agentgateway-llm[tracing]'"
+            )
         self.tracer: Tracer | None = None
         self._readiness: WorkerTable | None = None
         self._id_prefix = ""
