@@ -514,6 +514,37 @@ def test_error_event_mid_stream_reaches_the_client(gateway: RunningGateway) -> N
     assert '"status":503' in last
 
 
+def test_a_bare_error_object_ending_the_stream_reaches_the_client_with_its_status(gateway: RunningGateway) -> None:
+    # Google ends a stream that fails after its 200 with the error pretty-printed outside any data: field; a rate
+    # limit must read as one (429 RESOURCE_EXHAUSTED and Google's message), not as a broken connection.
+    stream = client(gateway).chat.completions.create(model="gemini-x-bare-error", messages=user("x"), stream=True)
+    text = ""
+    with pytest.raises(openai.APIError, match="Resource has been exhausted") as caught:
+        for chunk in stream:
+            text += chunk.choices[0].delta.content or "" if chunk.choices else ""
+    assert text == "You said:"
+    assert caught.value.code == "RESOURCE_EXHAUSTED"
+    assert caught.value.type == "rate_limit_error"
+    assert isinstance(caught.value.body, dict) and caught.value.body["status"] == 429
+
+
+def test_google_genai_reads_the_fakes_streams_and_its_bare_error_as_a_429(fake: FakeGoogle) -> None:
+    # The fake's SSE, bare error included, is what google-genai's own stream reader reads: text, then a 429
+    # RESOURCE_EXHAUSTED ClientError. The fake cannot drift from Google's wire format unnoticed.
+    from google import genai
+    from google.genai import errors
+
+    sdk = genai.Client(api_key=TEST_KEY, http_options={"base_url": fake.origin, "api_version": "v1beta"})
+    texts = [c.text for c in sdk.models.generate_content_stream(model="gemini-x", contents="hi")]
+    assert "".join(t or "" for t in texts) == "You said: hi"
+    texts = []
+    with pytest.raises(errors.ClientError) as caught:
+        for chunk in sdk.models.generate_content_stream(model="gemini-x-bare-error", contents="hi"):
+            texts.append(chunk.text)
+    assert texts == ["You said:"]
+    assert caught.value.code == 429 and caught.value.status == "RESOURCE_EXHAUSTED"
+
+
 def test_a_stream_without_finish_reason_is_reported_truncated(gateway: RunningGateway) -> None:
     stream = client(gateway).chat.completions.create(model="gemini-x-truncated", messages=user("x"), stream=True)
     with pytest.raises(openai.APIError, match="ended before"):

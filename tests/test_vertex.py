@@ -391,3 +391,12 @@ def test_claude_error_event_mid_stream_reaches_the_client(gateway: RunningGatewa
     with pytest.raises(openai.APIError, match="Overloaded"):
         for _ in stream:
             pass
+
+
+def test_gemini_bare_error_ending_the_stream_is_a_429_with_googles_message(gateway: RunningGateway) -> None:
+    stream = client(gateway).chat.completions.create(model="gemini-x-bare-error", messages=user("x"), stream=True)
+    with pytest.raises(openai.APIError, match="Resource has been exhausted") as caught:
+        for _ in stream:
+            pass
+    assert caught.value.code == "RESOURCE_EXHAUSTED"
+    assert isinstance(caught.value.body, dict) and caught.value.body["status"] == 429

@@ -23,6 +23,8 @@ Behaviour by model name (Gemini):
 - ``*-blocked``   a prompt blocked by ``promptFeedback`` (vercel/ai's capture)
 - ``*-safety`` / ``*-max``  finishReason SAFETY / MAX_TOKENS
 - ``*-midstream-error``  text, then an error JSON event in the stream
+- ``*-bare-error`` text, then a 429 RESOURCE_EXHAUSTED error as Google ends a failing stream: the JSON object
+                  pretty-printed over several lines, bare (no ``data:``), then EOF
 - ``*-error-200`` (not streamed) an error body with HTTP 200
 - ``*-truncated`` a stream that ends without a finishReason
 - ``*-503``       503 UNAVAILABLE (plain and streamed)
@@ -105,6 +107,23 @@ class WireRequest(GenaiModel):
     generation_config: types.GenerationConfig | None = None
     safety_settings: list[types.SafetySetting] | None = None
     cached_content: str | None = None
+
+
+#: How Google ends a stream that fails after its 200 (googleapis/python-genai issue 1162): the error object
+#: pretty-printed, outside any SSE field, CRLF line ends as in Google's SSE.
+BARE_ERROR_429 = (
+    orjson.dumps(
+        {
+            "error": {
+                "code": 429,
+                "message": "Resource has been exhausted (e.g. check quota).",
+                "status": "RESOURCE_EXHAUSTED",
+            }
+        },
+        option=orjson.OPT_INDENT_2,
+    ).replace(b"\n", b"\r\n")
+    + b"\r\n"
+)
 
 
 def signature_for(part: dict[str, Any]) -> str:
@@ -277,6 +296,9 @@ class FakeGoogle:
                     )
                     + b"\r\n\r\n"
                 )
+                break
+            if model.endswith("-bare-error") and index == 1:
+                await response.write(BARE_ERROR_429)
                 break
             if model.endswith("-truncated") and "finishReason" in chunk["candidates"][0]:
                 break

@@ -128,7 +128,54 @@ fn every_single_split_gives_the_same_events() {
     }
 }
 
+/// The transcript's first event, then the error Google ends a failing stream with: bare,
+/// pretty-printed over CRLF lines.
+fn with_bare_error() -> Vec<u8> {
+    let mut bytes = TRANSCRIPT
+        .split_inclusive("\r\n\r\n")
+        .next()
+        .unwrap()
+        .as_bytes()
+        .to_vec();
+    bytes.extend_from_slice(
+        b"{\r\n  \"error\": {\r\n    \"code\": 429,\r\n    \"message\": \"Quota {exceeded}.\",\r\n    \"status\": \"RESOURCE_EXHAUSTED\"\r\n  }\r\n}\r\n",
+    );
+    bytes
+}
+
+#[test]
+fn a_bare_error_ends_the_stream_with_its_status_whatever_the_split() {
+    let bytes = with_bare_error();
+    let whole = translate(&[&bytes]);
+    let error = &whole.last().unwrap()["error"];
+    assert_eq!(error["status"], 429);
+    assert_eq!(error["code"], "RESOURCE_EXHAUSTED");
+    assert_eq!(error["message"], "Quota {exceeded}.");
+    for cut in 0..=bytes.len() {
+        assert_eq!(
+            translate(&[&bytes[..cut], &bytes[cut..]]),
+            whole,
+            "cut at {cut}"
+        );
+    }
+}
+
 proptest! {
+    #[test]
+    fn a_bare_error_reads_the_same_whatever_the_splits(cuts in prop::collection::vec(0..400usize, 0..6)) {
+        let bytes = with_bare_error();
+        let mut cuts: Vec<usize> = cuts.into_iter().map(|c| c.min(bytes.len())).collect();
+        cuts.sort_unstable();
+        let mut pieces = Vec::new();
+        let mut start = 0;
+        for cut in cuts {
+            pieces.push(&bytes[start..cut]);
+            start = cut;
+        }
+        pieces.push(&bytes[start..]);
+        prop_assert_eq!(translate(&pieces), translate(&[&bytes]));
+    }
+
     #[test]
     fn any_splits_give_the_same_events(cuts in prop::collection::vec(0..TRANSCRIPT.len(), 0..6)) {
         let bytes = TRANSCRIPT.as_bytes();

@@ -138,6 +138,7 @@ impl Stream {
                     event: name,
                     data: data.into_bytes(),
                     id: last_id.clone(),
+                    bare: false,
                 });
             }
         }
@@ -179,5 +180,96 @@ proptest! {
         }
         parser.finish(&mut out);
         prop_assert_eq!(out, stream.expected());
+    }
+}
+
+/// A Google stream: `data:` events and, between them, bare JSON values pretty-printed over several
+/// lines (how Gemini ends a failing stream).
+#[derive(Debug, Clone)]
+enum GoogleItem {
+    Data(String),
+    Bare(serde_json::Value),
+}
+
+fn json_value() -> impl Strategy<Value = serde_json::Value> {
+    let leaf = prop_oneof![
+        "[a-z{}\\[\\]\"\\\\ :,é]{0,8}".prop_map(serde_json::Value::from),
+        any::<i32>().prop_map(serde_json::Value::from),
+        Just(serde_json::Value::Null),
+    ];
+    let value = leaf.prop_recursive(3, 16, 4, |inner| {
+        prop_oneof![
+            prop::collection::vec(inner.clone(), 0..4).prop_map(serde_json::Value::from),
+            prop::collection::btree_map("[a-z\"{]{1,4}", inner, 0..4)
+                .prop_map(|m| serde_json::Value::Object(m.into_iter().collect())),
+        ]
+    });
+    // A bare value is an object or an array.
+    prop_oneof![
+        prop::collection::btree_map("[a-z]{1,4}", value.clone(), 0..4)
+            .prop_map(|m| serde_json::Value::Object(m.into_iter().collect())),
+        prop::collection::vec(value, 0..3).prop_map(serde_json::Value::from),
+    ]
+}
+
+fn google_items() -> impl Strategy<Value = (Vec<GoogleItem>, bool)> {
+    let item = prop_oneof![
+        "[a-z{}\" ]{0,10}".prop_map(GoogleItem::Data),
+        json_value().prop_map(GoogleItem::Bare),
+    ];
+    (prop::collection::vec(item, 0..6), any::<bool>())
+}
+
+fn encode_google(items: &[GoogleItem], crlf: bool) -> Vec<u8> {
+    let end = if crlf { "\r\n" } else { "\n" };
+    let mut out = String::new();
+    for item in items {
+        match item {
+            GoogleItem::Data(payload) => out.push_str(&format!("data: {payload}{end}{end}")),
+            GoogleItem::Bare(value) => {
+                let pretty = serde_json::to_string_pretty(value).unwrap();
+                out.push_str(&pretty.replace('\n', end));
+                out.push_str(end);
+            }
+        }
+    }
+    out.into_bytes()
+}
+
+fn parse_google(input: &[u8], cuts: &[usize]) -> Vec<SseEvent> {
+    let mut parser = SseParser::with_bare_json(true);
+    let mut out = Vec::new();
+    for piece in split_at_cuts(input, cuts) {
+        parser.feed(piece, &mut out);
+    }
+    parser.finish(&mut out);
+    out
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(1000))]
+
+    #[test]
+    fn bare_json_values_come_out_whole_whatever_the_split(
+        (items, crlf) in google_items(),
+        cuts in prop::collection::vec(any::<usize>(), 0..6),
+    ) {
+        let input = encode_google(&items, crlf);
+        let events = parse_google(&input, &[]);
+        prop_assert_eq!(&parse_google(&input, &cuts), &events);
+        prop_assert_eq!(events.len(), items.len());
+        for (event, item) in events.iter().zip(&items) {
+            match item {
+                GoogleItem::Data(payload) => {
+                    prop_assert!(!event.bare);
+                    prop_assert_eq!(&event.data, payload.as_bytes());
+                }
+                GoogleItem::Bare(value) => {
+                    prop_assert!(event.bare);
+                    let parsed: serde_json::Value = serde_json::from_slice(&event.data).unwrap();
+                    prop_assert_eq!(&parsed, value);
+                }
+            }
+        }
     }
 }

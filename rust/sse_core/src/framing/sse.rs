@@ -19,6 +19,14 @@
 //! without its line end) instead of discarding it, because gateways meet upstream servers that close
 //! the connection without the final blank line.
 //!
+//! Opt-in extension ([`SseParser::with_bare_json`]), for Google's streams: a Gemini or Vertex AI
+//! stream that fails after its 200 ends with the error as a bare JSON object, pretty-printed over
+//! several lines and not in a `data:` field (`{\n  "error": {\n    "code": 429, …}\n}\n`). The
+//! SSE rules would drop those lines (unknown field names); with the extension a line that starts
+//! (after blanks) with `{` or `[` opens such a value, the lines up to the one that balances its
+//! brackets (outside strings) are collected, and the value is dispatched as one event whose `bare`
+//! is set — google-genai's own stream reader does the same (its `_RawJsonLineBuffer`).
+//!
 //! Cost stays linear in the bytes fed: each chunk is scanned once with `memchr`, and only the
 //! unterminated trailing line is kept between calls, so a growing buffer is never rescanned.
 
@@ -35,6 +43,56 @@ pub struct SseEvent {
     pub data: Vec<u8>,
     /// The last event ID at dispatch time, `None` when no (non-empty) `id` was set.
     pub id: Option<String>,
+    /// A bare JSON value (see the module docs), its lines joined with `\n`; `event` and `id` are
+    /// `None` then.
+    pub bare: bool,
+}
+
+/// A bare JSON value in progress: its lines so far and where its brackets stand.
+#[derive(Debug, Clone, Default)]
+struct BareJson {
+    text: Vec<u8>,
+    /// Open `{` / `[` minus closing ones, outside strings.
+    depth: i64,
+    in_string: bool,
+    escaped: bool,
+}
+
+impl BareJson {
+    /// Add one line; true once the value's brackets balance.
+    fn add_line(&mut self, line: &[u8]) -> bool {
+        if !self.text.is_empty() {
+            self.text.push(b'\n');
+        }
+        self.text.extend_from_slice(line);
+        for &byte in line {
+            if self.in_string {
+                if self.escaped {
+                    self.escaped = false;
+                } else if byte == b'\\' {
+                    self.escaped = true;
+                } else if byte == b'"' {
+                    self.in_string = false;
+                }
+            } else {
+                match byte {
+                    b'"' => self.in_string = true,
+                    b'{' | b'[' => self.depth += 1,
+                    b'}' | b']' => self.depth -= 1,
+                    _ => {}
+                }
+            }
+        }
+        self.depth <= 0
+    }
+}
+
+/// Whether `line` opens a bare JSON value: its first byte other than a space or tab is `{` or `[`.
+fn opens_bare_json(line: &[u8]) -> bool {
+    matches!(
+        line.iter().find(|b| !matches!(b, b' ' | b'\t')),
+        Some(b'{' | b'[')
+    )
 }
 
 /// Where the parser is in recognising a BOM at the start of the stream.
@@ -60,6 +118,10 @@ pub struct SseParser {
     has_data: bool,
     event: Option<String>,
     last_id: Option<String>,
+    /// Whether bare JSON values are read (see the module docs).
+    bare_json: bool,
+    /// The bare JSON value in progress, if any.
+    bare: Option<BareJson>,
 }
 
 impl Default for SseParser {
@@ -80,6 +142,18 @@ impl SseParser {
             has_data: false,
             event: None,
             last_id: None,
+            bare_json: false,
+            bare: None,
+        }
+    }
+
+    /// A parser that also reads bare JSON values between events (Google's errors, see the module
+    /// docs) when `bare_json` is true.
+    #[must_use]
+    pub fn with_bare_json(bare_json: bool) -> Self {
+        Self {
+            bare_json,
+            ..Self::new()
         }
     }
 
@@ -131,7 +205,7 @@ impl SseParser {
     /// that callers can bound the memory an upstream that never ends a line can make them use.
     #[must_use]
     pub fn pending_len(&self) -> usize {
-        self.line.len() + self.data.len()
+        self.line.len() + self.data.len() + self.bare.as_ref().map_or(0, |bare| bare.text.len())
     }
 
     /// Signal the end of the stream: dispatch the pending event, if it has data, even when the last
@@ -147,7 +221,11 @@ impl SseParser {
             self.process_line(&line, out);
         }
         self.dispatch(out);
-        *self = Self::new();
+        // A bare value cut off by the end of the stream is dispatched as it is: the reader decides.
+        if let Some(bare) = self.bare.take() {
+            out.push(bare_event(bare));
+        }
+        *self = Self::with_bare_json(self.bare_json);
     }
 
     /// Match the start of the stream against the BOM; return the input left to parse.
@@ -172,6 +250,9 @@ impl SseParser {
     }
 
     fn process_line(&mut self, line: &[u8], out: &mut Vec<SseEvent>) {
+        if self.bare_json && self.bare_line(line, out) {
+            return;
+        }
         if line.is_empty() {
             self.dispatch(out);
             return;
@@ -201,6 +282,28 @@ impl SseParser {
         }
     }
 
+    /// Take `line` into a bare JSON value (started by it or in progress); false when it is an SSE
+    /// line. Blank lines inside a value are skipped, as google-genai does.
+    fn bare_line(&mut self, line: &[u8], out: &mut Vec<SseEvent>) -> bool {
+        if self.bare.is_none() {
+            if !opens_bare_json(line) {
+                return false;
+            }
+            // The value is an event of its own: an event in progress ends before it.
+            self.dispatch(out);
+        }
+        if line.is_empty() {
+            return true;
+        }
+        let bare = self.bare.get_or_insert_with(BareJson::default);
+        if bare.add_line(line) {
+            if let Some(bare) = self.bare.take() {
+                out.push(bare_event(bare));
+            }
+        }
+        true
+    }
+
     fn dispatch(&mut self, out: &mut Vec<SseEvent>) {
         let event = self.event.take();
         if !self.has_data {
@@ -211,7 +314,17 @@ impl SseParser {
             event,
             data: std::mem::take(&mut self.data),
             id: self.last_id.clone(),
+            bare: false,
         });
+    }
+}
+
+fn bare_event(bare: BareJson) -> SseEvent {
+    SseEvent {
+        event: None,
+        data: bare.text,
+        id: None,
+        bare: true,
     }
 }
 
@@ -224,7 +337,7 @@ fn non_empty_string(value: &[u8]) -> Option<String> {
 }
 
 #[cfg(test)]
-#[allow(clippy::indexing_slicing)]
+#[allow(clippy::indexing_slicing, clippy::unwrap_used)]
 mod tests {
     use super::*;
 
@@ -459,6 +572,88 @@ mod tests {
         parser.feed(b"data: abc\ndata: de", &mut out);
         assert_eq!(parser.pending_len(), 3 + 8);
         parser.feed(b"\n\n", &mut out);
+        assert_eq!(parser.pending_len(), 0);
+    }
+
+    fn parse_bare_chunks(chunks: &[&[u8]]) -> Vec<SseEvent> {
+        let mut parser = SseParser::with_bare_json(true);
+        let mut out = Vec::new();
+        for chunk in chunks {
+            parser.feed(chunk, &mut out);
+        }
+        parser.finish(&mut out);
+        out
+    }
+
+    /// [`parse`] with bare JSON values read.
+    fn parse_bare(input: &[u8]) -> Vec<SseEvent> {
+        let whole = parse_bare_chunks(&[input]);
+        for cut in 0..=input.len() {
+            let (a, b) = input.split_at(cut);
+            assert_eq!(parse_bare_chunks(&[a, b]), whole, "split at {cut}");
+        }
+        let bytes: Vec<&[u8]> = input.chunks(1).collect();
+        assert_eq!(parse_bare_chunks(&bytes), whole, "byte by byte");
+        whole
+    }
+
+    fn bare(data: &str) -> SseEvent {
+        SseEvent {
+            bare: true,
+            ..ev(data)
+        }
+    }
+
+    /// What Google sends when a stream fails after its 200 (python-genai issue 1162).
+    const GOOGLE_ERROR: &str = "{\r\n  \"error\": {\r\n    \"code\": 429,\r\n    \"message\": \"Resource exhausted {\\\"quota\\\"} [x]\",\r\n    \"status\": \"RESOURCE_EXHAUSTED\"\r\n  }\r\n}\r\n";
+
+    #[test]
+    fn a_bare_json_object_after_events_is_one_event() {
+        let input = format!("data: {{\"a\":1}}\r\n\r\n{GOOGLE_ERROR}");
+        let events = parse_bare(input.as_bytes());
+        assert_eq!(events.len(), 2);
+        assert_eq!(events[0], ev("{\"a\":1}"));
+        assert!(events[1].bare);
+        let value: serde_json::Value = serde_json::from_slice(&events[1].data).unwrap();
+        assert_eq!(value["error"]["code"], 429);
+        assert_eq!(
+            value["error"]["message"],
+            "Resource exhausted {\"quota\"} [x]"
+        );
+    }
+
+    #[test]
+    fn bare_json_lines_are_dropped_unless_asked_for() {
+        let input = format!("data: a\n\n{GOOGLE_ERROR}");
+        assert_eq!(parse(input.as_bytes()), vec![ev("a")]);
+    }
+
+    #[test]
+    fn a_bare_value_ends_the_event_in_progress_and_skips_blank_lines() {
+        assert_eq!(
+            parse_bare(b"data: a\n[{\n\n\"b\": [1,\n2]}\n]\ndata: c\n\n"),
+            vec![ev("a"), bare("[{\n\"b\": [1,\n2]}\n]"), ev("c")]
+        );
+        assert_eq!(parse_bare(b"  {}\n"), vec![bare("  {}")]);
+    }
+
+    #[test]
+    fn a_bare_value_cut_off_by_the_end_is_dispatched_as_it_is() {
+        assert_eq!(
+            parse_bare(b"{\n  \"error\": {\"code\": 4"),
+            vec![bare("{\n  \"error\": {\"code\": 4")]
+        );
+    }
+
+    #[test]
+    fn pending_len_counts_a_bare_value_in_progress() {
+        let mut parser = SseParser::with_bare_json(true);
+        let mut out = Vec::new();
+        parser.feed(b"{\n\"a\": 1\n", &mut out);
+        assert!(out.is_empty());
+        assert_eq!(parser.pending_len(), 8);
+        parser.feed(b"}\n", &mut out);
+        assert_eq!(out, vec![bare("{\n\"a\": 1\n}")]);
         assert_eq!(parser.pending_len(), 0);
     }
 

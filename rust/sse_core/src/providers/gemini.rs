@@ -34,7 +34,10 @@
 //! last candidate event. The upstream sends no `[DONE]`: the stream ends (finish chunk, usage
 //! chunk when asked, `[DONE]`) at upstream EOF after a finish reason or a blocked prompt, and as
 //! truncated without one. An `{"error": {code, message, status}}` event ends the stream with an
-//! error event carrying its status.
+//! error event carrying its status and message, and so does the same object sent bare: Google ends
+//! a stream that fails after its 200 (a rate limit, an overload) with the error pretty-printed
+//! over several lines outside any `data:` field (read by the SSE parser's bare-JSON extension, as
+//! google-genai's stream reader reads it), or in a JSON array of such objects.
 
 use std::borrow::Cow;
 
@@ -331,6 +334,8 @@ pub struct GeminiEvents {
 }
 
 impl SseEvents for GeminiEvents {
+    const BARE_JSON: bool = true;
+
     fn event(
         &mut self,
         event: &SseEvent,
@@ -359,11 +364,32 @@ impl GeminiEvents {
         writer: &mut StreamWriter,
         out: &mut Vec<u8>,
     ) -> Result<(), CoreError> {
+        if event.bare && event.data.trim_ascii_start().starts_with(b"[") {
+            // `[{…}, …]`: the array form of the stream (an error in it, as a rule).
+            let responses: Vec<Response<'_>> = parse(&event.data, "stream event")?;
+            for response in &responses {
+                if writer.closed() {
+                    break;
+                }
+                self.translate_response(response, writer, out);
+            }
+            return Ok(());
+        }
         let response: Response<'_> = parse(&event.data, "stream event")?;
+        self.translate_response(&response, writer, out);
+        Ok(())
+    }
+
+    fn translate_response(
+        &mut self,
+        response: &Response<'_>,
+        writer: &mut StreamWriter,
+        out: &mut Vec<u8>,
+    ) {
         if let Some(error) = &response.error {
             let (status, code, message) = error.parts();
             writer.error(out, status, code, message);
-            return Ok(());
+            return;
         }
         if let Some(id) = response.response_id.as_deref() {
             writer.set_id(id);
@@ -375,10 +401,10 @@ impl GeminiEvents {
         if let Some(text) = response.blocked_prompt() {
             writer.text(out, &text);
             self.finish = Some(FinishReason::ContentFilter);
-            return Ok(());
+            return;
         }
         let Some(candidate) = response.first_candidate() else {
-            return Ok(());
+            return;
         };
         for part in candidate.content.iter().flat_map(|c| &c.parts) {
             self.part(part, writer, out);
@@ -386,7 +412,6 @@ impl GeminiEvents {
         if let Some(reason) = candidate.finish_reason.as_deref() {
             self.finish = Some(finish_reason(reason, writer.tool_call_count() > 0));
         }
-        Ok(())
     }
 
     fn part(&mut self, part: &Part<'_>, writer: &mut StreamWriter, out: &mut Vec<u8>) {
@@ -541,6 +566,46 @@ mod tests {
         assert_eq!(error["code"], "UNAVAILABLE");
         assert_eq!(error["status"], 503);
         assert!(!t.writer().done());
+    }
+
+    /// How Google ends a stream that fails after its 200: the error pretty-printed, bare.
+    const BARE_429: &str = "{\n  \"error\": {\n    \"code\": 429,\n    \"message\": \"Resource has been exhausted (e.g. check quota).\",\n    \"status\": \"RESOURCE_EXHAUSTED\"\n  }\n}\n";
+
+    #[test]
+    fn a_bare_error_object_ends_the_stream_with_its_status_and_message() {
+        let mut input = sse(&[
+            r#"{"candidates":[{"content":{"parts":[{"text":"Hi"}],"role":"model"},"index":0}]}"#,
+        ]);
+        input.extend_from_slice(BARE_429.as_bytes());
+        let mut t = GeminiStream::new(Some("m".into()), true);
+        let frames = t.run(&input);
+        assert_eq!(deltas(&frames)[1]["content"], "Hi");
+        let error = &frames.last().unwrap()["error"];
+        assert_eq!(
+            error["message"],
+            "Resource has been exhausted (e.g. check quota)."
+        );
+        assert_eq!(error["code"], "RESOURCE_EXHAUSTED");
+        assert_eq!(error["type"], "rate_limit_error");
+        assert_eq!(error["status"], 429);
+        assert!(!t.writer().failed());
+    }
+
+    #[test]
+    fn a_bare_error_array_ends_the_stream_with_its_status() {
+        let input = format!("[{}]\n", BARE_429.trim_end());
+        let mut t = GeminiStream::new(Some("m".into()), true);
+        let frames = t.run(input.as_bytes());
+        assert_eq!(frames.len(), 1);
+        assert_eq!(frames[0]["error"]["status"], 429);
+    }
+
+    #[test]
+    fn a_bare_error_cut_off_is_a_truncation() {
+        let input = &BARE_429.as_bytes()[..30];
+        let mut t = GeminiStream::new(Some("m".into()), true);
+        let frames = t.run(input);
+        assert_eq!(frames.last().unwrap()["error"]["code"], "stream_truncated");
     }
 
     #[test]

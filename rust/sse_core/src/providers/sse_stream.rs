@@ -10,6 +10,10 @@ use crate::framing::{SseEvent, SseParser};
 
 /// A provider's reading of its SSE events, written to the client through the shared encoder.
 pub trait SseEvents {
+    /// Whether the stream may carry bare JSON values between its events (Google's errors; see
+    /// [`crate::framing::sse`]), which then reach [`Self::event`] with `bare` set.
+    const BARE_JSON: bool = false;
+
     /// Translate one event. An error ends the client's stream with an `upstream_protocol_error`
     /// event (the frames before it are kept).
     fn event(
@@ -40,7 +44,7 @@ impl<T: SseEvents + Default> SseStream<T> {
     #[must_use]
     pub fn new(client_model: Option<String>, include_usage: bool) -> Self {
         Self {
-            parser: SseParser::new(),
+            parser: SseParser::with_bare_json(T::BARE_JSON),
             events: Vec::new(),
             writer: StreamWriter::new(client_model.unwrap_or_default(), include_usage),
             handler: T::default(),
