@@ -19,6 +19,7 @@ from .config import GatewayConfig, load_config, load_config_file
 from .errors import GatewayError
 from .exchange import Exchange, Observer
 from .policy import Guard, Identity
+from .reload import SNAPSHOT_ENV, Follower, follow, reusable
 from .request import parse_chat_request
 from .router import Router
 from .telemetry import Telemetry
@@ -72,6 +73,12 @@ class Gateway:
         self.model_names = [*self.router.exact_names, *self.router.virtual_names]
         self.models_body = _models_body(self.model_names)
         self._models_by_key: dict[str, bytes] = {}
+        #: live config changes (reload.py): the generation served and whether the main process accepted the last
+        #: change (the hook for agentgateway_config_synchronized); the snapshot followed, when there is one.
+        self.config_generation = 0
+        self.config_ok = True
+        self.follower: Follower | None = None
+        self._follow_task: asyncio.Task[None] | None = None
 
     # -- ASGI entry points -------------------------------------------------------------------------------------
 
@@ -103,13 +110,44 @@ class Gateway:
                 logger.warning("%s", line)
             await self.guard.startup()
             self.telemetry.startup()
+            if self.follower is not None:
+                self._follow_task = asyncio.ensure_future(follow(self, self.follower))
 
     async def shutdown(self) -> None:
+        if self._follow_task is not None:
+            self._follow_task.cancel()
+            self._follow_task = None
         if self.client is not None:
             self.client.close()
             self.client = None
             await self.guard.shutdown()
             self.telemetry.shutdown()
+
+    async def reconfigure(self, config: GatewayConfig, source: str, generation: int) -> None:
+        """Serve a reloaded, validated config (reload.py). The new router reuses the Backend of every unchanged
+        entry (provider, credential caches, eviction state; pools are the client's, by origin). Everything is
+        swapped at once, between requests: a request in flight keeps the route, guard and observers it got."""
+        router = Router(config, source, reuse=reusable(self.router.backends))
+        old_guard, guard = self.guard, self.guard
+        if (config.llm.policies, config.config.redis) != (self.config.llm.policies, self.config.config.redis):
+            guard = Guard(config, worker=True)
+            await guard.startup()
+        observers = [observer for observer in self.observers if observer != old_guard.settle]
+        if guard.limited:
+            observers.insert(0, guard.settle)
+        if self.client is not None:
+            self.client.reconfigure(config.llm.timeouts)
+        self.config, self.router, self.timeouts, self.guard, self.observers = (
+            config, router, config.llm.timeouts, guard, observers
+        )  # fmt: skip
+        self.model_names = [*router.exact_names, *router.virtual_names]
+        self.models_body = _models_body(self.model_names)
+        self._models_by_key = {}
+        self.config_generation = generation
+        if guard is not old_guard:
+            # Requests admitted by the old guard may still settle through it: close it once they are done.
+            grace = self.timeouts.first_byte + self.timeouts.idle
+            asyncio.get_running_loop().call_later(grace, lambda: asyncio.ensure_future(old_guard.shutdown()))
 
     async def http(self, scope: Scope, receive: Receive, send: Send) -> None:
         path: str = scope["path"]
@@ -362,6 +400,14 @@ class _DisconnectWatch:
 def create_app() -> Gateway:
     """granian's factory in each worker: loads the config the CLI validated (passed through the environment)."""
     logging.basicConfig(level=os.environ.get(LOG_LEVEL_ENV, "INFO"), format=LOG_FORMAT)
+    snapshot = os.environ.get(SNAPSHOT_ENV)
+    if snapshot is not None:
+        # The document the main process validated last (never the user's file), then followed for changes.
+        follower = Follower(snapshot)
+        document = follower.current()
+        gateway = Gateway(load_config(document.text, document.source), document.source, worker=True)
+        gateway.follower, gateway.config_generation = follower, document.generation
+        return gateway
     inline = os.environ.get(CONFIG_INLINE_ENV)
     if inline is not None:
         return Gateway(load_config(inline), "<inline config>", worker=True)

@@ -121,6 +121,11 @@ class Backend:
         if entry.health is not None and entry.health.unhealthy_expression is not None:
             self.unhealthy = compile_expression(entry.health.unhealthy_expression)
 
+    def renumber(self, index: int) -> None:
+        """The entry moved to ``llm.models[index]`` in a reloaded config (the Backend itself is kept)."""
+        self.index = index
+        self.name = f"{self.entry.name} (llm.models[{index}])"
+
     @property
     def has_matches(self) -> bool:
         return bool(self._matches)

@@ -6,13 +6,15 @@ import argparse
 import importlib.util
 import logging
 import os
+import signal
 import sys
 from collections.abc import Callable
 
 from . import __version__
-from .app import CONFIG_FILE_ENV, CONFIG_INLINE_ENV, LOG_FORMAT, LOG_LEVEL_ENV, Gateway
-from .config import GatewayConfig, load_config, load_config_file
+from .app import LOG_FORMAT, LOG_LEVEL_ENV, Gateway
+from .config import GatewayConfig, load_config
 from .errors import ConfigError
+from .reload import SNAPSHOT_ENV, ConfigWatcher, Publisher
 
 __all__ = ["main"]
 
@@ -30,7 +32,10 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--host", default="0.0.0.0", help="address to listen on (default 0.0.0.0)")
     parser.add_argument("--port", type=int, help=f"port to listen on (default llm.port, else {DEFAULT_PORT})")
     parser.add_argument(
-        "--workers", type=int, default=os.cpu_count() or 1, help="worker processes (default: CPU count)"
+        "--workers",
+        type=int,
+        default=usable_cpus(),
+        help="worker processes (default: the CPUs this process may use: its affinity and cgroup CPU quota)",
     )
     parser.add_argument(
         "--drain-timeout",
@@ -50,12 +55,76 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _load(args: argparse.Namespace) -> tuple[GatewayConfig, str]:
+def usable_cpus() -> int:
+    """The CPUs this process may run on: its affinity mask, capped by a cgroup CPU quota (v2 ``cpu.max``, v1
+    ``cpu.cfs_quota_us`` / ``cpu.cfs_period_us``), rounded up; never less than 1. A container limited to 2 CPUs on
+    a 64-core host gets 2 workers, not 64."""
+    try:
+        count = len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):  # not on Linux
+        count = os.cpu_count() or 1
+    quota = _cgroup_quota()
+    if quota is not None:
+        count = min(count, max(1, -(-quota[0] // quota[1])))
+    return max(1, count)
+
+
+def _cgroup_quota(root: str = "/sys/fs/cgroup") -> tuple[int, int] | None:
+    """(quota, period) in µs of this process's cgroup, or None when unlimited or unknown."""
+    candidates: list[tuple[str, str | None]] = []
+    try:
+        with open("/proc/self/cgroup", encoding="ascii") as handle:
+            for line in handle:
+                _, controllers, path = line.rstrip("\n").split(":", 2)
+                if controllers == "":  # v2: "0::/path"
+                    candidates.append((os.path.join(root, path.lstrip("/"), "cpu.max"), None))
+                elif "cpu" in controllers.split(","):  # v1
+                    for mount in ("cpu,cpuacct", "cpu"):
+                        base = os.path.join(root, mount, path.lstrip("/"))
+                        candidates.append(
+                            (os.path.join(base, "cpu.cfs_quota_us"), os.path.join(base, "cpu.cfs_period_us"))
+                        )
+    except OSError:
+        return None
+    # In a container the cgroup path is often "/" while the files sit at the root of the mount: try that too.
+    v1 = os.path.join(root, "cpu")
+    candidates += [
+        (os.path.join(root, "cpu.max"), None),
+        (os.path.join(v1, "cpu.cfs_quota_us"), os.path.join(v1, "cpu.cfs_period_us")),
+    ]
+    for first, second in candidates:
+        try:
+            with open(first, encoding="ascii") as handle:
+                fields = handle.read().split()
+            if second is None and len(fields) == 2:  # v2: "max 100000" or "200000 100000"
+                return None if fields[0] == "max" else (int(fields[0]), int(fields[1]))
+            if second is not None:
+                with open(second, encoding="ascii") as handle:
+                    period = int(handle.read())
+                quota = int(fields[0])
+                return None if quota <= 0 or period <= 0 else (quota, period)
+        except (OSError, ValueError, IndexError):
+            continue
+    return None
+
+
+def _load(args: argparse.Namespace) -> tuple[GatewayConfig, str, str]:
+    """The config, its source name and the exact text validated (what the workers are handed)."""
     if args.config is not None:
-        return load_config(args.config), "<inline config>"
+        return load_config(args.config), "<inline config>", args.config
     if args.file is not None:
-        return load_config_file(args.file), args.file
+        try:
+            with open(args.file, encoding="utf-8") as handle:
+                text = handle.read()
+        except OSError as exc:
+            raise ConfigError(f"{args.file}: cannot read the config file: {exc.strerror or exc}") from None
+        return load_config(text, args.file), args.file, text
     raise ConfigError("no config given: pass -f FILE or -c '<yaml>' (or --demo to try the gateway offline)")
+
+
+def _validate(text: str, source: str) -> None:
+    """What a config must pass, at start-up and at every reload: it loads, and a Gateway can be built from it."""
+    Gateway(load_config(text, source), source)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -72,7 +141,7 @@ def main(argv: list[str] | None = None) -> int:
             args.config = demo_config_text()
 
     try:
-        config, source = _load(args)
+        config, source, text = _load(args)
         Gateway(config, source)  # builds the router: a provider that cannot be served is a config error too
     except ConfigError as exc:
         print(f"agentgateway: invalid config\n{exc}", file=sys.stderr)
@@ -82,18 +151,25 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{source}: OK ({len(config.llm.models)} model entries)")
         return 0
 
-    # granian's workers are fresh processes: they load the same source again from these variables.
-    if args.config is not None:
-        os.environ[CONFIG_INLINE_ENV] = args.config
+    # granian's workers never read the user's file: they read the text validated here from a private snapshot,
+    # and follow the generations this process publishes when the file changes (reload.py, OPERATIONS.md 6).
+    publisher = Publisher()
+    os.environ[SNAPSHOT_ENV] = publisher.directory
+    watcher: ConfigWatcher | None = None
+    if args.file is not None:
+        watcher = ConfigWatcher(args.file, text, _validate, publisher)
     else:
-        os.environ[CONFIG_FILE_ENV] = os.path.abspath(args.file)
+        publisher.publish(text, source)
     os.environ[LOG_LEVEL_ENV] = args.log_level.upper()
     port = args.port or config.llm.port or DEFAULT_PORT
     logging.basicConfig(level=args.log_level.upper(), format=LOG_FORMAT)
     stop_stats = _start_stats(config, args.workers)
     try:
-        _serve(args.host, port, args.workers, args.drain_timeout, args.log_level)
+        _serve(args.host, port, args.workers, args.drain_timeout, args.log_level, watcher)
     finally:
+        if watcher is not None:
+            watcher.stop()
+        publisher.close()
         stop_stats()
     return 0
 
@@ -123,7 +199,9 @@ def _start_stats(config: GatewayConfig, workers: int) -> Callable[[], None]:
     return stop
 
 
-def _serve(host: str, port: int, workers: int, drain_timeout: float, log_level: str) -> None:
+def _serve(
+    host: str, port: int, workers: int, drain_timeout: float, log_level: str, watcher: ConfigWatcher | None = None
+) -> None:
     from granian import Granian
     from granian.constants import Interfaces, Loops
 
@@ -148,4 +226,14 @@ def _serve(host: str, port: int, workers: int, drain_timeout: float, log_level: 
         respawn_failed_workers=True,
         backlog=4096,
     )
+
+    def on_startup() -> None:
+        # After granian set its signal handlers: SIGHUP re-reads the config instead of restarting every worker.
+        if watcher is not None:
+            watcher.install_sighup()
+            watcher.start()
+        elif hasattr(signal, "SIGHUP"):
+            signal.signal(signal.SIGHUP, lambda *_: logging.getLogger("agentgateway").info("SIGHUP: no file to reload"))
+
+    server.on_startup(on_startup)
     server.serve()

@@ -15,12 +15,12 @@ from __future__ import annotations
 
 import random
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
 from .backend import Backend
 from .cel import Expression, compile_expression, request_activation
-from .config import GatewayConfig, VirtualModel
+from .config import GatewayConfig, ModelEntry, VirtualModel
 from .errors import ConfigError, ModelNotFound
 from .health import Clock, order_by_health
 from .memo import BoundedMemo
@@ -225,11 +225,25 @@ class _Conditional(Route):
 
 
 class Router:
-    def __init__(self, config: GatewayConfig, source: str = "config", clock: Clock = time.monotonic) -> None:
-        """``clock`` (monotonic seconds) times the backends' evictions; tests pass their own."""
+    def __init__(
+        self,
+        config: GatewayConfig,
+        source: str = "config",
+        clock: Clock = time.monotonic,
+        reuse: Callable[[ModelEntry], Backend | None] | None = None,
+    ) -> None:
+        """``clock`` (monotonic seconds) times the backends' evictions; tests pass their own. ``reuse`` gives the
+        Backend of an unchanged entry from the router this one replaces (reload.py): its provider, credential
+        caches and eviction state carry over."""
         self.backends: list[Backend] = []
         self._patterns: list[tuple[NamePattern, Backend]] = []
         for index, entry in enumerate(config.llm.models):
+            kept = reuse(entry) if reuse is not None else None
+            if kept is not None:
+                kept.renumber(index)
+                self.backends.append(kept)
+                self._patterns.append((NamePattern(entry.name), kept))
+                continue
             # The config accepts only provider names that are registered (a test keeps the two lists equal).
             try:
                 provider = PROVIDERS[entry.provider_name](entry)

@@ -423,6 +423,12 @@ class UpstreamClient:
         self._ssl_context: ssl.SSLContext | None = None
         self.user_agent = f"agentgateway/{__version__}"
 
+    def reconfigure(self, timeouts: Timeouts) -> None:
+        """A reloaded config's timeouts, for the next exchange of every pool (the pools themselves are kept)."""
+        self.timeouts = timeouts
+        for pool in self._pools.values():
+            pool.timeouts = timeouts
+
     def _pool(self, endpoint: Endpoint) -> _Pool:
         key = (endpoint.tls, endpoint.host, endpoint.port)
         pool = self._pools.get(key)

@@ -1,0 +1,363 @@
+"""Live config changes (issue 16, OPERATIONS.md section 6): the real ``agentgateway -f`` with two workers, the file
+edited under it, and everything observed through the openai SDK.
+
+Two tagged OpenAI-compatible upstreams (A and B) answer with their tag, so every answer says which config served
+it. The upstream model ``gated`` streams its first chunk and then waits until the test opens the gate: a stream
+started before a change that is still running after it, with no timing involved.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import re
+import signal
+import threading
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import openai
+import orjson
+import pytest
+from aiohttp import web
+from conftest import TEST_KEY, RunningGateway, openai_client, start_gateway
+from fakes.bedrock_upstream import FakeBedrock, start_fake_bedrock
+from fakes.gemini_upstream import start_fake_google
+from fakes.server import serve_in_thread
+from test_bedrock import AWS_ENV_VARS, aws_env
+from test_bedrock_credentials import no_files, start_container_endpoint
+from test_vertex import adc_env
+
+# A change reaches new requests within 2 s (a product property); the tests wait longer so that a loaded machine
+# does not fail them, and report how long it took.
+DEADLINE = 20.0
+
+
+@dataclass
+class Tagged:
+    tag: str
+    gate: threading.Event = field(default_factory=threading.Event)
+    models: list[str] = field(default_factory=list)
+    origin: str = ""
+
+    async def handle(self, request: web.Request) -> web.StreamResponse:
+        body = orjson.loads(await request.read())
+        model = body["model"]
+        self.models.append(model)
+        text = f"{self.tag}:{model}"
+        if not body.get("stream"):
+            return web.json_response(
+                {
+                    "id": "x",
+                    "object": "chat.completion",
+                    "created": 1,
+                    "model": model,
+                    "choices": [
+                        {"index": 0, "message": {"role": "assistant", "content": text}, "finish_reason": "stop"}
+                    ],
+                    "usage": {"prompt_tokens": 1, "completion_tokens": 1, "total_tokens": 2},
+                }
+            )
+        response = web.StreamResponse(headers={"content-type": "text/event-stream"})
+        await response.prepare(request)
+
+        def chunk(delta: dict[str, Any], finish: str | None = None) -> bytes:
+            payload = {
+                "id": "x",
+                "object": "chat.completion.chunk",
+                "created": 1,
+                "model": model,
+                "choices": [{"index": 0, "delta": delta, "finish_reason": finish}],
+            }
+            return b"data: " + orjson.dumps(payload) + b"\n\n"
+
+        await response.write(chunk({"role": "assistant", "content": text}))
+        if model == "gated":
+            await asyncio.get_running_loop().run_in_executor(None, self.gate.wait)
+        for word in (" and", " the", " end"):
+            await response.write(chunk({"content": word}))
+        await response.write(chunk({}, "stop") + b"data: [DONE]\n\n")
+        await response.write_eof()
+        return response
+
+
+def start_tagged(tag: str) -> tuple[Tagged, Callable[[], None]]:
+    fake = Tagged(tag)
+    app = web.Application()
+    app.router.add_post("/v1/chat/completions", fake.handle)
+    fake.origin, stop = serve_in_thread(app, f"tagged-{tag}")
+    return fake, stop
+
+
+@pytest.fixture(scope="module")
+def upstreams() -> Iterator[tuple[Tagged, Tagged]]:
+    a, stop_a = start_tagged("A")
+    b, stop_b = start_tagged("B")
+    yield a, b
+    a.gate.set()
+    b.gate.set()
+    stop_a()
+    stop_b()
+
+
+def entry(name: str, upstream: Tagged, model: str | None = None) -> str:
+    model_line = f"\n      model: {model}" if model else ""
+    return f"""
+  - name: {name}
+    provider:
+      custom: {{formats: [{{type: completions}}]}}
+    params:
+      baseUrl: {upstream.origin}/v1
+      apiKey: {TEST_KEY}{model_line}"""
+
+
+def config(*entries: str) -> str:
+    return "llm:\n  models:" + "".join(entries) + "\n"
+
+
+def write(path: Path, text: str) -> None:
+    """As deploy tools and editors do: the whole new file renamed into place."""
+    temporary = path.with_suffix(".tmp")
+    temporary.write_text(text)
+    os.replace(temporary, path)
+
+
+def answer(client: openai.OpenAI, model: str) -> str:
+    completion = client.chat.completions.create(model=model, messages=[{"role": "user", "content": "hi"}])
+    return completion.choices[0].message.content or ""
+
+
+def wait_for(what: str, check: Callable[[], bool], gateway: RunningGateway, deadline: float = DEADLINE) -> float:
+    """Polls ``check`` until it holds; returns how long that took."""
+    started = time.monotonic()
+    while time.monotonic() - started < deadline:
+        if check():
+            return time.monotonic() - started
+        time.sleep(0.05)
+    raise AssertionError(f"{what}: not within {deadline} s\n{gateway.log()}")
+
+
+def answers_with(gateway: RunningGateway, model: str, expected: str) -> Callable[[], bool]:
+    def check() -> bool:
+        try:
+            return answer(openai_client(gateway.url), model) == expected  # a new connection each time
+        except openai.APIError:
+            return False
+
+    return check
+
+
+def worker_generations(gateway: RunningGateway) -> dict[int, int]:
+    """The config generation each worker process last said it serves."""
+    seen: dict[int, int] = {}
+    for match in re.finditer(r"worker (\d+) serves config generation (\d+)", gateway.log()):
+        seen[int(match.group(1))] = int(match.group(2))
+    return seen
+
+
+@pytest.fixture
+def gateway_file(tmp_path: Path, upstreams: tuple[Tagged, Tagged]) -> Iterator[tuple[RunningGateway, Path]]:
+    a, _ = upstreams
+    path = tmp_path / "config.yaml"
+    path.write_text(config(entry("m", a), entry("stay", a), entry("gone", a), entry("gated", a, "gated")))
+    gateway = start_gateway(None, tmp_path, "-f", str(path), workers=2)
+    yield gateway, path
+    a.gate.set()
+    gateway.stop()
+
+
+def test_a_change_is_served_by_both_workers_while_a_stream_started_before_ends_on_the_old_config(
+    gateway_file: tuple[RunningGateway, Path], upstreams: tuple[Tagged, Tagged]
+) -> None:
+    gateway, path = gateway_file
+    a, b = upstreams
+    a.gate.clear()
+    client = openai_client(gateway.url)
+    assert answer(client, "m") == "A:m"
+    stream = client.chat.completions.create(model="gated", messages=[{"role": "user", "content": "hi"}], stream=True)
+    first = next(iter(stream))
+    assert first.choices[0].delta.content == "A:gated"
+
+    # m moves to B, gone is removed, new is added; stay and gated are unchanged.
+    write(path, config(entry("m", b), entry("stay", a), entry("new", b), entry("gated", a, "gated")))
+    took = wait_for("m answered by B", answers_with(gateway, "m", "B:m"), gateway)
+    print(f"the change was served after {took:.2f} s")
+    wait_for("both workers on generation 2", lambda: sorted(worker_generations(gateway).values()) == [2, 2], gateway)
+    for _ in range(10):  # new connections, whichever worker takes them
+        fresh = openai_client(gateway.url)
+        assert answer(fresh, "m") == "B:m"
+        assert answer(fresh, "new") == "B:new"
+        assert answer(fresh, "stay") == "A:stay"
+        with pytest.raises(openai.NotFoundError):
+            answer(fresh, "gone")
+    assert "gone" not in [model.id for model in openai_client(gateway.url).models.list().data]
+    # Both workers kept the unchanged entries (stay, gated) and built the changed and new ones.
+    assert len(re.findall(r"serves config generation 2 \(2 model entries kept, 2 new\)", gateway.log())) == 2
+
+    # The stream that started on the old config ends on it, from the same upstream, in full.
+    a.gate.set()
+    rest = "".join(chunk.choices[0].delta.content or "" for chunk in stream if chunk.choices)
+    assert rest == " and the end"
+    assert a.models.count("gated") == 1
+
+
+def test_a_bad_change_keeps_the_last_good_config_is_logged_once_and_a_fix_is_served(
+    gateway_file: tuple[RunningGateway, Path], upstreams: tuple[Tagged, Tagged]
+) -> None:
+    gateway, path = gateway_file
+    a, b = upstreams
+    good = config(entry("m", a))
+    write(path, good)
+    wait_for("gone removed", lambda: sorted(worker_generations(gateway).values()) == [2, 2], gateway)
+
+    # Line 8 holds the bad value; the key on line 7 must not show up in the log.
+    bad = good + "  timeouts: {connect: -1}\n"
+    write(path, bad)
+    wait_for("the refusal logged", lambda: "config change refused" in gateway.log(), gateway)
+    log = gateway.log()
+    assert re.search(rf"{re.escape(str(path))}:\d+: llm\.timeouts\.connect: Input should be greater than 0", log)
+    assert TEST_KEY not in log
+    # Still served, by every worker: nothing of the bad change reached them.
+    for _ in range(5):
+        assert answer(openai_client(gateway.url), "m") == "A:m"
+    # The same bad text seen again (touched, or SIGHUP) is not logged again.
+    write(path, bad)
+    gateway.process.send_signal(signal.SIGHUP)
+    marker = "checked after the repeat"
+    fixed = config(entry("m", b)) + f"# {marker}\n"
+    write(path, fixed)
+    wait_for("the fix served", answers_with(gateway, "m", "B:m"), gateway)
+    assert gateway.log().count("config change refused") == 1
+    # Invalid YAML too: file:line and the problem.
+    write(path, fixed + "  models: [\n")
+    wait_for("the YAML error logged", lambda: gateway.log().count("config change refused") == 2, gateway)
+    assert re.search(rf"{re.escape(str(path))}:\d+: invalid YAML", gateway.log())
+    assert answer(openai_client(gateway.url), "m") == "B:m"
+    assert "gracefully respawning" not in gateway.log()
+
+
+def test_sighup_reloads_a_change_the_file_watch_cannot_see(
+    gateway_file: tuple[RunningGateway, Path], upstreams: tuple[Tagged, Tagged]
+) -> None:
+    gateway, path = gateway_file
+    a, _ = upstreams
+    # The same size, inode and modification time: only SIGHUP tells the gateway to look.
+    text = config(entry("m", a), entry("stay", a), entry("gone", a), entry("gated", a, "gated"))
+    assert path.read_text() == text
+    before = os.stat(path)
+    changed = text.replace("name: gone\n", "name: gon2\n")
+    assert len(changed) == len(text) and changed != text
+    with open(path, "r+") as handle:
+        handle.write(changed)
+    os.utime(path, ns=(before.st_atime_ns, before.st_mtime_ns))
+    after = os.stat(path)
+    assert (after.st_ino, after.st_size, after.st_mtime_ns) == (before.st_ino, before.st_size, before.st_mtime_ns)
+    gateway.process.send_signal(signal.SIGHUP)
+    wait_for("gon2 served after SIGHUP", answers_with(gateway, "gon2", "A:gon2"), gateway)
+    # granian's own SIGHUP handling (restart every worker) was not used: the workers are the same processes.
+    assert "gracefully respawning" not in gateway.log()
+    assert len(worker_generations(gateway)) == 2
+
+
+def test_a_worker_started_after_a_change_serves_the_validated_config_not_the_file(
+    gateway_file: tuple[RunningGateway, Path], upstreams: tuple[Tagged, Tagged]
+) -> None:
+    from conftest import process_tree
+
+    gateway, path = gateway_file
+    _, b = upstreams
+    write(path, config(entry("m", b)))
+    wait_for("generation 2", lambda: sorted(worker_generations(gateway).values()) == [2, 2], gateway)
+    write(path, "llm: {models: [{name: m, provider: nonsense}]}\n")  # refused: the file now differs from what is served
+    wait_for("the refusal logged", lambda: "config change refused" in gateway.log(), gateway)
+    workers = [pid for pid in process_tree(gateway.process.pid) if pid != gateway.process.pid]
+    victim = next(pid for pid in workers if pid in worker_generations(gateway))
+    os.kill(victim, signal.SIGKILL)
+
+    def respawned() -> bool:
+        pids = set(process_tree(gateway.process.pid)) - {gateway.process.pid}
+        return victim not in pids and len(pids) >= 2
+
+    wait_for("the worker respawned", respawned, gateway)
+    # Every worker, the new one included, serves generation 2 (m on B); none read the broken file.
+    for _ in range(20):
+        assert answer(openai_client(gateway.url), "m") == "B:m"
+
+
+# -- credentials of unchanged cloud entries survive a change -------------------------------------------------------
+
+
+def test_unchanged_vertex_and_bedrock_entries_fetch_no_new_token(
+    tmp_path: Path, upstreams: tuple[Tagged, Tagged]
+) -> None:
+    a, b = upstreams
+    google, stop_google = start_fake_google(TEST_KEY)
+    bedrock: FakeBedrock
+    bedrock, stop_bedrock = start_fake_bedrock(region="eu-west-3")
+    container, stop_container = start_container_endpoint(bedrock, 3600)
+    try:
+        cloud = f"""
+  - name: vertex-model
+    provider: vertex
+    params: {{model: gemini-2.5-flash, vertexProject: test-project, vertexRegion: us-central1,
+              baseUrl: "{google.origin}"}}
+  - name: bedrock-model
+    provider: bedrock
+    params: {{model: "anthropic.claude-3-haiku-20240307-v1:0", awsRegion: eu-west-3, baseUrl: "{bedrock.base_url}"}}"""
+        path = tmp_path / "config.yaml"
+        path.write_text(config(cloud, entry("m", a)))
+        env = {
+            **adc_env(tmp_path, google.service_account_info()),
+            **aws_env(
+                AWS_CONTAINER_CREDENTIALS_FULL_URI=container.url,
+                AWS_CONTAINER_AUTHORIZATION_TOKEN="container-auth-token",
+                **no_files(tmp_path),
+            ),
+        }
+        gateway = start_gateway(None, tmp_path, "-f", str(path), workers=1, env=env, unset=AWS_ENV_VARS)
+        try:
+            client = openai_client(gateway.url)
+            for model in ("vertex-model", "bedrock-model"):
+                client.chat.completions.create(model=model, messages=[{"role": "user", "content": "hi"}])
+            google_tokens, aws_credentials = len(google.token_requests), len(container.issued)
+            assert google_tokens >= 1 and aws_credentials >= 1
+
+            write(path, config(cloud, entry("m", b), entry("added", b)))
+            wait_for("m answered by B", answers_with(gateway, "m", "B:m"), gateway)
+            for model in ("vertex-model", "bedrock-model"):
+                client.chat.completions.create(model=model, messages=[{"role": "user", "content": "hi"}])
+            assert len(google.token_requests) == google_tokens
+            assert len(container.issued) == aws_credentials
+
+            # A changed entry is a new backend: its credentials are fetched anew.
+            write(path, config(cloud.replace("us-central1", "europe-west4"), entry("m", b)))
+            wait_for("generation 3", lambda: list(worker_generations(gateway).values()) == [3], gateway)
+            client.chat.completions.create(model="vertex-model", messages=[{"role": "user", "content": "hi"}])
+            assert len(google.token_requests) == google_tokens + 1
+        finally:
+            gateway.stop()
+    finally:
+        stop_container()
+        stop_bedrock()
+        stop_google()
+
+
+def test_validate_only_is_unchanged(tmp_path: Path, upstreams: tuple[Tagged, Tagged]) -> None:
+    import subprocess
+    import sys
+
+    a, _ = upstreams
+    path = tmp_path / "config.yaml"
+    path.write_text(config(entry("m", a)))
+    done = subprocess.run(
+        [sys.executable, "-m", "agentgateway", "-f", str(path), "--validate-only"], capture_output=True, text=True
+    )
+    assert done.returncode == 0 and "OK (1 model entries)" in done.stdout
+    path.write_text("llm: {models: [{name: m, provider: nonsense}]}\n")
+    done = subprocess.run(
+        [sys.executable, "-m", "agentgateway", "-f", str(path), "--validate-only"], capture_output=True, text=True
+    )
+    assert done.returncode == 1 and f"{path}:1: llm.models[0].provider" in done.stderr
