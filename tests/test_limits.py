@@ -20,7 +20,7 @@ from agentgateway.config import RateLimit, RedisConfig, load_config
 from agentgateway.errors import ConfigError, GatewayError
 from agentgateway.policy.limits import compile_limits
 from agentgateway.policy.redis_store import Breaker, RedisStore
-from agentgateway.policy.shm import TABLE_ENV, Bucket, SharedTable, gateway_table
+from agentgateway.policy.shm import TABLE_ENV, Bucket, SharedTable, gateway_table, wait_ns
 from conftest import TEST_KEY, RunningGateway, start_gateway
 from fakes.openai_upstream import STORY, FakeOpenAI
 from redis_server import RedisServer
@@ -47,17 +47,17 @@ def test_a_bucket_refills_by_whole_fills_up_to_its_size(tmp_path: Path) -> None:
     bucket = Bucket(max_tokens=3, tokens_per_fill=2, interval_ns=10**9)
     slot = table.slot(b"k" * 16, bucket)
     assert [table.take([(slot, bucket, 1)])[0] for _ in range(4)] == [True, True, True, False]
-    ok, states = table.take([(slot, bucket, 1)])
+    ok, now, found = table.take([(slot, bucket, 1)])
     assert not ok
-    assert states[0].retry_ns == 10**9
+    assert wait_ns(found[0][0], 1, found[0][1], now, bucket) == 10**9
     clock.now += 10**9 - 1
     assert not table.take([(slot, bucket, 1)])[0]
     clock.now += 1
     assert table.take([(slot, bucket, 2)])[0]
     clock.now += 100 * 10**9  # a long idle time fills it only to its size
-    ok, states = table.take([(slot, bucket, 1)])
+    ok, _now, found = table.take([(slot, bucket, 1)])
     assert ok
-    assert states[0].remaining == 2
+    assert found[0][0] == 2
 
 
 def test_a_request_takes_from_all_of_its_buckets_or_from_none(tmp_path: Path) -> None:
@@ -65,9 +65,9 @@ def test_a_request_takes_from_all_of_its_buckets_or_from_none(tmp_path: Path) ->
     big, small = Bucket(10, 1, HOUR), Bucket(1, 1, HOUR)
     a, b = table.slot(b"a" * 16, big), table.slot(b"b" * 16, small)
     assert table.take([(a, big, 1), (b, small, 1)])[0]
-    ok, states = table.take([(a, big, 1), (b, small, 1)])
+    ok, _now, found = table.take([(a, big, 1), (b, small, 1)])
     assert not ok
-    assert states[0].remaining == 9  # the big bucket was not charged for the refused request
+    assert found[0][0] == 9  # the big bucket was not charged for the refused request
 
 
 def _hammer(path: str, rounds: int, start: Any, out: Any) -> None:
@@ -103,7 +103,7 @@ def test_a_worker_maps_the_table_its_parent_created_and_counts_survive_reopening
     slot = table.slot(b"w" * 16, bucket)
     table.take([(slot, bucket, 3)])
     respawned = SharedTable(path)  # a respawned worker maps the same file
-    assert respawned.peek(respawned.slot(b"w" * 16, bucket), bucket).remaining == 2
+    assert respawned.peek(respawned.slot(b"w" * 16, bucket), bucket) == 2
     # Not a worker, or a table of an unrelated ancestor: a new table of its own, handed to its own workers.
     monkeypatch.setenv(TABLE_ENV, f"1:{path}")
     own = gateway_table(worker=False)
@@ -425,9 +425,10 @@ def test_a_hung_redis_costs_a_request_the_command_timeout_at_most(redis_server: 
     )
 
     async def run() -> None:
-        ok, states = await store.take([(limits[0], 1)])
-        assert ok
-        assert states[0].remaining == 4
+        taken = await store.take([(limits[0], 1)])
+        assert taken is not None
+        assert taken[0]
+        assert taken[2][0][0] == 4
         redis_server.pause()
         for _ in range(3):
             started = time.monotonic()
@@ -442,10 +443,11 @@ def test_a_hung_redis_costs_a_request_the_command_timeout_at_most(redis_server: 
         assert store.failures == 3
         redis_server.resume()
         clock[0] += 1.0  # the cooldown passed: the next request probes and closes the breaker
-        ok, states = await store.take([(limits[0], 1)])
-        assert ok
+        taken = await store.take([(limits[0], 1)])
+        assert taken is not None
+        assert taken[0]
         # A take that timed out may still run when Redis resumes (it was already sent): counted, never admitted.
-        assert 1 <= states[0].remaining <= 3
+        assert 1 <= taken[2][0][0] <= 3
         await store.close()
 
     asyncio.run(run())

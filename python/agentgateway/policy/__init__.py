@@ -82,6 +82,7 @@ class Guard:
 
                 self.store = LocalStore(gateway_table(worker=worker), every_limit)
         self.limited = self.store is not None
+        self._plans: dict[str, tuple[tuple[Limit, ...], list[tuple[Limit, int]] | None]] = {}
 
     def describe(self) -> list[str]:
         """What start-up logs (once per process): the modes that let callers in without a valid key."""
@@ -186,28 +187,43 @@ class Guard:
         if store is None:
             return
         identity: Identity | None = exchange.identity
-        limits = self.global_limits + identity.limits if identity is not None else self.global_limits
+        plan = self._plans.get(identity.id if identity is not None and identity.limits else "")
+        if plan is None:
+            plan = self._plan(identity)
+        limits, items = plan
         if not limits:
             return
-        estimate = 0
-        items: list[tuple[Limit, int]] = []
-        tokens: list[tuple[Limit, int]] = []
-        for limit in limits:
-            if limit.kind == "requests":
-                items.append((limit, 1))
-            else:
-                if not estimate:
-                    estimate = estimate_tokens(request)
-                cost = min(estimate, limit.bucket.max_tokens)
-                items.append((limit, cost))
-                tokens.append((limit, cost))
-        ok, states = await store.take(items)
-        if not ok:
-            raise rate_limited(items, states, None)
+        tokens: list[tuple[Limit, int]] | None = None
+        if items is None:  # token limits: the cost is this request's estimate
+            estimate = estimate_tokens(request)
+            items = []
+            tokens = []
+            for limit in limits:
+                if limit.kind == "requests":
+                    items.append((limit, 1))
+                else:
+                    cost = min(estimate, limit.bucket.max_tokens)
+                    items.append((limit, cost))
+                    tokens.append((limit, cost))
+        taken = await store.take(items)
+        if taken is None:
+            return  # failOpen while the store is away: admitted, uncounted
+        if not taken[0]:
+            raise rate_limited(items, taken)
         if tokens:
             exchange.reservation = Reservation(store, tokens)
-        if states:
-            exchange.client_headers = limit_headers(items, states)
+        exchange.client_headers = limit_headers(items, taken)
+
+    def _plan(self, identity: Identity | None) -> tuple[tuple[Limit, ...], list[tuple[Limit, int]] | None]:
+        """The limits of a caller, and the items to take when they all count requests (the same every time)."""
+        limits = self.global_limits + identity.limits if identity is not None else self.global_limits
+        items = [(limit, 1) for limit in limits] if all(limit.kind == "requests" for limit in limits) else None
+        plan = (limits, items)
+        if identity is None or not identity.limits:
+            self._plans[""] = plan
+        elif identity.kind == "apiKey":  # one per configured key: bounded
+            self._plans[identity.id] = plan
+        return plan
 
     @staticmethod
     def settle(exchange: Exchange) -> None:

@@ -18,32 +18,46 @@ from __future__ import annotations
 import hashlib
 import math
 from collections.abc import Sequence
-from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol
 
 from ..errors import GatewayError
-from .shm import Bucket, BucketState, SharedTable
+from .shm import Bucket, SharedTable, wait_ns
 
 if TYPE_CHECKING:
     from ..config import RateLimit
     from ..exchange import Exchange
     from ..providers import ChatRequest
 
-__all__ = ["Limit", "LocalStore", "Reservation", "Store", "compile_limits", "estimate_tokens", "rate_limited"]
+__all__ = [
+    "Limit",
+    "LocalStore",
+    "Reservation",
+    "Store",
+    "Taken",
+    "compile_limits",
+    "estimate_tokens",
+    "limit_headers",
+    "rate_limited",
+]
 
 Headers = list[tuple[bytes, bytes]]
 
 
-@dataclass(frozen=True, slots=True)
 class Limit:
     """One compiled ``localRateLimit`` entry."""
 
-    kind: str  # requests | tokens
-    bucket: Bucket
-    #: 16 bytes naming the bucket in the store: whom the limit applies to and its numbers, not its list index.
-    key: bytes
-    #: how a 429 names it, e.g. ``llm.policies.localRateLimit[0] (600 requests, 10 every 1s)``.
-    label: str
+    __slots__ = ("bucket", "key", "kind", "label", "limit_header", "slot")
+
+    def __init__(self, kind: str, bucket: Bucket, key: bytes, label: str) -> None:
+        self.kind = kind  # requests | tokens
+        self.bucket = bucket
+        #: 16 bytes naming the bucket in the store: whom the limit applies to and its numbers, not its list index.
+        self.key = key
+        #: how a 429 names it, e.g. ``llm.policies.localRateLimit[0] (600 requests, 10 more every 1s)``.
+        self.label = label
+        self.limit_header = str(bucket.max_tokens).encode()
+        #: the offset of its bucket in the shared-memory table (LocalStore), -1 elsewhere.
+        self.slot = -1
 
 
 def _format_seconds(seconds: float) -> str:
@@ -83,8 +97,14 @@ def estimate_tokens(request: ChatRequest) -> int:
     return max(1, estimate)
 
 
+#: ``(ok, now_ns, [(tokens, last_fill_ns)] per item)``: after the take, or as found when refused.
+Taken = tuple[bool, int, list[tuple[int, int]]]
+
+
 class Store(Protocol):
-    async def take(self, items: Sequence[tuple[Limit, int]]) -> tuple[bool, list[BucketState]]: ...
+    async def take(self, items: Sequence[tuple[Limit, int]]) -> Taken | None:
+        """None: the store could not count and its failure mode admits the request."""
+        ...
 
     def give(self, limit: Limit, amount: int) -> None: ...
 
@@ -95,14 +115,14 @@ class LocalStore:
     def __init__(self, table: SharedTable, limits: Sequence[Limit]) -> None:
         self.table = table
         # Slots are made when the config loads (the table's lock is taken once per limit, not per request).
-        self.slots = {limit.key: table.slot(limit.key, limit.bucket) for limit in limits}
+        for limit in limits:
+            limit.slot = table.slot(limit.key, limit.bucket)
 
-    async def take(self, items: Sequence[tuple[Limit, int]]) -> tuple[bool, list[BucketState]]:
-        slots = self.slots
-        return self.table.take([(slots[limit.key], limit.bucket, cost) for limit, cost in items])
+    async def take(self, items: Sequence[tuple[Limit, int]]) -> Taken | None:
+        return self.table.take([(limit.slot, limit.bucket, cost) for limit, cost in items])
 
     def give(self, limit: Limit, amount: int) -> None:
-        self.table.give(self.slots[limit.key], limit.bucket, amount)
+        self.table.give(limit.slot, limit.bucket, amount)
 
 
 class Reservation:
@@ -134,28 +154,37 @@ def _seconds(ns: int) -> int:
     return math.ceil(ns / 1e9) if ns > 0 else 0
 
 
-def limit_headers(items: Sequence[tuple[Limit, int]], states: Sequence[BucketState]) -> Headers:
+def limit_headers(items: Sequence[tuple[Limit, int]], taken: Taken) -> Headers:
     """``x-ratelimit-limit`` / ``-remaining`` / ``-reset`` (seconds until full again) of the most constrained
     limit: the one with the least of its bucket left."""
-    best = min(range(len(states)), key=lambda i: states[i].remaining / items[i][0].bucket.max_tokens)
-    state, bucket = states[best], items[best][0].bucket
+    _ok, now, found = taken
+    best = 0
+    if len(items) > 1:
+        best = min(range(len(items)), key=lambda i: found[i][0] / items[i][0].bucket.max_tokens)
+    limit = items[best][0]
+    tokens, last = found[best]
+    reset = wait_ns(tokens, limit.bucket.max_tokens, last, now, limit.bucket)
     return [
-        (b"x-ratelimit-limit", str(bucket.max_tokens).encode()),
-        (b"x-ratelimit-remaining", str(max(0, state.remaining)).encode()),
-        (b"x-ratelimit-reset", str(_seconds(state.reset_ns)).encode()),
+        (b"x-ratelimit-limit", limit.limit_header),
+        (b"x-ratelimit-remaining", str(tokens if tokens > 0 else 0).encode()),
+        (b"x-ratelimit-reset", str(_seconds(reset)).encode()),
     ]
 
 
-def rate_limited(items: Sequence[tuple[Limit, int]], states: Sequence[BucketState], who: str | None) -> GatewayError:
+def rate_limited(items: Sequence[tuple[Limit, int]], taken: Taken) -> GatewayError:
     """The 429 for a refused request: names the limit that keeps it waiting longest, with ``Retry-After``."""
-    refused = max(range(len(states)), key=lambda i: states[i].retry_ns)
+    _ok, now, found = taken
+    waits = [
+        wait_ns(tokens, cost, last, now, limit.bucket)
+        for (limit, cost), (tokens, last) in zip(items, found, strict=True)
+    ]
+    refused = max(range(len(items)), key=waits.__getitem__)
     limit, cost = items[refused]
-    retry = max(1, _seconds(states[refused].retry_ns))
-    owner = f" of {who}" if who is not None else ""
+    retry = max(1, _seconds(waits[refused]))
     asked = f"; this request needs {cost}" if limit.kind == "tokens" else ""
-    headers = [(b"retry-after", str(retry).encode()), *limit_headers(items, states)]
+    headers = [(b"retry-after", str(retry).encode()), *limit_headers(items, taken)]
     return GatewayError(
-        f"Rate limit exceeded: {limit.label}{owner}{asked}. Retry after {retry} s.",
+        f"Rate limit exceeded: {limit.label}{asked}. Retry after {retry} s.",
         status=429,
         type_="rate_limit_error",
         code="rate_limit_exceeded",

@@ -15,14 +15,12 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import math
 import time
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
 from ..errors import GatewayError
-from .limits import Limit
-from .shm import BucketState
+from .limits import Limit, Taken
 
 if TYPE_CHECKING:
     from ..config import RedisConfig
@@ -31,6 +29,8 @@ __all__ = ["SCRIPT", "Breaker", "RedisStore"]
 
 logger = logging.getLogger("agentgateway")
 
+# asyncio.timeout (3.11+) bounds the call without the extra task asyncio.wait_for runs it in.
+_timeout = getattr(asyncio, "timeout", None)
 _THRESHOLD = 3
 _COOLDOWN = 1.0
 #: one hash tag, so that a Redis Cluster keeps every bucket of a request in one slot (the script needs that).
@@ -186,7 +186,11 @@ class RedisStore:
         from redis.exceptions import RedisError
 
         try:
-            result: list[int] = await asyncio.wait_for(self._redis()(keys=keys, args=args), self.timeout)
+            if _timeout is not None:
+                async with _timeout(self.timeout):
+                    result: list[int] = await self._redis()(keys=keys, args=args)
+            else:  # Python 3.10
+                result = await asyncio.wait_for(self._redis()(keys=keys, args=args), self.timeout)
         except (RedisError, OSError, asyncio.TimeoutError) as exc:
             self.failures += 1
             if breaker.failed():
@@ -203,19 +207,16 @@ class RedisStore:
             logger.warning("rate-limit store (Redis) answers again; shared counts are in use")
         return result
 
-    async def take(self, items: Sequence[tuple[Limit, int]]) -> tuple[bool, list[BucketState]]:
+    async def take(self, items: Sequence[tuple[Limit, int]]) -> Taken | None:
         result = await self._call("take", items)
         if result is None:
             self.unavailable += 1
             if self.fail_open:
-                return True, []
+                return None
             raise store_unavailable()
-        ok, now = bool(result[0]), result[1]
-        states = []
-        for index, (limit, cost) in enumerate(items):
-            tokens, last = int(result[2 + 2 * index]), int(result[3 + 2 * index])
-            states.append(_state(tokens, last, now, limit, 0 if ok else cost))
-        return ok, states
+        # The script counts in microseconds of Redis's clock; the rest of the gateway in nanoseconds.
+        found = [(int(result[i]), int(result[i + 1]) * 1000) for i in range(2, 2 + 2 * len(items), 2)]
+        return bool(result[0]), int(result[1]) * 1000, found
 
     def give(self, limit: Limit, amount: int) -> None:
         task = asyncio.get_running_loop().create_task(self._give(limit, amount))
@@ -229,17 +230,3 @@ class RedisStore:
         if self._client is not None:
             await self._client.aclose()
             self._client = None
-
-
-def _state(tokens: int, last: int, now: int, limit: Limit, want: int) -> BucketState:
-    """A bucket's state from the script's numbers (microseconds) in shm.py's terms (nanoseconds)."""
-    bucket = limit.bucket
-    interval_us = max(1, bucket.interval_ns // 1000)
-
-    def wait_us(target: int) -> int:
-        if tokens >= target:
-            return 0
-        fills = math.ceil((target - tokens) / bucket.tokens_per_fill)
-        return max(0, last + fills * interval_us - now)
-
-    return BucketState(tokens, wait_us(bucket.max_tokens) * 1000, wait_us(want) * 1000 if want else 0)

@@ -28,7 +28,7 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
-__all__ = ["TABLE_ENV", "Bucket", "BucketState", "SharedTable", "gateway_table"]
+__all__ = ["TABLE_ENV", "Bucket", "SharedTable", "gateway_table", "wait_ns"]
 
 #: ``<pid of the process that created the table>:<path>``, read by that process's granian workers.
 TABLE_ENV = "AGENTGATEWAY_LIMITS_TABLE"
@@ -54,16 +54,6 @@ class Bucket:
     interval_ns: int
 
 
-@dataclass(frozen=True, slots=True)
-class BucketState:
-    """What a check left in one bucket: tokens remaining, nanoseconds until it is full again, and (when refused)
-    nanoseconds until it holds what was asked."""
-
-    remaining: int
-    reset_ns: int
-    retry_ns: int = 0
-
-
 def _refill(tokens: int, last: int, now: int, bucket: Bucket) -> tuple[int, int]:
     if now > last:
         fills = (now - last) // bucket.interval_ns
@@ -73,16 +63,12 @@ def _refill(tokens: int, last: int, now: int, bucket: Bucket) -> tuple[int, int]
     return tokens, last
 
 
-def _wait_ns(tokens: int, want: int, last: int, now: int, bucket: Bucket) -> int:
+def wait_ns(tokens: int, want: int, last: int, now: int, bucket: Bucket) -> int:
     """Nanoseconds until ``tokens`` (as of ``last``) become at least ``want``."""
     if tokens >= want:
         return 0
     fills = -(-(want - tokens) // bucket.tokens_per_fill)
     return max(0, last + fills * bucket.interval_ns - now)
-
-
-def state_of(tokens: int, last: int, now: int, bucket: Bucket, retry_ns: int = 0) -> BucketState:
-    return BucketState(tokens, _wait_ns(tokens, bucket.max_tokens, last, now, bucket), retry_ns)
 
 
 class SharedTable:
@@ -139,37 +125,34 @@ class SharedTable:
                     return offset + 16
         raise OSError(f"the limits table {self.path} is full ({self.capacity} limits)")
 
-    def take(self, items: Sequence[tuple[int, Bucket, int]]) -> tuple[bool, list[BucketState]]:
-        """Takes ``cost`` from each ``(slot, bucket, cost)``, all or none: True when every bucket held its cost.
-        The states say what is left (or, refused, when to come back)."""
+    def take(self, items: Sequence[tuple[int, Bucket, int]]) -> tuple[bool, int, list[tuple[int, int]]]:
+        """Takes ``cost`` from each ``(slot, bucket, cost)``, all or none. Returns whether every bucket held its
+        cost, the clock's time and each bucket's ``(tokens, last fill)``: after the take, or as found when refused
+        (``wait_ns`` says when to come back)."""
         mm = self._mm
         fd = self._fd
-        unpack, pack = _STATE.unpack_from, _STATE.pack_into
+        unpack = _STATE.unpack_from
+        found = []
+        ok = True
         fcntl.flock(fd, fcntl.LOCK_EX)
         try:
             now = self.clock()
-            read = []
-            ok = True
             for offset, bucket, cost in items:
                 tokens, last = unpack(mm, offset)
-                tokens, last = _refill(tokens, last, now, bucket)
-                read.append((tokens, last))
+                if now - last >= bucket.interval_ns:
+                    tokens, last = _refill(tokens, last, now, bucket)
+                found.append((tokens, last))
                 if tokens < cost:
                     ok = False
             if ok:
-                for (offset, _bucket, cost), (tokens, last) in zip(items, read, strict=True):
+                pack = _STATE.pack_into
+                for index, (offset, _bucket, cost) in enumerate(items):
+                    tokens, last = found[index]
+                    found[index] = (tokens - cost, last)
                     pack(mm, offset, tokens - cost, last)
         finally:
             fcntl.flock(fd, fcntl.LOCK_UN)
-        if ok:
-            return True, [
-                state_of(tokens - cost, last, now, bucket)
-                for (_offset, bucket, cost), (tokens, last) in zip(items, read, strict=True)
-            ]
-        return False, [
-            state_of(tokens, last, now, bucket, _wait_ns(tokens, cost, last, now, bucket))
-            for (_offset, bucket, cost), (tokens, last) in zip(items, read, strict=True)
-        ]
+        return ok, now, found
 
     def give(self, offset: int, bucket: Bucket, amount: int) -> None:
         """Adds ``amount`` (negative: takes) to a bucket, as a token reservation is settled; capped at its size."""
@@ -182,17 +165,16 @@ class SharedTable:
         finally:
             fcntl.flock(self._fd, fcntl.LOCK_UN)
 
-    def peek(self, offset: int, bucket: Bucket) -> BucketState:
-        """The bucket's state now, taking nothing."""
+    def peek(self, offset: int, bucket: Bucket) -> int:
+        """The tokens in a bucket now, taking nothing."""
         mm = self._mm
         fcntl.flock(self._fd, fcntl.LOCK_EX)
         try:
-            now = self.clock()
             tokens, last = _STATE.unpack_from(mm, offset)
-            tokens, last = _refill(tokens, last, now, bucket)
+            tokens, _last = _refill(tokens, last, self.clock(), bucket)
         finally:
             fcntl.flock(self._fd, fcntl.LOCK_UN)
-        return state_of(tokens, last, now, bucket)
+        return int(tokens)
 
 
 _TABLES: dict[str, SharedTable] = {}
