@@ -21,7 +21,6 @@ from typing import TYPE_CHECKING, Any
 
 from ..config import GatewayConfig
 from ..errors import ConfigError
-from ..exchange import Facts
 from ._access_log import AccessLog
 from ._catalog import Catalog, Tokens
 from ._metrics import FAMILIES, STATS_DIR_ENV, Recorder, provider_label
@@ -37,9 +36,6 @@ __all__ = ["FAMILIES", "STATS_ADDR_ENV", "STATS_DIR_ENV", "Telemetry", "stats_ad
 #: Wins over ``config.statsAddr`` (as agentgateway's).
 STATS_ADDR_ENV = "STATS_ADDR"
 
-# The lead adds these to Facts; until then they read as None (checked once here, not per request).
-_FACT_NAMES = ("cached_tokens", "cache_write_tokens", "reasoning_tokens")
-_HAS_FACTS = {name: hasattr(Facts, name) for name in _FACT_NAMES}
 _MAX_CLIENT_ID = 200
 
 
@@ -48,11 +44,11 @@ def stats_address(config: GatewayConfig) -> str:
     return os.environ.get(STATS_ADDR_ENV) or config.config.stats_addr
 
 
-def _fact(facts: Facts, name: str) -> int:
-    if not _HAS_FACTS[name]:
-        return 0
-    value = getattr(facts, name)
-    return value if isinstance(value, int) else 0
+def _tokens(usage: tuple[Any, ...]) -> Tokens:
+    """``Facts.usage``: (prompt, completion, total, cached, cache write, reasoning); a count not reported is 0."""
+    if len(usage) < 6:
+        return Tokens(usage[0], usage[1])
+    return Tokens(usage[0], usage[1], usage[3] or 0, usage[4] or 0, usage[5] or 0)
 
 
 class Telemetry:
@@ -74,7 +70,10 @@ class Telemetry:
         self.tracer: Tracer | None = None
         self._readiness: WorkerTable | None = None
         self._id_prefix = ""
-        self._id_pid = 0
+        self._id_count = 0
+
+    def _new_prefix(self) -> None:
+        self._id_prefix = os.urandom(6).hex()
         self._id_count = 0
 
     @property
@@ -130,10 +129,9 @@ class Telemetry:
                     request_id = value.decode("ascii")
                 break
         if request_id is None:
-            if self._id_pid != os.getpid():  # unique per worker process (and across restarts)
-                self._id_pid = os.getpid()
+            if not self._id_prefix:  # per process, drawn in the worker (and again after a fork)
                 self._id_prefix = os.urandom(6).hex()
-                self._id_count = 0
+                os.register_at_fork(after_in_child=self._new_prefix)
             self._id_count += 1
             request_id = f"{self._id_prefix}{self._id_count:08x}"
         exchange.request_id = request_id
@@ -155,48 +153,35 @@ class Telemetry:
         tokens: Tokens | None = None
         cost: float | None = None
         if usage is not None:
-            tokens = Tokens(
-                usage[0],
-                usage[1],
-                _fact(facts, "cached_tokens"),
-                _fact(facts, "cache_write_tokens"),
-                _fact(facts, "reasoning_tokens"),
-            )
+            tokens = _tokens(usage)
             if last is not None:
                 price = self.catalog.price(last.backend.entry.params.model, last.model, exchange.client_model)
                 if price is not None:
                     cost = Catalog.cost(price, tokens)
         recorder = self.recorder
-        caller = ""
         if recorder is not None:
-            caller = recorder.caller_label(exchange) if recorder._caller else ""
             recorder.record(
                 exchange,
                 elapsed,
                 (tokens.input, tokens.output, tokens.cached, tokens.cache_write) if tokens is not None else None,
                 cost,
-                caller,
+                recorder.caller_label(exchange) if recorder.caller else "",
             )
         if self.access_log is not None:
             identity = exchange.identity
             self.access_log.write(
-                {
-                    "id": exchange.request_id,
-                    "upstream_id": exchange.upstream_request_id,
-                    "caller": getattr(identity, "name", None) if identity is not None else None,
-                    "model": exchange.client_model,
-                    "backend": last.backend.entry.name if last is not None else None,
-                    "attempts": len(attempts),
-                    "status": exchange.status,
-                    "input": tokens.input if tokens is not None else None,
-                    "output": tokens.output if tokens is not None else None,
-                    "cached": tokens.cached if tokens is not None else None,
-                    "reasoning": tokens.reasoning if tokens is not None else None,
-                    "cost": cost,
-                    "duration": round(elapsed, 6),
-                    "ttft": round(facts.ttft, 6) if facts.ttft is not None else None,
-                    "error": facts.error_type,
-                }
+                exchange.request_id,
+                exchange.upstream_request_id,
+                getattr(identity, "name", None) if identity is not None else None,
+                exchange.client_model,
+                last.backend.entry.name if last is not None else None,
+                len(attempts),
+                exchange.status,
+                (tokens.input, tokens.output, tokens.cached, tokens.reasoning) if tokens is not None else None,
+                cost,
+                elapsed,
+                facts.ttft,
+                "client_closed" if exchange.status == 499 else facts.error_type,
             )
         trace = exchange.trace
         if trace is not None and self.tracer is not None:

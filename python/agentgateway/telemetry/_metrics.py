@@ -162,7 +162,7 @@ class Recorder:
         self._directory = directory if directory is not None else os.environ.get(STATS_DIR_ENV)
         self._table: WorkerTable | None = None
         self._configured = frozenset(configured_models)
-        self._caller = caller
+        self.caller = caller
         self._callers: set[str] = set()
         self._groups: dict[tuple[Any, ...], _Group] = {}
         self._attempts: dict[tuple[int, str, int | None], tuple[int, int]] = {}
@@ -240,14 +240,22 @@ class Recorder:
             self._groups[key] = group
         values = self.table.values
         values[group.requests] += 1
-        _observe(values, group.duration, HTTP_DURATION_BUCKETS, elapsed)
-        if group.genai_duration < 0:
+        base = group.duration
+        values[base + bisect_left(HTTP_DURATION_BUCKETS, elapsed)] += 1
+        values[base + _HTTP_SUM] += elapsed
+        base = group.genai_duration
+        if base < 0:
             return
-        _observe(values, group.genai_duration, GENAI_DURATION_BUCKETS, elapsed)
+        values[base + bisect_left(GENAI_DURATION_BUCKETS, elapsed)] += 1
+        values[base + _GENAI_SUM] += elapsed
         if tokens is not None:
-            for base, count in zip(group.tokens, tokens, strict=True):
-                if count or base == group.tokens[0] or base == group.tokens[1]:
-                    _observe(values, base, TOKEN_BUCKETS, count)
+            bases = group.tokens
+            for index in (0, 1, 2, 3):
+                count = tokens[index]
+                if count or index < 2:  # input and output always; cache reads and writes when there were some
+                    base = bases[index]
+                    values[base + bisect_left(TOKEN_BUCKETS, count)] += 1
+                    values[base + _TOKEN_SUM] += count
             if cost is None:
                 values[group.unpriced] += 1
             elif cost:
@@ -299,7 +307,7 @@ class Recorder:
         self, exchange: Exchange, backend: Backend | None, model: str, status: int, error: str, caller: str
     ) -> _Group:
         table = self.table
-        extra = (caller,) if self._caller else ()
+        extra = (caller,) if self.caller else ()
         operation = _OPERATIONS.get(exchange.api, exchange.api)
         provider = provider_label(backend) if backend is not None else "unknown"
         request_model = self.model_label(exchange, backend)
@@ -346,6 +354,11 @@ STATS_DIR_ENV = "AGENTGATEWAY_STATS_DIR"
 
 def _histogram(table: WorkerTable, family: str, names: tuple[str, ...], labels: tuple[str, ...]) -> int:
     return table.slot(family, names, labels, FAMILIES[family].slots)
+
+
+_HTTP_SUM = len(HTTP_DURATION_BUCKETS) + 1
+_GENAI_SUM = len(GENAI_DURATION_BUCKETS) + 1
+_TOKEN_SUM = len(TOKEN_BUCKETS) + 1
 
 
 def _observe(values: Any, base: int, buckets: tuple[float, ...], value: float) -> None:

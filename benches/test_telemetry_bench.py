@@ -1,0 +1,110 @@
+"""What metrics, the access log and tracing cost per request (issue 18): the work `Telemetry.begin` and
+`Telemetry.observe` do for one settled exchange, plain and streamed (a stream's chunks cost telemetry nothing: it
+reads the facts once, at settle). The worker table is a real file-backed mmap; the access log writes to /dev/null.
+
+    python -m pytest benches/test_telemetry_bench.py --benchmark-enable -p no:cacheprovider
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+import time
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import pytest
+from agentgateway.app import Gateway
+from agentgateway.config import load_config
+from agentgateway.exchange import Attempt, Exchange
+
+CONFIG = """
+llm:
+  models:
+  - {name: gpt-4o-mini, provider: openAI, params: {model: upstream-model, apiKey: k, baseUrl: "http://127.0.0.1:9/v1"}}
+config:
+  modelCatalog: [{name: upstream-model, input: 0.15, output: 0.6}]
+%s
+"""
+SCOPE = {
+    "type": "http",
+    "method": "POST",
+    "path": "/v1/chat/completions",
+    "headers": [(b"host", b"gw"), (b"content-type", b"application/json"), (b"authorization", b"Bearer sk-x")],
+}
+
+
+@pytest.fixture
+def stats_dir(monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
+    with tempfile.TemporaryDirectory() as directory:
+        monkeypatch.setenv("AGENTGATEWAY_STATS_DIR", directory)
+        yield directory
+
+
+def _gateway(section: str) -> Gateway:
+    gateway = Gateway(load_config(CONFIG % section))
+    if gateway.telemetry.access_log is not None:
+        gateway.telemetry.access_log._fd = os.open(os.devnull, os.O_WRONLY)
+    gateway.telemetry.startup()
+    return gateway
+
+
+def _one(gateway: Gateway, stream: bool) -> Callable[[], None]:
+    route = gateway.router.route("gpt-4o-mini")
+    backend = route.targets(None)[0][0]  # type: ignore[arg-type]
+
+    def run() -> None:
+        exchange = Exchange(SCOPE, gateway.observers)
+        gateway.telemetry.begin(exchange)
+        exchange.client_model = "gpt-4o-mini"
+        exchange.route = route
+        exchange.streamed = stream
+        attempt = Attempt(backend, "gpt-4o-mini", exchange.started, exchange.started + 0.001, 200, "ok")
+        exchange.attempts.append(attempt)
+        facts = exchange.facts
+        facts.usage = (12, 40, 52, None, None, None)  # type: ignore[assignment]
+        facts.finish_reason = "stop"
+        facts.ttft = 0.0005
+        exchange.status = 200
+        exchange.settle()
+
+    return run
+
+
+CASES = {
+    "off": "  statsAddr: 'off'\n  logging: {accessLog: false}",
+    "metrics": "  logging: {accessLog: false}",
+    "metrics+log": "",
+    "metrics+log json": "  logging: {format: json}",
+}
+
+
+@pytest.mark.parametrize("stream", [False, True], ids=["plain", "stream"])
+@pytest.mark.parametrize("case", list(CASES))
+def test_settle(benchmark: Any, stats_dir: str, case: str, stream: bool) -> None:
+    benchmark(_one(_gateway(CASES[case]), stream))
+
+
+def main() -> None:
+    """Without pytest: CPU µs per request of each case, and each case minus ``off``."""
+    os.environ["AGENTGATEWAY_STATS_DIR"] = tempfile.mkdtemp()
+    rounds = 200_000
+    for stream in (False, True):
+        results = {}
+        for case, section in CASES.items():
+            run = _one(_gateway(section), stream)
+            for _ in range(10_000):
+                run()
+            best = float("inf")
+            for _ in range(3):
+                started = time.process_time()
+                for _ in range(rounds):
+                    run()
+                best = min(best, (time.process_time() - started) / rounds * 1e6)
+            results[case] = best
+        for case, micros in results.items():
+            print(f"{'stream' if stream else 'plain':6} {case:18} {micros:6.2f} µs  (+{micros - results['off']:.2f})")
+
+
+if __name__ == "__main__":
+    main()
