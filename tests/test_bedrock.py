@@ -430,11 +430,14 @@ def test_json_schema_elsewhere_is_a_forced_tool_answered_as_content(
     assert config["tools"][0]["toolSpec"]["inputSchema"] == {"json": SCHEMA}
 
 
-def test_reasoning_effort_enables_claude_thinking(client: openai.OpenAI, fake: FakeBedrock) -> None:
+def test_reasoning_effort_enables_claude_thinking_with_the_anthropic_budget(
+    client: openai.OpenAI, fake: FakeBedrock
+) -> None:
+    # The budget of the one table (providers/reasoning.py), the same as on Anthropic and Vertex AI.
     client.chat.completions.create(model="claude", messages=user("Hi"), reasoning_effort="medium")
     body = fake.last().body
-    assert body["additionalModelRequestFields"] == {"thinking": {"type": "enabled", "budget_tokens": 2048}}
-    assert body["inferenceConfig"]["maxTokens"] > 2048
+    assert body["additionalModelRequestFields"] == {"thinking": {"type": "enabled", "budget_tokens": 8192}}
+    assert body["inferenceConfig"]["maxTokens"] == 8192 + 4096
 
 
 def test_reasoning_effort_below_the_budget_is_a_400(client: openai.OpenAI) -> None:

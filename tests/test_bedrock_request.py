@@ -159,7 +159,7 @@ def test_tool_choice_none_with_response_format_still_forces_the_json_tool() -> N
 
 def test_claude_thinking_leaves_sampling_settings_out() -> None:
     out = valid({"messages": user("x"), "reasoning_effort": "low", "temperature": 0.2, "top_p": 0.5, "stop": "X"})
-    assert out["inferenceConfig"] == {"stopSequences": ["X"], "maxTokens": 1024 + 4096}
+    assert out["inferenceConfig"] == {"stopSequences": ["X"], "maxTokens": 2048 + 4096}
     out = valid({"messages": user("x"), "temperature": 0.2, "top_p": 0.5})
     assert out["inferenceConfig"] == {"temperature": 0.2, "topP": 0.5}
 

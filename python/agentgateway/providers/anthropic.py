@@ -21,9 +21,9 @@ Mapping (WIRE.md section 2):
 - ``response_format`` json_schema → native structured output, ``output_config.format`` (the answer's text is the
   JSON; models without structured-output support answer 400). ``json_object`` has no Anthropic equivalent and is
   dropped.
-- ``reasoning_effort``: API version 2023-06-01 → extended thinking with a budget (minimal 1024, low 2048,
-  medium 8192, high 16384 tokens; ``max_tokens`` raised above the budget when the client did not set it); newer
-  versions → adaptive thinking with ``output_config.effort``. ``none`` turns thinking off.
+- ``reasoning_effort``: API version 2023-06-01 → extended thinking with the budget of providers/reasoning.py's
+  one table (shared with Bedrock and Vertex AI; ``max_tokens`` raised above the budget when the client did not set
+  it); newer versions → adaptive thinking with ``output_config.effort``. ``none`` turns thinking off.
 - ``temperature`` (capped at 1, Anthropic's maximum) and ``top_p`` are sent on 2023-06-01 only, and not with
   thinking, which requires the defaults.
 - Dropped on purpose (no Anthropic equivalent): ``seed``, ``presence_penalty``, ``frequency_penalty``,
@@ -56,6 +56,7 @@ from .openai_input import (
     read_tool_choice,
     text_of,
 )
+from .reasoning import EFFORTS, claude_thinking, read_effort
 
 __all__ = ["AnthropicProvider", "translate_request"]
 
@@ -65,9 +66,6 @@ DEFAULT_MAX_TOKENS = 4096
 # API versions from this date on take adaptive thinking and output_config.effort, and no sampling parameters.
 _ADAPTIVE_VERSIONS_FROM = "2026-10-21"
 
-THINKING_BUDGETS = {"minimal": 1024, "low": 2048, "medium": 8192, "high": 16384}
-_EFFORTS = {"minimal": "low", "low": "low", "medium": "medium", "high": "high", "xhigh": "xhigh", "max": "max"}
-_MIN_THINKING_BUDGET = 1024
 _VERSION_DATE = re.compile(r"\d{4}-\d{2}-\d{2}")
 
 _IMAGE_TYPES = frozenset(("image/jpeg", "image/png", "image/gif", "image/webp"))
@@ -110,33 +108,14 @@ def translate_request(
         raise InvalidRequest("'max_tokens' must be at least 1.", code="invalid_value", param="max_tokens")
 
     thinking = False
-    effort = body.get("reasoning_effort")
+    effort = read_effort(body)
     if effort is not None and effort != "none":
-        if not isinstance(effort, str) or effort not in _EFFORTS:
-            raise InvalidRequest(
-                f"Invalid value for 'reasoning_effort': {effort!r}. Supported values are: 'none', 'minimal', "
-                "'low', 'medium', 'high', 'xhigh' and 'max'.",
-                code="invalid_value",
-                param="reasoning_effort",
-            )
         thinking = True
         if adaptive:
             out["thinking"] = {"type": "adaptive"}
-            out.setdefault("output_config", {})["effort"] = _EFFORTS[effort]
+            out.setdefault("output_config", {})["effort"] = EFFORTS[effort].adaptive
         else:
-            budget = THINKING_BUDGETS.get(effort, THINKING_BUDGETS["high"])
-            if not client_set_max:
-                max_tokens = max(max_tokens, budget + default_max_tokens)
-            elif max_tokens <= budget:
-                # Anthropic requires budget < max_tokens: keep the client's limit, think within it.
-                budget = max_tokens - 1
-                if budget < _MIN_THINKING_BUDGET:
-                    raise InvalidRequest(
-                        f"With 'reasoning_effort', 'max_tokens' must be above {_MIN_THINKING_BUDGET} (Anthropic's "
-                        "smallest thinking budget).",
-                        code="invalid_value",
-                        param="max_tokens",
-                    )
+            budget, max_tokens = claude_thinking(effort, max_tokens if client_set_max else None, default_max_tokens)
             out["thinking"] = {"type": "enabled", "budget_tokens": budget}
     out["max_tokens"] = max_tokens
 

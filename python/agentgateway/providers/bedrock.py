@@ -39,6 +39,7 @@ from ..memo import BoundedMemo
 from ..upstream import Endpoint, UpstreamRequest, encode_headers
 from .base import ChatRequest, Provider, header_value
 from .openai_input import append_turn, parse_data_url, text_of
+from .reasoning import EFFORTS, claude_thinking, read_effort
 
 __all__ = ["BedrockProvider", "converse_body"]
 
@@ -70,9 +71,6 @@ _DOCUMENT_FORMATS = {
     "text/markdown": "md",
 }
 _DOCUMENT_NAME_UNSAFE = re.compile(r"[^A-Za-z0-9\s\-()\[\]]")
-# Claude's thinking budget per reasoning_effort (the budget must stay below maxTokens).
-_THINKING_BUDGET = {"minimal": 1024, "low": 1024, "medium": 2048, "high": 4096, "xhigh": 8192}
-_NOVA_EFFORT = {"minimal": "low", "low": "low", "medium": "medium", "high": "high", "xhigh": "high"}
 # Models with native structured output (outputConfig.textFormat); the others get a forced tool.
 _NATIVE_JSON_MODELS = re.compile(
     r"anthropic\.claude-(?:opus|sonnet|haiku)-4-5|anthropic\.claude-[a-z]+-(?:4-[6-9]|[5-9])"
@@ -246,13 +244,15 @@ def _tool_result_block(message: dict[str, Any], param: str) -> dict[str, Any]:
 
 
 def _effort_fields(model_id: str, effort: str) -> dict[str, Any] | None:
-    """additionalModelRequestFields for reasoning_effort, by model family (None: the model has no such switch)."""
+    """additionalModelRequestFields for reasoning_effort (not ``none``), by model family, from the one table of
+    providers/reasoning.py (None: the model has no such switch). Claude's budget is filled in by the caller."""
     if "anthropic.claude" in model_id:
-        return {"thinking": {"type": "enabled", "budget_tokens": _THINKING_BUDGET[effort]}}
+        return {"thinking": {"type": "enabled", "budget_tokens": EFFORTS[effort].budget}}
+    level = EFFORTS[effort].level
     if "amazon.nova" in model_id:
-        return {"reasoningConfig": {"type": "enabled", "maxReasoningEffort": _NOVA_EFFORT[effort]}}
+        return {"reasoningConfig": {"type": "enabled", "maxReasoningEffort": level}}
     if "openai.gpt-oss" in model_id:
-        return {"reasoning_effort": _NOVA_EFFORT[effort]}
+        return {"reasoning_effort": level}
     return None
 
 
@@ -321,11 +321,10 @@ def converse_body(body: dict[str, Any], model_id: str, default_max_tokens: int |
 
     # inferenceConfig
     inference: dict[str, Any] = {}
-    max_tokens = body.get("max_completion_tokens")
-    if max_tokens is None:
-        max_tokens = body.get("max_tokens")
-    if max_tokens is None:
-        max_tokens = default_max_tokens
+    client_max_tokens = body.get("max_completion_tokens")
+    if client_max_tokens is None:
+        client_max_tokens = body.get("max_tokens")
+    max_tokens = client_max_tokens if client_max_tokens is not None else default_max_tokens
     if body.get("temperature") is not None:
         inference["temperature"] = body["temperature"]
     if body.get("top_p") is not None:
@@ -343,26 +342,13 @@ def converse_body(body: dict[str, Any], model_id: str, default_max_tokens: int |
         raise InvalidRequest("'n': Bedrock returns one choice per request; send n=1 or leave it out.", param="n")
 
     # reasoning_effort -> the model family's reasoning switch
-    effort = body.get("reasoning_effort")
+    effort = read_effort(body)
     if effort is not None and effort != "none":
-        if not isinstance(effort, str) or effort not in _THINKING_BUDGET:
-            raise InvalidRequest(
-                f"'reasoning_effort': {effort!r} is not one of none, minimal, low, medium, high, xhigh.",
-                param="reasoning_effort",
-            )
         fields = _effort_fields(model_id, effort)
         if fields is not None:
             thinking = fields.get("thinking")
             if thinking is not None:
-                budget = thinking["budget_tokens"]
-                if max_tokens is None:
-                    max_tokens = budget + 4096
-                elif max_tokens <= budget:
-                    raise InvalidRequest(
-                        f"'max_tokens' must be larger than the thinking budget ({budget} tokens for "
-                        f"reasoning_effort={effort!r}) on this model.",
-                        param="max_tokens",
-                    )
+                thinking["budget_tokens"], max_tokens = claude_thinking(effort, client_max_tokens, default_max_tokens)
                 # Claude refuses sampling settings while thinking (temperature must be 1): leave them out.
                 inference.pop("temperature", None)
                 inference.pop("topP", None)

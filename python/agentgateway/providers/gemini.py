@@ -35,9 +35,9 @@ Mapping (WIRE.md section 4):
   ``maxOutputTokens``; ``temperature``; ``top_p`` → ``topP``; ``stop`` → ``stopSequences``; ``n`` →
   ``candidateCount`` (1 only: the answer carries one choice); ``seed``; ``presence_penalty`` /
   ``frequency_penalty``; ``response_format`` json_object → ``responseMimeType: application/json``, json_schema →
-  that plus ``responseJsonSchema``; ``reasoning_effort`` → ``thinkingConfig`` with ``includeThoughts`` and a
-  ``thinkingBudget`` (minimal 128, low 1024, medium 8192, high 24576 tokens; ``none`` → budget 0). Gemini 3 takes
-  the budget too (its ``thinkingLevel`` is not available on 2.5 models).
+  that plus ``responseJsonSchema``; ``reasoning_effort`` → ``thinkingConfig`` from providers/reasoning.py's one
+  table: Gemini 3 models a ``thinkingLevel``, Gemini 2.5 a ``thinkingBudget`` (the Claude budgets, clamped to the
+  model's range), with ``includeThoughts`` unless the effort is ``none``.
 - Dropped (no Gemini equivalent): ``parallel_tool_calls``, ``logit_bias``, ``logprobs``, ``top_logprobs``,
   ``user``, ``metadata``, ``store``, ``service_tier``, ``modalities``, ``audio``, ``prediction``,
   ``web_search_options``, ``stream_options`` (Gemini always reports usage).
@@ -70,6 +70,7 @@ from .openai_input import (
     read_tool_choice,
     text_of,
 )
+from .reasoning import gemini_thinking_config, read_effort
 
 __all__ = [
     "THOUGHT_SEPARATOR",
@@ -86,7 +87,6 @@ THOUGHT_SEPARATOR = "__thought__"
 # The ids the core generates for calls that came without one: not Gemini's, so never sent back as ids.
 _GENERATED_ID = re.compile(r"call_[0-9a-f]{24}")
 
-THINKING_BUDGETS = {"none": 0, "minimal": 128, "low": 1024, "medium": 8192, "high": 24576}
 _AUDIO_TYPES = {"wav": "audio/wav", "mp3": "audio/mp3"}
 _MAX_MODEL_ENDPOINTS = 256
 
@@ -97,8 +97,11 @@ def split_tool_call_id(tool_call_id: str) -> tuple[str, str | None]:
     return call_id, (signature or None) if separator else None
 
 
-def translate_request(request: ChatRequest, *, default_max_tokens: int | None = None) -> dict[str, Any]:
-    """The ``generateContent`` body for a Chat Completions request (the model goes in the URL)."""
+def translate_request(
+    request: ChatRequest, *, model: str = "", default_max_tokens: int | None = None
+) -> dict[str, Any]:
+    """The ``generateContent`` body for a Chat Completions request. The model goes in the URL; ``model`` (the
+    upstream model id) picks what ``reasoning_effort`` becomes (Gemini 3 or 2.5)."""
     body = request.body
     system, contents = _translate_messages(body["messages"])
     out: dict[str, Any] = {"contents": contents}
@@ -171,18 +174,9 @@ def translate_request(request: ChatRequest, *, default_max_tokens: int | None = 
             raise invalid(
                 "'response_format.type' must be 'text', 'json_object' or 'json_schema'.", "response_format.type"
             )
-    effort = body.get("reasoning_effort")
+    effort = read_effort(body)
     if effort is not None:
-        budget = THINKING_BUDGETS.get(effort) if isinstance(effort, str) else None
-        if budget is None:
-            raise invalid(
-                f"Invalid value for 'reasoning_effort': {effort!r}. Supported values are: 'none', 'minimal', "
-                "'low', 'medium' and 'high'.",
-                "reasoning_effort",
-            )
-        config["thinkingConfig"] = (
-            {"thinkingBudget": budget, "includeThoughts": True} if budget else {"thinkingBudget": 0}
-        )
+        config["thinkingConfig"] = gemini_thinking_config(effort, model)
     if config:
         out["generationConfig"] = config
     return out
@@ -491,8 +485,9 @@ class GeminiProvider(Provider):
                     headers += header_line(b"x-goog-api-key", key)
                 except ValueError as exc:
                     raise InvalidRequest(f"Invalid API key header: {exc}.", param="Authorization") from None
-        plain, streamed = self.endpoints.get(self.upstream_model or request.model)
-        body = translate_request(request, default_max_tokens=self.max_tokens)
+        model = self.upstream_model or request.model
+        plain, streamed = self.endpoints.get(model)
+        body = translate_request(request, model=model, default_max_tokens=self.max_tokens)
         return UpstreamRequest(streamed if request.stream else plain, headers, orjson.dumps(body))
 
     def error_from_response(self, status: int, body: bytes, headers: list[tuple[bytes, bytes]]) -> GatewayError:

@@ -108,7 +108,7 @@ class VertexProvider(Provider):
             )
             body["anthropic_version"] = self.anthropic_version
         else:
-            body = translate_gemini_request(request, default_max_tokens=self.max_tokens)
+            body = translate_gemini_request(request, model=model, default_max_tokens=self.max_tokens)
         headers = self.headers
         if self.credentials is not None:
             token = await self.credentials.token()
