@@ -11,7 +11,14 @@ one kind of request -- a POST with a body to a fixed endpoint -- so the client s
 - bodies flow back as they arrive (one ``read_chunk`` per network read), with flow control so that a slow client
   never makes the gateway buffer an upstream's whole answer;
 - a reused connection that the server closed before answering (the keep-alive race) is retried once on a fresh
-  connection: the server never saw the request. A request that got any byte back is never retried.
+  connection: the server never saw the request. A request that got any byte back is never retried;
+- at most ``max_connections`` (default 100, as aiohttp's) open connections per origin: past that a request waits
+  for one to come back, for up to the connect timeout, instead of opening one connection per request in flight;
+- ``HTTPS_PROXY`` / ``HTTP_PROXY`` / ``NO_PROXY`` (lower-case forms first, as urllib reads them -- the same rules
+  the Google and AWS token fetches follow): https upstreams through an HTTP ``CONNECT`` tunnel, http upstreams as
+  absolute-form requests; credentials in the proxy URL are sent as ``Proxy-Authorization: Basic`` (never logged);
+- gzip and deflate (zlib or raw) bodies are decoded with end-of-stream and truncation checks, and the decoded size
+  is bounded as it is produced (a small compressed bomb is refused, never inflated).
 
 Every failure is raised as the GatewayError the client should see (502, 504, or a protocol error).
 """
@@ -19,10 +26,14 @@ Every failure is raised as the GatewayError the client should see (502, 504, or 
 from __future__ import annotations
 
 import asyncio
+import base64
+import collections
 import ssl
+import urllib.request
 import zlib
 from dataclasses import dataclass
-from urllib.parse import urlsplit
+from typing import Any, NoReturn
+from urllib.parse import unquote, urlsplit
 
 from . import __version__
 from ._core import CoreError, ResponseParser
@@ -40,6 +51,12 @@ _LOW_WATER = 64 * 1024
 # after their own timeout (nginx 75 s, many load balancers 60 s), and reusing one at that moment wastes a try.
 _IDLE_EXPIRY = 30.0
 _MAX_IDLE_PER_ORIGIN = 512
+#: Open connections per origin (busy, idle and connecting), as aiohttp's TCPConnector limit.
+DEFAULT_MAX_CONNECTIONS = 100
+# A streamed answer is decoded at most this much per read: a compressed bomb cannot inflate in one call.
+_DECODE_STEP = 1024 * 1024
+# The largest head a proxy may answer CONNECT with.
+_MAX_PROXY_HEAD = 16384
 
 
 @dataclass(frozen=True, slots=True)
@@ -90,8 +107,74 @@ def encode_headers(headers: dict[str, str]) -> bytes:
     return b"".join(header_line(name.encode("latin-1"), value.encode("latin-1")) for name, value in headers.items())
 
 
-def _encode_head(request: UpstreamRequest) -> bytes:
-    return b"%s%sContent-Length: %d\r\n\r\n" % (request.endpoint.request_start, request.headers, len(request.body))
+@dataclass(frozen=True, slots=True)
+class Proxy:
+    """The HTTP proxy one origin is reached through (from the environment, as urllib reads it)."""
+
+    host: str
+    port: int
+    #: ``Proxy-Authorization`` header line (``Basic``, from ``user:password@`` in the URL), or ``b""``.
+    authorization: bytes
+    #: the variable it came from and ``host:port``, for messages (credentials never appear in them).
+    where: str
+    #: set when the URL cannot be used (e.g. an ``https://`` proxy): connecting raises this message.
+    problem: str | None = None
+
+
+def proxy_for(tls: bool, host: str, port: int, proxies: dict[str, str]) -> Proxy | None:
+    """The proxy for an origin, per ``proxies`` (``urllib.request.getproxies_environment()``: ``https_proxy`` /
+    ``HTTPS_PROXY``, ``http_proxy`` / ``HTTP_PROXY``, and ``no_proxy`` / ``NO_PROXY`` -- host names, domain
+    suffixes, ``host:port``, ``*``), or None to connect directly."""
+    scheme = "https" if tls else "http"
+    url = proxies.get(scheme)
+    if not url:
+        return None
+    if "no" in proxies and urllib.request.proxy_bypass_environment(f"{host}:{port}", proxies):  # type: ignore[attr-defined]
+        return None
+    variable = f"{scheme}_proxy"
+    if "://" not in url:
+        url = "http://" + url
+    parts = urlsplit(url)
+    try:
+        proxy_port = parts.port or (443 if parts.scheme == "https" else 80)
+    except ValueError:
+        proxy_port = 0
+    where = f"{parts.hostname}:{proxy_port}"
+    if parts.scheme != "http" or not parts.hostname or not proxy_port:
+        return Proxy(
+            parts.hostname or "",
+            proxy_port,
+            b"",
+            where,
+            f"the proxy set in {variable} must be an http:// URL with a host (TLS to the proxy itself is not "
+            f"supported), got scheme {parts.scheme!r}",
+        )
+    authorization = b""
+    if parts.username is not None:
+        credentials = f"{unquote(parts.username)}:{unquote(parts.password or '')}".encode()
+        authorization = b"Proxy-Authorization: Basic " + base64.b64encode(credentials) + b"\r\n"
+    return Proxy(parts.hostname, proxy_port, authorization, f"{where} ({variable})")
+
+
+class _Tunnel(asyncio.Protocol):
+    """The CONNECT exchange with a proxy, before TLS to the upstream starts on the same socket."""
+
+    def __init__(self) -> None:
+        self.loop = asyncio.get_running_loop()
+        self.answer: asyncio.Future[bytes] = self.loop.create_future()
+        self.buffer = b""
+
+    def data_received(self, data: bytes) -> None:
+        self.buffer += data
+        if not self.answer.done():
+            if b"\r\n\r\n" in self.buffer:
+                self.answer.set_result(self.buffer)
+            elif len(self.buffer) > _MAX_PROXY_HEAD:
+                self.answer.set_exception(UpstreamUnreachable("The proxy's answer to CONNECT is too long."))
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if not self.answer.done():
+            self.answer.set_exception(UpstreamUnreachable("The proxy closed the connection during CONNECT."))
 
 
 class _StaleConnection(Exception):
@@ -108,6 +191,8 @@ class _Connection(asyncio.Protocol):
         self.closed = False
         self.idle_since = 0.0
         self.reused = False
+        #: holds one of its pool's max_connections slots until it closes.
+        self.counted = False
         self._reset_exchange()
 
     def _reset_exchange(self) -> None:
@@ -164,6 +249,7 @@ class _Connection(asyncio.Protocol):
     def connection_lost(self, exc: Exception | None) -> None:
         self.closed = True
         self._cancel_timer()
+        self._forget()
         if self.parser is None or self.complete or self.error is not None:
             return
         if not self.received_any and self.reused:
@@ -243,6 +329,12 @@ class _Connection(asyncio.Protocol):
                     self.transport.abort()
                 else:
                     self.transport.close()
+        self._forget()
+
+    def _forget(self) -> None:
+        if self.counted:
+            self.counted = False
+            self.pool.slot_freed()
 
     # -- internals ---------------------------------------------------------------------------------------------
 
@@ -288,12 +380,112 @@ class _Connection(asyncio.Protocol):
 class _Pool:
     """The idle keep-alive connections to one origin."""
 
-    def __init__(self, endpoint: Endpoint, timeouts: Timeouts, ssl_context: ssl.SSLContext | None) -> None:
+    def __init__(
+        self,
+        endpoint: Endpoint,
+        timeouts: Timeouts,
+        ssl_context: ssl.SSLContext | None,
+        proxy: Proxy | None = None,
+        max_connections: int = DEFAULT_MAX_CONNECTIONS,
+    ) -> None:
         self.endpoint = endpoint
         self.timeouts = timeouts
         self.ssl_context = ssl_context
+        self.proxy = proxy
         self.loop = asyncio.get_running_loop()
         self.idle: list[_Connection] = []
+        self.max_connections = max_connections
+        #: connections open or being opened (each holds a slot); requests past the cap wait in ``waiters``.
+        self.open = 0
+        self.waiters: collections.deque[asyncio.Future[_Connection | None]] = collections.deque()
+        #: an http upstream through a proxy: the request line in absolute form, per endpoint (None: direct).
+        self.absolute: dict[bytes, bytes] | None = {} if proxy is not None and ssl_context is None else None
+
+    def head(self, request: UpstreamRequest) -> bytes:
+        start = request.endpoint.request_start
+        if self.absolute is not None:
+            start = self.absolute.get(start) or self._absolute_form(start)
+        return b"%s%sContent-Length: %d\r\n\r\n" % (start, request.headers, len(request.body))
+
+    def _absolute_form(self, start: bytes) -> bytes:
+        assert self.absolute is not None and self.proxy is not None
+        line, _, rest = start.partition(b"\r\n")
+        method, _, target = line.partition(b" ")
+        endpoint = self.endpoint
+        origin = f"http://{endpoint.host}:{endpoint.port}".encode("ascii")
+        rewritten = b"%s %s%s\r\n%s%s" % (method, origin, target, self.proxy.authorization, rest)
+        self.absolute[start] = rewritten
+        return rewritten
+
+    async def acquire(self) -> tuple[_Connection, bool]:
+        """An idle connection (reused: True), else a new one while fewer than max_connections are open, else the
+        first one given back -- waiting up to the connect timeout."""
+        while True:
+            connection = self.acquire_idle()
+            if connection is not None:
+                return connection, True
+            if self.open < self.max_connections:
+                self.open += 1
+                return await self._connect_in_slot(), False
+            handed = await self._wait_turn()
+            if handed is None:  # a connection closed: its slot is ours
+                return await self._connect_in_slot(), False
+            if not handed.closed:
+                return handed, True
+            # closed on its way to us: its slot was passed on already; try again.
+
+    async def _connect_in_slot(self) -> _Connection:
+        try:
+            connection = await self.connect()
+        except BaseException:
+            self.slot_freed()
+            raise
+        connection.counted = True
+        if connection.closed:
+            connection._forget()
+            endpoint = self.endpoint
+            raise UpstreamUnreachable(f"The upstream {endpoint.host}:{endpoint.port} closed the new connection.")
+        return connection
+
+    async def _wait_turn(self) -> _Connection | None:
+        waiter: asyncio.Future[_Connection | None] = self.loop.create_future()
+        self.waiters.append(waiter)
+        timeout = self.timeouts.connect
+        endpoint = self.endpoint
+
+        def expire() -> None:
+            if not waiter.done():
+                waiter.set_exception(
+                    UpstreamTimeout(
+                        f"All {self.max_connections} connections to the upstream {endpoint.host}:{endpoint.port} "
+                        f"stayed busy for {timeout:g}s."
+                    )
+                )
+
+        timer = self.loop.call_later(timeout, expire)
+        try:
+            return await waiter
+        except asyncio.CancelledError:
+            # Cancelled after being handed a slot or a connection: pass it on.
+            if waiter.done() and not waiter.cancelled() and waiter.exception() is None:
+                handed = waiter.result()
+                if handed is None:
+                    self.slot_freed()
+                else:
+                    self.give_back(handed)
+            raise
+        finally:
+            timer.cancel()
+
+    def slot_freed(self) -> None:
+        """A connection closed (or failed to open): its slot goes to the first waiting request, if any."""
+        waiters = self.waiters
+        while waiters:
+            waiter = waiters.popleft()
+            if not waiter.done():
+                waiter.set_result(None)
+                return
+        self.open -= 1
 
     def acquire_idle(self) -> _Connection | None:
         # Connections the server closed while idle are marked closed by connection_lost and skipped here.
@@ -311,17 +503,31 @@ class _Pool:
     async def connect(self) -> _Connection:
         endpoint = self.endpoint
         where = f"{endpoint.host}:{endpoint.port}"
+        proxy = self.proxy
+        if proxy is not None:
+            if proxy.problem is not None:
+                raise UpstreamUnreachable(f"Cannot reach the upstream {where}: {proxy.problem}.")
+            where += f" through the proxy {proxy.where}"
         try:
-            _, connection = await asyncio.wait_for(
-                self.loop.create_connection(
-                    lambda: _Connection(self),
-                    endpoint.host,
-                    endpoint.port,
-                    ssl=self.ssl_context,
-                    server_hostname=endpoint.host if self.ssl_context is not None else None,
-                ),
-                self.timeouts.connect,
-            )
+            if proxy is None:
+                _, connection = await asyncio.wait_for(
+                    self.loop.create_connection(
+                        lambda: _Connection(self),
+                        endpoint.host,
+                        endpoint.port,
+                        ssl=self.ssl_context,
+                        server_hostname=endpoint.host if self.ssl_context is not None else None,
+                    ),
+                    self.timeouts.connect,
+                )
+            elif self.ssl_context is None:
+                # Plain http through the proxy: requests go to it in absolute form (see head()).
+                _, connection = await asyncio.wait_for(
+                    self.loop.create_connection(lambda: _Connection(self), proxy.host, proxy.port),
+                    self.timeouts.connect,
+                )
+            else:
+                connection = await asyncio.wait_for(self._tunnel(proxy), self.timeouts.connect)
         except asyncio.TimeoutError:
             raise UpstreamTimeout(
                 f"Connecting to the upstream {where} took longer than {self.timeouts.connect:g}s."
@@ -329,10 +535,44 @@ class _Pool:
         except ssl.SSLError as exc:
             raise UpstreamUnreachable(f"The TLS handshake with the upstream {where} failed: {exc}") from None
         except OSError as exc:
-            raise UpstreamUnreachable(f"Could not connect to the upstream {where}: {exc.strerror or exc}") from None
+            target = f"the proxy {proxy.where}" if proxy is not None else f"the upstream {where}"
+            raise UpstreamUnreachable(f"Could not connect to {target}: {exc.strerror or exc}") from None
+        return connection
+
+    async def _tunnel(self, proxy: Proxy) -> _Connection:
+        """An https upstream through ``CONNECT``: the tunnel, then TLS with the upstream inside it."""
+        endpoint = self.endpoint
+        authority = f"{endpoint.host}:{endpoint.port}".encode("idna")
+        transport, tunnel = await self.loop.create_connection(_Tunnel, proxy.host, proxy.port)
+        try:
+            transport.write(b"CONNECT %s HTTP/1.1\r\nHost: %s\r\n%s\r\n" % (authority, authority, proxy.authorization))
+            answer = await tunnel.answer
+            status_line = answer.split(b"\r\n", 1)[0].decode("latin-1")
+            parts = status_line.split(" ", 2)
+            if len(parts) < 2 or not parts[1].startswith("2"):
+                raise UpstreamUnreachable(
+                    f"The proxy {proxy.where} refused the tunnel to {endpoint.host}:{endpoint.port}: "
+                    f"{' '.join(parts[1:]) or status_line!r}"
+                )
+            assert self.ssl_context is not None
+            secure = await self.loop.start_tls(transport, tunnel, self.ssl_context, server_hostname=endpoint.host)
+        except BaseException:
+            transport.abort()
+            raise
+        if secure is None:
+            raise UpstreamUnreachable(f"The proxy {proxy.where} closed the tunnel during the TLS handshake.")
+        connection = _Connection(self)
+        secure.set_protocol(connection)
+        connection.connection_made(secure)
         return connection
 
     def give_back(self, connection: _Connection) -> None:
+        waiters = self.waiters
+        while waiters:  # a request waits for a connection (the cap was reached): it gets this one
+            waiter = waiters.popleft()
+            if not waiter.done():
+                waiter.set_result(connection)
+                return
         if len(self.idle) >= _MAX_IDLE_PER_ORIGIN:
             connection.close()
             return
@@ -398,30 +638,101 @@ class UpstreamResponse:
 
 
 class _DecodingResponse(UpstreamResponse):
-    """A body the server compressed although we asked for ``identity`` (gzip and deflate are undone)."""
+    """A body the server compressed although we asked for ``identity``: gzip, and deflate as zlib or raw deflate
+    (both are called "deflate" in the wild). The end of the compressed stream must come with the end of the body
+    (else it was truncated), nothing may follow it, and the decoded size is bounded as it is produced: a small
+    compressed bomb is refused after MAX_WHOLE_BODY_BYTES, never inflated whole."""
 
-    __slots__ = ("_decompressor",)
+    __slots__ = ("_decompressor", "_gzip", "_prefix", "_produced")
 
     def __init__(self, connection: _Connection, encoding: bytes) -> None:
         super().__init__(connection)
-        # wbits 47 accepts a gzip or zlib header; "deflate" in the wild is either zlib or raw deflate.
-        self._decompressor = zlib.decompressobj(47 if encoding == b"gzip" else 15)
+        self._gzip = encoding == b"gzip"
+        self._decompressor: Any = None
+        self._prefix = b""
+        self._produced = 0
 
-    def _decode(self, data: bytes) -> bytes:
+    async def read(self) -> bytes:
+        connection = self._connection
+        chunks = []
+        while True:
+            # A bound one byte past the limit: reaching it means the body is too large.
+            data = self._inflate(connection.take(), MAX_WHOLE_BODY_BYTES - self._produced + 1)
+            if data:
+                chunks.append(data)
+            if connection.complete and not connection.chunks:
+                self._end()
+                return b"".join(chunks)
+            await connection.wait()
+
+    async def read_chunk(self) -> bytes:
+        connection = self._connection
+        while True:
+            data = connection.take()
+            if data or self._pending():
+                decoded = self._inflate(data, _DECODE_STEP)
+                if decoded:
+                    return decoded
+            if connection.complete and not connection.chunks and not self._pending():
+                self._end()
+                return b""
+            await connection.wait()
+
+    def _pending(self) -> bool:
+        return self._decompressor is not None and bool(self._decompressor.unconsumed_tail)
+
+    def _inflate(self, data: bytes, limit: int) -> bytes:
+        decompressor = self._decompressor
+        if decompressor is None:
+            data = self._prefix + data
+            if not self._gzip and len(data) < 2:
+                self._prefix = data  # the two bytes that tell zlib from raw deflate are not all here yet
+                return b""
+            self._prefix = b""
+            # zlib's header: CM 8 and a check value that makes the first two bytes a multiple of 31.
+            zlib_header = len(data) >= 2 and data[0] & 0x0F == 8 and (data[0] << 8 | data[1]) % 31 == 0
+            decompressor = self._decompressor = zlib.decompressobj(31 if self._gzip else 15 if zlib_header else -15)
+        if decompressor.unconsumed_tail:
+            data = decompressor.unconsumed_tail + data
+        if decompressor.eof:
+            if data:
+                self._fail("data follows the end of the compressed body")
+            return b""
         try:
-            return self._decompressor.decompress(data)
+            decoded: bytes = decompressor.decompress(data, limit)
         except zlib.error as exc:
-            raise UpstreamProtocolError(f"The upstream's compressed body is corrupt: {exc}") from None
+            self._fail(f"corrupt ({exc})")
+        self._produced += len(decoded)
+        if self._produced > MAX_WHOLE_BODY_BYTES:
+            self._fail(f"larger than {MAX_WHOLE_BODY_BYTES >> 20} MiB once decoded (a compression bomb?)")
+        if decompressor.eof and decompressor.unused_data:
+            self._fail("data follows the end of the compressed body")
+        return decoded
+
+    def _end(self) -> None:
+        if self._decompressor is None:
+            if self._prefix:
+                self._fail("truncated")
+            return  # an empty body: nothing was compressed
+        if not self._decompressor.eof:
+            self._fail("truncated (the compressed stream did not end)")
+
+    def _fail(self, problem: str) -> NoReturn:
+        self.abort()
+        raise UpstreamProtocolError(f"The upstream's compressed body is {problem}.")
 
 
 class UpstreamClient:
     """One per worker process: the pools of every upstream origin the config names."""
 
-    def __init__(self, timeouts: Timeouts) -> None:
+    def __init__(self, timeouts: Timeouts, *, max_connections: int = DEFAULT_MAX_CONNECTIONS) -> None:
         self.timeouts = timeouts
+        self.max_connections = max_connections
         self._pools: dict[tuple[bool, str, int], _Pool] = {}
         self._ssl_context: ssl.SSLContext | None = None
         self.user_agent = f"agentgateway/{__version__}"
+        # Read once: the environment of the process (HTTPS_PROXY, HTTP_PROXY, NO_PROXY and lower-case forms).
+        self._proxies = urllib.request.getproxies_environment()
 
     def reconfigure(self, timeouts: Timeouts) -> None:
         """A reloaded config's timeouts, for the next exchange of every pool (the pools themselves are kept)."""
@@ -439,18 +750,16 @@ class UpstreamClient:
                     self._ssl_context = ssl.create_default_context()
                     self._ssl_context.set_alpn_protocols(["http/1.1"])
                 context = self._ssl_context
-            pool = self._pools[key] = _Pool(endpoint, self.timeouts, context)
+            proxy = proxy_for(endpoint.tls, endpoint.host, endpoint.port, self._proxies)
+            pool = self._pools[key] = _Pool(endpoint, self.timeouts, context, proxy, self.max_connections)
         return pool
 
     async def send(self, request: UpstreamRequest) -> UpstreamResponse:
         """Sends the request and waits for the response head; raises the GatewayError a client should see."""
         pool = self._pool(request.endpoint)
-        head = _encode_head(request)
+        head = pool.head(request)
         for attempt in range(2):
-            connection = pool.acquire_idle()
-            reused = connection is not None
-            if connection is None:
-                connection = await pool.connect()
+            connection, reused = await pool.acquire()
             connection.start(head, request.body, reused)
             try:
                 while connection.head is None:
