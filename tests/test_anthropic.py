@@ -425,6 +425,33 @@ def test_thinking_with_tools_survives_the_round_trip(
     }
 
 
+def test_reasoning_sent_back_in_the_flat_fields_of_other_gateways_is_restored(
+    gateway: RunningGateway, fake: FakeAnthropic
+) -> None:
+    # agentgateway's and LiteLLM's convention: reasoning_content + reasoning_signature instead of thinking_blocks.
+    messages: list[Any] = [{"role": "user", "content": "Weather in Paris?"}]
+    request: dict[str, Any] = {"model": "claude-think-tool", "tools": [WEATHER_TOOL], "reasoning_effort": "low"}
+    message = client(gateway).chat.completions.create(messages=messages, **request).choices[0].message
+    [block] = message.model_dump()["thinking_blocks"]
+    assistant = {
+        "role": "assistant",
+        "content": message.content,
+        "tool_calls": [call.model_dump() for call in message.tool_calls or []],
+        "reasoning_content": block["thinking"],
+        "reasoning_signature": block["signature"],
+    }
+    messages.append(assistant)
+    messages += [{"role": "tool", "tool_call_id": call["id"], "content": "sunny"} for call in assistant["tool_calls"]]
+    # The fake, as Anthropic, refuses the turn unless the signed thinking block comes back first and unchanged.
+    follow_up = client(gateway).chat.completions.create(messages=messages, **request)
+    assert follow_up.choices[0].message.content == "Tool results: toolu_01A=sunny; toolu_01B=sunny"
+    assert fake.last().body["messages"][1]["content"][0] == {
+        "type": "thinking",
+        "thinking": block["thinking"],
+        "signature": block["signature"],
+    }
+
+
 def test_a_dropped_thinking_block_is_rejected_upstream_and_reported(gateway: RunningGateway) -> None:
     """The check the round-trip test relies on is real: without thinking_blocks the upstream says 400."""
     messages: list[Any] = [

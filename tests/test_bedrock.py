@@ -466,6 +466,22 @@ def test_reasoning_with_signature_survives_a_round_trip(client: openai.OpenAI, f
     ]
 
 
+def test_reasoning_in_the_flat_fields_of_other_gateways_becomes_reasoning_content(
+    client: openai.OpenAI, fake: FakeBedrock
+) -> None:
+    assistant = {
+        "role": "assistant",
+        "content": "4",
+        "reasoning_content": "2 and 2 is 4.",
+        "reasoning_signature": "sig-abc==",
+    }
+    client.chat.completions.create(model="claude", messages=[*user("2+2?"), assistant, *user("And 3+3?")])  # type: ignore[list-item]
+    assert fake.last().body["messages"][1]["content"] == [
+        {"reasoningContent": {"reasoningText": {"text": "2 and 2 is 4.", "signature": "sig-abc=="}}},
+        {"text": "4"},
+    ]
+
+
 # -- errors --------------------------------------------------------------------------------------------------------
 
 

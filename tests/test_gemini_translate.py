@@ -120,3 +120,39 @@ def test_google_errors_keep_status_and_name_and_an_existing_retry_after() -> Non
     assert error_from_google_body(429, body, []).headers == [(b"retry-after", b"3")]
     assert error_from_google_body(429, body, [(b"retry-after", b"9")]).headers == [(b"retry-after", b"9")]
     assert error_from_google_body(502, b"<html>bad gateway</html>", []).message.startswith("upstream returned HTTP 502")
+
+
+def test_reasoning_in_the_flat_fields_of_other_gateways_becomes_a_signed_thought_part() -> None:
+    out = translate(
+        {
+            "model": "m",
+            "messages": [
+                {"role": "user", "content": "go"},
+                {
+                    "role": "assistant",
+                    "content": "done",
+                    "reasoning_content": "thinking it over",
+                    "reasoning_signature": SIGNATURE,
+                },
+                {"role": "user", "content": "again"},
+            ],
+        }
+    )
+    assert out["contents"][1]["parts"] == [
+        {"text": "thinking it over", "thought": True, "thoughtSignature": SIGNATURE},
+        {"text": "done"},
+    ]
+
+
+def test_unsigned_reasoning_content_is_not_sent_back() -> None:
+    out = translate(
+        {
+            "model": "m",
+            "messages": [
+                {"role": "user", "content": "go"},
+                {"role": "assistant", "content": "done", "reasoning_content": "another provider's"},
+                {"role": "user", "content": "again"},
+            ],
+        }
+    )
+    assert out["contents"][1]["parts"] == [{"text": "done"}]

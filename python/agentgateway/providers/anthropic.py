@@ -11,8 +11,9 @@ Mapping (WIRE.md section 2):
   user turn, placed before that turn's other blocks. Empty text is never sent.
 - User parts: ``text``; ``image_url`` with a ``data:`` URL → a base64 image, with an ``http(s)`` URL → a url image;
   ``file`` with PDF ``file_data`` → a base64 document. ``cache_control`` on a part is passed on.
-- Assistant messages: ``thinking_blocks`` (as the gateway returned them) → ``thinking`` / ``redacted_thinking``
-  blocks, first and unchanged, so a conversation that mixes thinking and tools can go on; ``content`` → text;
+- Assistant messages: ``thinking_blocks`` (as the gateway returned them), or ``reasoning_content`` +
+  ``reasoning_signature`` (agentgateway's and LiteLLM's fields) → ``thinking`` / ``redacted_thinking`` blocks, first
+  and unchanged, so a conversation that mixes thinking and tools can go on; ``content`` → text;
   ``tool_calls`` → ``tool_use`` blocks (arguments parsed into ``input``).
 - ``tools`` → ``name`` / ``description`` / ``input_schema``; ``tool_choice`` auto / none / required (``any``) /
   named (``tool``); ``parallel_tool_calls: false`` → ``disable_parallel_tool_use``.
@@ -52,6 +53,7 @@ from .openai_input import (
     invalid,
     parse_data_url,
     read_function_tool,
+    read_reasoning,
     read_tool_call,
     read_tool_choice,
     text_of,
@@ -305,28 +307,8 @@ def _document_block(part: dict[str, Any], param: str) -> dict[str, Any]:
 
 
 def _assistant_blocks(message: dict[str, Any], index: int) -> list[dict[str, Any]]:
-    blocks: list[dict[str, Any]] = []
-    thinking_blocks = message.get("thinking_blocks")
-    if thinking_blocks:
-        param = f"messages[{index}].thinking_blocks"
-        if not isinstance(thinking_blocks, list):
-            raise invalid(f"'{param}' must be an array.", param)
-        for block_index, block in enumerate(thinking_blocks):
-            kind = block.get("type") if isinstance(block, dict) else None
-            if kind == "thinking" and isinstance(block.get("signature"), str) and block["signature"]:
-                blocks.append(
-                    {"type": "thinking", "thinking": block.get("thinking") or "", "signature": block["signature"]}
-                )
-            elif kind == "redacted_thinking" and isinstance(block.get("data"), str):
-                blocks.append({"type": "redacted_thinking", "data": block["data"]})
-            elif kind == "thinking":
-                # Reasoning from another provider has no Anthropic signature and cannot be sent back: skip it.
-                continue
-            else:
-                raise invalid(
-                    f"'{param}[{block_index}]' must be a thinking block as returned by the gateway.",
-                    f"{param}[{block_index}]",
-                )
+    # Signed reasoning first and unchanged: Claude refuses a later turn whose reasoning lost its signature.
+    blocks: list[dict[str, Any]] = list(read_reasoning(message, index))
     content = message.get("content")
     param = f"messages[{index}].content"
     if isinstance(content, str):

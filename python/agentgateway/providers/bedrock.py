@@ -38,7 +38,7 @@ from ..errors import ConfigError, GatewayError, InvalidRequest, UpstreamHTTPErro
 from ..memo import BoundedMemo
 from ..upstream import Endpoint, UpstreamRequest, encode_headers
 from .base import ChatRequest, Provider, header_value
-from .openai_input import append_turn, parse_data_url, text_of
+from .openai_input import append_turn, parse_data_url, read_reasoning, text_of
 from .reasoning import EFFORTS, claude_thinking, read_effort
 
 __all__ = ["BedrockProvider", "converse_body"]
@@ -176,24 +176,17 @@ def _document_block(file: Any, position: int, param: str) -> dict[str, Any]:
     return {"document": {"format": document_format, "name": name, "source": {"bytes": data}}}
 
 
-def _assistant_blocks(message: dict[str, Any], param: str) -> list[dict[str, Any]]:
+def _assistant_blocks(message: dict[str, Any], message_index: int) -> list[dict[str, Any]]:
+    param = f"messages[{message_index}]"
     blocks: list[dict[str, Any]] = []
     # Reasoning first, with its signature: Claude refuses a later turn whose reasoning lost its signature.
-    thinking_blocks = message.get("thinking_blocks")
-    if isinstance(thinking_blocks, list):
-        for index, block in enumerate(thinking_blocks):
-            if not isinstance(block, dict):
-                raise InvalidRequest(f"'{param}.thinking_blocks[{index}]' must be an object.")
-            if block.get("type") == "thinking" and block.get("signature"):
-                blocks.append(
-                    {
-                        "reasoningContent": {
-                            "reasoningText": {"text": block.get("thinking") or "", "signature": block["signature"]}
-                        }
-                    }
-                )
-            elif block.get("type") == "redacted_thinking" and block.get("data"):
-                blocks.append({"reasoningContent": {"redactedContent": block["data"]}})
+    for block in read_reasoning(message, message_index):
+        if block["type"] == "thinking":
+            blocks.append(
+                {"reasoningContent": {"reasoningText": {"text": block["thinking"], "signature": block["signature"]}}}
+            )
+        else:
+            blocks.append({"reasoningContent": {"redactedContent": block["data"]}})
     content = message.get("content")
     if isinstance(content, str):
         if content:
@@ -297,7 +290,7 @@ def converse_body(body: dict[str, Any], model_id: str, default_max_tokens: int |
         if role == "user":
             turn_role, blocks = "user", _user_blocks(message.get("content"), f"{param}.content")
         elif role == "assistant":
-            turn_role, blocks = "assistant", _assistant_blocks(message, param)
+            turn_role, blocks = "assistant", _assistant_blocks(message, index)
             for block in blocks:
                 if "toolUse" in block:
                     has_tool_blocks = True

@@ -66,6 +66,7 @@ from .openai_input import (
     invalid,
     parse_data_url,
     read_function_tool,
+    read_reasoning,
     read_tool_call,
     read_tool_choice,
     text_of,
@@ -326,22 +327,13 @@ def _file_part(part: dict[str, Any], param: str) -> dict[str, Any]:
 def _model_parts(message: dict[str, Any], index: int, call_names: dict[str, str]) -> list[dict[str, Any]]:
     parts: list[dict[str, Any]] = []
     text_signature: str | None = None
-    thinking_blocks = message.get("thinking_blocks")
-    if thinking_blocks:
-        param = f"messages[{index}].thinking_blocks"
-        if not isinstance(thinking_blocks, list):
-            raise invalid(f"'{param}' must be an array.", param)
-        for block_index, block in enumerate(thinking_blocks):
-            if not isinstance(block, dict):
-                raise invalid(f"'{param}[{block_index}]' must be a thinking block.", f"{param}[{block_index}]")
-            signature = block.get("signature")
-            if block.get("type") != "thinking" or not isinstance(signature, str) or not signature:
-                continue  # redacted or unsigned reasoning (another provider's): Gemini cannot take it back
-            thinking = block.get("thinking")
-            if isinstance(thinking, str) and thinking:
-                parts.append({"text": thinking, "thought": True, "thoughtSignature": signature})
-            elif text_signature is None:
-                text_signature = signature
+    for block in read_reasoning(message, index):
+        if block["type"] != "thinking":
+            continue  # redacted reasoning is Claude's: Gemini cannot take it back
+        if block["thinking"]:
+            parts.append({"text": block["thinking"], "thought": True, "thoughtSignature": block["signature"]})
+        elif text_signature is None:
+            text_signature = block["signature"]
 
     content = message.get("content")
     param = f"messages[{index}].content"

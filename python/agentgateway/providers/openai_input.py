@@ -21,6 +21,7 @@ __all__ = [
     "invalid",
     "parse_data_url",
     "read_function_tool",
+    "read_reasoning",
     "read_tool_call",
     "read_tool_choice",
     "text_of",
@@ -126,3 +127,49 @@ def append_turn(turns: list[dict[str, Any]], role: str, items: list[dict[str, An
         turns[-1][key].extend(items)
     else:
         turns.append({"role": role, key: items})
+
+
+def read_reasoning(message: dict[str, Any], index: int) -> list[dict[str, str]]:
+    """The signed reasoning of the assistant message ``messages[index]``, to send back to the provider that signed
+    it: ``{"type": "thinking", "thinking", "signature"}`` and ``{"type": "redacted_thinking", "data"}`` blocks, in
+    order. Read from ``thinking_blocks`` (the gateway's answers, LiteLLM's convention), else from the flat
+    ``reasoning_content`` + ``reasoning_signature`` fields (agentgateway's and LiteLLM's other convention). Unsigned
+    reasoning (another provider's) is left out: no provider takes it back."""
+    param = f"messages[{index}].thinking_blocks"
+    blocks = message.get("thinking_blocks")
+    if not blocks:
+        signature = message.get("reasoning_signature")
+        if signature is None:
+            return []
+        text = message.get("reasoning_content")
+        if not isinstance(signature, str) or (text is not None and not isinstance(text, str)):
+            raise invalid(
+                f"'messages[{index}].reasoning_signature' and 'reasoning_content' must be strings.",
+                f"messages[{index}].reasoning_signature",
+            )
+        return [{"type": "thinking", "thinking": text or "", "signature": signature}] if signature else []
+    if not isinstance(blocks, list):
+        raise invalid(f"'{param}' must be an array.", param)
+    out: list[dict[str, str]] = []
+    for block_index, block in enumerate(blocks):
+        kind = block.get("type") if isinstance(block, dict) else None
+        if kind == "thinking":
+            signature = block.get("signature")
+            thinking = block.get("thinking")
+            if isinstance(signature, str) and signature:
+                out.append(
+                    {
+                        "type": "thinking",
+                        "thinking": thinking if isinstance(thinking, str) else "",
+                        "signature": signature,
+                    }
+                )
+        elif kind == "redacted_thinking" and isinstance(block.get("data"), str) and block["data"]:
+            out.append({"type": "redacted_thinking", "data": block["data"]})
+        else:
+            raise invalid(
+                f"'{param}[{block_index}]' must be a thinking block as the gateway returns them "
+                "({'type': 'thinking', 'thinking', 'signature'} or {'type': 'redacted_thinking', 'data'}).",
+                f"{param}[{block_index}]",
+            )
+    return out
