@@ -552,7 +552,7 @@ class _Pool:
             if len(parts) < 2 or not parts[1].startswith("2"):
                 raise UpstreamUnreachable(
                     f"The proxy {proxy.where} refused the tunnel to {endpoint.host}:{endpoint.port}: "
-                    f"{' '.join(parts[1:]) or status_line!r}"
+                    f"{' '.join(parts[1:]) or repr(status_line)}"
                 )
             assert self.ssl_context is not None
             secure = await self.loop.start_tls(transport, tunnel, self.ssl_context, server_hostname=endpoint.host)
