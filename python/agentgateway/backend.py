@@ -143,9 +143,7 @@ class Backend:
         longer matches the client's bytes. ``path`` is the client's request path (CEL's ``request.path``)."""
         defaults, overrides, transformation = self._defaults, self._overrides, self._transformation
         if defaults is None and overrides is None and transformation is None:
-            if model == request.model:
-                return request
-            return dataclasses.replace(request, model=model)
+            return request if model == request.model else request.derive(model)
         body: dict[str, Any] = dict(request.body)
         if defaults is not None:
             for key, value in defaults.items():
@@ -159,7 +157,7 @@ class Backend:
         body.pop("stream", None)
         if request.stream:
             body["stream"] = True
-        return dataclasses.replace(request, body=body, raw=b"", model=model)
+        return request.derive(model, body)
 
     def _transform(self, body: dict[str, Any], model: str, request: ChatRequest, path: str) -> str:
         """Sets each ``transformation`` field from its expression, over the body as it stands (``llmRequest``, with

@@ -93,11 +93,13 @@ class _ByHeaders(Route):
 class _TargetRef:
     """A virtual model's target: a model name resolved against llm.models (internal entries included)."""
 
-    __slots__ = ("_candidates", "model")
+    __slots__ = ("_candidates", "model", "static")
 
     def __init__(self, model: str, candidates: tuple[Backend, ...]) -> None:
         self.model = model
         self._candidates = candidates
+        #: the target when no header can change it (its best entry has no ``matches``): resolved once
+        self.static: Target | None = (candidates[0], model) if not candidates[0].has_matches else None
 
     def resolve(self, headers: Headers) -> Backend | None:
         for backend in self._candidates:
@@ -129,20 +131,30 @@ class _Failover(Route):
         self._groups = groups
 
     def targets(self, exchange: Exchange) -> Sequence[Target]:
-        headers = exchange.request_headers
         resolved: list[list[Target]] = []
         plan: list[Target] = []
         for group in self._groups:
-            members: list[Target] = []
-            for ref in group:
-                backend = ref.resolve(headers)
-                if backend is not None:
-                    members.append((backend, ref.model))
+            members = self._members(group, exchange)
             resolved.append(members)
             if len(members) > 1:
                 members = order_by_health(members, _health)
-            plan.extend(target for target in members if not target[0].health.evicted())
+            for target in members:
+                if not target[0].health.evicted():
+                    plan.append(target)
         return plan or _longest_evicted(resolved)
+
+    @staticmethod
+    def _members(group: list[_TargetRef], exchange: Exchange) -> list[Target]:
+        members: list[Target] = []
+        for ref in group:
+            target = ref.static
+            if target is None:
+                backend = ref.resolve(exchange.request_headers)
+                if backend is None:
+                    continue
+                target = (backend, ref.model)
+            members.append(target)
+        return members
 
 
 class _Weighted(Route):
