@@ -76,15 +76,15 @@ class UpstreamReportedError(CoreError):
     args: tuple[str, int, str]
 
 _Usage = tuple[int, int, int, int | None, int | None, int | None]
-"""(Not at runtime: the shape of every usage the core returns.) Token counts as an upstream reported them: ``(prompt_tokens, completion_tokens,
-total_tokens, cached_tokens, cache_write_tokens, reasoning_tokens)``. A missing count among the
-first three is 0; the last three are None when the provider did not say. ``prompt_tokens``
-includes cache reads and writes; ``cached_tokens`` are the reads (OpenAI's
-``prompt_tokens_details.cached_tokens``, Anthropic's ``cache_read_input_tokens``, Gemini's
-``cachedContentTokenCount``), ``cache_write_tokens`` the writes (Anthropic's
-``cache_creation_input_tokens``, Bedrock's ``cacheWriteInputTokens``), ``reasoning_tokens`` part of
-``completion_tokens`` (``completion_tokens_details.reasoning_tokens``, Gemini's
-``thoughtsTokenCount``)."""
+"""(Not at runtime: the shape of every usage the core returns.) Token counts as an upstream
+reported them: ``(prompt_tokens, completion_tokens, total_tokens, cached_tokens,
+cache_write_tokens, reasoning_tokens)``. A missing count among the first three is 0; the last
+three are None when the provider did not say. ``prompt_tokens`` includes cache reads and writes;
+``cached_tokens`` are the reads (OpenAI's ``prompt_tokens_details.cached_tokens``, Anthropic's
+``cache_read_input_tokens``, Gemini's ``cachedContentTokenCount``), ``cache_write_tokens`` the
+writes (Anthropic's ``cache_creation_input_tokens``, Bedrock's ``cacheWriteInputTokens``),
+``reasoning_tokens`` part of ``completion_tokens`` (``completion_tokens_details.reasoning_tokens``,
+Gemini's ``thoughtsTokenCount``)."""
 
 @final
 class StreamTranslator:
