@@ -472,3 +472,35 @@ llm:
     finally:
         gateway.stop()
         stop()
+
+
+def test_an_unknown_transfer_coding_is_an_upstream_protocol_error() -> None:
+    from agentgateway.config import Timeouts
+    from agentgateway.errors import UpstreamProtocolError
+    from agentgateway.upstream import Endpoint, UpstreamClient, UpstreamRequest
+
+    async def run() -> str:
+        async def answer(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+            await reader.readuntil(b"\r\n\r\n")
+            body = gzip.compress(b'{"ok": true}')
+            writer.write(
+                b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nTransfer-Encoding: gzip, chunked\r\n\r\n"
+                b"%x\r\n%s\r\n0\r\n\r\n" % (len(body), body)
+            )
+            await writer.drain()
+            writer.close()
+
+        server = await asyncio.start_server(answer, "127.0.0.1", 0)
+        port = server.sockets[0].getsockname()[1]
+        client = UpstreamClient(Timeouts(connect=5, first_byte=5, idle=5))
+        try:
+            endpoint = Endpoint.parse(f"http://127.0.0.1:{port}/v1/chat/completions")
+            with pytest.raises(UpstreamProtocolError) as failed:
+                await client.send(UpstreamRequest(endpoint, b"", b"{}"))
+            return failed.value.message
+        finally:
+            client.close()
+            server.close()
+            await server.wait_closed()
+
+    assert "unsupported transfer-coding: gzip, chunked" in asyncio.run(run())

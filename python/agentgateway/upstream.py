@@ -774,14 +774,25 @@ class UpstreamClient:
             except BaseException:
                 connection.abort()
                 raise
+            decoding: bytes | None = None
             for name, value in connection.head[1]:
                 if name == b"content-encoding" and value.lower() not in (b"identity", b""):
                     if value.lower() in (b"gzip", b"x-gzip", b"deflate"):
-                        return _DecodingResponse(connection, value.lower().replace(b"x-", b""))
+                        decoding = value.lower().replace(b"x-", b"")
+                        continue
                     connection.abort()
                     raise UpstreamProtocolError(
                         f"The upstream used an unsupported content-encoding: {value.decode('latin-1')}"
                     )
+                if name == b"transfer-encoding" and value.strip().lower() != b"chunked":
+                    # The core de-chunks; any other transfer coding (gzip, chunked; or an unknown one) would reach
+                    # the client still encoded.
+                    connection.abort()
+                    raise UpstreamProtocolError(
+                        f"The upstream used an unsupported transfer-coding: {value.decode('latin-1')}"
+                    )
+            if decoding is not None:
+                return _DecodingResponse(connection, decoding)
             return UpstreamResponse(connection)
         raise AssertionError("unreachable")
 
