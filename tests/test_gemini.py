@@ -599,7 +599,42 @@ def test_bad_requests_are_400_naming_the_field(gateway: RunningGateway, messages
     assert caught.value.param == param
 
 
-def test_n_above_one_is_refused(gateway: RunningGateway) -> None:
+def test_n_is_served_natively_as_candidates_plain(gateway: RunningGateway, fake: FakeGoogle) -> None:
+    completion = client(gateway).chat.completions.create(model="gemini-2.5-flash", messages=user("hi"), n=3)
+    assert fake.last().body["generationConfig"]["candidateCount"] == 3
+    assert [c.index for c in completion.choices] == [0, 1, 2]
+    assert [c.message.content for c in completion.choices] == ["You said: hi", "You said: hi #1", "You said: hi #2"]
+    assert all(c.finish_reason == "stop" for c in completion.choices)
+    assert completion.usage is not None and completion.usage.prompt_tokens == USAGE["promptTokenCount"]
+
+
+def test_n_is_served_natively_as_candidates_streamed_with_choice_indexes(gateway: RunningGateway) -> None:
+    chunks = list(
+        client(gateway).chat.completions.create(
+            model="gemini-2.5-flash-tool",
+            messages=user("weather?"),
+            n=2,
+            stream=True,
+            stream_options={"include_usage": True},
+            tools=[{"type": "function", "function": {"name": "get_weather", "parameters": {"type": "object"}}}],
+        )
+    )
+    calls: dict[int, list[Any]] = {0: [], 1: []}
+    finishes = {}
+    for chunk in chunks:
+        for choice in chunk.choices:
+            calls[choice.index] += choice.delta.tool_calls or []
+            if choice.finish_reason:
+                finishes[choice.index] = choice.finish_reason
+    assert finishes == {0: "tool_calls", 1: "tool_calls"}
+    # Each choice numbers its own tool calls from 0, as OpenAI does.
+    for index in (0, 1):
+        assert [c.index for c in calls[index] if c.id] == [0, 1]
+        assert [c.function.name for c in calls[index] if c.id] == ["get_weather", "get_weather"]
+    assert chunks[-1].usage is not None and not chunks[-1].choices
+
+
+def test_n_above_gemini_s_candidate_limit_is_a_400(gateway: RunningGateway) -> None:
     with pytest.raises(openai.BadRequestError) as caught:
-        client(gateway).chat.completions.create(model="gemini-2.5-flash", messages=user("x"), n=2)
+        client(gateway).chat.completions.create(model="gemini-2.5-flash", messages=user("x"), n=9)
     assert caught.value.param == "n"

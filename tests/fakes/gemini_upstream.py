@@ -30,6 +30,7 @@ Behaviour by model name (Gemini):
 - ``*-503``       503 UNAVAILABLE (plain and streamed)
 - ``*-first-error``  a stream whose FIRST event is an error JSON event (HTTP 200)
 - ``*-fixture``   streams ``shared/fixtures/gemini/stream_text_thought_signature.sse`` as recorded
+- ``candidateCount`` N > 1: N candidates (indexes 0..N-1) in every chunk, candidate i's texts ending `` #i``
 - otherwise       "You said: <last user text>"
 """
 
@@ -549,39 +550,64 @@ def answer_chunks(model: str, body: dict[str, Any]) -> list[dict[str, Any]]:
     elif model.endswith("-safety"):
         finish = "SAFETY"
     chunks = []
+    count = config.get("candidateCount", 1)
+    # Candidate i > 0 is candidate 0 with " #i" after its last answer text.
+    last_text = max(
+        (i for i, parts in enumerate(parts_per_chunk) if any(p.get("text") and not p.get("thought") for p in parts)),
+        default=-1,
+    )
     for index, parts in enumerate(parts_per_chunk):
-        candidate: dict[str, Any] = {"content": {"parts": parts, "role": "model"}, "index": 0}
+        candidates = []
+        for choice in range(count):
+            if choice == 0 or index != last_text:
+                choice_parts = [dict(part) for part in parts]
+            else:
+                choice_parts = [_suffixed(part, f" #{choice}") for part in parts]
+            candidate: dict[str, Any] = {"content": {"parts": choice_parts, "role": "model"}, "index": choice}
+            candidates.append(candidate)
         is_last = index == len(parts_per_chunk) - 1
         if is_last:
-            candidate["finishReason"] = finish
+            for candidate in candidates:
+                candidate["finishReason"] = finish
         usage = dict(USAGE) if is_last else {"promptTokenCount": USAGE["promptTokenCount"], "totalTokenCount": 21}
         chunks.append(
-            {"candidates": [candidate], "usageMetadata": usage, "modelVersion": model, "responseId": "resp-gemini-1"}
+            {"candidates": candidates, "usageMetadata": usage, "modelVersion": model, "responseId": "resp-gemini-1"}
         )
     return chunks
 
 
+def _suffixed(part: dict[str, Any], suffix: str) -> dict[str, Any]:
+    """A non-empty answer text part of another candidate, told apart by ``suffix``."""
+    if part.get("text") and not part.get("thought"):
+        return {**part, "text": part["text"] + suffix}
+    return dict(part)
+
+
 def merge_chunks(chunks: list[dict[str, Any]]) -> dict[str, Any]:
-    """A whole answer: the chunks' parts in one candidate (adjacent plain text merged, as Gemini does)."""
+    """A whole answer: each candidate's parts from the chunks in one candidate (adjacent plain text merged, as
+    Gemini does)."""
     if "candidates" not in chunks[0]:
         return chunks[0]
-    parts: list[dict[str, Any]] = []
-    for chunk in chunks:
-        for part in chunk["candidates"][0]["content"]["parts"]:
-            previous = parts[-1] if parts else None
-            textual = set(part) <= {"text", "thought", "thoughtSignature"}
-            if (
-                textual
-                and previous is not None
-                and set(previous) <= {"text", "thought"}
-                and previous.get("thought") == part.get("thought")
-            ):
-                previous.update(part, text=previous["text"] + part["text"])
-            elif part != {"text": ""}:
-                parts.append(dict(part))
+    candidates = []
+    for position, first in enumerate(chunks[-1]["candidates"]):
+        parts: list[dict[str, Any]] = []
+        for chunk in chunks:
+            for part in chunk["candidates"][position]["content"]["parts"]:
+                previous = parts[-1] if parts else None
+                textual = set(part) <= {"text", "thought", "thoughtSignature"}
+                if (
+                    textual
+                    and previous is not None
+                    and set(previous) <= {"text", "thought"}
+                    and previous.get("thought") == part.get("thought")
+                ):
+                    previous.update(part, text=previous["text"] + part["text"])
+                elif part != {"text": ""}:
+                    parts.append(dict(part))
+        candidates.append({**first, "content": {"parts": parts, "role": "model"}})
     last = chunks[-1]
     return {
-        "candidates": [{**last["candidates"][0], "content": {"parts": parts, "role": "model"}}],
+        "candidates": candidates,
         "usageMetadata": last["usageMetadata"],
         "modelVersion": last["modelVersion"],
         "responseId": last["responseId"],

@@ -33,7 +33,8 @@ Mapping (WIRE.md section 4):
   function → ANY with ``allowedFunctionNames``.
 - ``generationConfig``: ``max_completion_tokens`` / ``max_tokens`` (else ``params.maxTokens``) →
   ``maxOutputTokens``; ``temperature``; ``top_p`` → ``topP``; ``stop`` → ``stopSequences``; ``n`` →
-  ``candidateCount`` (1 only: the answer carries one choice); ``seed``; ``presence_penalty`` /
+  ``candidateCount`` (1 to 8; each candidate is a choice, plain and streamed, with its index); ``seed``;
+  ``presence_penalty`` /
   ``frequency_penalty``; ``response_format`` json_object → ``responseMimeType: application/json``, json_schema →
   that plus ``responseJsonSchema``; ``reasoning_effort`` → ``thinkingConfig`` from providers/reasoning.py's one
   table: Gemini 3 models a ``thinkingLevel``, Gemini 2.5 a ``thinkingBudget`` (the Claude budgets, clamped to the
@@ -89,6 +90,8 @@ THOUGHT_SEPARATOR = "__thought__"
 _GENERATED_ID = re.compile(r"call_[0-9a-f]{24}")
 
 _AUDIO_TYPES = {"wav": "audio/wav", "mp3": "audio/mp3"}
+#: Gemini's largest candidateCount (the core reads candidates 0-7 as choices, rust/sse_core/src/providers/gemini.rs).
+MAX_CHOICES = 8
 _MAX_MODEL_ENDPOINTS = 256
 
 
@@ -138,14 +141,13 @@ def translate_request(
             config[wire] = value
     n = body.get("n")
     if n is not None:
-        if n != 1:
+        if not 1 <= n <= MAX_CHOICES:
             raise InvalidRequest(
-                "The gateway returns one choice per request for Gemini models: 'n' must be 1 (send several "
-                "requests instead).",
-                code="unsupported_value",
+                f"'n' must be between 1 and {MAX_CHOICES} for Gemini models (Gemini's candidateCount).",
+                code="invalid_value",
                 param="n",
             )
-        config["candidateCount"] = 1
+        config["candidateCount"] = n
     stop = body.get("stop")
     if stop is not None:
         sequences = [stop] if isinstance(stop, str) else stop

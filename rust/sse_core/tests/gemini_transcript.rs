@@ -160,7 +160,74 @@ fn a_bare_error_ends_the_stream_with_its_status_whatever_the_split() {
     }
 }
 
+/// Two candidates (`n` = 2), their pieces interleaved, each finishing on its own.
+const TWO_CANDIDATES: &str = concat!(
+    "data: {\"candidates\":[{\"content\":{\"parts\":[{\"text\":\"Un \\u00e9\",\"thought\":true}]},\"index\":0},{\"content\":{\"parts\":[{\"text\":\"Deux\"}]},\"index\":1}]}\r\n\r\n",
+    "data: {\"candidates\":[{\"content\":{\"parts\":[{\"text\":\"!\",\"thought\":true,\"thoughtSignature\":\"U0k=\"},{\"text\":\"One\"}]},\"index\":0,\"finishReason\":\"STOP\"},{\"content\":{\"parts\":[{\"functionCall\":{\"name\":\"f\",\"args\":{\"a\":1}}}]},\"index\":1}]}\r\n\r\n",
+    "data: {\"candidates\":[{\"content\":{\"parts\":[{\"text\":\"\"}]},\"index\":1,\"finishReason\":\"STOP\"}],\"usageMetadata\":{\"promptTokenCount\":2,\"candidatesTokenCount\":5}}\r\n\r\n",
+);
+
+/// The client's frames with generated tool call ids blanked (they differ between runs).
+fn stable(frames: Vec<Value>) -> Vec<Value> {
+    frames
+        .into_iter()
+        .map(|mut f| {
+            if let Some(id) = f.pointer_mut("/choices/0/delta/tool_calls/0/id") {
+                *id = Value::Null;
+            }
+            if let Some(id) = f.get_mut("id") {
+                *id = Value::Null;
+            }
+            f
+        })
+        .collect()
+}
+
+#[test]
+fn two_candidates_are_two_choices() {
+    let frames = translate(&[TWO_CANDIDATES.as_bytes()]);
+    let text = |index: u64, field: &str| -> String {
+        frames
+            .iter()
+            .filter(|f| f.pointer("/choices/0/index") == Some(&Value::from(index)))
+            .filter_map(|f| f.pointer(&format!("/choices/0/delta/{field}")))
+            .filter_map(Value::as_str)
+            .collect()
+    };
+    assert_eq!(text(0, "reasoning_content"), "Un é!");
+    assert_eq!(text(0, "content"), "One");
+    assert_eq!(text(1, "content"), "Deux");
+    let finishes: Vec<(&Value, &Value)> = frames
+        .iter()
+        .filter_map(|f| f.pointer("/choices/0"))
+        .filter(|c| !c["finish_reason"].is_null())
+        .map(|c| (&c["index"], &c["finish_reason"]))
+        .collect();
+    assert_eq!(
+        finishes,
+        vec![
+            (&Value::from(0), &Value::from("stop")),
+            (&Value::from(1), &Value::from("tool_calls"))
+        ]
+    );
+}
+
 proptest! {
+    #[test]
+    fn two_candidates_read_the_same_whatever_the_splits(cuts in prop::collection::vec(0..TWO_CANDIDATES.len(), 0..6)) {
+        let bytes = TWO_CANDIDATES.as_bytes();
+        let mut cuts = cuts;
+        cuts.sort_unstable();
+        let mut pieces = Vec::new();
+        let mut start = 0;
+        for cut in cuts {
+            pieces.push(&bytes[start..cut]);
+            start = cut;
+        }
+        pieces.push(&bytes[start..]);
+        prop_assert_eq!(stable(translate(&pieces)), stable(translate(&[bytes])));
+    }
+
     #[test]
     fn a_bare_error_reads_the_same_whatever_the_splits(cuts in prop::collection::vec(0..400usize, 0..6)) {
         let bytes = with_bare_error();

@@ -199,28 +199,37 @@ pub fn translate_response(
     for block in &message.content {
         match block.kind.as_ref() {
             "text" => completion
+                .choice
                 .content
                 .push_str(block.text.as_deref().unwrap_or_default()),
-            "tool_use" => completion.tool_calls.push(ToolCall {
+            "tool_use" => completion.choice.tool_calls.push(ToolCall {
                 id: block.id.as_deref().unwrap_or_default().to_owned(),
                 name: block.name.as_deref().unwrap_or_default().to_owned(),
                 arguments: block.input.map_or("{}", RawValue::get).to_owned(),
             }),
             "thinking" => {
                 let thinking = block.thinking.as_deref().unwrap_or_default();
-                completion.reasoning.push_str(thinking);
-                completion.thinking_blocks.push(ThinkingBlock::Thinking {
-                    thinking: thinking.to_owned(),
-                    signature: block.signature.as_deref().unwrap_or_default().to_owned(),
-                });
+                completion.choice.reasoning.push_str(thinking);
+                completion
+                    .choice
+                    .thinking_blocks
+                    .push(ThinkingBlock::Thinking {
+                        thinking: thinking.to_owned(),
+                        signature: block.signature.as_deref().unwrap_or_default().to_owned(),
+                    });
             }
-            "redacted_thinking" => completion.thinking_blocks.push(ThinkingBlock::Redacted {
-                data: block.data.as_deref().unwrap_or_default().to_owned(),
-            }),
+            "redacted_thinking" => {
+                completion
+                    .choice
+                    .thinking_blocks
+                    .push(ThinkingBlock::Redacted {
+                        data: block.data.as_deref().unwrap_or_default().to_owned(),
+                    })
+            }
             _ => {}
         }
     }
-    completion.finish_reason = message
+    completion.choice.finish_reason = message
         .stop_reason
         .as_deref()
         .map_or(FinishReason::Stop, finish_reason);

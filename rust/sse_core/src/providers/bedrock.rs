@@ -200,15 +200,15 @@ pub fn translate_response(
         .unwrap_or_default();
     for block in &blocks {
         if let Some(text) = &block.text {
-            completion.content.push_str(text);
+            completion.choice.content.push_str(text);
         }
         if let Some(tool) = &block.tool_use {
             let arguments = tool.input.map_or("{}", RawValue::get);
             if tool.name.as_deref() == Some(JSON_TOOL_NAME) {
                 json_tool = true;
-                completion.content.push_str(arguments);
+                completion.choice.content.push_str(arguments);
             } else {
-                completion.tool_calls.push(ToolCall {
+                completion.choice.tool_calls.push(ToolCall {
                     id: tool.tool_use_id.as_deref().unwrap_or_default().to_owned(),
                     name: tool.name.as_deref().unwrap_or_default().to_owned(),
                     arguments: arguments.to_owned(),
@@ -218,18 +218,24 @@ pub fn translate_response(
         if let Some(reasoning) = &block.reasoning_content {
             if let Some(text) = &reasoning.reasoning_text {
                 let thinking = text.text.as_deref().unwrap_or_default();
-                completion.reasoning.push_str(thinking);
+                completion.choice.reasoning.push_str(thinking);
                 if let Some(signature) = text.signature.as_deref().filter(|s| !s.is_empty()) {
-                    completion.thinking_blocks.push(ThinkingBlock::Thinking {
-                        thinking: thinking.to_owned(),
-                        signature: signature.to_owned(),
-                    });
+                    completion
+                        .choice
+                        .thinking_blocks
+                        .push(ThinkingBlock::Thinking {
+                            thinking: thinking.to_owned(),
+                            signature: signature.to_owned(),
+                        });
                 }
             }
             if let Some(data) = &reasoning.redacted_content {
-                completion.thinking_blocks.push(ThinkingBlock::Redacted {
-                    data: data.clone().into_owned(),
-                });
+                completion
+                    .choice
+                    .thinking_blocks
+                    .push(ThinkingBlock::Redacted {
+                        data: data.clone().into_owned(),
+                    });
             }
         }
     }
@@ -237,10 +243,10 @@ pub fn translate_response(
         .stop_reason
         .as_deref()
         .map_or(FinishReason::Stop, finish_reason);
-    if json_tool && reason == FinishReason::ToolCalls && completion.tool_calls.is_empty() {
+    if json_tool && reason == FinishReason::ToolCalls && completion.choice.tool_calls.is_empty() {
         reason = FinishReason::Stop;
     }
-    completion.finish_reason = reason;
+    completion.choice.finish_reason = reason;
     completion.usage = response.usage.map(BedrockUsage::to_openai);
     Ok((completion.to_json(), completion.usage))
 }

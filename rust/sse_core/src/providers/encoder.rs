@@ -139,13 +139,24 @@ pub struct StreamWriter {
     /// `data: {"id":…,"object":"chat.completion.chunk","created":…,"model":…,"choices":[`, built at the first chunk.
     prefix: Vec<u8>,
     id: Option<String>,
-    role_sent: bool,
-    tool_calls: u32,
-    finish_reason: Option<FinishReason>,
+    /// The choice being written (`index`), 0 unless the upstream answers several (`n` > 1).
+    choice: u32,
+    /// Its state.
+    state: ChoiceState,
+    /// The state of the other choices seen, by index.
+    others: Vec<(u32, ChoiceState)>,
     usage: Option<Usage>,
     error: Option<String>,
     done: bool,
     failed: bool,
+}
+
+/// What the writer keeps per choice of a stream.
+#[derive(Debug, Default, Clone, Copy)]
+struct ChoiceState {
+    role_sent: bool,
+    tool_calls: u32,
+    finish_reason: Option<FinishReason>,
 }
 
 const CHOICE_OPEN: &[u8] = b"{\"index\":0,\"delta\":";
@@ -160,9 +171,9 @@ impl StreamWriter {
             include_usage,
             prefix: Vec::new(),
             id: None,
-            role_sent: false,
-            tool_calls: 0,
-            finish_reason: None,
+            choice: 0,
+            state: ChoiceState::default(),
+            others: Vec::new(),
             usage: None,
             error: None,
             done: false,
@@ -193,14 +204,40 @@ impl StreamWriter {
         &self.prefix
     }
 
+    /// Write the next pieces to choice `index` (an upstream that answers `n` > 1 choices); each
+    /// choice has its own first chunk with the role, its own tool-call indexes and finish reason.
+    pub fn select_choice(&mut self, index: u32) {
+        if index == self.choice {
+            return;
+        }
+        let state = match self.others.iter().position(|(i, _)| *i == index) {
+            Some(position) => self.others.swap_remove(position).1,
+            None => ChoiceState::default(),
+        };
+        self.others
+            .push((self.choice, std::mem::replace(&mut self.state, state)));
+        self.choice = index;
+    }
+
+    /// `{"index":N,"delta":`
+    fn write_choice_open(&self, out: &mut Vec<u8>) {
+        if self.choice == 0 {
+            out.extend_from_slice(CHOICE_OPEN);
+        } else {
+            out.extend_from_slice(b"{\"index\":");
+            out.extend_from_slice(self.choice.to_string().as_bytes());
+            out.extend_from_slice(b",\"delta\":");
+        }
+    }
+
     /// Start a content chunk: everything up to the delta object's opening brace.
     fn open_delta(&mut self, out: &mut Vec<u8>) {
         out.extend_from_slice(self.prefix());
-        out.extend_from_slice(CHOICE_OPEN);
-        if self.role_sent {
+        self.write_choice_open(out);
+        if self.state.role_sent {
             out.push(b'{');
         } else {
-            self.role_sent = true;
+            self.state.role_sent = true;
             out.extend_from_slice(b"{\"role\":\"assistant\",");
         }
     }
@@ -218,7 +255,7 @@ impl StreamWriter {
 
     /// The first chunk, `{"role": "assistant", "content": ""}`, unless a chunk was already sent.
     pub fn role(&mut self, out: &mut Vec<u8>) {
-        if !self.role_sent && !self.closed() {
+        if !self.state.role_sent && !self.closed() {
             self.open_delta(out);
             out.extend_from_slice(b"\"content\":\"\"");
             Self::close_delta(out);
@@ -259,8 +296,8 @@ impl StreamWriter {
     /// The first piece of a tool call: its id and name. Returns the OpenAI index given to it
     /// (tool calls are numbered in order, whatever the provider's own block numbering).
     pub fn tool_call_start(&mut self, out: &mut Vec<u8>, id: &str, name: &str) -> u32 {
-        let index = self.tool_calls;
-        self.tool_calls += 1;
+        let index = self.state.tool_calls;
+        self.state.tool_calls += 1;
         if !self.closed() {
             self.open_delta(out);
             out.extend_from_slice(b"\"tool_calls\":[{\"index\":");
@@ -288,15 +325,22 @@ impl StreamWriter {
         }
     }
 
-    /// How many tool calls were started.
+    /// How many tool calls were started (in the current choice).
     #[must_use]
     pub fn tool_call_count(&self) -> u32 {
-        self.tool_calls
+        self.state.tool_calls
     }
 
-    /// Record why the model stopped; the finish chunk is written by [`Self::end`].
+    /// Record why the model stopped (the current choice); the finish chunk is written by [`Self::end`].
     pub fn set_finish_reason(&mut self, reason: FinishReason) {
-        self.finish_reason = Some(reason);
+        self.state.finish_reason = Some(reason);
+    }
+
+    /// Whether every choice seen has a finish reason (and one was seen).
+    #[must_use]
+    pub fn every_choice_finished(&self) -> bool {
+        self.state.finish_reason.is_some()
+            && self.others.iter().all(|(_, s)| s.finish_reason.is_some())
     }
 
     /// Record the usage to report (the last one recorded wins).
@@ -310,12 +354,20 @@ impl StreamWriter {
         if self.closed() {
             return;
         }
-        let reason = *self.finish_reason.get_or_insert(FinishReason::Stop);
-        self.role(out);
-        out.extend_from_slice(self.prefix());
-        out.extend_from_slice(b"{\"index\":0,\"delta\":{},\"logprobs\":null,\"finish_reason\":\"");
-        out.extend_from_slice(reason.as_str().as_bytes());
-        out.extend_from_slice(b"\"}]}\n\n");
+        // One finish chunk per choice, in index order (`stop` for a choice the upstream gave none).
+        let mut indexes: Vec<u32> = self.others.iter().map(|(i, _)| *i).collect();
+        indexes.push(self.choice);
+        indexes.sort_unstable();
+        for index in indexes {
+            self.select_choice(index);
+            let reason = *self.state.finish_reason.get_or_insert(FinishReason::Stop);
+            self.role(out);
+            out.extend_from_slice(self.prefix());
+            self.write_choice_open(out);
+            out.extend_from_slice(b"{},\"logprobs\":null,\"finish_reason\":\"");
+            out.extend_from_slice(reason.as_str().as_bytes());
+            out.extend_from_slice(b"\"}]}\n\n");
+        }
         if self.include_usage {
             if let Some(usage) = self.usage {
                 out.extend_from_slice(self.prefix());
@@ -381,10 +433,17 @@ impl StreamWriter {
         self.usage
     }
 
-    /// The finish reason recorded.
+    /// The finish reason recorded for the first choice.
     #[must_use]
     pub fn finish_reason(&self) -> Option<&'static str> {
-        self.finish_reason.map(FinishReason::as_str)
+        let first = if self.choice == 0 {
+            Some(&self.state)
+        } else {
+            self.others.iter().find(|(i, _)| *i == 0).map(|(_, s)| s)
+        };
+        first
+            .and_then(|s| s.finish_reason)
+            .map(FinishReason::as_str)
     }
 
     /// The message of the error event sent, if any.
@@ -409,61 +468,44 @@ pub struct ToolCall {
     pub arguments: String,
 }
 
-/// A whole assistant answer in canonical form, written as an OpenAI `chat.completion` body.
+/// One choice of a whole answer: the assistant message and why it ended.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Completion {
-    /// The upstream's id, or `None` to generate one.
-    pub id: Option<String>,
-    pub model: String,
+pub struct Choice {
     pub content: String,
     pub reasoning: String,
     pub thinking_blocks: Vec<ThinkingBlock>,
     pub tool_calls: Vec<ToolCall>,
     pub finish_reason: FinishReason,
-    pub usage: Option<Usage>,
 }
 
-impl Completion {
-    /// An empty answer for `model` that stopped normally.
-    #[must_use]
-    pub fn new(model: &str) -> Self {
+impl Default for Choice {
+    fn default() -> Self {
         Self {
-            id: None,
-            model: model.to_owned(),
             content: String::new(),
             reasoning: String::new(),
             thinking_blocks: Vec::new(),
             tool_calls: Vec::new(),
             finish_reason: FinishReason::Stop,
-            usage: None,
         }
     }
+}
 
-    /// The OpenAI body. `content` is null when the answer is only tool calls, as OpenAI sends it;
-    /// `reasoning_content` and `thinking_blocks` appear only when there was reasoning.
-    #[must_use]
-    pub fn to_json(&self) -> Vec<u8> {
-        let mut out = Vec::with_capacity(256 + self.content.len() + self.reasoning.len());
-        out.extend_from_slice(b"{\"id\":");
-        match &self.id {
-            Some(id) => write_str(&mut out, id),
-            None => write_str(&mut out, &new_completion_id()),
-        }
-        out.extend_from_slice(b",\"object\":\"chat.completion\",\"created\":");
-        out.extend_from_slice(unix_seconds().to_string().as_bytes());
-        out.extend_from_slice(b",\"model\":");
-        write_str(&mut out, &self.model);
-        out.extend_from_slice(
-            b",\"choices\":[{\"index\":0,\"message\":{\"role\":\"assistant\",\"content\":",
-        );
+impl Choice {
+    /// `{"index", "message", "logprobs", "finish_reason"}`. `content` is null when the answer is only
+    /// tool calls, as OpenAI sends it; `reasoning_content` and `thinking_blocks` appear only when
+    /// there was reasoning.
+    fn write(&self, out: &mut Vec<u8>, index: usize) {
+        out.extend_from_slice(b"{\"index\":");
+        out.extend_from_slice(index.to_string().as_bytes());
+        out.extend_from_slice(b",\"message\":{\"role\":\"assistant\",\"content\":");
         if self.content.is_empty() && !self.tool_calls.is_empty() {
             out.extend_from_slice(b"null");
         } else {
-            write_str(&mut out, &self.content);
+            write_str(out, &self.content);
         }
         if !self.reasoning.is_empty() {
             out.extend_from_slice(b",\"reasoning_content\":");
-            write_str(&mut out, &self.reasoning);
+            write_str(out, &self.reasoning);
         }
         if !self.thinking_blocks.is_empty() {
             out.extend_from_slice(b",\"thinking_blocks\":[");
@@ -471,7 +513,7 @@ impl Completion {
                 if i > 0 {
                     out.push(b',');
                 }
-                write_thinking_block(&mut out, block);
+                write_thinking_block(out, block);
             }
             out.push(b']');
         }
@@ -482,18 +524,73 @@ impl Completion {
                     out.push(b',');
                 }
                 out.extend_from_slice(b"{\"id\":");
-                write_str(&mut out, &call.id);
+                write_str(out, &call.id);
                 out.extend_from_slice(b",\"type\":\"function\",\"function\":{\"name\":");
-                write_str(&mut out, &call.name);
+                write_str(out, &call.name);
                 out.extend_from_slice(b",\"arguments\":");
-                write_str(&mut out, &call.arguments);
+                write_str(out, &call.arguments);
                 out.extend_from_slice(b"}}");
             }
             out.push(b']');
         }
         out.extend_from_slice(b",\"refusal\":null},\"logprobs\":null,\"finish_reason\":\"");
         out.extend_from_slice(self.finish_reason.as_str().as_bytes());
-        out.extend_from_slice(b"\"}]");
+        out.extend_from_slice(b"\"}");
+    }
+}
+
+/// A whole assistant answer in canonical form, written as an OpenAI `chat.completion` body.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Completion {
+    /// The upstream's id, or `None` to generate one.
+    pub id: Option<String>,
+    pub model: String,
+    /// Choice 0.
+    pub choice: Choice,
+    /// Choices 1, 2, … of an upstream that answers several (`n` > 1).
+    pub more_choices: Vec<Choice>,
+    pub usage: Option<Usage>,
+}
+
+impl Completion {
+    /// An empty answer for `model` that stopped normally.
+    #[must_use]
+    pub fn new(model: &str) -> Self {
+        Self {
+            id: None,
+            model: model.to_owned(),
+            choice: Choice::default(),
+            more_choices: Vec::new(),
+            usage: None,
+        }
+    }
+
+    /// The OpenAI body. `content` is null when the answer is only tool calls, as OpenAI sends it;
+    /// `reasoning_content` and `thinking_blocks` appear only when there was reasoning.
+    #[must_use]
+    pub fn to_json(&self) -> Vec<u8> {
+        let mut out =
+            Vec::with_capacity(256 + self.choice.content.len() + self.choice.reasoning.len());
+        out.extend_from_slice(b"{\"id\":");
+        match &self.id {
+            Some(id) => write_str(&mut out, id),
+            None => write_str(&mut out, &new_completion_id()),
+        }
+        out.extend_from_slice(b",\"object\":\"chat.completion\",\"created\":");
+        out.extend_from_slice(unix_seconds().to_string().as_bytes());
+        out.extend_from_slice(b",\"model\":");
+        write_str(&mut out, &self.model);
+        out.extend_from_slice(b",\"choices\":[");
+        for (index, choice) in std::iter::once(&self.choice)
+            .chain(&self.more_choices)
+            .enumerate()
+        {
+            if index > 0 {
+                out.push(b',');
+            }
+            choice.write(&mut out, index);
+        }
+        out.push(b']');
         if let Some(usage) = &self.usage {
             out.extend_from_slice(b",\"usage\":");
             write_usage(&mut out, usage);
@@ -616,17 +713,17 @@ mod tests {
     fn completion_with_tool_calls_has_null_content() {
         let mut c = Completion::new("m");
         c.id = Some("msg_1".into());
-        c.tool_calls.push(ToolCall {
+        c.choice.tool_calls.push(ToolCall {
             id: "t1".into(),
             name: "f".into(),
             arguments: "{}".into(),
         });
-        c.reasoning = "think".into();
-        c.thinking_blocks.push(ThinkingBlock::Thinking {
+        c.choice.reasoning = "think".into();
+        c.choice.thinking_blocks.push(ThinkingBlock::Thinking {
             thinking: "think".into(),
             signature: "sig".into(),
         });
-        c.finish_reason = FinishReason::ToolCalls;
+        c.choice.finish_reason = FinishReason::ToolCalls;
         let body: Value = serde_json::from_slice(&c.to_json()).unwrap();
         let message = &body["choices"][0]["message"];
         assert_eq!(message["content"], Value::Null);

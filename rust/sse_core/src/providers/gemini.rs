@@ -44,7 +44,9 @@ use std::borrow::Cow;
 use serde::Deserialize;
 use serde_json::value::RawValue;
 
-use super::encoder::{random_id, Completion, FinishReason, StreamWriter, ThinkingBlock, ToolCall};
+use super::encoder::{
+    random_id, Choice, Completion, FinishReason, StreamWriter, ThinkingBlock, ToolCall,
+};
 use super::sse_stream::{SseEvents, SseStream};
 use super::Usage;
 use crate::error::CoreError;
@@ -274,19 +276,50 @@ pub fn translate_response(
     completion.id = response.response_id.as_deref().map(str::to_owned);
     completion.usage = response.usage_metadata.map(UsageMetadata::to_openai);
     if let Some(text) = response.blocked_prompt() {
-        completion.content = text;
-        completion.finish_reason = FinishReason::ContentFilter;
+        completion.choice.content = text;
+        completion.choice.finish_reason = FinishReason::ContentFilter;
         return Ok((completion.to_json(), completion.usage));
     }
+    // One choice per candidate (`candidateCount` = the client's `n`), in index order.
+    let mut candidates: Vec<(u32, &Candidate<'_>)> = response
+        .candidates
+        .iter()
+        .filter_map(|c| choice_index(c).map(|index| (index, c)))
+        .collect();
+    candidates.sort_by_key(|(index, _)| *index);
+    for (position, (_, candidate)) in candidates.iter().enumerate() {
+        let choice = candidate_choice(candidate);
+        if position == 0 {
+            completion.choice = choice;
+        } else {
+            completion.more_choices.push(choice);
+        }
+    }
+    Ok((completion.to_json(), completion.usage))
+}
+
+/// The most candidates Gemini gives (`candidateCount` ≤ 8): higher indexes are not read.
+const MAX_CANDIDATES: u32 = 8;
+
+/// The OpenAI choice index of a candidate (`None` past [`MAX_CANDIDATES`]).
+fn choice_index(candidate: &Candidate<'_>) -> Option<u32> {
+    u32::try_from(candidate.index.unwrap_or(0))
+        .ok()
+        .filter(|index| *index < MAX_CANDIDATES)
+}
+
+/// One candidate of a whole answer as a choice (see the module docs).
+fn candidate_choice(candidate: &Candidate<'_>) -> Choice {
+    let mut choice = Choice::default();
     let mut thought = String::new();
-    let candidate = response.first_candidate();
     let parts = candidate
-        .and_then(|c| c.content.as_ref())
+        .content
+        .as_ref()
         .map_or(&[][..], |c| c.parts.as_slice());
     for part in parts {
         let signature = part.thought_signature.as_deref();
         if let Some(call) = &part.function_call {
-            completion.tool_calls.push(ToolCall {
+            choice.tool_calls.push(ToolCall {
                 id: tool_call_id(call, signature),
                 name: call.name.as_deref().unwrap_or_default().to_owned(),
                 arguments: call.arguments().to_owned(),
@@ -296,13 +329,13 @@ pub fn translate_response(
         let text = part.text.as_deref().unwrap_or_default();
         let is_thought = part.thought == Some(true);
         if is_thought {
-            completion.reasoning.push_str(text);
+            choice.reasoning.push_str(text);
             thought.push_str(text);
         } else {
-            completion.content.push_str(text);
+            choice.content.push_str(text);
         }
         if let Some(signature) = signature.filter(|s| !s.is_empty()) {
-            completion.thinking_blocks.push(ThinkingBlock::Thinking {
+            choice.thinking_blocks.push(ThinkingBlock::Thinking {
                 thinking: if is_thought {
                     std::mem::take(&mut thought)
                 } else {
@@ -312,13 +345,11 @@ pub fn translate_response(
             });
         }
     }
-    completion.finish_reason = finish_reason(
-        candidate
-            .and_then(|c| c.finish_reason.as_deref())
-            .unwrap_or("STOP"),
-        !completion.tool_calls.is_empty(),
+    choice.finish_reason = finish_reason(
+        candidate.finish_reason.as_deref().unwrap_or("STOP"),
+        !choice.tool_calls.is_empty(),
     );
-    Ok((completion.to_json(), completion.usage))
+    choice
 }
 
 /// Translator for one `streamGenerateContent?alt=sse` stream.
@@ -327,10 +358,9 @@ pub type GeminiStream = SseStream<GeminiEvents>;
 /// What a `streamGenerateContent` stream's events mean (see the module docs).
 #[derive(Debug, Default)]
 pub struct GeminiEvents {
-    /// Thought text since the last signature, sent again whole with the next one.
-    thought: String,
-    /// The finish reason seen (`finishReason`, or a blocked prompt): the answer is complete.
-    finish: Option<FinishReason>,
+    /// Per candidate (choice) index: thought text since the last signature, sent again whole with
+    /// the next one.
+    thoughts: Vec<String>,
 }
 
 impl SseEvents for GeminiEvents {
@@ -345,14 +375,13 @@ impl SseEvents for GeminiEvents {
         self.translate_event(event, writer, out)
     }
 
-    /// The upstream sends no `[DONE]`: EOF after a finish reason is the normal end.
+    /// The upstream sends no `[DONE]`: EOF once every candidate has its finish reason (or the
+    /// prompt was blocked) is the normal end.
     fn end_of_stream(&mut self, writer: &mut StreamWriter, out: &mut Vec<u8>) {
-        match self.finish {
-            Some(reason) => {
-                writer.set_finish_reason(reason);
-                writer.end(out);
-            }
-            None => writer.truncated(out),
+        if writer.every_choice_finished() {
+            writer.end(out);
+        } else {
+            writer.truncated(out);
         }
     }
 }
@@ -399,22 +428,37 @@ impl GeminiEvents {
             writer.set_usage(usage.to_openai());
         }
         if let Some(text) = response.blocked_prompt() {
+            writer.select_choice(0);
             writer.text(out, &text);
-            self.finish = Some(FinishReason::ContentFilter);
+            writer.set_finish_reason(FinishReason::ContentFilter);
             return;
         }
-        let Some(candidate) = response.first_candidate() else {
-            return;
-        };
-        for part in candidate.content.iter().flat_map(|c| &c.parts) {
-            self.part(part, writer, out);
-        }
-        if let Some(reason) = candidate.finish_reason.as_deref() {
-            self.finish = Some(finish_reason(reason, writer.tool_call_count() > 0));
+        for candidate in &response.candidates {
+            let Some(index) = choice_index(candidate) else {
+                continue;
+            };
+            writer.select_choice(index);
+            let slot = usize::try_from(index).unwrap_or_default();
+            if self.thoughts.len() <= slot {
+                self.thoughts.resize_with(slot + 1, String::new);
+            }
+            for part in candidate.content.iter().flat_map(|c| &c.parts) {
+                self.part(slot, part, writer, out);
+            }
+            if let Some(reason) = candidate.finish_reason.as_deref() {
+                writer.set_finish_reason(finish_reason(reason, writer.tool_call_count() > 0));
+            }
         }
     }
 
-    fn part(&mut self, part: &Part<'_>, writer: &mut StreamWriter, out: &mut Vec<u8>) {
+    /// `index`: the candidate's, below [`MAX_CANDIDATES`] (its thought text is `thoughts[index]`).
+    fn part(
+        &mut self,
+        index: usize,
+        part: &Part<'_>,
+        writer: &mut StreamWriter,
+        out: &mut Vec<u8>,
+    ) {
         let signature = part.thought_signature.as_deref().filter(|s| !s.is_empty());
         if let Some(call) = &part.function_call {
             let id = tool_call_id(call, signature);
@@ -427,14 +471,19 @@ impl GeminiEvents {
         let is_thought = part.thought == Some(true);
         if is_thought {
             writer.reasoning(out, text);
-            self.thought.push_str(text);
+            if let Some(thought) = self.thoughts.get_mut(index) {
+                thought.push_str(text);
+            }
         } else {
             writer.text(out, text);
         }
         if let Some(signature) = signature {
             let block = ThinkingBlock::Thinking {
                 thinking: if is_thought {
-                    std::mem::take(&mut self.thought)
+                    self.thoughts
+                        .get_mut(index)
+                        .map(std::mem::take)
+                        .unwrap_or_default()
                 } else {
                     String::new()
                 },
@@ -606,6 +655,69 @@ mod tests {
         let mut t = GeminiStream::new(Some("m".into()), true);
         let frames = t.run(input);
         assert_eq!(frames.last().unwrap()["error"]["code"], "stream_truncated");
+    }
+
+    #[test]
+    fn candidates_stream_as_choices_with_their_own_indexes() {
+        let input = sse(&[
+            r#"{"candidates":[{"content":{"parts":[{"text":"A1"}],"role":"model"},"index":0},{"content":{"parts":[{"text":"B1"}],"role":"model"},"index":1}],"responseId":"r"}"#,
+            r#"{"candidates":[{"content":{"parts":[{"functionCall":{"name":"f","args":{}}}],"role":"model"},"index":1,"finishReason":"STOP"}]}"#,
+            r#"{"candidates":[{"content":{"parts":[{"text":"A2"}],"role":"model"},"finishReason":"MAX_TOKENS","index":0}],"usageMetadata":{"promptTokenCount":3,"candidatesTokenCount":6}}"#,
+        ]);
+        let mut t = GeminiStream::new(Some("m".into()), true);
+        let frames = t.run(&input);
+        let choices: Vec<&Value> = frames
+            .iter()
+            .filter_map(|f| f.pointer("/choices/0"))
+            .collect();
+        let of = |index: u64| -> Vec<&Value> {
+            choices
+                .iter()
+                .copied()
+                .filter(|c| c["index"] == index)
+                .collect()
+        };
+        let (zero, one) = (of(0), of(1));
+        assert_eq!(zero[0]["delta"]["role"], "assistant");
+        assert_eq!(zero[0]["delta"]["content"], "");
+        assert_eq!(zero[1]["delta"]["content"], "A1");
+        assert_eq!(one[0]["delta"]["role"], "assistant");
+        assert_eq!(one[0]["delta"]["content"], "B1");
+        assert_eq!(one[1]["delta"]["tool_calls"][0]["index"], 0);
+        assert_eq!(zero[2]["delta"]["content"], "A2");
+        assert_eq!(zero.last().unwrap()["finish_reason"], "length");
+        assert_eq!(one.last().unwrap()["finish_reason"], "tool_calls");
+        // The finish chunks come in index order, then the usage, then [DONE].
+        let n = frames.len();
+        assert_eq!(frames[n - 4]["choices"][0]["index"], 0);
+        assert_eq!(frames[n - 3]["choices"][0]["index"], 1);
+        assert_eq!(frames[n - 2]["usage"]["completion_tokens"], 6);
+        assert_eq!(t.writer().finish_reason(), Some("length"));
+    }
+
+    #[test]
+    fn a_stream_whose_second_candidate_never_finishes_is_truncated() {
+        let input = sse(&[
+            r#"{"candidates":[{"content":{"parts":[{"text":"A"}],"role":"model"},"index":0,"finishReason":"STOP"},{"content":{"parts":[{"text":"B"}],"role":"model"},"index":1}]}"#,
+        ]);
+        let mut t = GeminiStream::new(Some("m".into()), true);
+        let frames = t.run(&input);
+        assert_eq!(frames.last().unwrap()["error"]["code"], "stream_truncated");
+    }
+
+    #[test]
+    fn whole_response_candidates_are_choices_in_index_order() {
+        let body = br#"{"candidates":[{"content":{"parts":[{"text":"second"}],"role":"model"},"finishReason":"MAX_TOKENS","index":1},{"content":{"parts":[{"text":"first"}],"role":"model"},"finishReason":"STOP","index":0},{"content":{"parts":[{"text":"ignored"}]},"index":99}]}"#;
+        let (out, _) = translate_response(body, Some("m")).unwrap();
+        let v: Value = serde_json::from_slice(&out).unwrap();
+        let choices = v["choices"].as_array().unwrap();
+        assert_eq!(choices.len(), 2);
+        assert_eq!(choices[0]["index"], 0);
+        assert_eq!(choices[0]["message"]["content"], "first");
+        assert_eq!(choices[0]["finish_reason"], "stop");
+        assert_eq!(choices[1]["index"], 1);
+        assert_eq!(choices[1]["message"]["content"], "second");
+        assert_eq!(choices[1]["finish_reason"], "length");
     }
 
     #[test]
