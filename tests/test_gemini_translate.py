@@ -122,6 +122,21 @@ def test_google_errors_keep_status_and_name_and_an_existing_retry_after() -> Non
     assert error_from_google_body(502, b"<html>bad gateway</html>", []).message.startswith("upstream returned HTTP 502")
 
 
+def test_a_detail_with_a_null_type_keeps_the_429() -> None:
+    details = [
+        {"@type": None},
+        {"@type": 7},
+        "text",
+        {"@type": "type.googleapis.com/google.rpc.RetryInfo", "retryDelay": "2s"},
+    ]
+    body = orjson.dumps(
+        {"error": {"code": 429, "message": "slow down", "status": "RESOURCE_EXHAUSTED", "details": details}}
+    )
+    error = error_from_google_body(429, body, [])
+    assert (error.status, error.code, error.message) == (429, "RESOURCE_EXHAUSTED", "slow down")
+    assert error.headers == [(b"retry-after", b"2")]
+
+
 def test_reasoning_in_the_flat_fields_of_other_gateways_becomes_a_signed_thought_part() -> None:
     out = translate(
         {

@@ -429,7 +429,9 @@ def _retry_delay(details: Any) -> int | None:
     if not isinstance(details, list):
         return None
     for detail in details:
-        if isinstance(detail, dict) and detail.get("@type", "").endswith("google.rpc.RetryInfo"):
+        # Read defensively: a detail's "@type" may be null or not a string, and must not turn a 429 into a 500.
+        kind = detail.get("@type") if isinstance(detail, dict) else None
+        if isinstance(kind, str) and kind.endswith("google.rpc.RetryInfo"):
             match = _RETRY_DELAY.fullmatch(str(detail.get("retryDelay", "")))
             if match is not None:
                 return max(1, math.ceil(float(match[1])))
