@@ -138,7 +138,7 @@ def test_an_upstream_error_settles_once_with_its_status(run: Run) -> None:
     [exchange] = settled
     assert exchange.status == 429
     assert exchange.facts.error
-    assert [a.outcome for a in exchange.attempts] == ["failover"]  # retryable, but nothing left to try
+    assert [a.outcome for a in exchange.attempts] == ["failed"]  # retryable, but nothing left to try
 
 
 def test_a_stream_that_fails_midway_settles_once_with_the_error(run: Run) -> None:

@@ -196,16 +196,17 @@ class Exchange:
             more = index + 1 < len(targets)
             attempt_request = backend.request_for(request, model, self.path)
             response = await self._send(client, backend, model, attempt_request, more)
-            if response is None:
-                last = self.attempts[-1].error
-                continue
-            if request.stream:
-                done = await self._stream(backend, attempt_request, response, send, more)
-            else:
-                done = await self._complete(backend, attempt_request, response, send, more)
-            if done:
-                return
-            last = self.attempts[-1].error
+            if response is not None:
+                if request.stream:
+                    done = await self._stream(backend, attempt_request, response, send, more)
+                else:
+                    done = await self._complete(backend, attempt_request, response, send, more)
+                if done:
+                    return
+            # A failure that moves the request on (only ever when another target is left).
+            failed = self.attempts[-1]
+            failed.outcome = "failover"
+            last = failed.error
         assert last is not None, "a route has at least one target"
         raise last
 
@@ -251,7 +252,7 @@ class Exchange:
         """Records a failed attempt and what it means for the backend's health."""
         attempt.ended = time.monotonic()
         attempt.error = error
-        attempt.outcome = "failover" if error.retryable else "failed"
+        attempt.outcome = "failed"  # serve() makes it "failover" when the request moves on to another target
         backend = attempt.backend
         # No answer (connection refused, reset, timeout) counts as a failure whenever it moves the request on.
         failure = error.retryable if status is None else backend.is_failure(status, headers)

@@ -131,9 +131,8 @@ _CALLER_LIMIT = 256
 
 
 def outcome_of(attempt: Attempt, last: Attempt | None) -> str:
-    """The attempt's outcome; a retryable failure with no attempt after it reached the client: ``failed``."""
-    outcome = attempt.outcome or "aborted"
-    return "failed" if outcome == "failover" and attempt is last else outcome
+    """The attempt's outcome (the exchange marks ``failover`` only when another attempt followed)."""
+    return attempt.outcome or "aborted"
 
 
 def provider_label(backend: Backend) -> str:
