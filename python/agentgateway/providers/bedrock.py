@@ -53,7 +53,6 @@ MAX_IMAGE_BYTES = 3_750_000
 _IMAGE_FORMATS = {
     "image/png": "png",
     "image/jpeg": "jpeg",
-    "image/jpg": "jpeg",
     "image/gif": "gif",
     "image/webp": "webp",
 }

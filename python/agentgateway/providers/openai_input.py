@@ -27,6 +27,16 @@ __all__ = [
     "text_of",
 ]
 
+#: Common aliases of media types, as clients send them, and the registered name every provider accepts.
+MEDIA_TYPE_ALIASES = {
+    "image/jpg": "image/jpeg",
+    "image/pjpeg": "image/jpeg",
+    "image/x-png": "image/png",
+    "audio/x-wav": "audio/wav",
+    "audio/wave": "audio/wav",
+    "audio/mpeg": "audio/mp3",
+    "application/x-pdf": "application/pdf",
+}
 _DATA_URL = re.compile(r"data:([\w.+-]+/[\w.+-]+)?((?:;[\w.+-]+=[^;,]*)*)(;base64)?,(.*)", re.DOTALL)
 
 
@@ -53,7 +63,9 @@ def text_of(content: Any, param: str, separator: str = "\n") -> str:
 
 def parse_data_url(url: str, param: str) -> tuple[str, str, int]:
     """``(media type, base64 data, decoded size in bytes)`` of a base64 ``data:`` URL; a clear 400 for anything
-    else. The data is passed on as the client encoded it; the size is for providers that cap it."""
+    else. The media type is lower-cased and common aliases (``image/jpg``) are given their registered name, so each
+    provider sees what it accepts. The data is passed on as the client encoded it; the size is for providers that
+    cap it."""
     match = _DATA_URL.fullmatch(url)
     if match is None or match[3] is None:
         raise invalid(f"'{param}' is not a base64 data: URL (data:<media type>;base64,<data>).", param)
@@ -62,7 +74,8 @@ def parse_data_url(url: str, param: str) -> tuple[str, str, int]:
         size = len(base64.b64decode(data, validate=True))
     except (binascii.Error, ValueError):
         raise invalid(f"'{param}' is not valid base64 data.", param) from None
-    return (match[1] or "").lower(), data, size
+    media_type = (match[1] or "").lower()
+    return MEDIA_TYPE_ALIASES.get(media_type, media_type), data, size
 
 
 def read_tool_call(call: Any, param: str) -> tuple[str, str, dict[str, Any]]:
