@@ -400,3 +400,17 @@ def test_gemini_bare_error_ending_the_stream_is_a_429_with_googles_message(gatew
             pass
     assert caught.value.code == "RESOURCE_EXHAUSTED"
     assert isinstance(caught.value.body, dict) and caught.value.body["status"] == 429
+
+
+def test_two_vertex_entries_on_the_same_credentials_share_one_token(fake: FakeGoogle, tmp_path: Path) -> None:
+    # "claude-alias" and "*" are two entries on the same ADC: one token for both in the worker, not one each.
+    running = _one_gateway(fake, tmp_path, adc_env(tmp_path, fake.service_account_info()))
+    try:
+        before = len(fake.token_requests)
+        client(running).chat.completions.create(model="gemini-2.5-flash", messages=user("one"))
+        first = bearer(fake)
+        client(running).chat.completions.create(model="claude-alias", messages=user("two"))
+        assert bearer(fake) == first
+        assert len(fake.token_requests) == before + 1
+    finally:
+        running.stop()

@@ -12,8 +12,9 @@ Anthropic publisher's ``rawPredict`` (WIRE.md section 5).
 - Any other id goes to ``…/publishers/google/models/{model}:generateContent`` (streams
   ``:streamGenerateContent?alt=sse``) with the body of providers/gemini.py's ``translate_request``; answers are
   read by the core's ``gemini`` translator.
-- Auth: Google Application Default Credentials (agentgateway/google_auth.py), ``Authorization: Bearer <token>``;
-  a 401 drops the cached token and the request is sent once more with a new one. With ``params.apiKey`` (Vertex
+- Auth: Google Application Default Credentials (agentgateway/google_auth.py), ``Authorization: Bearer <token>``,
+  one token cache per credential source and worker shared by every Vertex entry; a 401 drops the cached token and
+  the request is sent once more with a new one. With ``params.apiKey`` (Vertex
   AI express mode) the key is sent as ``x-goog-api-key`` instead, and ``vertexProject`` becomes optional: without
   it the project-less express path ``/v1/publishers/google/models/{model}:generateContent`` is used.
 - Errors: Google's ``{"error": {code, message, status}}`` and, from Claude models, Anthropic's
@@ -21,6 +22,8 @@ Anthropic publisher's ``rawPredict`` (WIRE.md section 5).
 """
 
 from __future__ import annotations
+
+import os
 
 import orjson
 
@@ -39,6 +42,21 @@ from .gemini import translate_request as translate_gemini_request
 __all__ = ["VERTEX_ANTHROPIC_VERSION", "VertexProvider", "vertex_host"]
 
 VERTEX_ANTHROPIC_VERSION = "vertex-2023-10-16"
+# One token cache per credential source in this worker (issue 20): every Vertex entry on the same Application
+# Default Credentials shares one token and one refresh, instead of fetching a token per entry.
+_SHARED_CREDENTIALS: dict[str | None, GoogleCredentials] = {}
+
+
+def shared_credentials() -> GoogleCredentials:
+    """The ADC token cache of this worker for the credential source in use (``GOOGLE_APPLICATION_CREDENTIALS``, else
+    the gcloud file or the metadata server, which google-auth finds the same way for every entry)."""
+    source = os.environ.get("GOOGLE_APPLICATION_CREDENTIALS")
+    credentials = _SHARED_CREDENTIALS.get(source)
+    if credentials is None:
+        credentials = _SHARED_CREDENTIALS[source] = GoogleCredentials()
+    return credentials
+
+
 _MULTI_REGIONS = frozenset(("us", "eu"))
 _MAX_MODEL_ENDPOINTS = 256
 
@@ -76,7 +94,7 @@ class VertexProvider(Provider):
         if params.api_key is not None:
             self.headers += encode_headers({"x-goog-api-key": params.api_key.get_secret_value()})
         else:
-            self.credentials = GoogleCredentials()
+            self.credentials = shared_credentials()
         self.configured_secrets = list(self.secrets)
         # (plain, streamed) endpoints per upstream model.
         self.endpoints: BoundedMemo[str, tuple[Endpoint, Endpoint]] = BoundedMemo(
