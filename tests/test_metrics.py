@@ -387,3 +387,24 @@ scrape_configs:
         server.wait(30)
         log.close()
         stats.gateway.stop()
+
+
+def test_rate_limit_rejections_are_counted_by_limit(
+    fake_openai: FakeOpenAI, anthropic: FakeAnthropic, tmp_path: Path
+) -> None:
+    stats_port = free_port()
+    limited = config(fake_openai.base_url, anthropic.origin, stats_port, free_port()).replace(
+        "llm:\n",
+        "llm:\n  policies:\n    localRateLimit: [{type: requests, maxTokens: 1, tokensPerFill: 1, fillInterval: 1h}]\n",
+        1,
+    )
+    gateway = start_gateway(limited, tmp_path)
+    try:
+        stats = Stats(gateway, stats_port, 0)
+        client = openai_client(gateway.url)
+        client.chat.completions.create(model="gpt-4o-mini", messages=MESSAGES)
+        with pytest.raises(openai.RateLimitError):
+            client.chat.completions.create(model="gpt-4o-mini", messages=MESSAGES)
+        assert stats.wait_value("agentgateway_rate_limit_rejections_total", 1, limit="global:requests") == 1
+    finally:
+        gateway.stop()

@@ -70,6 +70,7 @@ class Gateway:
         self.telemetry = Telemetry(config, self.router)
         if self.telemetry.active:
             self.observers.append(self.telemetry.observe)
+        self._count_policy(self.guard)
         self.model_names = [*self.router.exact_names, *self.router.virtual_names]
         self.models_body = _models_body(self.model_names)
         self._models_by_key: dict[str, bytes] = {}
@@ -123,6 +124,12 @@ class Gateway:
             await self.guard.shutdown()
             self.telemetry.shutdown()
 
+    def _count_policy(self, guard: Guard) -> None:
+        """Rate-limit rejections and Redis failures reach the metrics."""
+        guard.on_rejected = self.telemetry.rate_limited
+        if guard.redis is not None:
+            guard.redis.on_failure = self.telemetry.redis_failed
+
     async def reconfigure(self, config: GatewayConfig, source: str, generation: int) -> None:
         """Serve a reloaded, validated config (reload.py). The new router reuses the Backend of every unchanged
         entry (provider, credential caches, eviction state; pools are the client's, by origin). Everything is
@@ -131,6 +138,7 @@ class Gateway:
         old_guard, guard = self.guard, self.guard
         if (config.llm.policies, config.config.redis) != (self.config.llm.policies, self.config.config.redis):
             guard = Guard(config, worker=True)
+            self._count_policy(guard)
             await guard.startup()
         observers = [observer for observer in self.observers if observer != old_guard.settle]
         if guard.limited:

@@ -14,7 +14,7 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
 from ..errors import GatewayError
@@ -46,6 +46,8 @@ def _looks_like_jwt(token: bytes) -> bool:
 
 class Guard:
     def __init__(self, config: GatewayConfig, *, worker: bool = False) -> None:
+        #: told the bounded name (``Limit.metric``) of each limit that refuses a request (telemetry counts them).
+        self.on_rejected: Callable[[str], None] | None = None
         policies = config.llm.policies
         self.global_limits = compile_limits(policies.local_rate_limit, "global", "llm.policies.localRateLimit")
         every_limit: list[Limit] = list(self.global_limits)
@@ -209,7 +211,10 @@ class Guard:
         if taken is None:
             return  # failOpen while the store is away: admitted, uncounted
         if not taken[0]:
-            raise rate_limited(items, taken)
+            error, limit = rate_limited(items, taken)
+            if self.on_rejected is not None:
+                self.on_rejected(limit.metric)
+            raise error
         if tokens:
             exchange.reservation = Reservation(store, tokens)
         exchange.client_headers = limit_headers(items, taken)

@@ -46,10 +46,12 @@ Headers = list[tuple[bytes, bytes]]
 class Limit:
     """One compiled ``localRateLimit`` entry."""
 
-    __slots__ = ("bucket", "key", "kind", "label", "limit_header", "slot")
+    __slots__ = ("bucket", "key", "kind", "label", "limit_header", "metric", "slot")
 
-    def __init__(self, kind: str, bucket: Bucket, key: bytes, label: str) -> None:
+    def __init__(self, kind: str, bucket: Bucket, key: bytes, label: str, scope: str = "global") -> None:
         self.kind = kind  # requests | tokens
+        #: the bounded name metrics count its rejections under: ``global:requests``, ``key:tokens``, ...
+        self.metric = f"{'global' if scope == 'global' else 'key'}:{kind}"
         self.bucket = bucket
         #: 16 bytes naming the bucket in the store: whom the limit applies to and its numbers, not its list index.
         self.key = key
@@ -79,7 +81,7 @@ def compile_limits(entries: Sequence[RateLimit], scope: str, where: str) -> tupl
             f"{where}[{index}] ({entry.max_tokens} {entry.type}, {entry.tokens_per_fill} more every "
             f"{_format_seconds(entry.fill_interval)})"
         )
-        limits.append(Limit(entry.type, bucket, hashlib.blake2b(identity, digest_size=16).digest(), label))
+        limits.append(Limit(entry.type, bucket, hashlib.blake2b(identity, digest_size=16).digest(), label, scope))
     return tuple(limits)
 
 
@@ -171,8 +173,9 @@ def limit_headers(items: Sequence[tuple[Limit, int]], taken: Taken) -> Headers:
     ]
 
 
-def rate_limited(items: Sequence[tuple[Limit, int]], taken: Taken) -> GatewayError:
-    """The 429 for a refused request: names the limit that keeps it waiting longest, with ``Retry-After``."""
+def rate_limited(items: Sequence[tuple[Limit, int]], taken: Taken) -> tuple[GatewayError, Limit]:
+    """The 429 for a refused request, and the limit it names: the one that keeps it waiting longest (its wait
+    goes into ``Retry-After``)."""
     _ok, now, found = taken
     waits = [
         wait_ns(tokens, cost, last, now, limit.bucket)
@@ -183,10 +186,11 @@ def rate_limited(items: Sequence[tuple[Limit, int]], taken: Taken) -> GatewayErr
     retry = max(1, _seconds(waits[refused]))
     asked = f"; this request needs {cost}" if limit.kind == "tokens" else ""
     headers = [(b"retry-after", str(retry).encode()), *limit_headers(items, taken)]
-    return GatewayError(
+    error = GatewayError(
         f"Rate limit exceeded: {limit.label}{asked}. Retry after {retry} s.",
         status=429,
         type_="rate_limit_error",
         code="rate_limit_exceeded",
         headers=headers,
     )
+    return error, limit

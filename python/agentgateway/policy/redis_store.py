@@ -155,6 +155,9 @@ class RedisStore:
         self.unavailable = 0
         #: calls to Redis that failed or timed out.
         self.failures = 0
+        #: told of each failed call, with the failure mode (telemetry counts them).
+        self.on_failure: Callable[[str], None] | None = None
+        self.mode = config.failure_mode
 
     def _redis(self) -> Any:
         if self._client is None:
@@ -193,6 +196,8 @@ class RedisStore:
                 result = await asyncio.wait_for(self._redis()(keys=keys, args=args), self.timeout)
         except (RedisError, OSError, asyncio.TimeoutError) as exc:
             self.failures += 1
+            if self.on_failure is not None:
+                self.on_failure(self.mode)
             if breaker.failed():
                 logger.warning(
                     "rate-limit store (Redis) failing (%s); %s until it answers again",
