@@ -15,7 +15,9 @@ from typing import Any
 
 import orjson
 
+from .authorization import Authorization, RequestTransformations
 from .config import GatewayConfig, load_config, load_config_file
+from .cors import Cors
 from .errors import GatewayError
 from .exchange import Exchange, Observer
 from .policy import Guard, Identity
@@ -59,6 +61,12 @@ class Gateway:
         self.config = config
         self.router = Router(config, source)
         self.timeouts = config.llm.timeouts
+        #: llm.policies cors, authorization and transformations (issue 21), compiled once
+        self.cors, self.authorization, self.transformations = _request_policies(config)
+        if not worker:
+            # The main process names once what the config sets and this gateway does not serve.
+            for line in config.unserved:
+                logger.warning("%s", line)
         self.client: UpstreamClient | None = None
         #: Called with every exchange as it settles (metrics, logs, limits hook in here).
         self.observers: list[Observer] = []
@@ -148,6 +156,7 @@ class Gateway:
         self.config, self.router, self.timeouts, self.guard, self.observers = (
             config, router, config.llm.timeouts, guard, observers
         )  # fmt: skip
+        self.cors, self.authorization, self.transformations = _request_policies(config)
         self.model_names = [*router.exact_names, *router.virtual_names]
         self.models_body = _models_body(self.model_names)
         self._models_by_key = {}
@@ -160,6 +169,14 @@ class Gateway:
     async def http(self, scope: Scope, receive: Receive, send: Send) -> None:
         path: str = scope["path"]
         method: str = scope["method"]
+        cors = self.cors
+        if cors is not None:
+            preflight = cors.preflight(scope)
+            if preflight is not None:  # answered here, whatever the path (the browser asks before its request)
+                await send({"type": "http.response.start", "status": 200, "headers": preflight})
+                await send({"type": "http.response.body", "body": b""})
+                return
+            send = cors.wrap(scope, send)
         try:
             if path in _COMPLETION_PATHS:
                 if method != "POST":
@@ -216,6 +233,7 @@ class Gateway:
         exchange = Exchange(scope, self.observers)
         self.telemetry.begin(exchange)
         guard = self.guard
+        transformations, authorization = self.transformations, self.authorization
         disconnected = False
         try:
             try:
@@ -227,10 +245,17 @@ class Gateway:
                     # sees them (a provider with no apiKey of its own forwards nothing).
                     exchange.request_headers = headers = guard.upstream_headers(headers)
                 raw = await _read_body(scope, receive)
+                if transformations is not None:
+                    # Before the model is chosen: `matches` on headers see what they computed.
+                    exchange.request_headers = headers = transformations.apply(
+                        exchange, raw, _json_or_none(raw) if transformations.needs_body else None
+                    )
                 request = parse_chat_request(raw, headers)
                 exchange.client_model = request.model  # also for a request refused below (its log line says it)
                 if exchange.identity is not None:
                     guard.check_model(exchange.identity, request.model)
+                if authorization is not None:
+                    authorization.check(exchange, request.model, raw, request.body)
                 route = self.router.route(request.model)
                 client = self.client
                 if client is None:
@@ -271,6 +296,26 @@ class Gateway:
 
 
 # -- helpers -------------------------------------------------------------------------------------------------------
+
+
+def _request_policies(
+    config: GatewayConfig,
+) -> tuple[Cors | None, Authorization | None, RequestTransformations | None]:
+    policies = config.llm.policies
+    return (
+        Cors(policies.cors) if policies.cors is not None else None,
+        Authorization(policies.authorization, "llm.policies") if policies.authorization is not None else None,
+        RequestTransformations(policies.transformations)
+        if policies.transformations is not None and policies.transformations.request is not None
+        else None,
+    )
+
+
+def _json_or_none(raw: bytes) -> object:
+    try:
+        return orjson.loads(raw)
+    except orjson.JSONDecodeError:
+        return None  # parse_chat_request answers the 400 for it
 
 
 def _models_body(names: list[str]) -> bytes:

@@ -16,8 +16,10 @@ import re
 import time
 from typing import Any
 
+from .authorization import Authorization
 from .cel import CelEvaluationError, Expression, compile_expression, request_activation, response_activation
 from .config import HeaderModifier, HealthConfig, ModelEntry
+from .errors import InvalidRequest
 from .health import BackendHealth, Clock, EvictionPolicy, is_failure_status
 from .providers import ChatRequest, Provider
 from .upstream import UpstreamRequest, encode_headers
@@ -83,10 +85,12 @@ class Backend:
 
     __slots__ = (
         "_defaults",
+        "_final_transformation",
         "_matches",
         "_overrides",
         "_request_headers",
         "_transformation",
+        "authorization",
         "entry",
         "health",
         "index",
@@ -113,6 +117,15 @@ class Backend:
             [(name, compile_expression(source)) for name, source in entry.transformation.items()]
             if entry.transformation
             else None
+        )
+        self._final_transformation = (
+            [(name, compile_expression(source)) for name, source in entry.final_transformation.items()]
+            if entry.final_transformation
+            else None
+        )
+        #: ``authorization.rules`` of the entry (the exchange asks it before sending); None: everyone
+        self.authorization = (
+            Authorization(entry.authorization, f"llm.models[{index}]") if entry.authorization is not None else None
         )
         self._request_headers = HeaderEdits(entry.request_headers) if entry.request_headers else None
         self.response_headers = HeaderEdits(entry.response_headers) if entry.response_headers else None
@@ -142,7 +155,8 @@ class Backend:
         that order, as agentgateway). A new object whenever anything differs; ``raw`` is emptied when the body no
         longer matches the client's bytes. ``path`` is the client's request path (CEL's ``request.path``)."""
         defaults, overrides, transformation = self._defaults, self._overrides, self._transformation
-        if defaults is None and overrides is None and transformation is None:
+        final = self._final_transformation
+        if defaults is None and overrides is None and transformation is None and final is None:
             return request if model == request.model else request.derive(model)
         body: dict[str, Any] = dict(request.body)
         if defaults is not None:
@@ -152,26 +166,39 @@ class Backend:
         if overrides is not None:
             body.update(overrides)
         if transformation is not None:
-            model = self._transform(body, model, request, path)
+            model = self._transform(body, model, request, path, transformation, "transformation")
+        if final is not None:
+            model = self._transform(body, model, request, path, final, "finalTransformation")
         # Whether the client gets a stream is the client's choice: a configured field cannot change it.
         body.pop("stream", None)
         if request.stream:
             body["stream"] = True
         return request.derive(model, body)
 
-    def _transform(self, body: dict[str, Any], model: str, request: ChatRequest, path: str) -> str:
-        """Sets each ``transformation`` field from its expression, over the body as it stands (``llmRequest``, with
-        the route's model); returns the model, which a transformation of ``model`` rewrites. A field whose
-        expression fails to evaluate is left as it was (logged at debug level: a client can cause it)."""
-        assert self._transformation is not None
+    def _transform(
+        self,
+        body: dict[str, Any],
+        model: str,
+        request: ChatRequest,
+        path: str,
+        fields: list[tuple[str, Expression]],
+        key: str,
+    ) -> str:
+        """Sets each field of ``transformation`` (or ``finalTransformation``: ``key``) from its expression, over the
+        body as it stands (``llmRequest``, with the route's model); returns the model, which a transformation of
+        ``model`` rewrites. An expression that fails to evaluate is a 400 naming its path (issue 21): the request
+        would otherwise go upstream without the field the config promised."""
         llm_request = {**body, "model": model}
         activation = request_activation("POST", path, request.headers, request.raw, llm_request)
-        for name, expression in self._transformation:
+        for name, expression in fields:
             try:
                 value = expression.evaluate(activation)
             except CelEvaluationError as exc:
-                logger.debug("transformation of %s for %s not applied: %s", name, self.name, exc)
-                continue
+                where = f"llm.models[{self.index}].{key}.{name}"
+                logger.debug("%s could not be evaluated: %s", where, exc)
+                raise InvalidRequest(
+                    f"{where}: the expression could not be evaluated for this request: {exc}", param=name
+                ) from None
             if name == "model":
                 if isinstance(value, str) and value:
                     model = value

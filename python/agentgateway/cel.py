@@ -11,6 +11,8 @@ Variables, as agentgateway defines them (``crates/agentgateway/src/cel/types.rs`
   (the raw body, bytes).
 * ``llmRequest``: the request body parsed as JSON (a map), e.g. ``llmRequest.model``, ``llmRequest.max_tokens``.
 * ``response``: ``code`` (int), ``headers``.
+* ``jwt``, ``apiKey`` (authorization rules, request transformations): the caller's JWT claims, its API key's
+  ``metadata`` (authorization.py).
 
 Functions beyond the CEL standard ones (``size``, ``contains``, ``startsWith``, ``endsWith``, ``matches``,
 conversions, macros): agentgateway's ``json``, ``toJson``, ``default``, ``stripPrefix``, ``stripSuffix``,
@@ -83,9 +85,10 @@ class _DropCallbackWarnings(logging.Filter):
 
 logging.getLogger("cel").addFilter(_DropCallbackWarnings())
 
-# Every variable agentgateway defines; only the first three are provided here (the others are undeclared at run
-# time, as agentgateway's are when their policy is not configured).
-PROVIDED_VARIABLES = frozenset({"request", "llmRequest", "response"})
+# Every variable agentgateway defines; only these are provided here (the others are undeclared at run time, as
+# agentgateway's are when their policy is not configured). ``jwt`` (the caller's token claims) and ``apiKey`` (the
+# caller's key metadata) are set by authorization.py for the authorization rules and the transformations.
+PROVIDED_VARIABLES = frozenset({"request", "llmRequest", "response", "jwt", "apiKey"})
 KNOWN_VARIABLES = PROVIDED_VARIABLES | frozenset(
     {
         "jwt",

@@ -28,6 +28,7 @@ from pydantic import (
     BeforeValidator,
     ConfigDict,
     Field,
+    PrivateAttr,
     SecretStr,
     ValidationError,
     field_validator,
@@ -36,6 +37,7 @@ from pydantic import (
 from pydantic.alias_generators import to_camel
 
 from .errors import ConfigError
+from .provider_presets import PRESETS
 
 __all__ = [
     "BUILTIN_PROVIDERS",
@@ -60,8 +62,14 @@ __all__ = [
     "load_config_file",
 ]
 
-BUILTIN_PROVIDERS = ("openAI", "anthropic", "bedrock", "gemini", "vertex")
+#: every provider name a model entry may use (the OpenAI-compatible presets: provider_presets.py)
+BUILTIN_PROVIDERS = ("openAI", "anthropic", "bedrock", "gemini", "vertex", "azure", *PRESETS)
 _PROVIDER_BY_LOWER = {name.lower(): name for name in BUILTIN_PROVIDERS}
+#: agentgateway's providers this gateway deliberately does not serve, and why (README: config parity)
+UNSUPPORTED_PROVIDERS = {
+    "copilot": "GitHub Copilot's API needs its OAuth device-flow login and Copilot's own session tokens, which this "
+    "gateway does not implement",
+}
 
 
 class _Model(BaseModel):
@@ -90,6 +98,17 @@ def _secret_from_file(value: Any) -> Any:
     return value
 
 
+def _date_as_text(value: Any) -> Any:
+    import datetime
+
+    return value.isoformat() if isinstance(value, datetime.date) else value
+
+
+def _azure_resource_type(value: Any) -> Any:
+    # agentgateway's older spelling of the Azure OpenAI kind
+    return "openAI" if value == "azureOpenAI" else value
+
+
 class ModelParams(_Model):
     model: str | None = None
     #: the key itself, or ``{file: path}`` to read it from a file (agentgateway's form)
@@ -104,8 +123,24 @@ class ModelParams(_Model):
     anthropic_version: str | None = None
     # gemini: the API version in the path (v1beta or v1); default v1beta.
     api_version: Literal["v1beta", "v1"] | None = None
+    # azure (providers/azure.py): the resource's host name part, its kind, the API version, the Foundry project.
+    azure_resource_name: str | None = None
+    azure_resource_type: (
+        Annotated[Literal["openAI", "foundry", "aiServices"], BeforeValidator(_azure_resource_type)] | None
+    ) = None
+    #: an unquoted ``2024-10-21`` is a date to YAML: it is taken as the version it spells
+    azure_api_version: Annotated[str, BeforeValidator(_date_as_text)] | None = None
+    azure_project_name: str | None = None
 
-    @field_validator("aws_region", "vertex_project", "vertex_region", "anthropic_version")
+    @field_validator(
+        "aws_region",
+        "vertex_project",
+        "vertex_region",
+        "anthropic_version",
+        "azure_resource_name",
+        "azure_api_version",
+        "azure_project_name",
+    )
     @classmethod
     def _check_name(cls, value: str | None) -> str | None:
         # These go into host names, paths and headers: refuse what would break them rather than send it.
@@ -152,6 +187,10 @@ class CustomProvider(_Model):
 # Params a provider cannot work without: (attribute, the message that says what to set).
 _REQUIRED_PARAMS: dict[str, tuple[tuple[str, str], ...]] = {
     "bedrock": (("aws_region", "params.awsRegion is required for bedrock (e.g. us-east-1)"),),
+    "azure": (
+        ("azure_resource_name", "params.azureResourceName is required for azure (the resource's name in its host)"),
+        ("azure_resource_type", "params.azureResourceType is required for azure: openAI or foundry"),
+    ),
     "vertex": (
         (
             "vertex_project",
@@ -246,6 +285,76 @@ class HealthConfig(_Model):
     eviction: Eviction | None = None
 
 
+_HEADER_NAME = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+")
+
+
+class AuthorizationPolicy(_Model):
+    """agentgateway's ``authorization``: a request is allowed when one of ``rules`` (CEL over ``request``, ``jwt``
+    -- the caller's token claims -- and ``apiKey`` -- the caller's key metadata) is true."""
+
+    rules: Annotated[list[Expression], Field(min_length=1)]
+
+
+class CorsPolicy(_Model):
+    """agentgateway's ``cors`` (authorization.py's sibling cors.py answers preflights and adds the headers).
+    ``allowOrigins`` entries are exact origins, ``*``, or patterns with ``*`` (``https://*.example.com``)."""
+
+    allow_origins: list[str] = []
+    allow_methods: list[str] = []
+    allow_headers: list[str] = []
+    expose_headers: list[str] = []
+    allow_credentials: bool = False
+    max_age: Duration | None = None
+
+    @field_validator("allow_methods", "allow_headers", "expose_headers")
+    @classmethod
+    def _check_tokens(cls, value: list[str]) -> list[str]:
+        for item in value:
+            if item != "*" and not _HEADER_NAME.fullmatch(item):
+                raise ValueError(f"{item!r} is not a valid method or header name")
+        return value
+
+    @field_validator("allow_origins")
+    @classmethod
+    def _check_origins(cls, value: list[str]) -> list[str]:
+        for item in value:
+            if any(c in item for c in " \r\n,"):
+                raise ValueError(f"{item!r} is not an origin (scheme://host[:port], or a pattern with *)")
+        return value
+
+
+class RequestTransform(_Model):
+    """Request headers computed by CEL (over ``request``, ``llmRequest``) before a model is selected."""
+
+    set: dict[str, Expression] = {}
+    add: dict[str, Expression] = {}
+    remove: list[str] = []
+
+    @model_validator(mode="after")
+    def _check_names(self) -> RequestTransform:
+        for name in (*self.set, *self.add, *self.remove):
+            if not _HEADER_NAME.fullmatch(name):
+                raise ValueError(f"{name!r} is not a valid header name")
+        return self
+
+
+class TransformationsPolicy(_Model):
+    """agentgateway's ``transformations`` in ``llm.policies``: ``request`` header edits from CEL.
+    ``response`` and ``request.body`` are refused by name (not supported here)."""
+
+    request: RequestTransform | None = None
+    response: Any = None
+
+    @field_validator("response")
+    @classmethod
+    def _no_response(cls, value: Any) -> Any:
+        if value is not None:
+            raise ValueError(
+                "response transformations are not supported by this gateway (request header transformations are)"
+            )
+        return value
+
+
 class ProviderReference(_Model):
     reference: Annotated[str, Field(min_length=1)]
 
@@ -265,6 +374,11 @@ class ProviderDefaults(_Model):
 def _canonical_provider(value: Any) -> Any:
     if isinstance(value, str):
         canonical = _PROVIDER_BY_LOWER.get(value.lower())
+        if canonical is None and value.lower() in UNSUPPORTED_PROVIDERS:
+            raise ValueError(
+                f"provider {value!r} is not supported by this gateway: {UNSUPPORTED_PROVIDERS[value.lower()]}. "
+                f"Supported: {', '.join(BUILTIN_PROVIDERS)}, custom, reference"
+            )
         if canonical is None:
             raise ValueError(
                 f"unknown provider {value!r}; use one of {', '.join(BUILTIN_PROVIDERS)}, "
@@ -314,6 +428,10 @@ class ModelEntry(_Model):
     health: HealthConfig | None = None
     #: request body fields set from CEL expressions (``model: 'llmRequest.model.stripPrefix("openai/")'``)
     transformation: dict[str, Expression] | None = None
+    #: the same, applied last (after defaults, overrides and transformation), over the body they produced
+    final_transformation: dict[str, Expression] | None = None
+    #: who may use this entry (CEL over request, jwt, apiKey); 403 model_authorization_denied otherwise
+    authorization: AuthorizationPolicy | None = None
 
     @field_validator("provider", mode="before")
     @classmethod
@@ -538,6 +656,12 @@ class Policies(_Model):
     api_key: ApiKeyPolicy | None = None
     jwt_auth: JwtAuthPolicy | None = None
     local_rate_limit: list[RateLimit] = []
+    #: browsers' cross-origin requests (cors.py)
+    cors: CorsPolicy | None = None
+    #: who may call at all, before a model is chosen (authorization.py)
+    authorization: AuthorizationPolicy | None = None
+    #: request headers computed by CEL before a model is chosen (authorization.py: RequestTransformations)
+    transformations: TransformationsPolicy | None = None
 
 
 class RedisConfig(_Model):
@@ -651,6 +775,8 @@ class ConfigSection(_Model):
 
 class LlmConfig(_Model):
     port: Annotated[int, Field(ge=1, le=65535)] | None = None
+    #: names in the top-level ``gateways`` whose port serves the llm section (the first one's)
+    gateways: list[str] | None = None
     providers: list[ProviderEntry] = []
     models: Annotated[list[ModelEntry], Field(min_length=1)]
     virtual_models: list[VirtualModel] = []
@@ -658,9 +784,51 @@ class LlmConfig(_Model):
     policies: Policies = Policies()
 
 
+class GatewayListener(BaseModel):
+    """One entry of agentgateway's top-level ``gateways``: its ``port`` picks the serving port; the rest
+    (listeners, TLS, hostnames) is accepted and named at start-up as not served."""
+
+    model_config = ConfigDict(extra="allow", frozen=True)
+
+    port: Annotated[int, Field(ge=1, le=65535)] | None = None
+
+
 class GatewayConfig(_Model):
     llm: LlmConfig
     config: ConfigSection = ConfigSection()
+    # agentgateway's sections outside an LLM gateway's job: accepted, each named once at start-up as not served
+    # (UNSERVED_SECTIONS); gateways.<name>.port picks the serving port.
+    gateways: dict[str, GatewayListener] | None = None
+    frontend_policies: dict[str, Any] | None = None
+    mcp: Any = None
+    ui: Any = None
+    binds: Any = None
+    backends: Any = None
+    policies: Any = None
+    workloads: Any = None
+    services: Any = None
+    route_groups: Any = None
+
+    #: ``file:line: path: ...`` lines for what the config sets and this gateway does not serve (logged once at
+    #: start-up by the main process)
+    _unserved: tuple[str, ...] = PrivateAttr(default=())
+
+    @property
+    def unserved(self) -> tuple[str, ...]:
+        return self._unserved
+
+
+#: top-level sections accepted but not served, and why
+UNSERVED_SECTIONS = {
+    "mcp": "MCP serving is not part of this gateway",
+    "ui": "there is no admin UI",
+    "binds": "the gateway listens on --host and the serving port only (no custom binds or routes)",
+    "backends": "top-level backends (MCP, hosts) are not served; LLM upstreams come from llm.models",
+    "policies": "targeted policies are not applied; use llm.policies",
+    "workloads": "service discovery is not part of this gateway",
+    "services": "service discovery is not part of this gateway",
+    "routeGroups": "route groups are not served; routing comes from llm.models and llm.virtualModels",
+}
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -696,9 +864,67 @@ def load_config(text: str, source: str = "<inline config>") -> GatewayConfig:
         raise ConfigError("\n".join(problems)) from None
     config = _resolve_references(config, source, lines, problems)
     _check_virtual_models(config.llm, source, lines, problems)
+    config = _serving_port(config, source, lines, problems)
     if problems:
         raise ConfigError("\n".join(problems))
+    config._unserved = _unserved(config, document, source, lines)
     return config
+
+
+def _serving_port(config: GatewayConfig, source: str, lines: dict[Path, int], problems: list[str]) -> GatewayConfig:
+    """agentgateway's listener port: ``llm.port``; else the port of the first gateway named in ``llm.gateways``;
+    else, with one entry in the top-level ``gateways`` that has a port, that one (``--port`` still wins)."""
+    llm, gateways = config.llm, config.gateways or {}
+    if llm.port is not None:
+        return config
+    port: int | None = None
+    if llm.gateways:
+        for index, name in enumerate(llm.gateways):
+            if name not in gateways:
+                known = ", ".join(repr(n) for n in gateways) or "none are configured"
+                problems.append(
+                    _located(source, lines, ("llm", "gateways", index), f"no gateway named {name!r} ({known})")
+                )
+        first = gateways.get(llm.gateways[0])
+        port = first.port if first is not None else None
+    else:
+        ports = [gateway.port for gateway in gateways.values() if gateway.port is not None]
+        if len(ports) == 1:
+            port = ports[0]
+        elif len(ports) > 1:
+            problems.append(
+                _located(
+                    source,
+                    lines,
+                    ("gateways",),
+                    "more than one gateway has a port: name the one that serves the llm section in llm.gateways "
+                    "(this gateway listens on one port)",
+                )
+            )
+    if port is None:
+        return config
+    return config.model_copy(update={"llm": llm.model_copy(update={"port": port})})
+
+
+def _unserved(config: GatewayConfig, document: dict[str, Any], source: str, lines: dict[Path, int]) -> tuple[str, ...]:
+    notices: list[str] = []
+    for key, why in UNSERVED_SECTIONS.items():
+        if document.get(key) is not None:
+            notices.append(_located(source, lines, (key,), f"accepted but not served: {why}"))
+    for name, gateway in (config.gateways or {}).items():
+        for key in sorted(gateway.model_extra or {}):
+            notices.append(
+                _located(
+                    source,
+                    lines,
+                    ("gateways", name, key),
+                    "accepted but not served: listener details (the gateway serves plain HTTP on --host and the "
+                    "serving port; only gateways.<name>.port is used)",
+                )
+            )
+    for key in sorted(config.frontend_policies or {}):
+        notices.append(_located(source, lines, ("frontendPolicies", key), "accepted but not served by this gateway"))
+    return tuple(notices)
 
 
 def _validation_problems(exc: ValidationError, source: str, lines: dict[Path, int], prefix: Path) -> list[str]:

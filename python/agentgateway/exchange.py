@@ -31,7 +31,7 @@ from .providers import ChatRequest
 from .upstream import UpstreamClient, UpstreamResponse
 
 if TYPE_CHECKING:
-    from .router import Route
+    from .router import Route, Target
 
 __all__ = ["CLIENT_CLOSED", "Attempt", "Exchange", "Facts", "Observer"]
 
@@ -191,6 +191,8 @@ class Exchange:
         self.route = route
         self.streamed = request.stream
         targets = route.targets(self)
+        if any(backend.authorization is not None for backend, _ in targets):
+            targets = self._authorized(targets)
         last: GatewayError | None = None
         for index, (backend, model) in enumerate(targets):
             more = index + 1 < len(targets)
@@ -209,6 +211,16 @@ class Exchange:
             last = failed.error
         assert last is not None, "a route has at least one target"
         raise last
+
+    def _authorized(self, targets: Sequence[Target]) -> Sequence[Target]:
+        """The targets whose entry's ``authorization`` lets this caller in (issue 21, authorization.py); the 403
+        ``model_authorization_denied`` when none does."""
+        allowed = [t for t in targets if t[0].authorization is None or t[0].authorization.allows(self)]
+        if not allowed:
+            authorization = targets[0][0].authorization
+            assert authorization is not None
+            raise authorization.denied(self.client_model or targets[0][1])
+        return allowed
 
     async def _send(
         self, client: UpstreamClient, backend: Backend, model: str, request: ChatRequest, more: bool

@@ -89,7 +89,13 @@ class GoogleCredentials:
     A token is used as is until five minutes before it expires (half its lifetime for short-lived ones); from then
     until 30 s before expiry (a quarter of its lifetime at most) requests still get it while one background task
     fetches the next, so in steady state no request waits for a refresh. Past that, or with no token yet,
-    requests wait for the one fetch in flight."""
+    requests wait for the one fetch in flight.
+
+    The cache is the gateway's one refresh-ahead token cache: another cloud's tokens (Azure Entra ID,
+    providers/azure.py) subclass it and replace `_refresh` and `source`."""
+
+    #: what the tokens are for, in log lines and errors
+    source = "Google credentials for Vertex AI"
 
     def __init__(self, scopes: tuple[str, ...] = (CLOUD_PLATFORM_SCOPE,)) -> None:
         self.scopes = scopes
@@ -124,9 +130,9 @@ class GoogleCredentials:
                 raise
             except Exception as exc:
                 # google-auth's messages name the file or the endpoint, never the secret.
-                logger.warning("could not get Google credentials: %s: %s", type(exc).__name__, exc)
+                logger.warning("could not get %s: %s: %s", self.source, type(exc).__name__, exc)
                 raise GatewayError(
-                    f"The gateway could not get Google credentials for Vertex AI: {type(exc).__name__}: {exc}",
+                    f"The gateway could not get {self.source}: {type(exc).__name__}: {exc}",
                     status=502,
                     code="upstream_credentials_unavailable",
                 ) from None

@@ -4,11 +4,14 @@ Adding a provider is one file here, one in ``rust/sse_core/src/providers/`` and 
 
 from __future__ import annotations
 
+from ..provider_presets import PRESETS
 from .anthropic import AnthropicProvider
+from .azure import AzureProvider
 from .base import ChatRequest, Provider, header_value
 from .bedrock import BedrockProvider
 from .gemini import GeminiProvider
 from .openai import OpenAIProvider
+from .presets import PresetProvider
 from .vertex import VertexProvider
 
 __all__ = ["PROVIDERS", "ChatRequest", "Provider", "header_value"]
@@ -20,4 +23,6 @@ PROVIDERS: dict[str, type[Provider]] = {
     "gemini": GeminiProvider,
     "vertex": VertexProvider,
     "bedrock": BedrockProvider,
+    "azure": AzureProvider,
+    **dict.fromkeys(PRESETS, PresetProvider),  # the OpenAI-compatible presets: one table (provider_presets.py)
 }
