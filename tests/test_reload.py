@@ -19,14 +19,16 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import httpx
 import openai
 import orjson
 import pytest
 from aiohttp import web
-from conftest import TEST_KEY, RunningGateway, openai_client, start_gateway
+from conftest import TEST_KEY, RunningGateway, free_port, openai_client, start_gateway
 from fakes.bedrock_upstream import FakeBedrock, start_fake_bedrock
 from fakes.gemini_upstream import start_fake_google
 from fakes.server import serve_in_thread
+from prometheus_client.parser import text_string_to_metric_families
 from test_bedrock import AWS_ENV_VARS, aws_env
 from test_bedrock_credentials import no_files, start_container_endpoint
 from test_vertex import adc_env
@@ -365,3 +367,40 @@ def test_validate_only_is_unchanged(tmp_path: Path, upstreams: tuple[Tagged, Tag
         [sys.executable, "-m", "agentgateway", "-f", str(path), "--validate-only"], capture_output=True, text=True
     )
     assert done.returncode == 1 and f"{path}:1: llm.models[0].provider" in done.stderr
+
+
+def test_config_synchronized_and_model_labels_follow_reloads(tmp_path: Path, upstreams: tuple[Tagged, Tagged]) -> None:
+    """agentgateway_config_synchronized is 0 while the file holds a refused change and 1 again once a good one is
+    served; after a reload put another entry at an index, its attempts are counted under its own name."""
+    a, _ = upstreams
+    stats = free_port()
+    section = f'config: {{statsAddr: "127.0.0.1:{stats}", readinessAddr: "off"}}\n'
+    path = tmp_path / "config.yaml"
+    path.write_text(config(entry("m", a)) + section)
+    gateway = start_gateway(None, tmp_path, "-f", str(path), workers=1)
+
+    def metric(name: str, **labels: str) -> float:
+        text = httpx.get(f"http://127.0.0.1:{stats}/metrics", timeout=10).text
+        return sum(
+            sample.value
+            for family in text_string_to_metric_families(text)
+            for sample in family.samples
+            if sample.name == name and all(sample.labels.get(k) == v for k, v in labels.items())
+        )
+
+    try:
+        assert metric("agentgateway_config_synchronized") == 1
+        assert answer(openai_client(gateway.url), "m") == "A:m"  # llm.models[0] is m
+        write(path, config(entry("m", a)) + "  timeouts: {connect: -1}\n" + section)
+        wait_for("the refusal counted", lambda: metric("agentgateway_config_synchronized") == 0, gateway)
+        write(path, config(entry("added", a), entry("m", a)) + section)  # llm.models[0] is now added
+        wait_for("the fix counted", lambda: metric("agentgateway_config_synchronized") == 1, gateway)
+        wait_for("added served", answers_with(gateway, "added", "A:added"), gateway)
+        wait_for(
+            "added counted under its own name",
+            lambda: metric("agentgateway_upstream_attempts_total", backend="added") >= 1,
+            gateway,
+        )
+        assert metric("agentgateway_upstream_attempts_total", backend="m") == 1
+    finally:
+        gateway.stop()

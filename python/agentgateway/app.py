@@ -160,6 +160,7 @@ class Gateway:
         self.model_names = [*router.exact_names, *router.virtual_names]
         self.models_body = _models_body(self.model_names)
         self._models_by_key = {}
+        self.telemetry.reconfigure(router)
         self.config_generation = generation
         if guard is not old_guard:
             # Requests admitted by the old guard may still settle through it: close it once they are done.

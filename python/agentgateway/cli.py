@@ -163,7 +163,7 @@ def main(argv: list[str] | None = None) -> int:
     os.environ[LOG_LEVEL_ENV] = args.log_level.upper()
     port = args.port or config.llm.port or DEFAULT_PORT
     logging.basicConfig(level=args.log_level.upper(), format=LOG_FORMAT)
-    stop_stats = _start_stats(config, args.workers)
+    stop_stats = _start_stats(config, args.workers, watcher)
     try:
         _serve(args.host, port, args.workers, args.drain_timeout, args.log_level, watcher)
     finally:
@@ -174,9 +174,10 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
-def _start_stats(config: GatewayConfig, workers: int) -> Callable[[], None]:
+def _start_stats(config: GatewayConfig, workers: int, watcher: ConfigWatcher | None) -> Callable[[], None]:
     """The stats and readiness servers, here in the main process: they sum the tables the workers write into a
-    directory of their own (telemetry/_table.py), so one scrape sees every worker, respawned ones included."""
+    directory of their own (telemetry/_table.py), so one scrape sees every worker, respawned ones included.
+    ``agentgateway_config_synchronized`` follows the watcher: 0 while the file holds a change that was refused."""
     import shutil
     import tempfile
 
@@ -190,6 +191,12 @@ def _start_stats(config: GatewayConfig, workers: int) -> Callable[[], None]:
     directory = tempfile.mkdtemp(prefix="agentgateway-stats-")
     os.environ[STATS_DIR_ENV] = directory
     servers = StatsServers(directory, workers, __version__)
+    if watcher is not None:
+
+        def synchronized(ok: bool, _generation: int) -> None:
+            servers.config_synchronized = 1 if ok else 0
+
+        watcher.listeners.append(synchronized)
     servers.start(None if stats == "off" else stats, None if readiness == "off" else readiness)
 
     def stop() -> None:

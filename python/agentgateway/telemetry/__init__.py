@@ -72,6 +72,12 @@ class Telemetry:
         self._id_prefix = ""
         self._id_count = 0
 
+    def reconfigure(self, router: Router) -> None:
+        """A reloaded config's router (reload.py): metric labels follow its model names. The rest of ``config:``
+        (stats address, tracing, logging, catalog) is read at start-up only (README: "Reloading the config")."""
+        if self.recorder is not None:
+            self.recorder.reconfigure({*router.exact_names, *router.patterns, *router.virtual_names})
+
     def _new_prefix(self) -> None:
         self._id_prefix = os.urandom(6).hex()
         self._id_count = 0

@@ -170,6 +170,14 @@ class Recorder:
         self._http_names = (*_HTTP, "caller") if caller else _HTTP
         self._genai_names = (*_GENAI, "caller") if caller else _GENAI
 
+    def reconfigure(self, configured_models: Iterable[str]) -> None:
+        """A reloaded config: its model names bound the labels now, and the series cached per backend and per
+        model-entry index (which now name other entries) are looked up again."""
+        self._configured = frozenset(configured_models)
+        self._groups.clear()
+        self._attempts.clear()
+        self._evicted_until.clear()
+
     @property
     def table(self) -> WorkerTable:
         table = self._table
