@@ -155,6 +155,12 @@ def main(argv: list[str] | None = None) -> int:
     # and follow the generations this process publishes when the file changes (reload.py, OPERATIONS.md 6).
     publisher = Publisher()
     os.environ[SNAPSHOT_ENV] = publisher.directory
+    if args.file is not None:
+        # The rate-limit table the workers share, made here even when no limit is configured yet: a reload may add
+        # one, and the workers must then find their parent's table (policy/shm.py) rather than make their own.
+        from .policy.shm import gateway_table
+
+        gateway_table(worker=False)
     watcher: ConfigWatcher | None = None
     if args.file is not None:
         watcher = ConfigWatcher(args.file, text, _validate, publisher)
