@@ -131,3 +131,11 @@ def test_cohere_uses_its_compatibility_path(gateway: RunningGateway, fake: FakeO
 def test_without_any_key_the_clients_own_is_forwarded(gateway: RunningGateway, fake: FakeOpenAI) -> None:
     openai_client(gateway.url).chat.completions.create(model="ollama-model", messages=MESSAGES)
     assert fake.for_model("llama3-up")[-1].headers["Authorization"] == "Bearer sk-client"
+
+
+def test_every_provider_has_a_metrics_provider_name() -> None:
+    """gen_ai_provider_name is never 'unknown' for a provider the config accepts."""
+    from agentgateway.config import BUILTIN_PROVIDERS
+    from agentgateway.telemetry._metrics import _PROVIDERS
+
+    assert set(BUILTIN_PROVIDERS) | {"custom"} <= set(_PROVIDERS)

@@ -113,6 +113,21 @@ _PROVIDERS = {
     "bedrock": "aws.bedrock",
     "gemini": "gcp.gemini",
     "vertex": "gcp.vertex_ai",
+    "azure": "azure.ai.openai",
+    # The presets (provider_presets.py): the OpenTelemetry well-known value where there is one, else the name.
+    "cohere": "cohere",
+    "deepseek": "deepseek",
+    "groq": "groq",
+    "mistral": "mistral_ai",
+    "xai": "x_ai",
+    "ollama": "ollama",
+    "baseten": "baseten",
+    "cerebras": "cerebras",
+    "deepinfra": "deepinfra",
+    "huggingface": "huggingface",
+    "openrouter": "openrouter",
+    "togetherai": "togetherai",
+    "fireworks": "fireworks",
 }
 #: gen_ai.operation.name per inbound API.
 _OPERATIONS = {"chat": "chat", "messages": "chat", "embeddings": "embeddings"}
