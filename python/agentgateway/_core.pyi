@@ -12,13 +12,16 @@ panic is caught per call, so one bad stream fails alone).
 from typing import final
 
 __all__ = [
+    "CLIENT_APIS",
     "ERROR_KINDS",
+    "PROVIDERS",
     "CoreError",
     "ResponseParser",
     "SigV4Signer",
     "StreamTranslator",
     "UpstreamReportedError",
     "__version__",
+    "anthropic_error",
     "error_event",
     "error_kind",
     "error_type_for_status",
@@ -33,6 +36,17 @@ ERROR_KINDS: tuple[str, ...]
 table's order: ``invalid_request``, ``model_not_found``, ``upstream_error``, ``upstream_unreachable``,
 ``upstream_timeout``, ``upstream_protocol_error``, ``event_too_large``, ``stream_truncated``, ``internal_error``."""
 
+PROVIDERS: tuple[str, ...]
+"""The provider names `StreamTranslator` and `translate_response` accept: ``openai`` (and every
+OpenAI-compatible server), ``anthropic`` (also Claude on Vertex AI), ``bedrock`` (Converse /
+ConverseStream), ``bedrock-anthropic`` (Claude on Bedrock through InvokeModel /
+InvokeModelWithResponseStream: Anthropic Messages bodies and events) and ``gemini`` (also Gemini on
+Vertex AI)."""
+
+CLIENT_APIS: tuple[str, ...]
+"""The client APIs the core writes answers for: ``openai`` (Chat Completions) and ``anthropic``
+(Messages)."""
+
 def error_kind(name: str) -> tuple[int, str, str | None]:
     """``(status, OpenAI type, code)`` of the error kind `name` (one of `ERROR_KINDS`).
 
@@ -43,10 +57,25 @@ def error_kind(name: str) -> tuple[int, str, str | None]:
         CoreError: an unknown kind.
     """
 
-def error_type_for_status(status: int) -> str:
-    """The OpenAI error ``type`` a status stands for, as OpenAI sends it: 401 ``authentication_error``, 403
-    ``permission_error``, 404 ``not_found_error``, 429 ``rate_limit_error``, any other 4xx
-    ``invalid_request_error``, anything else ``server_error``."""
+def error_type_for_status(status: int, client_api: str = "openai") -> str:
+    """The error ``type`` a status stands for in the client API's vocabulary.
+
+    ``"openai"``, as OpenAI sends it: 401 ``authentication_error``, 403 ``permission_error``, 404
+    ``not_found_error``, 429 ``rate_limit_error``, any other 4xx ``invalid_request_error``, anything else
+    ``server_error``. ``"anthropic"``, as Anthropic sends it: 400 ``invalid_request_error``, 401
+    ``authentication_error``, 402 ``billing_error``, 403 ``permission_error``, 404 ``not_found_error``, 413
+    ``request_too_large``, 429 ``rate_limit_error``, 503 and 529 ``overloaded_error``, 504 ``timeout_error``, any
+    other 4xx ``invalid_request_error``, anything else ``api_error``.
+
+    Raises:
+        CoreError: an unknown client API.
+    """
+
+def anthropic_error(message: str, status: int, event: bool = False) -> bytes:
+    """Anthropic's error shape, its ``type`` the one `status` stands for (`error_type_for_status` with
+    ``client_api="anthropic"``): the body ``{"type":"error","error":{"type","message"}}`` of an error response
+    (send it with `status`; 503 keeps its status, the type reads ``overloaded_error``), or with `event` the
+    in-stream ``event: error\ndata: <body>\n\n`` the core itself ends an Anthropic stream with."""
 
 def error_event(message: str, type: str, code: str | None, status: int | None = None) -> bytes:
     """The one in-stream error event, as the core writes its own:
@@ -88,7 +117,9 @@ Gemini's ``thoughtsTokenCount``)."""
 
 @final
 class StreamTranslator:
-    """Translates one upstream streaming response into OpenAI Chat Completions SSE frames.
+    """Translates one upstream streaming response into the client API's stream: OpenAI Chat Completions SSE
+    frames (``client_api="openai"``, the default) or the Anthropic Messages event stream
+    (``client_api="anthropic"``).
 
     Sans-IO: call `feed` with each chunk read from the upstream body (split anywhere), write the
     returned bytes (zero or more complete ``data: ...\\n\\n`` frames) to the client, and call
@@ -140,18 +171,46 @@ class StreamTranslator:
     ``code`` is its ``:exception-type`` and ``status`` 429 (throttling), 400 (validation), 503
     (service unavailable) or 500.
 
+    For ``"bedrock-anthropic"`` (Claude through ``InvokeModelWithResponseStream``) the body is the AWS
+    event stream whose ``chunk`` events carry ``{"bytes": "<base64 of one Anthropic event>"}``: each
+    event is translated as for ``"anthropic"``; exceptions end the stream as for ``"bedrock"``.
+
+    **Anthropic clients** (``client_api="anthropic"``): the answer is written as Anthropic's event stream,
+    ``event: <type>\ndata: <json>\n\n`` frames. From ``"anthropic"`` and ``"bedrock-anthropic"`` the events
+    pass through byte for byte (thinking signatures, citations, server tool blocks, unknown block types),
+    only ``message_start``'s ``message.model`` rewritten to `client_model`; a stream that ends after the
+    ``message_delta`` with a stop reason but without ``message_stop`` gets one. From every other provider
+    the core's Anthropic encoder writes ``message_start`` (the upstream's id or a ``msg_…`` one, the
+    client's model, the input usage known so far), ``ping``, one ``content_block_start`` /
+    ``content_block_delta`` (``text_delta``, ``thinking_delta``, ``signature_delta``, ``input_json_delta``) /
+    ``content_block_stop`` run per block (text, thinking with its signature, redacted_thinking, tool_use
+    with the upstream's id or a generated ``toolu_…`` one), ``message_delta`` with ``stop_reason``
+    (``end_turn``, ``max_tokens``, ``stop_sequence``, ``tool_use``, ``refusal``, ``pause_turn``,
+    ``model_context_window_exceeded``) and the whole usage (``input_tokens`` excludes cache reads and
+    writes, which are ``cache_read_input_tokens`` / ``cache_creation_input_tokens``), then
+    ``message_stop``. Only choice 0 is written. ``"openai"`` upstreams are decoded for it (choice deltas,
+    ``reasoning_content`` / ``reasoning``, ``tool_calls`` by index, ``finish_reason``, the usage chunk, error
+    payloads). Every error (upstream-reported, truncation, protocol error, event too large) is
+    ``event: error`` with ``{"type": "error", "error": {"type", "message"}}`` (`anthropic_error`), and
+    nothing follows it. `include_usage` does not apply (Anthropic streams always carry usage). The facts
+    stay in OpenAI's terms: `finish_reason` is ``stop`` / ``length`` / ``tool_calls`` / ``content_filter``;
+    `done` means ``message_stop`` was sent.
+
     Args:
-        provider: the upstream provider, one of ``"openai"``, ``"anthropic"``, ``"bedrock"``,
-            ``"gemini"``.
+        provider: the upstream provider, one of `PROVIDERS`: ``"openai"``, ``"anthropic"``,
+            ``"bedrock"``, ``"bedrock-anthropic"``, ``"gemini"``.
         client_model: the model name the client asked for, written into every chunk in place of
             the upstream's; ``None`` keeps the upstream's.
-        include_usage: whether the client asked for ``stream_options.include_usage``.
+        include_usage: whether the client asked for ``stream_options.include_usage`` (OpenAI clients).
+        client_api: the client's API, one of `CLIENT_APIS`: ``"openai"`` or ``"anthropic"``.
 
     Raises:
-        CoreError: unknown provider.
+        CoreError: unknown provider or client API.
     """
 
-    def __new__(cls, provider: str, client_model: str | None, include_usage: bool) -> StreamTranslator: ...
+    def __new__(
+        cls, provider: str, client_model: str | None, include_usage: bool, client_api: str = "openai"
+    ) -> StreamTranslator: ...
     def feed(self, chunk: bytes) -> bytes:
         """Translate one chunk of the upstream body.
 
@@ -196,7 +255,8 @@ class StreamTranslator:
 
     @property
     def done(self) -> bool:
-        """Whether ``data: [DONE]`` was sent to the client (passed through or added by `finish`)."""
+        """Whether the client's stream ended normally: ``data: [DONE]`` was sent (passed through or added by
+        `finish`), or ``message_stop`` for an Anthropic client."""
 
     @property
     def failed(self) -> bool:
@@ -243,15 +303,28 @@ class ResponseParser:
         and no bytes followed it."""
 
 def translate_response(
-    provider: str, body: bytes, client_model: str | None
+    provider: str, body: bytes, client_model: str | None, client_api: str = "openai"
 ) -> tuple[bytes, _Usage | None]:
-    """Translate a whole (non-streaming) upstream response body into an OpenAI Chat Completions body.
+    """Translate a whole (non-streaming) upstream response body into a body of the client API: an OpenAI
+    Chat Completions body (``client_api="openai"``) or an Anthropic ``message`` (``client_api="anthropic"``).
 
-    For ``"openai"``: the top-level ``model`` is replaced by `client_model` (the body is returned
-    byte for byte when it is ``None`` or already equal). For ``"anthropic"``: a Messages API
-    response becomes a ``chat.completion`` (text joined into ``content``, ``tool_use`` blocks into
-    ``tool_calls``, thinking into ``reasoning_content`` and ``thinking_blocks``, stop reason and
-    usage mapped); `client_model` names the model (``None``: the upstream's). For ``"bedrock"``: a Converse
+    For an Anthropic client: from ``"anthropic"`` and ``"bedrock-anthropic"`` (an ``InvokeModel`` body is a
+    Messages body) the body passes through byte for byte with only its top-level ``model`` rewritten to
+    `client_model`; from the others it is written by the core's Anthropic encoder
+    (``{"id", "type": "message", "role": "assistant", "model", "content": [thinking | redacted_thinking |
+    text | tool_use], "stop_reason", "stop_sequence": null, "usage": {"input_tokens", "output_tokens",
+    "cache_creation_input_tokens", "cache_read_input_tokens"}}``; reasoning first, then the text, then
+    the tool calls, whose ``input`` is their arguments object — ``{}`` when the arguments are not a JSON
+    object — and whose ids are the upstream's, else generated ``toolu_…`` ones). ``"openai"`` bodies are
+    decoded for it (``content`` string or text parts, ``refusal``, ``reasoning_content``,
+    ``thinking_blocks``, ``tool_calls``, ``finish_reason``, ``usage``).
+
+    For an OpenAI client, ``"openai"``: the top-level ``model`` is replaced by `client_model` (the
+    body is returned byte for byte when it is ``None`` or already equal). For ``"anthropic"`` and
+    ``"bedrock-anthropic"``: a Messages API response becomes a ``chat.completion`` (text joined into
+    ``content``, ``tool_use`` blocks into ``tool_calls``, thinking into ``reasoning_content`` and
+    ``thinking_blocks``, stop reason and usage mapped); `client_model` names the model (``None``:
+    the upstream's). For ``"bedrock"``: a Converse
     response (content blocks, ``stopReason``, ``usage``) becomes a ``chat.completion`` body.
 
     For ``"gemini"``: a ``GenerateContentResponse`` becomes a ``chat.completion`` (first candidate only;
@@ -262,7 +335,7 @@ def translate_response(
 
     Raises:
         UpstreamReportedError: the body is the provider's error.
-        CoreError: unknown provider, or a body that is not a JSON object.
+        CoreError: unknown provider or client API, or a body that is not a JSON object.
     """
 
 @final

@@ -10,6 +10,8 @@ use crate::error_kind::ErrorKind;
 pub enum CoreError {
     /// No translator is registered under this provider name.
     UnknownProvider(String),
+    /// No client API is known under this name (`"openai"`, `"anthropic"`).
+    UnknownClientApi(String),
     /// No error kind of the vocabulary ([`ErrorKind`]) has this name.
     UnknownErrorKind(String),
     /// An upstream payload is not valid JSON.
@@ -79,9 +81,10 @@ impl CoreError {
             | Self::EventStream(_) => ErrorKind::UpstreamProtocolError,
             Self::EventTooLarge { .. } => ErrorKind::EventTooLarge,
             Self::Upstream { .. } => ErrorKind::UpstreamReported,
-            Self::UnknownProvider(_) | Self::UnknownErrorKind(_) | Self::Internal(_) => {
-                ErrorKind::Internal
-            }
+            Self::UnknownProvider(_)
+            | Self::UnknownClientApi(_)
+            | Self::UnknownErrorKind(_)
+            | Self::Internal(_) => ErrorKind::Internal,
         }
     }
 
@@ -97,6 +100,7 @@ impl fmt::Display for CoreError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             Self::UnknownProvider(name) => write!(f, "unknown provider {name:?}"),
+            Self::UnknownClientApi(name) => write!(f, "unknown client API {name:?}"),
             Self::UnknownErrorKind(name) => write!(f, "unknown error kind {name:?}"),
             Self::InvalidJson { what, detail } => {
                 write!(f, "upstream {what} is not valid JSON: {detail}")

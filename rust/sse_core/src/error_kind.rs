@@ -159,6 +159,47 @@ pub fn status_for_error_type(kind: &str) -> Option<u16> {
     }
 }
 
+/// The Anthropic error `type` for a status (of an upstream's error, or of ours), as Anthropic's
+/// API sends it (its errors table): 400 `invalid_request_error`, 401 `authentication_error`,
+/// 402 `billing_error`, 403 `permission_error`, 404 `not_found_error`, 413 `request_too_large`,
+/// 429 `rate_limit_error`, 504 `timeout_error`, 503 and 529 `overloaded_error` (an unavailable
+/// upstream reads as overloaded to an Anthropic client), any other 4xx `invalid_request_error`,
+/// anything else `api_error`.
+#[must_use]
+pub fn anthropic_error_type_for_status(status: u16) -> &'static str {
+    match status {
+        401 => "authentication_error",
+        402 => "billing_error",
+        403 => "permission_error",
+        404 => "not_found_error",
+        413 => "request_too_large",
+        429 => "rate_limit_error",
+        503 | 529 => "overloaded_error",
+        504 => "timeout_error",
+        400..=499 => "invalid_request_error",
+        _ => "api_error",
+    }
+}
+
+/// Append an Anthropic error object, `{"type":"error","error":{"type","message"}}` (the body of
+/// an Anthropic error response and the data of its `error` event), its type the one `status`
+/// stands for ([`anthropic_error_type_for_status`]).
+pub fn write_anthropic_error(out: &mut Vec<u8>, message: &str, status: u16) {
+    out.extend_from_slice(b"{\"type\":\"error\",\"error\":{\"type\":\"");
+    out.extend_from_slice(anthropic_error_type_for_status(status).as_bytes());
+    out.extend_from_slice(b"\",\"message\":");
+    write_str(out, message);
+    out.extend_from_slice(b"}}");
+}
+
+/// Append the Anthropic stream's error event, `event: error` with [`write_anthropic_error`]'s
+/// object: what an Anthropic client reads as a failure after the 200 (its SDKs raise on it).
+pub fn write_anthropic_error_event(out: &mut Vec<u8>, message: &str, status: u16) {
+    out.extend_from_slice(b"event: error\ndata: ");
+    write_anthropic_error(out, message, status);
+    out.extend_from_slice(b"\n\n");
+}
+
 /// Append an error event, the one shape of every in-stream error the gateway sends:
 /// `data: {"error": {"message", "type", "param": null, "code", "status"}}`. The openai SDKs raise
 /// `APIError` when they read it (its `type`, `code` and `body["status"]` are these fields); nothing
@@ -251,6 +292,34 @@ mod tests {
         }
         assert_eq!(status_for_error_type("server_error"), Some(500));
         assert_eq!(status_for_error_type("insufficient_quota"), None);
+    }
+
+    #[test]
+    fn anthropic_types_by_status() {
+        for (status, kind) in [
+            (400, "invalid_request_error"),
+            (401, "authentication_error"),
+            (403, "permission_error"),
+            (404, "not_found_error"),
+            (413, "request_too_large"),
+            (422, "invalid_request_error"),
+            (429, "rate_limit_error"),
+            (500, "api_error"),
+            (502, "api_error"),
+            (503, "overloaded_error"),
+            (504, "timeout_error"),
+            (529, "overloaded_error"),
+        ] {
+            assert_eq!(anthropic_error_type_for_status(status), kind, "{status}");
+        }
+        let mut out = Vec::new();
+        write_anthropic_error_event(&mut out, "slow \"down\"", 429);
+        let text = std::str::from_utf8(&out).unwrap();
+        let data = text.strip_prefix("event: error\ndata: ").unwrap();
+        assert_eq!(
+            serde_json::from_str::<Value>(data.trim_end()).unwrap(),
+            json!({"type": "error", "error": {"type": "rate_limit_error", "message": "slow \"down\""}})
+        );
     }
 
     #[test]

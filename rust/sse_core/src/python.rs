@@ -14,7 +14,7 @@ use pyo3::types::PyBytes;
 use crate::error::CoreError as Error;
 use crate::error_kind::{self as kinds, ErrorKind};
 use crate::framing::http1;
-use crate::providers::{self, Usage};
+use crate::providers::{self, ClientApi, Usage};
 use crate::sigv4;
 
 create_exception!(
@@ -115,13 +115,25 @@ impl PyStreamTranslator {
     }
 }
 
+/// The client API named `name` (`"openai"`, `"anthropic"`).
+fn client_api(name: &str) -> Result<ClientApi, Error> {
+    ClientApi::from_name(name).ok_or_else(|| Error::UnknownClientApi(name.to_owned()))
+}
+
 #[pymethods]
 impl PyStreamTranslator {
     #[new]
-    #[pyo3(signature = (provider, client_model, include_usage))]
-    fn new(provider: &str, client_model: Option<String>, include_usage: bool) -> PyResult<Self> {
-        let inner =
-            guarded(|| providers::new_stream_translator(provider, client_model, include_usage))?;
+    #[pyo3(signature = (provider, client_model, include_usage, client_api="openai"))]
+    fn new(
+        provider: &str,
+        client_model: Option<String>,
+        include_usage: bool,
+        client_api: &str,
+    ) -> PyResult<Self> {
+        let api = self::client_api(client_api)?;
+        let inner = guarded(|| {
+            providers::new_stream_translator_for(provider, client_model, include_usage, api)
+        })?;
         Ok(Self {
             inner,
             out: Vec::new(),
@@ -173,14 +185,17 @@ impl PyStreamTranslator {
 
 /// Translate a whole (non-streaming) upstream response body.
 #[pyfunction]
-#[pyo3(signature = (provider, body, client_model))]
+#[pyo3(signature = (provider, body, client_model, client_api="openai"))]
 fn translate_response<'py>(
     py: Python<'py>,
     provider: &str,
     body: &[u8],
     client_model: Option<&str>,
+    client_api: &str,
 ) -> PyResult<(Bound<'py, PyBytes>, Option<UsageTuple>)> {
-    let (out, usage) = guarded(|| providers::translate_response(provider, body, client_model))?;
+    let api = self::client_api(client_api)?;
+    let (out, usage) =
+        guarded(|| providers::translate_response_for(provider, body, client_model, api))?;
     Ok((PyBytes::new(py, &out), usage_tuple(usage)))
 }
 
@@ -192,10 +207,33 @@ fn py_error_kind(name: &str) -> PyResult<(u16, &'static str, Option<&'static str
     Ok((kind.status(), kind.openai_type(), kind.code()))
 }
 
-/// The OpenAI error `type` for an HTTP status.
+/// The OpenAI (or Anthropic) error `type` for an HTTP status.
 #[pyfunction(name = "error_type_for_status")]
-fn py_error_type_for_status(status: u16) -> &'static str {
-    kinds::error_type_for_status(status)
+#[pyo3(signature = (status, client_api="openai"))]
+fn py_error_type_for_status(status: u16, client_api: &str) -> PyResult<&'static str> {
+    Ok(match self::client_api(client_api)? {
+        ClientApi::OpenAI => kinds::error_type_for_status(status),
+        ClientApi::Anthropic => kinds::anthropic_error_type_for_status(status),
+    })
+}
+
+/// Anthropic's error body `{"type":"error","error":{"type","message"}}` (`event=False`), or its
+/// stream event `event: error\ndata: <that body>\n\n` (`event=True`); the type from `status`.
+#[pyfunction(name = "anthropic_error")]
+#[pyo3(signature = (message, status, event=false))]
+fn py_anthropic_error<'py>(
+    py: Python<'py>,
+    message: &str,
+    status: u16,
+    event: bool,
+) -> Bound<'py, PyBytes> {
+    let mut out = Vec::with_capacity(96 + message.len());
+    if event {
+        kinds::write_anthropic_error_event(&mut out, message, status);
+    } else {
+        kinds::write_anthropic_error(&mut out, message, status);
+    }
+    PyBytes::new(py, &out)
 }
 
 /// The one in-stream error event: `data: {"error": {"message", "type", "param": null, "code",
@@ -378,5 +416,14 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(py_error_kind, m)?)?;
     m.add_function(wrap_pyfunction!(py_error_type_for_status, m)?)?;
     m.add_function(wrap_pyfunction!(py_error_event, m)?)?;
+    m.add_function(wrap_pyfunction!(py_anthropic_error, m)?)?;
+    m.add(
+        "PROVIDERS",
+        pyo3::types::PyTuple::new(m.py(), providers::PROVIDERS.iter().copied())?,
+    )?;
+    m.add(
+        "CLIENT_APIS",
+        pyo3::types::PyTuple::new(m.py(), providers::CLIENT_APIS.iter().copied())?,
+    )?;
     Ok(())
 }

@@ -7,6 +7,7 @@
 mod common;
 
 use _core::providers::anthropic::AnthropicStream;
+use _core::providers::encoder::StreamWriter;
 use common::split_at_cuts;
 use proptest::prelude::*;
 use serde_json::Value;
@@ -14,7 +15,7 @@ use serde_json::Value;
 const TRANSCRIPT: &[u8] = include_bytes!("data/anthropic_tool_use.sse");
 
 fn translate(pieces: &[&[u8]], include_usage: bool) -> Vec<Value> {
-    let mut t = AnthropicStream::new(Some("claude".to_owned()), include_usage);
+    let mut t = AnthropicStream::<StreamWriter>::new(Some("claude".to_owned()), include_usage);
     let mut out = Vec::new();
     for piece in pieces {
         t.feed_into(piece, &mut out).unwrap();

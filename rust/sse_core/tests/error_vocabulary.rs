@@ -3,9 +3,11 @@
 //! same keys, and the `type`, `code` and `status` of its kind in `error_kind`'s table.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)]
 
+use _core::error_kind::anthropic_error_type_for_status;
 use _core::error_kind::{error_type_for_status, ErrorKind, TRUNCATED_MESSAGE};
 use _core::framing::eventstream::{encode_event, encode_message};
-use _core::providers::{new_stream_translator, PROVIDERS};
+use _core::providers::bedrock_anthropic::encode_chunk;
+use _core::providers::{new_stream_translator, new_stream_translator_for, ClientApi, PROVIDERS};
 use serde_json::Value;
 
 /// The start of an answer, cut off before its end, in each provider's wire format.
@@ -19,6 +21,12 @@ fn cut_off(provider: &str) -> Vec<u8> {
             encode_event("contentBlockDelta", br#"{"contentBlockIndex":0,"delta":{"text":"Hi"}}"#),
         ]
         .concat(),
+        "bedrock-anthropic" => [
+            encode_chunk(br#"{"type":"message_start","message":{"id":"msg_1","usage":{"input_tokens":1}}}"#),
+            encode_chunk(br#"{"type":"content_block_start","index":0,"content_block":{"type":"text","text":""}}"#),
+            encode_chunk(br#"{"type":"content_block_delta","index":0,"delta":{"type":"text_delta","text":"Hi"}}"#),
+        ]
+        .concat(),
         other => panic!("no cut-off stream for {other}"),
     }
 }
@@ -26,7 +34,7 @@ fn cut_off(provider: &str) -> Vec<u8> {
 /// The same start, then something that is not the provider's wire format.
 fn garbage(provider: &str) -> Vec<u8> {
     let mut input = cut_off(provider);
-    if provider == "bedrock" {
+    if provider.starts_with("bedrock") {
         let last = input.len() - 1;
         input[last] ^= 0xFF; // the message CRC no longer matches
     } else {
@@ -63,7 +71,7 @@ data: {"type":"error","error":{"type":"overloaded_error","message":"Overloaded"}
             503,
             "UNAVAILABLE",
         ),
-        "bedrock" => (
+        "bedrock" | "bedrock-anthropic" => (
             encode_message(
                 &[
                     (":exception-type", "throttlingException"),
@@ -180,5 +188,51 @@ fn an_error_the_upstream_reported_keeps_its_status_and_name_in_the_same_shape() 
         assert_eq!(error["status"], status, "{provider}");
         assert_eq!(error["code"], code, "{provider}");
         assert_eq!(error["type"], error_type_for_status(status), "{provider}");
+    }
+}
+
+/// For an Anthropic client: all of `input` in one read, then EOF: the last event, which must be
+/// Anthropic's `event: error` with `{"type": "error", "error": {"type", "message"}}`.
+fn last_anthropic_error(provider: &str, input: &[u8]) -> Value {
+    let mut t =
+        new_stream_translator_for(provider, Some("m".to_owned()), true, ClientApi::Anthropic)
+            .unwrap();
+    let mut out = t.feed(input).unwrap();
+    out.extend(t.finish().unwrap());
+    assert!(!t.done(), "{provider}: no message_stop after an error");
+    let text = String::from_utf8(out).unwrap();
+    let last = text.split_terminator("\n\n").last().unwrap().to_owned();
+    let data = last
+        .strip_prefix("event: error\ndata: ")
+        .unwrap_or_else(|| panic!("{provider}: {last}"));
+    let event: Value = serde_json::from_str(data).unwrap();
+    assert_eq!(event["type"], "error", "{provider}");
+    let keys: Vec<&str> = event["error"]
+        .as_object()
+        .unwrap()
+        .keys()
+        .map(String::as_str)
+        .collect();
+    assert_eq!(keys, ["message", "type"], "{provider}: {event}");
+    assert_eq!(t.error(), event["error"]["message"].as_str(), "{provider}");
+    event["error"].clone()
+}
+
+#[test]
+fn an_anthropic_client_gets_the_same_errors_in_anthropic_shape_from_every_provider() {
+    for provider in PROVIDERS {
+        let error = last_anthropic_error(provider, &cut_off(provider));
+        assert_eq!(error["type"], "api_error", "{provider}");
+        assert_eq!(error["message"], TRUNCATED_MESSAGE, "{provider}");
+        let error = last_anthropic_error(provider, &garbage(provider));
+        assert_eq!(error["type"], "api_error", "{provider}");
+        let (input, status, _) = reported(provider);
+        let error = last_anthropic_error(provider, &input);
+        assert_eq!(error["message"], "Overloaded", "{provider}");
+        assert_eq!(
+            error["type"],
+            anthropic_error_type_for_status(status),
+            "{provider}"
+        );
     }
 }

@@ -3,6 +3,7 @@
 //! give the same client events whatever the split points of the upstream bytes.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)]
 
+use _core::providers::encoder::StreamWriter;
 use _core::providers::gemini::GeminiStream;
 use proptest::prelude::*;
 use serde_json::Value;
@@ -15,7 +16,7 @@ const TRANSCRIPT: &str = concat!(
 );
 
 fn translate(pieces: &[&[u8]]) -> Vec<Value> {
-    let mut t = GeminiStream::new(Some("g".into()), true);
+    let mut t = GeminiStream::<StreamWriter>::new(Some("g".into()), true);
     let mut out = Vec::new();
     for piece in pieces {
         t.feed_into(piece, &mut out).unwrap();

@@ -22,6 +22,7 @@ use serde::Deserialize;
 use serde_json::value::RawValue;
 
 use super::encoder::{Completion, FinishReason, StreamWriter, ThinkingBlock, ToolCall};
+use super::events::Encoder;
 use super::sse_stream::{SseEvents, SseStream};
 use super::Usage;
 use crate::error::CoreError;
@@ -45,18 +46,22 @@ pub fn status_for_error_type(kind: &str) -> u16 {
     }
 }
 
-fn finish_reason(stop_reason: &str) -> FinishReason {
+pub(crate) fn finish_reason(stop_reason: &str) -> FinishReason {
     match stop_reason {
-        "max_tokens" | "model_context_window_exceeded" => FinishReason::Length,
+        "max_tokens" => FinishReason::Length,
+        "model_context_window_exceeded" => FinishReason::ContextWindowExceeded,
         "tool_use" => FinishReason::ToolCalls,
         "refusal" => FinishReason::ContentFilter,
-        // end_turn, stop_sequence, pause_turn (the server paused a long turn; the client may resume it).
+        "stop_sequence" => FinishReason::StopSequence,
+        // The server paused a long turn; the client may resume it.
+        "pause_turn" => FinishReason::PauseTurn,
+        // end_turn, and reasons added after this was written.
         _ => FinishReason::Stop,
     }
 }
 
 #[derive(Debug, Default, Clone, Copy, Deserialize)]
-struct AnthropicUsage {
+pub(crate) struct AnthropicUsage {
     input_tokens: Option<u64>,
     output_tokens: Option<u64>,
     cache_creation_input_tokens: Option<u64>,
@@ -65,7 +70,7 @@ struct AnthropicUsage {
 
 impl AnthropicUsage {
     /// Fold in a later report: counts present in it replace the earlier ones.
-    fn update(&mut self, later: &Self) {
+    pub(crate) fn update(&mut self, later: &Self) {
         self.input_tokens = later.input_tokens.or(self.input_tokens);
         self.output_tokens = later.output_tokens.or(self.output_tokens);
         self.cache_creation_input_tokens = later
@@ -76,7 +81,7 @@ impl AnthropicUsage {
             .or(self.cache_read_input_tokens);
     }
 
-    fn to_openai(self) -> Usage {
+    pub(crate) fn to_openai(self) -> Usage {
         Usage::from_prompt_parts(
             self.input_tokens.unwrap_or(0),
             self.cache_read_input_tokens.unwrap_or(0),
@@ -142,12 +147,12 @@ struct Delta<'a> {
     stop_reason: Option<Cow<'a, str>>,
 }
 
-#[derive(Debug, Deserialize)]
-struct ErrorBody<'a> {
+#[derive(Debug, Default, Deserialize)]
+pub(crate) struct ErrorBody<'a> {
     #[serde(rename = "type", borrow, default)]
-    kind: Option<Cow<'a, str>>,
+    pub(crate) kind: Option<Cow<'a, str>>,
     #[serde(borrow, default)]
-    message: Option<Cow<'a, str>>,
+    pub(crate) message: Option<Cow<'a, str>>,
 }
 
 /// One stream event's payload; which fields are set depends on its `type`.
@@ -174,6 +179,12 @@ pub fn translate_response(
     body: &[u8],
     client_model: Option<&str>,
 ) -> Result<(Vec<u8>, Option<Usage>), CoreError> {
+    let completion = decode_response(body, client_model)?;
+    Ok((completion.to_json(), completion.usage))
+}
+
+/// Read a whole Messages API response into the canonical answer.
+pub fn decode_response(body: &[u8], client_model: Option<&str>) -> Result<Completion, CoreError> {
     let message: Message<'_> = parse(body, "response body")?;
     if message.kind.as_deref() == Some("error") {
         let error = message.error.unwrap_or(ErrorBody {
@@ -234,7 +245,7 @@ pub fn translate_response(
         .as_deref()
         .map_or(FinishReason::Stop, finish_reason);
     completion.usage = message.usage.map(AnthropicUsage::to_openai);
-    Ok((completion.to_json(), completion.usage))
+    Ok(completion)
 }
 
 /// What the translator remembers about an open content block.
@@ -249,7 +260,7 @@ enum OpenBlock {
 }
 
 /// Translator for one Messages API stream.
-pub type AnthropicStream = SseStream<AnthropicEvents>;
+pub type AnthropicStream<W = StreamWriter> = SseStream<AnthropicEvents, W>;
 
 /// What a Messages API stream's events mean (see the module docs).
 #[derive(Debug, Default)]
@@ -262,16 +273,23 @@ pub struct AnthropicEvents {
 }
 
 impl SseEvents for AnthropicEvents {
-    fn event(
+    fn event<W: Encoder>(
         &mut self,
         event: &SseEvent,
-        writer: &mut StreamWriter,
+        writer: &mut W,
         out: &mut Vec<u8>,
     ) -> Result<(), CoreError> {
         self.translate_event(event, writer, out)
     }
 
-    fn end_of_stream(&mut self, writer: &mut StreamWriter, out: &mut Vec<u8>) {
+    fn end_of_stream<W: Encoder>(&mut self, writer: &mut W, out: &mut Vec<u8>) {
+        self.end(writer, out);
+    }
+}
+
+impl AnthropicEvents {
+    /// The upstream ended with the client's stream still open: end it if the answer was whole.
+    pub(crate) fn end<W: Encoder>(&mut self, writer: &mut W, out: &mut Vec<u8>) {
         if self.stop_reason_seen {
             // The answer was complete (message_delta came); only message_stop is missing.
             writer.end(out);
@@ -290,13 +308,24 @@ impl AnthropicEvents {
             .map(|(_, block)| block)
     }
 
-    fn translate_event(
+    fn translate_event<W: Encoder>(
         &mut self,
         event: &SseEvent,
-        writer: &mut StreamWriter,
+        writer: &mut W,
         out: &mut Vec<u8>,
     ) -> Result<(), CoreError> {
-        let event: Event<'_> = parse(&event.data, "stream event")?;
+        self.translate_json(&event.data, writer, out)
+    }
+
+    /// Translate one event given as its JSON (an SSE event's data, or an event Bedrock's
+    /// `InvokeModelWithResponseStream` carried).
+    pub(crate) fn translate_json<W: Encoder>(
+        &mut self,
+        data: &[u8],
+        writer: &mut W,
+        out: &mut Vec<u8>,
+    ) -> Result<(), CoreError> {
+        let event: Event<'_> = parse(data, "stream event")?;
         match event.kind.as_ref() {
             "content_block_delta" => {
                 let Some(delta) = event.delta else {
@@ -363,10 +392,10 @@ impl AnthropicEvents {
         Ok(())
     }
 
-    fn block_start(
+    fn block_start<W: Encoder>(
         &mut self,
         block: &Block<'_>,
-        writer: &mut StreamWriter,
+        writer: &mut W,
         out: &mut Vec<u8>,
     ) -> OpenBlock {
         match block.kind.as_ref() {
@@ -412,11 +441,11 @@ impl AnthropicEvents {
         }
     }
 
-    fn delta(
+    fn delta<W: Encoder>(
         &mut self,
         index: Option<u64>,
         delta: &Delta<'_>,
-        writer: &mut StreamWriter,
+        writer: &mut W,
         out: &mut Vec<u8>,
     ) {
         match delta.kind.as_deref() {
@@ -454,7 +483,7 @@ impl AnthropicEvents {
         }
     }
 
-    fn block_stop(block: OpenBlock, writer: &mut StreamWriter, out: &mut Vec<u8>) {
+    fn block_stop<W: Encoder>(block: OpenBlock, writer: &mut W, out: &mut Vec<u8>) {
         match block {
             OpenBlock::Tool {
                 index,
@@ -533,7 +562,7 @@ mod tests {
             ),
             ("message_stop", r#"{"type":"message_stop"}"#),
         ]);
-        let mut t = AnthropicStream::new(Some("my-claude".into()), true);
+        let mut t = AnthropicStream::<StreamWriter>::new(Some("my-claude".into()), true);
         let frames = t.run(&input);
         let deltas: Vec<&Value> = frames
             .iter()
@@ -603,7 +632,7 @@ mod tests {
             ),
             ("message_stop", r#"{"type":"message_stop"}"#),
         ]);
-        let mut t = AnthropicStream::new(Some("m".into()), false);
+        let mut t = AnthropicStream::<StreamWriter>::new(Some("m".into()), false);
         let frames = t.run(&input);
         let calls: Vec<&Value> = frames
             .iter()
@@ -633,7 +662,7 @@ mod tests {
                 r#"{"type":"error","error":{"type":"overloaded_error","message":"Overloaded"}}"#,
             ),
         ]);
-        let mut t = AnthropicStream::new(Some("m".into()), true);
+        let mut t = AnthropicStream::<StreamWriter>::new(Some("m".into()), true);
         let frames = t.run(&input);
         let error = &frames.last().unwrap()["error"];
         assert_eq!(error["message"], "Overloaded");
@@ -644,7 +673,7 @@ mod tests {
 
     #[test]
     fn a_stream_cut_short_ends_with_an_error() {
-        let mut t = AnthropicStream::new(Some("m".into()), true);
+        let mut t = AnthropicStream::<StreamWriter>::new(Some("m".into()), true);
         let input = sse(&[("message_start", START)]);
         let frames = t.run(&input);
         assert_eq!(frames.last().unwrap()["error"]["code"], "stream_truncated");
@@ -652,7 +681,7 @@ mod tests {
 
     #[test]
     fn garbage_ends_the_stream_after_the_good_frames() {
-        let mut t = AnthropicStream::new(Some("m".into()), true);
+        let mut t = AnthropicStream::<StreamWriter>::new(Some("m".into()), true);
         let mut input = sse(&[("message_start", START)]);
         input.extend_from_slice(b"event: content_block_delta\ndata: {not json\n\n");
         let frames = t.run(&input);

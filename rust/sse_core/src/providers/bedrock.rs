@@ -28,6 +28,7 @@ use serde::Deserialize;
 use serde_json::value::RawValue;
 
 use super::encoder::{Completion, FinishReason, StreamWriter, ThinkingBlock, ToolCall};
+use super::events::Encoder;
 use super::Usage;
 use crate::error::CoreError;
 use crate::error_kind::ErrorKind;
@@ -56,7 +57,9 @@ pub fn status_for_exception(kind: &str) -> u16 {
 
 fn finish_reason(stop_reason: &str) -> FinishReason {
     match stop_reason {
-        "max_tokens" | "model_context_window_exceeded" => FinishReason::Length,
+        "max_tokens" => FinishReason::Length,
+        "model_context_window_exceeded" => FinishReason::ContextWindowExceeded,
+        "stop_sequence" => FinishReason::StopSequence,
         "tool_use" => FinishReason::ToolCalls,
         "guardrail_intervened" | "content_filtered" => FinishReason::ContentFilter,
         // end_turn, stop_sequence, and reasons added after this was written.
@@ -190,6 +193,12 @@ pub fn translate_response(
     body: &[u8],
     client_model: Option<&str>,
 ) -> Result<(Vec<u8>, Option<Usage>), CoreError> {
+    let completion = decode_response(body, client_model)?;
+    Ok((completion.to_json(), completion.usage))
+}
+
+/// Read a whole Converse response into the canonical answer.
+pub fn decode_response(body: &[u8], client_model: Option<&str>) -> Result<Completion, CoreError> {
     let response: ConverseResponse<'_> = parse(body, "response body")?;
     let mut completion = Completion::new(client_model.unwrap_or_default());
     let mut json_tool = false;
@@ -248,7 +257,7 @@ pub fn translate_response(
     }
     completion.choice.finish_reason = reason;
     completion.usage = response.usage.map(BedrockUsage::to_openai);
-    Ok((completion.to_json(), completion.usage))
+    Ok(completion)
 }
 
 /// What the translator remembers about an open content block.
@@ -266,22 +275,22 @@ enum OpenBlock {
 
 /// Translator for one ConverseStream response.
 #[derive(Debug)]
-pub struct BedrockStream {
+pub struct BedrockStream<W = StreamWriter> {
     decoder: EventStreamDecoder,
-    state: State,
+    state: State<W>,
 }
 
 /// Everything but the decoder, so that the decoder can lend each message to it.
 #[derive(Debug)]
-struct State {
-    writer: StreamWriter,
+struct State<W> {
+    writer: W,
     /// Open blocks by Bedrock block index (few at a time: a short list beats a map).
     blocks: Vec<(u64, OpenBlock)>,
     stop_seen: bool,
     json_tool: bool,
 }
 
-impl BedrockStream {
+impl<W: Encoder> BedrockStream<W> {
     /// `client_model`: the model name reported to the client; `include_usage`: whether the client
     /// asked for the usage chunk.
     #[must_use]
@@ -289,7 +298,7 @@ impl BedrockStream {
         Self {
             decoder: EventStreamDecoder::new(),
             state: State {
-                writer: StreamWriter::new(client_model.unwrap_or_default(), include_usage),
+                writer: W::for_client(client_model.unwrap_or_default(), include_usage),
                 blocks: Vec::new(),
                 stop_seen: false,
                 json_tool: false,
@@ -299,7 +308,7 @@ impl BedrockStream {
 
     /// The shared writer, for the facts it keeps.
     #[must_use]
-    pub fn writer(&self) -> &StreamWriter {
+    pub fn writer(&self) -> &W {
         &self.state.writer
     }
 
@@ -348,7 +357,7 @@ impl BedrockStream {
     }
 }
 
-impl State {
+impl<W: Encoder> State<W> {
     fn end(&mut self, out: &mut Vec<u8>) {
         if self.json_tool
             && self.writer.tool_call_count() == 0
@@ -619,7 +628,7 @@ mod tests {
 
     #[test]
     fn stream_reasoning_text_tools_then_finish_usage_done() {
-        let mut t = BedrockStream::new(Some("my-model".into()), true);
+        let mut t = BedrockStream::<StreamWriter>::new(Some("my-model".into()), true);
         let frames = run(&mut t, &transcript());
         let deltas: Vec<&Value> = frames
             .iter()
@@ -659,13 +668,13 @@ mod tests {
     fn stream_split_at_every_offset_gives_the_same_frames() {
         let input = transcript();
         let reference = {
-            let mut t = BedrockStream::new(Some("m".into()), true);
+            let mut t = BedrockStream::<StreamWriter>::new(Some("m".into()), true);
             let mut frames = run(&mut t, &input);
             strip_ids(&mut frames);
             frames
         };
         for cut in 0..=input.len() {
-            let mut t = BedrockStream::new(Some("m".into()), true);
+            let mut t = BedrockStream::<StreamWriter>::new(Some("m".into()), true);
             let mut out = Vec::new();
             t.feed_into(&input[..cut], &mut out).unwrap();
             t.feed_into(&input[cut..], &mut out).unwrap();
@@ -687,7 +696,7 @@ mod tests {
 
     #[test]
     fn finish_is_held_until_metadata_and_no_usage_unless_asked() {
-        let mut t = BedrockStream::new(Some("m".into()), false);
+        let mut t = BedrockStream::<StreamWriter>::new(Some("m".into()), false);
         let mut out = Vec::new();
         let input = [
             event("messageStart", r#"{"role":"assistant"}"#),
@@ -716,7 +725,7 @@ mod tests {
 
     #[test]
     fn stop_without_metadata_ends_at_eof() {
-        let mut t = BedrockStream::new(Some("m".into()), true);
+        let mut t = BedrockStream::<StreamWriter>::new(Some("m".into()), true);
         let input = [
             event("messageStart", r#"{"role":"assistant"}"#),
             event("messageStop", r#"{"stopReason":"guardrail_intervened"}"#),
@@ -736,7 +745,7 @@ mod tests {
             ("modelStreamErrorException", 500),
             ("internalServerException", 500),
         ] {
-            let mut t = BedrockStream::new(Some("m".into()), true);
+            let mut t = BedrockStream::<StreamWriter>::new(Some("m".into()), true);
             let input = [
                 event("messageStart", r#"{"role":"assistant"}"#),
                 encode_message(
@@ -769,7 +778,7 @@ mod tests {
             return;
         };
         for cut in 0..=input.len() {
-            let mut t = BedrockStream::new(Some("m".into()), true);
+            let mut t = BedrockStream::<StreamWriter>::new(Some("m".into()), true);
             let mut out = Vec::new();
             t.feed_into(&input[..cut], &mut out).unwrap();
             t.feed_into(&input[cut..], &mut out).unwrap();
@@ -795,7 +804,7 @@ mod tests {
         .concat();
         let last = input.len() - 1;
         input[last] ^= 0xFF;
-        let mut t = BedrockStream::new(Some("m".into()), true);
+        let mut t = BedrockStream::<StreamWriter>::new(Some("m".into()), true);
         let frames = run(&mut t, &input);
         assert_eq!(frames.len(), 2);
         assert_eq!(frames[1]["error"]["code"], "upstream_protocol_error");
@@ -805,10 +814,10 @@ mod tests {
     #[test]
     fn truncated_frame_and_missing_stop_are_reported() {
         let whole = event("messageStart", r#"{"role":"assistant"}"#);
-        let mut t = BedrockStream::new(Some("m".into()), true);
+        let mut t = BedrockStream::<StreamWriter>::new(Some("m".into()), true);
         let frames = run(&mut t, &whole[..whole.len() - 3]);
         assert_eq!(frames[0]["error"]["code"], "stream_truncated");
-        let mut t = BedrockStream::new(Some("m".into()), true);
+        let mut t = BedrockStream::<StreamWriter>::new(Some("m".into()), true);
         let frames = run(&mut t, &whole);
         assert_eq!(frames.last().unwrap()["error"]["code"], "stream_truncated");
     }
@@ -830,7 +839,7 @@ mod tests {
             event("metadata", r#"{"usage":{"inputTokens":1,"outputTokens":1,"totalTokens":2}}"#),
         ]
         .concat();
-        let mut t = BedrockStream::new(Some("m".into()), false);
+        let mut t = BedrockStream::<StreamWriter>::new(Some("m".into()), false);
         let frames = run(&mut t, &input);
         assert_eq!(frames[1]["choices"][0]["delta"]["content"], "{\"a\":1}");
         assert_eq!(frames[2]["choices"][0]["finish_reason"], "stop");

@@ -24,16 +24,28 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use crate::error::CoreError;
 use crate::error_kind::{write_upstream_error_event, ErrorKind, TRUNCATED_MESSAGE};
 use crate::json::write_str;
+use crate::providers::events::Encoder;
 use crate::providers::sse_writer::write_done;
 use crate::providers::Usage;
 
 /// Why the model stopped, in OpenAI's terms.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum FinishReason {
+    /// The model ended its turn (Anthropic `end_turn`).
     Stop,
+    /// A stop sequence matched (Anthropic `stop_sequence`; OpenAI says `stop`).
+    StopSequence,
+    /// The token limit (`max_tokens`).
     Length,
+    /// The context window is full (Anthropic `model_context_window_exceeded`; OpenAI says `length`).
+    ContextWindowExceeded,
+    /// The model called tools.
     ToolCalls,
+    /// A content filter or the model's refusal stopped the answer (Anthropic `refusal`).
     ContentFilter,
+    /// The server paused a long turn; the client may resume it (Anthropic `pause_turn`; OpenAI
+    /// says `stop`).
+    PauseTurn,
 }
 
 impl FinishReason {
@@ -41,10 +53,24 @@ impl FinishReason {
     #[must_use]
     pub fn as_str(self) -> &'static str {
         match self {
-            Self::Stop => "stop",
-            Self::Length => "length",
+            Self::Stop | Self::StopSequence | Self::PauseTurn => "stop",
+            Self::Length | Self::ContextWindowExceeded => "length",
             Self::ToolCalls => "tool_calls",
             Self::ContentFilter => "content_filter",
+        }
+    }
+
+    /// The Anthropic `stop_reason` string.
+    #[must_use]
+    pub fn anthropic_str(self) -> &'static str {
+        match self {
+            Self::Stop => "end_turn",
+            Self::StopSequence => "stop_sequence",
+            Self::Length => "max_tokens",
+            Self::ContextWindowExceeded => "model_context_window_exceeded",
+            Self::ToolCalls => "tool_use",
+            Self::ContentFilter => "refusal",
+            Self::PauseTurn => "pause_turn",
         }
     }
 }
@@ -181,13 +207,6 @@ impl StreamWriter {
         }
     }
 
-    /// Use the upstream's id for the chunks (ignored once the first chunk is out).
-    pub fn set_id(&mut self, id: &str) {
-        if self.prefix.is_empty() && !id.is_empty() {
-            self.id = Some(id.to_owned());
-        }
-    }
-
     fn prefix(&mut self) -> &[u8] {
         if self.prefix.is_empty() {
             let id = self.id.take().unwrap_or_else(new_completion_id);
@@ -202,21 +221,6 @@ impl StreamWriter {
             self.prefix = prefix;
         }
         &self.prefix
-    }
-
-    /// Write the next pieces to choice `index` (an upstream that answers `n` > 1 choices); each
-    /// choice has its own first chunk with the role, its own tool-call indexes and finish reason.
-    pub fn select_choice(&mut self, index: u32) {
-        if index == self.choice {
-            return;
-        }
-        let state = match self.others.iter().position(|(i, _)| *i == index) {
-            Some(position) => self.others.swap_remove(position).1,
-            None => ChoiceState::default(),
-        };
-        self.others
-            .push((self.choice, std::mem::replace(&mut self.state, state)));
-        self.choice = index;
     }
 
     /// `{"index":N,"delta":`
@@ -246,15 +250,42 @@ impl StreamWriter {
         out.push(b'}');
         out.extend_from_slice(CHOICE_CLOSE);
     }
+}
+
+impl Encoder for StreamWriter {
+    fn for_client(model: String, include_usage: bool) -> Self {
+        Self::new(model, include_usage)
+    }
+
+    /// Use the upstream's id for the chunks (ignored once the first chunk is out).
+    fn set_id(&mut self, id: &str) {
+        if self.prefix.is_empty() && !id.is_empty() {
+            self.id = Some(id.to_owned());
+        }
+    }
+
+    /// Write the next pieces to choice `index` (an upstream that answers `n` > 1 choices); each
+    /// choice has its own first chunk with the role, its own tool-call indexes and finish reason.
+    fn select_choice(&mut self, index: u32) {
+        if index == self.choice {
+            return;
+        }
+        let state = match self.others.iter().position(|(i, _)| *i == index) {
+            Some(position) => self.others.swap_remove(position).1,
+            None => ChoiceState::default(),
+        };
+        self.others
+            .push((self.choice, std::mem::replace(&mut self.state, state)));
+        self.choice = index;
+    }
 
     /// Whether the stream is over on the client's side (`[DONE]` or an error event sent).
-    #[must_use]
-    pub fn closed(&self) -> bool {
+    fn closed(&self) -> bool {
         self.done || self.error.is_some()
     }
 
     /// The first chunk, `{"role": "assistant", "content": ""}`, unless a chunk was already sent.
-    pub fn role(&mut self, out: &mut Vec<u8>) {
+    fn role(&mut self, out: &mut Vec<u8>) {
         if !self.state.role_sent && !self.closed() {
             self.open_delta(out);
             out.extend_from_slice(b"\"content\":\"\"");
@@ -263,7 +294,7 @@ impl StreamWriter {
     }
 
     /// A piece of the answer's text (nothing is sent for an empty piece).
-    pub fn text(&mut self, out: &mut Vec<u8>, text: &str) {
+    fn text(&mut self, out: &mut Vec<u8>, text: &str) {
         if !text.is_empty() && !self.closed() {
             self.open_delta(out);
             out.extend_from_slice(b"\"content\":");
@@ -273,7 +304,7 @@ impl StreamWriter {
     }
 
     /// A piece of reasoning text (`delta.reasoning_content`).
-    pub fn reasoning(&mut self, out: &mut Vec<u8>, text: &str) {
+    fn reasoning(&mut self, out: &mut Vec<u8>, text: &str) {
         if !text.is_empty() && !self.closed() {
             self.open_delta(out);
             out.extend_from_slice(b"\"reasoning_content\":");
@@ -283,7 +314,7 @@ impl StreamWriter {
     }
 
     /// A complete reasoning block with its signature (`delta.thinking_blocks`), see the module docs.
-    pub fn thinking_block(&mut self, out: &mut Vec<u8>, block: &ThinkingBlock) {
+    fn thinking_block(&mut self, out: &mut Vec<u8>, block: &ThinkingBlock) {
         if !self.closed() {
             self.open_delta(out);
             out.extend_from_slice(b"\"thinking_blocks\":[");
@@ -295,7 +326,7 @@ impl StreamWriter {
 
     /// The first piece of a tool call: its id and name. Returns the OpenAI index given to it
     /// (tool calls are numbered in order, whatever the provider's own block numbering).
-    pub fn tool_call_start(&mut self, out: &mut Vec<u8>, id: &str, name: &str) -> u32 {
+    fn tool_call_start(&mut self, out: &mut Vec<u8>, id: &str, name: &str) -> u32 {
         let index = self.state.tool_calls;
         self.state.tool_calls += 1;
         if !self.closed() {
@@ -313,7 +344,7 @@ impl StreamWriter {
     }
 
     /// More of the arguments (a JSON text in pieces) of the tool call with OpenAI index `index`.
-    pub fn tool_call_arguments(&mut self, out: &mut Vec<u8>, index: u32, arguments: &str) {
+    fn tool_call_arguments(&mut self, out: &mut Vec<u8>, index: u32, arguments: &str) {
         if !arguments.is_empty() && !self.closed() {
             self.open_delta(out);
             out.extend_from_slice(b"\"tool_calls\":[{\"index\":");
@@ -326,31 +357,29 @@ impl StreamWriter {
     }
 
     /// How many tool calls were started (in the current choice).
-    #[must_use]
-    pub fn tool_call_count(&self) -> u32 {
+    fn tool_call_count(&self) -> u32 {
         self.state.tool_calls
     }
 
     /// Record why the model stopped (the current choice); the finish chunk is written by [`Self::end`].
-    pub fn set_finish_reason(&mut self, reason: FinishReason) {
+    fn set_finish_reason(&mut self, reason: FinishReason) {
         self.state.finish_reason = Some(reason);
     }
 
     /// Whether every choice seen has a finish reason (and one was seen).
-    #[must_use]
-    pub fn every_choice_finished(&self) -> bool {
+    fn every_choice_finished(&self) -> bool {
         self.state.finish_reason.is_some()
             && self.others.iter().all(|(_, s)| s.finish_reason.is_some())
     }
 
     /// Record the usage to report (the last one recorded wins).
-    pub fn set_usage(&mut self, usage: Usage) {
+    fn set_usage(&mut self, usage: Usage) {
         self.usage = Some(usage);
     }
 
     /// End the stream: the finish chunk (`stop` when the upstream gave no reason), the usage chunk
     /// if the client asked for it and the upstream reported one, and `[DONE]`.
-    pub fn end(&mut self, out: &mut Vec<u8>) {
+    fn end(&mut self, out: &mut Vec<u8>) {
         if self.closed() {
             return;
         }
@@ -383,7 +412,7 @@ impl StreamWriter {
     /// End the stream with an error the upstream reported: `status` is the HTTP status it stands
     /// for and `code` the upstream's name for it (see
     /// [`crate::error_kind::write_upstream_error_event`]); nothing is sent after it.
-    pub fn error(&mut self, out: &mut Vec<u8>, status: u16, code: &str, message: &str) {
+    fn error(&mut self, out: &mut Vec<u8>, status: u16, code: &str, message: &str) {
         if self.closed() {
             return;
         }
@@ -392,7 +421,7 @@ impl StreamWriter {
     }
 
     /// End the stream with an error of the gateway's own vocabulary (see [`ErrorKind`]).
-    pub fn error_of_kind(&mut self, out: &mut Vec<u8>, kind: ErrorKind, message: &str) {
+    fn error_of_kind(&mut self, out: &mut Vec<u8>, kind: ErrorKind, message: &str) {
         if self.closed() {
             return;
         }
@@ -405,7 +434,7 @@ impl StreamWriter {
     /// should stop reading.
     #[cold]
     #[inline(never)]
-    pub fn fail(&mut self, out: &mut Vec<u8>, err: &CoreError) {
+    fn fail(&mut self, out: &mut Vec<u8>, err: &CoreError) {
         if self.closed() {
             return;
         }
@@ -417,25 +446,26 @@ impl StreamWriter {
     /// End a stream that stopped before its end: an error event of kind `stream_truncated`.
     #[cold]
     #[inline(never)]
-    pub fn truncated(&mut self, out: &mut Vec<u8>) {
+    fn truncated(&mut self, out: &mut Vec<u8>) {
         self.error_of_kind(out, ErrorKind::StreamTruncated, TRUNCATED_MESSAGE);
     }
 
+    fn tool_id_prefix(&self) -> &'static str {
+        "call_"
+    }
+
     /// Whether [`Self::fail`] ended the stream.
-    #[must_use]
-    pub fn failed(&self) -> bool {
+    fn failed(&self) -> bool {
         self.failed
     }
 
     /// The last usage recorded.
-    #[must_use]
-    pub fn usage(&self) -> Option<Usage> {
+    fn usage(&self) -> Option<Usage> {
         self.usage
     }
 
     /// The finish reason recorded for the first choice.
-    #[must_use]
-    pub fn finish_reason(&self) -> Option<&'static str> {
+    fn finish_reason(&self) -> Option<&'static str> {
         let first = if self.choice == 0 {
             Some(&self.state)
         } else {
@@ -447,14 +477,12 @@ impl StreamWriter {
     }
 
     /// The message of the error event sent, if any.
-    #[must_use]
-    pub fn error_message(&self) -> Option<&str> {
+    fn error_message(&self) -> Option<&str> {
         self.error.as_deref()
     }
 
     /// Whether `[DONE]` was sent.
-    #[must_use]
-    pub fn done(&self) -> bool {
+    fn done(&self) -> bool {
         self.done
     }
 }

@@ -47,6 +47,7 @@ use serde_json::value::RawValue;
 use super::encoder::{
     random_id, Choice, Completion, FinishReason, StreamWriter, ThinkingBlock, ToolCall,
 };
+use super::events::Encoder;
 use super::sse_stream::{SseEvents, SseStream};
 use super::Usage;
 use crate::error::CoreError;
@@ -92,10 +93,10 @@ fn finish_reason(reason: &str, has_tool_calls: bool) -> FinishReason {
 }
 
 /// The tool call id the client sees for a function call (see the module docs).
-fn tool_call_id(call: &FunctionCall<'_>, signature: Option<&str>) -> String {
+fn tool_call_id(call: &FunctionCall<'_>, signature: Option<&str>, prefix: &str) -> String {
     let mut id = match call.id.as_deref() {
         Some(id) if !id.is_empty() => id.to_owned(),
-        _ => random_id("call_"),
+        _ => random_id(prefix),
     };
     if let Some(signature) = signature.filter(|s| !s.is_empty()) {
         id.reserve(THOUGHT_SEPARATOR.len() + signature.len());
@@ -262,6 +263,17 @@ pub fn translate_response(
     body: &[u8],
     client_model: Option<&str>,
 ) -> Result<(Vec<u8>, Option<Usage>), CoreError> {
+    let completion = decode_response(body, client_model, "call_")?;
+    Ok((completion.to_json(), completion.usage))
+}
+
+/// Read a whole `generateContent` response into the canonical answer; generated tool-call ids
+/// start with `tool_id_prefix`.
+pub fn decode_response(
+    body: &[u8],
+    client_model: Option<&str>,
+    tool_id_prefix: &str,
+) -> Result<Completion, CoreError> {
     let response: Response<'_> = parse(body, "response body")?;
     if let Some(error) = &response.error {
         // A success status whose body is Google's error: the client must see an error, not an empty answer.
@@ -278,7 +290,7 @@ pub fn translate_response(
     if let Some(text) = response.blocked_prompt() {
         completion.choice.content = text;
         completion.choice.finish_reason = FinishReason::ContentFilter;
-        return Ok((completion.to_json(), completion.usage));
+        return Ok(completion);
     }
     // One choice per candidate (`candidateCount` = the client's `n`), in index order.
     let mut candidates: Vec<(u32, &Candidate<'_>)> = response
@@ -288,14 +300,14 @@ pub fn translate_response(
         .collect();
     candidates.sort_by_key(|(index, _)| *index);
     for (position, (_, candidate)) in candidates.iter().enumerate() {
-        let choice = candidate_choice(candidate);
+        let choice = candidate_choice(candidate, tool_id_prefix);
         if position == 0 {
             completion.choice = choice;
         } else {
             completion.more_choices.push(choice);
         }
     }
-    Ok((completion.to_json(), completion.usage))
+    Ok(completion)
 }
 
 /// The most candidates Gemini gives (`candidateCount` ≤ 8): higher indexes are not read.
@@ -309,7 +321,7 @@ fn choice_index(candidate: &Candidate<'_>) -> Option<u32> {
 }
 
 /// One candidate of a whole answer as a choice (see the module docs).
-fn candidate_choice(candidate: &Candidate<'_>) -> Choice {
+fn candidate_choice(candidate: &Candidate<'_>, tool_id_prefix: &str) -> Choice {
     let mut choice = Choice::default();
     let mut thought = String::new();
     let parts = candidate
@@ -320,7 +332,7 @@ fn candidate_choice(candidate: &Candidate<'_>) -> Choice {
         let signature = part.thought_signature.as_deref();
         if let Some(call) = &part.function_call {
             choice.tool_calls.push(ToolCall {
-                id: tool_call_id(call, signature),
+                id: tool_call_id(call, signature, tool_id_prefix),
                 name: call.name.as_deref().unwrap_or_default().to_owned(),
                 arguments: call.arguments().to_owned(),
             });
@@ -353,7 +365,7 @@ fn candidate_choice(candidate: &Candidate<'_>) -> Choice {
 }
 
 /// Translator for one `streamGenerateContent?alt=sse` stream.
-pub type GeminiStream = SseStream<GeminiEvents>;
+pub type GeminiStream<W = StreamWriter> = SseStream<GeminiEvents, W>;
 
 /// What a `streamGenerateContent` stream's events mean (see the module docs).
 #[derive(Debug, Default)]
@@ -366,10 +378,10 @@ pub struct GeminiEvents {
 impl SseEvents for GeminiEvents {
     const BARE_JSON: bool = true;
 
-    fn event(
+    fn event<W: Encoder>(
         &mut self,
         event: &SseEvent,
-        writer: &mut StreamWriter,
+        writer: &mut W,
         out: &mut Vec<u8>,
     ) -> Result<(), CoreError> {
         self.translate_event(event, writer, out)
@@ -377,7 +389,7 @@ impl SseEvents for GeminiEvents {
 
     /// The upstream sends no `[DONE]`: EOF once every candidate has its finish reason (or the
     /// prompt was blocked) is the normal end.
-    fn end_of_stream(&mut self, writer: &mut StreamWriter, out: &mut Vec<u8>) {
+    fn end_of_stream<W: Encoder>(&mut self, writer: &mut W, out: &mut Vec<u8>) {
         if writer.every_choice_finished() {
             writer.end(out);
         } else {
@@ -387,10 +399,10 @@ impl SseEvents for GeminiEvents {
 }
 
 impl GeminiEvents {
-    fn translate_event(
+    fn translate_event<W: Encoder>(
         &mut self,
         event: &SseEvent,
-        writer: &mut StreamWriter,
+        writer: &mut W,
         out: &mut Vec<u8>,
     ) -> Result<(), CoreError> {
         if event.bare && event.data.trim_ascii_start().starts_with(b"[") {
@@ -409,10 +421,10 @@ impl GeminiEvents {
         Ok(())
     }
 
-    fn translate_response(
+    fn translate_response<W: Encoder>(
         &mut self,
         response: &Response<'_>,
-        writer: &mut StreamWriter,
+        writer: &mut W,
         out: &mut Vec<u8>,
     ) {
         if let Some(error) = &response.error {
@@ -423,10 +435,12 @@ impl GeminiEvents {
         if let Some(id) = response.response_id.as_deref() {
             writer.set_id(id);
         }
-        writer.role(out);
+        // Usage first: an encoder whose first event reports the input tokens (Anthropic's
+        // message_start) has them.
         if let Some(usage) = response.usage_metadata {
             writer.set_usage(usage.to_openai());
         }
+        writer.role(out);
         if let Some(text) = response.blocked_prompt() {
             writer.select_choice(0);
             writer.text(out, &text);
@@ -452,16 +466,16 @@ impl GeminiEvents {
     }
 
     /// `index`: the candidate's, below [`MAX_CANDIDATES`] (its thought text is `thoughts[index]`).
-    fn part(
+    fn part<W: Encoder>(
         &mut self,
         index: usize,
         part: &Part<'_>,
-        writer: &mut StreamWriter,
+        writer: &mut W,
         out: &mut Vec<u8>,
     ) {
         let signature = part.thought_signature.as_deref().filter(|s| !s.is_empty());
         if let Some(call) = &part.function_call {
-            let id = tool_call_id(call, signature);
+            let id = tool_call_id(call, signature, writer.tool_id_prefix());
             let name = call.name.as_deref().unwrap_or_default();
             let index = writer.tool_call_start(out, &id, name);
             writer.tool_call_arguments(out, index, call.arguments());
@@ -522,7 +536,7 @@ mod tests {
             r#"{"candidates":[{"content":{"parts":[{"text":"There are 3"}],"role":"model"},"index":0}],"usageMetadata":{"promptTokenCount":9,"candidatesTokenCount":3,"thoughtsTokenCount":12},"responseId":"r1"}"#,
             r#"{"candidates":[{"content":{"parts":[{"text":"","thoughtSignature":"VEVYVA=="}],"role":"model"},"finishReason":"STOP","index":0}],"usageMetadata":{"promptTokenCount":9,"candidatesTokenCount":4,"thoughtsTokenCount":12,"cachedContentTokenCount":2,"totalTokenCount":25},"responseId":"r1"}"#,
         ]);
-        let mut t = GeminiStream::new(Some("my-gemini".into()), true);
+        let mut t = GeminiStream::<StreamWriter>::new(Some("my-gemini".into()), true);
         let frames = t.run(&input);
         let d = deltas(&frames);
         assert_eq!(d[0]["role"], "assistant");
@@ -558,7 +572,7 @@ mod tests {
             r#"{"candidates":[{"content":{"parts":[{"functionCall":{"name":"weather","args":{"location":"San Francisco"}},"thoughtSignature":"c2ln+/="},{"functionCall":{"name":"now"}}],"role":"model"},"index":0}]}"#,
             r#"{"candidates":[{"content":{"parts":[{"text":""}],"role":"model"},"finishReason":"STOP","index":0}]}"#,
         ]);
-        let mut t = GeminiStream::new(Some("m".into()), false);
+        let mut t = GeminiStream::<StreamWriter>::new(Some("m".into()), false);
         let frames = t.run(&input);
         let calls: Vec<&Value> = frames
             .iter()
@@ -588,7 +602,7 @@ mod tests {
         let input = sse(&[
             r#"{"promptFeedback":{"blockReason":"PROHIBITED_CONTENT"},"usageMetadata":{"promptTokenCount":9,"totalTokenCount":9},"responseId":"x"}"#,
         ]);
-        let mut t = GeminiStream::new(Some("m".into()), true);
+        let mut t = GeminiStream::<StreamWriter>::new(Some("m".into()), true);
         let frames = t.run(&input);
         let d = deltas(&frames);
         assert!(d[1]["content"]
@@ -608,7 +622,7 @@ mod tests {
             r#"{"candidates":[{"content":{"parts":[{"text":"Hi"}],"role":"model"},"index":0}]}"#,
             r#"{"error":{"code":503,"message":"The model is overloaded.","status":"UNAVAILABLE"}}"#,
         ]);
-        let mut t = GeminiStream::new(Some("m".into()), true);
+        let mut t = GeminiStream::<StreamWriter>::new(Some("m".into()), true);
         let frames = t.run(&input);
         let error = &frames.last().unwrap()["error"];
         assert_eq!(error["message"], "The model is overloaded.");
@@ -626,7 +640,7 @@ mod tests {
             r#"{"candidates":[{"content":{"parts":[{"text":"Hi"}],"role":"model"},"index":0}]}"#,
         ]);
         input.extend_from_slice(BARE_429.as_bytes());
-        let mut t = GeminiStream::new(Some("m".into()), true);
+        let mut t = GeminiStream::<StreamWriter>::new(Some("m".into()), true);
         let frames = t.run(&input);
         assert_eq!(deltas(&frames)[1]["content"], "Hi");
         let error = &frames.last().unwrap()["error"];
@@ -643,7 +657,7 @@ mod tests {
     #[test]
     fn a_bare_error_array_ends_the_stream_with_its_status() {
         let input = format!("[{}]\n", BARE_429.trim_end());
-        let mut t = GeminiStream::new(Some("m".into()), true);
+        let mut t = GeminiStream::<StreamWriter>::new(Some("m".into()), true);
         let frames = t.run(input.as_bytes());
         assert_eq!(frames.len(), 1);
         assert_eq!(frames[0]["error"]["status"], 429);
@@ -652,7 +666,7 @@ mod tests {
     #[test]
     fn a_bare_error_cut_off_is_a_truncation() {
         let input = &BARE_429.as_bytes()[..30];
-        let mut t = GeminiStream::new(Some("m".into()), true);
+        let mut t = GeminiStream::<StreamWriter>::new(Some("m".into()), true);
         let frames = t.run(input);
         assert_eq!(frames.last().unwrap()["error"]["code"], "stream_truncated");
     }
@@ -664,7 +678,7 @@ mod tests {
             r#"{"candidates":[{"content":{"parts":[{"functionCall":{"name":"f","args":{}}}],"role":"model"},"index":1,"finishReason":"STOP"}]}"#,
             r#"{"candidates":[{"content":{"parts":[{"text":"A2"}],"role":"model"},"finishReason":"MAX_TOKENS","index":0}],"usageMetadata":{"promptTokenCount":3,"candidatesTokenCount":6}}"#,
         ]);
-        let mut t = GeminiStream::new(Some("m".into()), true);
+        let mut t = GeminiStream::<StreamWriter>::new(Some("m".into()), true);
         let frames = t.run(&input);
         let choices: Vec<&Value> = frames
             .iter()
@@ -700,7 +714,7 @@ mod tests {
         let input = sse(&[
             r#"{"candidates":[{"content":{"parts":[{"text":"A"}],"role":"model"},"index":0,"finishReason":"STOP"},{"content":{"parts":[{"text":"B"}],"role":"model"},"index":1}]}"#,
         ]);
-        let mut t = GeminiStream::new(Some("m".into()), true);
+        let mut t = GeminiStream::<StreamWriter>::new(Some("m".into()), true);
         let frames = t.run(&input);
         assert_eq!(frames.last().unwrap()["error"]["code"], "stream_truncated");
     }
@@ -725,14 +739,14 @@ mod tests {
         let input = sse(&[
             r#"{"candidates":[{"content":{"parts":[{"text":"Hi"}],"role":"model"},"index":0}]}"#,
         ]);
-        let mut t = GeminiStream::new(Some("m".into()), true);
+        let mut t = GeminiStream::<StreamWriter>::new(Some("m".into()), true);
         let frames = t.run(&input);
         assert_eq!(frames.last().unwrap()["error"]["code"], "stream_truncated");
     }
 
     #[test]
     fn garbage_fails_the_stream() {
-        let mut t = GeminiStream::new(Some("m".into()), true);
+        let mut t = GeminiStream::<StreamWriter>::new(Some("m".into()), true);
         let frames = t.run(b"data: {nope\r\n\r\n");
         assert_eq!(
             frames.last().unwrap()["error"]["code"],

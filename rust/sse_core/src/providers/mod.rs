@@ -1,21 +1,37 @@
-//! The provider registry: one module per upstream API, each turning that provider's responses into
-//! OpenAI Chat Completions bytes. Adding a provider means a module, a variant of
-//! [`StreamTranslator`], an arm in [`new_stream_translator`] and [`translate_response`], and a name
-//! in [`PROVIDERS`] (a test checks that every listed name is constructible).
+//! The provider registry: one module per upstream API, each decoding that provider's responses into
+//! the canonical events ([`events::Encoder`]), and one encoder per client API (OpenAI chat:
+//! [`encoder`]; Anthropic Messages: [`anthropic_encoder`]). Adding a provider means a module, its
+//! arms in [`new_stream_translator_for`] and [`translate_response_for`], and a name in
+//! [`PROVIDERS`] (a test checks that every listed name is constructible for every client API).
 
 pub mod anthropic;
+pub mod anthropic_encoder;
+pub mod anthropic_passthrough;
 pub mod bedrock;
+pub mod bedrock_anthropic;
 pub mod encoder;
+pub mod events;
 pub mod gemini;
 pub mod openai;
+pub mod openai_decode;
 pub mod sse_stream;
 
 use serde::Deserialize;
 
+pub use events::{ClientApi, Encoder, CLIENT_APIS};
+
 use crate::error::CoreError;
 
-/// The provider names accepted by [`new_stream_translator`] and [`translate_response`].
-pub const PROVIDERS: &[&str] = &["openai", "anthropic", "bedrock", "gemini"];
+/// The provider names accepted by [`new_stream_translator`] and [`translate_response`]:
+/// `bedrock` is the Converse API, `bedrock-anthropic` Claude on Bedrock through `InvokeModel` /
+/// `InvokeModelWithResponseStream` (Anthropic Messages bodies and events).
+pub const PROVIDERS: &[&str] = &[
+    "openai",
+    "anthropic",
+    "bedrock",
+    "bedrock-anthropic",
+    "gemini",
+];
 
 /// Token counts reported by the upstream, in OpenAI's terms.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -128,16 +144,104 @@ pub mod sse_writer {
     }
 }
 
-/// A streaming translator for one upstream response, whatever the provider.
-#[derive(Debug)]
-pub enum StreamTranslator {
-    OpenAI(openai::OpenAIStream),
-    Anthropic(anthropic::AnthropicStream),
-    Bedrock(bedrock::BedrockStream),
-    Gemini(gemini::GeminiStream),
+/// One upstream streaming response being written for one client API: what every translator of
+/// the registry is (a provider's decoder and a client API's encoder, or a pass-through).
+pub trait Translate: std::fmt::Debug + Send + Sync {
+    /// Translate one chunk of the upstream body (any split), appending complete frames to `out`.
+    fn feed_into(&mut self, chunk: &[u8], out: &mut Vec<u8>) -> Result<(), CoreError>;
+    /// Signal upstream EOF, appending the last frames to `out`.
+    fn finish_into(&mut self, out: &mut Vec<u8>) -> Result<(), CoreError>;
+    /// The last usage the upstream reported.
+    fn usage(&self) -> Option<Usage>;
+    /// The finish reason of the answer, in OpenAI's terms.
+    fn finish_reason(&self) -> Option<&str>;
+    /// The message of the upstream error, in-stream error or truncation recorded, if any.
+    fn error(&self) -> Option<&str>;
+    /// Whether the client's stream ended normally (`[DONE]`, `message_stop`).
+    fn done(&self) -> bool;
+    /// Whether an untranslatable upstream chunk ended the stream with an error event.
+    fn failed(&self) -> bool;
 }
 
-/// Build the stream translator registered under `provider`.
+impl<T: sse_stream::SseEvents + std::fmt::Debug + Send + Sync, W: Encoder> Translate
+    for sse_stream::SseStream<T, W>
+{
+    fn feed_into(&mut self, chunk: &[u8], out: &mut Vec<u8>) -> Result<(), CoreError> {
+        sse_stream::SseStream::feed_into(self, chunk, out)
+    }
+    fn finish_into(&mut self, out: &mut Vec<u8>) -> Result<(), CoreError> {
+        sse_stream::SseStream::finish_into(self, out)
+    }
+    fn usage(&self) -> Option<Usage> {
+        self.writer().usage()
+    }
+    fn finish_reason(&self) -> Option<&str> {
+        self.writer().finish_reason()
+    }
+    fn error(&self) -> Option<&str> {
+        self.writer().error_message()
+    }
+    fn done(&self) -> bool {
+        self.writer().done()
+    }
+    fn failed(&self) -> bool {
+        self.writer().failed()
+    }
+}
+
+impl<W: Encoder> Translate for bedrock::BedrockStream<W> {
+    fn feed_into(&mut self, chunk: &[u8], out: &mut Vec<u8>) -> Result<(), CoreError> {
+        bedrock::BedrockStream::feed_into(self, chunk, out)
+    }
+    fn finish_into(&mut self, out: &mut Vec<u8>) -> Result<(), CoreError> {
+        bedrock::BedrockStream::finish_into(self, out)
+    }
+    fn usage(&self) -> Option<Usage> {
+        self.writer().usage()
+    }
+    fn finish_reason(&self) -> Option<&str> {
+        self.writer().finish_reason()
+    }
+    fn error(&self) -> Option<&str> {
+        self.writer().error_message()
+    }
+    fn done(&self) -> bool {
+        self.writer().done()
+    }
+    fn failed(&self) -> bool {
+        self.writer().failed()
+    }
+}
+
+impl Translate for openai::OpenAIStream {
+    fn feed_into(&mut self, chunk: &[u8], out: &mut Vec<u8>) -> Result<(), CoreError> {
+        openai::OpenAIStream::feed_into(self, chunk, out)
+    }
+    fn finish_into(&mut self, out: &mut Vec<u8>) -> Result<(), CoreError> {
+        openai::OpenAIStream::finish_into(self, out)
+    }
+    fn usage(&self) -> Option<Usage> {
+        openai::OpenAIStream::usage(self)
+    }
+    fn finish_reason(&self) -> Option<&str> {
+        openai::OpenAIStream::finish_reason(self)
+    }
+    fn error(&self) -> Option<&str> {
+        openai::OpenAIStream::error(self)
+    }
+    fn done(&self) -> bool {
+        openai::OpenAIStream::done(self)
+    }
+    fn failed(&self) -> bool {
+        openai::OpenAIStream::failed(self)
+    }
+}
+
+/// A streaming translator for one upstream response, whatever the provider and the client API.
+#[derive(Debug)]
+pub struct StreamTranslator(Box<dyn Translate>);
+
+/// Build the stream translator registered under `provider`, writing OpenAI Chat Completions.
 ///
 /// `client_model` is the model name the client asked for (written into every chunk in place of
 /// the upstream's), `include_usage` whether the client asked for the usage chunk.
@@ -146,24 +250,46 @@ pub fn new_stream_translator(
     client_model: Option<String>,
     include_usage: bool,
 ) -> Result<StreamTranslator, CoreError> {
-    match provider {
-        "openai" => Ok(StreamTranslator::OpenAI(openai::OpenAIStream::new(
-            client_model,
-            include_usage,
-        ))),
-        "anthropic" => Ok(StreamTranslator::Anthropic(
-            anthropic::AnthropicStream::new(client_model, include_usage),
-        )),
-        "bedrock" => Ok(StreamTranslator::Bedrock(bedrock::BedrockStream::new(
-            client_model,
-            include_usage,
-        ))),
-        "gemini" => Ok(StreamTranslator::Gemini(gemini::GeminiStream::new(
-            client_model,
-            include_usage,
-        ))),
-        other => Err(unknown_provider(other)),
-    }
+    new_stream_translator_for(provider, client_model, include_usage, ClientApi::OpenAI)
+}
+
+/// Build the stream translator registered under `provider`, writing for the client API `api`.
+/// One arm per provider and client API: the provider's decoder through the API's encoder, or a
+/// pass-through where the upstream already speaks the client's API (OpenAI chat to OpenAI chat,
+/// Anthropic Messages to Anthropic Messages).
+pub fn new_stream_translator_for(
+    provider: &str,
+    client_model: Option<String>,
+    include_usage: bool,
+    api: ClientApi,
+) -> Result<StreamTranslator, CoreError> {
+    use anthropic_encoder::MessagesWriter as Anthropic;
+    use encoder::StreamWriter as OpenAI;
+    let (m, u) = (client_model, include_usage);
+    let translator: Box<dyn Translate> = match (provider, api) {
+        ("openai", ClientApi::OpenAI) => Box::new(openai::OpenAIStream::new(m, u)),
+        ("openai", ClientApi::Anthropic) => {
+            Box::new(openai_decode::OpenAIChatStream::<Anthropic>::new(m, u))
+        }
+        ("anthropic", ClientApi::OpenAI) => {
+            Box::new(anthropic::AnthropicStream::<OpenAI>::new(m, u))
+        }
+        ("anthropic", ClientApi::Anthropic) => {
+            Box::new(anthropic_passthrough::PassthroughStream::new(m))
+        }
+        ("bedrock", ClientApi::OpenAI) => Box::new(bedrock::BedrockStream::<OpenAI>::new(m, u)),
+        ("bedrock", ClientApi::Anthropic) => {
+            Box::new(bedrock::BedrockStream::<Anthropic>::new(m, u))
+        }
+        ("bedrock-anthropic", ClientApi::OpenAI) => {
+            Box::new(bedrock_anthropic::decoded::<OpenAI>(m, u))
+        }
+        ("bedrock-anthropic", ClientApi::Anthropic) => Box::new(bedrock_anthropic::passthrough(m)),
+        ("gemini", ClientApi::OpenAI) => Box::new(gemini::GeminiStream::<OpenAI>::new(m, u)),
+        ("gemini", ClientApi::Anthropic) => Box::new(gemini::GeminiStream::<Anthropic>::new(m, u)),
+        (other, _) => return Err(unknown_provider(other)),
+    };
+    Ok(StreamTranslator(translator))
 }
 
 /// Translate a whole (non-streaming) response body from `provider` into an OpenAI Chat Completions
@@ -173,13 +299,38 @@ pub fn translate_response(
     body: &[u8],
     client_model: Option<&str>,
 ) -> Result<(Vec<u8>, Option<Usage>), CoreError> {
-    match provider {
-        "openai" => openai::translate_response(body, client_model),
-        "anthropic" => anthropic::translate_response(body, client_model),
-        "bedrock" => bedrock::translate_response(body, client_model),
-        "gemini" => gemini::translate_response(body, client_model),
-        other => Err(unknown_provider(other)),
+    translate_response_for(provider, body, client_model, ClientApi::OpenAI)
+}
+
+/// Translate a whole (non-streaming) response body from `provider` into a body of the client API
+/// `api`, and return the usage it reports. Where the upstream speaks the client's API the body is
+/// passed on with only its top-level `model` rewritten; otherwise it is read into the canonical
+/// answer ([`encoder::Completion`]) and written by the API's encoder.
+pub fn translate_response_for(
+    provider: &str,
+    body: &[u8],
+    client_model: Option<&str>,
+    api: ClientApi,
+) -> Result<(Vec<u8>, Option<Usage>), CoreError> {
+    match (provider, api) {
+        ("openai", ClientApi::OpenAI) => return openai::translate_response(body, client_model),
+        ("anthropic" | "bedrock-anthropic", ClientApi::Anthropic) => {
+            return anthropic_passthrough::translate_response(body, client_model)
+        }
+        _ => {}
     }
+    let completion = match provider {
+        "openai" => openai_decode::decode_response(body, client_model)?,
+        "anthropic" | "bedrock-anthropic" => anthropic::decode_response(body, client_model)?,
+        "bedrock" => bedrock::decode_response(body, client_model)?,
+        "gemini" => gemini::decode_response(body, client_model, api.tool_id_prefix())?,
+        other => return Err(unknown_provider(other)),
+    };
+    let out = match api {
+        ClientApi::OpenAI => completion.to_json(),
+        ClientApi::Anthropic => anthropic_encoder::message_json(&completion),
+    };
+    Ok((out, completion.usage))
 }
 
 #[cold]
@@ -189,25 +340,14 @@ fn unknown_provider(name: &str) -> CoreError {
 }
 
 impl StreamTranslator {
-    /// Translate one chunk of the upstream body (any split), appending complete OpenAI SSE frames
-    /// to `out`.
+    /// Translate one chunk of the upstream body (any split), appending complete frames to `out`.
     pub fn feed_into(&mut self, chunk: &[u8], out: &mut Vec<u8>) -> Result<(), CoreError> {
-        match self {
-            Self::OpenAI(t) => t.feed_into(chunk, out),
-            Self::Anthropic(t) => t.feed_into(chunk, out),
-            Self::Bedrock(t) => t.feed_into(chunk, out),
-            Self::Gemini(t) => t.feed_into(chunk, out),
-        }
+        self.0.feed_into(chunk, out)
     }
 
     /// Signal upstream EOF, appending the last frames to `out`.
     pub fn finish_into(&mut self, out: &mut Vec<u8>) -> Result<(), CoreError> {
-        match self {
-            Self::OpenAI(t) => t.finish_into(out),
-            Self::Anthropic(t) => t.finish_into(out),
-            Self::Bedrock(t) => t.finish_into(out),
-            Self::Gemini(t) => t.finish_into(out),
-        }
+        self.0.finish_into(out)
     }
 
     /// [`Self::feed_into`] into a new buffer.
@@ -227,57 +367,34 @@ impl StreamTranslator {
     /// The last usage the upstream reported.
     #[must_use]
     pub fn usage(&self) -> Option<Usage> {
-        match self {
-            Self::OpenAI(t) => t.usage(),
-            Self::Anthropic(t) => t.writer().usage(),
-            Self::Bedrock(t) => t.writer().usage(),
-            Self::Gemini(t) => t.writer().usage(),
-        }
+        self.0.usage()
     }
 
-    /// The last finish reason the upstream reported.
+    /// The finish reason of the answer, in OpenAI's terms (`stop`, `length`, `tool_calls`,
+    /// `content_filter`), whatever the client API.
     #[must_use]
     pub fn finish_reason(&self) -> Option<&str> {
-        match self {
-            Self::OpenAI(t) => t.finish_reason(),
-            Self::Anthropic(t) => t.writer().finish_reason(),
-            Self::Bedrock(t) => t.writer().finish_reason(),
-            Self::Gemini(t) => t.writer().finish_reason(),
-        }
+        self.0.finish_reason()
     }
 
     /// The message of the upstream error, in-stream error or truncation recorded, if any.
     #[must_use]
     pub fn error(&self) -> Option<&str> {
-        match self {
-            Self::OpenAI(t) => t.error(),
-            Self::Anthropic(t) => t.writer().error_message(),
-            Self::Bedrock(t) => t.writer().error_message(),
-            Self::Gemini(t) => t.writer().error_message(),
-        }
+        self.0.error()
     }
 
-    /// Whether the stream has been terminated with `data: [DONE]`.
+    /// Whether the client's stream ended normally (`data: [DONE]`, or `message_stop` for an
+    /// Anthropic client).
     #[must_use]
     pub fn done(&self) -> bool {
-        match self {
-            Self::OpenAI(t) => t.done(),
-            Self::Anthropic(t) => t.writer().done(),
-            Self::Bedrock(t) => t.writer().done(),
-            Self::Gemini(t) => t.writer().done(),
-        }
+        self.0.done()
     }
 
     /// Whether an untranslatable upstream chunk ended the stream with an error frame; the caller
     /// should stop reading the upstream.
     #[must_use]
     pub fn failed(&self) -> bool {
-        match self {
-            Self::OpenAI(t) => t.failed(),
-            Self::Anthropic(t) => t.writer().failed(),
-            Self::Bedrock(t) => t.writer().failed(),
-            Self::Gemini(t) => t.writer().failed(),
-        }
+        self.0.failed()
     }
 }
 
@@ -288,18 +405,26 @@ mod tests {
     #[test]
     fn every_registered_provider_has_a_stream_translator_and_a_response_translator() {
         for provider in PROVIDERS {
-            assert!(
-                new_stream_translator(provider, None, true).is_ok(),
-                "{provider}"
-            );
-            assert!(
-                !matches!(
-                    translate_response(provider, b"{}", None),
-                    Err(CoreError::UnknownProvider(_))
-                ),
-                "{provider}"
-            );
+            for name in CLIENT_APIS {
+                let api = ClientApi::from_name(name).unwrap_or(ClientApi::OpenAI);
+                assert!(
+                    new_stream_translator_for(provider, None, true, api).is_ok(),
+                    "{provider} {name}"
+                );
+                assert!(
+                    !matches!(
+                        translate_response_for(provider, b"{}", None, api),
+                        Err(CoreError::UnknownProvider(_))
+                    ),
+                    "{provider} {name}"
+                );
+            }
         }
+        assert_eq!(
+            ClientApi::from_name("anthropic"),
+            Some(ClientApi::Anthropic)
+        );
+        assert_eq!(ClientApi::from_name("nope"), None);
     }
 
     #[test]

@@ -353,21 +353,21 @@ impl OpenAIStream {
 }
 
 /// What an upstream's OpenAI `error` value says, read leniently.
-struct UpstreamError {
+pub(crate) struct UpstreamError {
     /// Its numeric `code` when that is an HTTP error status, else the status its `type` stands
     /// for, else 502.
-    status: u16,
+    pub(crate) status: u16,
     /// Its `type`, when a string.
     kind: Option<String>,
     /// Its `code`, when a string that is not a number.
     name: Option<String>,
-    message: String,
+    pub(crate) message: String,
 }
 
 impl UpstreamError {
     #[cold]
     #[inline(never)]
-    fn read(error: &RawValue) -> Self {
+    pub(crate) fn read(error: &RawValue) -> Self {
         #[derive(Deserialize)]
         struct View {
             code: Option<serde_json::Value>,
@@ -403,7 +403,7 @@ impl UpstreamError {
     }
 
     /// The upstream's name for the error: its `code`, else its `type`, else `upstream_error`.
-    fn code(&self) -> &str {
+    pub(crate) fn code(&self) -> &str {
         self.name
             .as_deref()
             .or(self.kind.as_deref())
@@ -423,7 +423,7 @@ pub(crate) fn is_cut_off(data: &[u8]) -> bool {
 /// and name as [`UpstreamError`] reads them.
 #[cold]
 #[inline(never)]
-fn reported_error(error: &RawValue) -> CoreError {
+pub(crate) fn reported_error(error: &RawValue) -> CoreError {
     let error = UpstreamError::read(error);
     CoreError::Upstream {
         status: error.status,

@@ -4,6 +4,7 @@
 //! supplies only what its events mean ([`SseEvents`]).
 
 use super::encoder::StreamWriter;
+use super::events::Encoder;
 use super::openai::{is_cut_off, MAX_EVENT_BYTES};
 use crate::error::CoreError;
 use crate::framing::{SseEvent, SseParser};
@@ -16,29 +17,30 @@ pub trait SseEvents {
 
     /// Translate one event. An error ends the client's stream with an `upstream_protocol_error`
     /// event (the frames before it are kept).
-    fn event(
+    fn event<W: Encoder>(
         &mut self,
         event: &SseEvent,
-        writer: &mut StreamWriter,
+        writer: &mut W,
         out: &mut Vec<u8>,
     ) -> Result<(), CoreError>;
 
     /// The upstream closed and the client's stream is still open: end it if the answer is
     /// complete, or report it truncated.
-    fn end_of_stream(&mut self, writer: &mut StreamWriter, out: &mut Vec<u8>);
+    fn end_of_stream<W: Encoder>(&mut self, writer: &mut W, out: &mut Vec<u8>);
 }
 
-/// Translator for one SSE stream of a provider (`T` knows its events).
+/// Translator for one SSE stream of a provider (`T` knows its events), written for the client by
+/// `W` (OpenAI chat by default).
 #[derive(Debug)]
-pub struct SseStream<T> {
+pub struct SseStream<T, W = StreamWriter> {
     parser: SseParser,
     /// Scratch list of the events parsed from one read, kept to reuse its allocation.
     events: Vec<SseEvent>,
-    writer: StreamWriter,
+    writer: W,
     handler: T,
 }
 
-impl<T: SseEvents + Default> SseStream<T> {
+impl<T: SseEvents + Default, W: Encoder> SseStream<T, W> {
     /// `client_model`: the model name reported to the client (default: the upstream's);
     /// `include_usage`: whether the client asked for the usage chunk.
     #[must_use]
@@ -46,13 +48,13 @@ impl<T: SseEvents + Default> SseStream<T> {
         Self {
             parser: SseParser::with_bare_json(T::BARE_JSON),
             events: Vec::new(),
-            writer: StreamWriter::new(client_model.unwrap_or_default(), include_usage),
+            writer: W::for_client(client_model.unwrap_or_default(), include_usage),
             handler: T::default(),
         }
     }
 }
 
-impl<T: SseEvents> SseStream<T> {
+impl<T: SseEvents, W: Encoder> SseStream<T, W> {
     /// Translate one chunk of the upstream body (any split), appending complete frames to `out`.
     pub fn feed_into(&mut self, chunk: &[u8], out: &mut Vec<u8>) -> Result<(), CoreError> {
         self.parser.feed(chunk, &mut self.events);
@@ -83,7 +85,7 @@ impl<T: SseEvents> SseStream<T> {
 
     /// The shared writer, for the facts it keeps.
     #[must_use]
-    pub fn writer(&self) -> &StreamWriter {
+    pub fn writer(&self) -> &W {
         &self.writer
     }
 
@@ -103,7 +105,7 @@ impl<T: SseEvents> SseStream<T> {
 }
 
 #[cfg(test)]
-impl<T: SseEvents> SseStream<T> {
+impl<T: SseEvents, W: Encoder> SseStream<T, W> {
     /// All of `input` in one read, then EOF: the client's frames as JSON (for unit tests).
     #[allow(clippy::unwrap_used)]
     pub(crate) fn run(&mut self, input: &[u8]) -> Vec<serde_json::Value> {
