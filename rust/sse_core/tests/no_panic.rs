@@ -4,7 +4,10 @@
 mod common;
 
 use _core::framing::SseParser;
-use _core::providers::{new_stream_translator, translate_response, PROVIDERS};
+use _core::providers::{
+    new_stream_translator, new_stream_translator_for, translate_response, translate_response_for,
+    ClientApi, PROVIDERS,
+};
 use common::split_at_cuts;
 use proptest::prelude::*;
 
@@ -27,6 +30,10 @@ fn bytes() -> impl Strategy<Value = Vec<u8>> {
             b"\"thoughtSignature\":", b"\"functionCall\":{", b"\"args\":", b"\"name\":",
             b"\"finishReason\":", b"\"usageMetadata\":", b"\"promptFeedback\":", b"\"blockReason\":",
             b"\"code\":503",
+            // OpenAI chat deltas as the decoder reads them.
+            b"\"delta\":{\"content\":", b"\"reasoning_content\":", b"\"tool_calls\":[{\"index\":0,",
+            b"\"id\":\"call_1\",", b"\"function\":{\"name\":\"f\",\"arguments\":", b"\"thinking_blocks\":[",
+            b"event: message_start\n", b"event: content_block_delta\n",
         ])
         .prop_map(<[u8]>::to_vec),
     ];
@@ -60,6 +67,53 @@ proptest! {
             }
             let _ = t.finish();
             let _ = translate_response(provider, &input, client_model.as_deref());
+            let mut t = new_stream_translator_for(
+                provider, client_model.clone(), include_usage, ClientApi::Anthropic,
+            ).unwrap();
+            for piece in split_at_cuts(&input, &cuts) {
+                let _ = t.feed(piece);
+            }
+            let _ = t.finish();
+            let _ = translate_response_for(
+                provider, &input, client_model.as_deref(), ClientApi::Anthropic,
+            );
+        }
+    }
+
+    #[test]
+    fn anthropic_client_output_is_named_events_of_json_objects_ending_once(
+        input in bytes(),
+        client_model in prop::option::of("[a-z\"\\\\é]{0,5}"),
+    ) {
+        // Whatever comes in, an Anthropic client gets `event: <type>` frames whose data is a JSON
+        // object of that type, and nothing after `message_stop` or `error`.
+        for provider in ["openai", "anthropic", "gemini"] {
+            let mut t = new_stream_translator_for(
+                provider, client_model.clone(), true, ClientApi::Anthropic,
+            ).unwrap();
+            let mut out = Vec::new();
+            if let Ok(bytes) = t.feed(&input) {
+                out.extend(bytes);
+                if let Ok(bytes) = t.finish() {
+                    out.extend(bytes);
+                }
+            }
+            let mut parser = SseParser::new();
+            let mut events = Vec::new();
+            parser.feed(&out, &mut events);
+            parser.finish(&mut events);
+            let mut ended = false;
+            for event in events {
+                prop_assert!(!ended, "{}: event after the end", provider);
+                let name = event.event.clone().unwrap_or_default();
+                let value: serde_json::Value = serde_json::from_slice(&event.data).unwrap();
+                if provider != "anthropic" {
+                    // The pass-through keeps the upstream's own names.
+                    prop_assert_eq!(value["type"].as_str(), Some(name.as_str()));
+                }
+                ended = name == "message_stop" || name == "error";
+            }
+            prop_assert!(ended, "{}: no end", provider);
         }
     }
 
