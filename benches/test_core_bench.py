@@ -11,6 +11,9 @@ stream round uses a fresh translator made outside the timed call. The transcript
 
 from __future__ import annotations
 
+import base64
+import struct
+import zlib
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -82,7 +85,7 @@ def test_stream_one_event_per_read(benchmark: BenchmarkFixture, client_model: st
 @pytest.mark.parametrize("client_model", ["gpt-4o-mini", "gpt-4o-mini-alias"], ids=["same-model", "rewrite-model"])
 def test_translate_response(benchmark: BenchmarkFixture, client_model: str) -> None:
     body, usage = benchmark(translate_response, "openai", COMPLETION, client_model)
-    assert usage == (12, 17, 29)
+    assert usage is not None and usage[:3] == (12, 17, 29)
     if client_model == "gpt-4o-mini":
         assert body == COMPLETION  # the upstream already reports the client's model: returned byte for byte
     else:
@@ -179,5 +182,103 @@ def test_gemini_stream_one_event_per_read(benchmark: BenchmarkFixture) -> None:
 
 def test_gemini_translate_response(benchmark: BenchmarkFixture) -> None:
     body, usage = benchmark(translate_response, "gemini", GEMINI_RESPONSE, "gemini-flash")
-    assert usage == (12, 40, 52)
+    assert usage is not None and usage[:3] == (12, 40, 52)
     assert b'"finish_reason":"stop"' in body
+
+
+# -- Anthropic Messages clients (issue 19): the same transcripts written for client_api="anthropic" -------------------
+#   anthropic -> anthropic: the pass-through (model rewritten in message_start only);
+#   bedrock-anthropic -> anthropic: InvokeModelWithResponseStream (base64 chunk events) of the same 40-delta stream;
+#   openai / gemini -> anthropic: decoded into the canonical events and written by the Anthropic encoder.
+
+
+def _eventstream_frame(headers: list[tuple[str, str]], payload: bytes) -> bytes:
+    head = b"".join(
+        struct.pack("B", len(name)) + name.encode() + b"\x07" + struct.pack(">H", len(value)) + value.encode()
+        for name, value in headers
+    )
+    prelude = struct.pack(">II", 12 + len(head) + len(payload) + 4, len(head))
+    prelude += struct.pack(">I", zlib.crc32(prelude))
+    message = prelude + head + payload
+    return message + struct.pack(">I", zlib.crc32(message))
+
+
+BEDROCK_ANTHROPIC_TRANSCRIPT = b"".join(
+    _eventstream_frame(
+        [(":event-type", "chunk"), (":content-type", "application/json"), (":message-type", "event")],
+        b'{"bytes":"%s","p":"abcdefgh"}' % base64.b64encode(line.removeprefix(b"data: ")),
+    )
+    for event in ANTHROPIC_EVENTS
+    for line in event.split(b"\n")
+    if line.startswith(b"data: ")
+)
+ANTHROPIC_MESSAGE = (DATA / "anthropic_message.json").read_bytes()
+
+ANTHROPIC_CLIENT_CASES = pytest.mark.parametrize(
+    ("provider", "transcript"),
+    [
+        ("anthropic", ANTHROPIC_TRANSCRIPT),
+        ("bedrock-anthropic", BEDROCK_ANTHROPIC_TRANSCRIPT),
+        ("openai", TRANSCRIPT),
+        ("gemini", GEMINI_TRANSCRIPT),
+    ],
+    ids=["anthropic-passthrough", "bedrock-invoke-model", "openai-decoded", "gemini-decoded"],
+)
+
+
+@ANTHROPIC_CLIENT_CASES
+def test_anthropic_client_stream_whole_transcript(
+    benchmark: BenchmarkFixture, provider: str, transcript: bytes
+) -> None:
+    def setup() -> tuple[tuple[Any, ...], dict[str, Any]]:
+        return (StreamTranslator(provider, "claude-alias", False, client_api="anthropic"),), {}
+
+    def feed(translator: StreamTranslator) -> bytes:
+        return translator.feed(transcript) + translator.finish()
+
+    out = benchmark.pedantic(feed, setup=setup, rounds=ROUNDS, warmup_rounds=100)
+    assert out.endswith(b'event: message_stop\ndata: {"type":"message_stop"}\n\n')
+    assert b'"model":"claude-alias"' in out
+
+
+@ANTHROPIC_CLIENT_CASES
+def test_anthropic_client_stream_one_event_per_read(
+    benchmark: BenchmarkFixture, provider: str, transcript: bytes
+) -> None:
+    if provider == "bedrock-anthropic":
+        pieces, start = [], 0
+        while start < len(transcript):
+            (length,) = struct.unpack(">I", transcript[start : start + 4])
+            pieces.append(transcript[start : start + length])
+            start += length
+    else:
+        separator = b"\r\n\r\n" if provider == "gemini" else b"\n\n"
+        pieces = [event + separator for event in transcript.split(separator) if event]
+
+    def setup() -> tuple[tuple[Any, ...], dict[str, Any]]:
+        return (StreamTranslator(provider, "claude-alias", False, client_api="anthropic"),), {}
+
+    def feed(translator: StreamTranslator) -> int:
+        size = 0
+        for piece in pieces:
+            size += len(translator.feed(piece))
+        return size + len(translator.finish())
+
+    size = benchmark.pedantic(feed, setup=setup, rounds=ROUNDS, warmup_rounds=100)
+    assert size > len(pieces) * 50
+
+
+@pytest.mark.parametrize(
+    ("provider", "body"),
+    [
+        ("anthropic", ANTHROPIC_MESSAGE),
+        ("openai", COMPLETION),
+        ("gemini", GEMINI_RESPONSE),
+        ("bedrock", (DATA / "bedrock_response.json").read_bytes()),
+    ],
+    ids=["anthropic-passthrough", "openai", "gemini", "bedrock"],
+)
+def test_anthropic_client_translate_response(benchmark: BenchmarkFixture, provider: str, body: bytes) -> None:
+    out, usage = benchmark(translate_response, provider, body, "claude-alias", "anthropic")
+    assert usage is not None
+    assert b'"type":"message"' in out.replace(b" ", b"")
