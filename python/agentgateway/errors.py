@@ -24,6 +24,12 @@ every 5xx.
     wire format.
 
 ``ConfigError`` is separate: it stops start-up and is never sent to a client.
+
+A client of the Anthropic Messages API (``/v1/messages``, issue 19) gets the same errors in Anthropic's shape,
+``{"type": "error", "error": {"type", "message"}}`` (``anthropic_body()``; ``anthropic_stream_event()`` after a
+stream began), status kept, the ``type`` the one the status stands for (`anthropic_error_type`: the core's
+``error_type_for_status(status, "anthropic")``): an unavailable upstream (503) reads as
+``overloaded_error`` and keeps its status, Anthropic's own 529 stays 529.
 """
 
 from __future__ import annotations
@@ -32,7 +38,7 @@ from typing import Any
 
 import orjson
 
-from ._core import error_event, error_kind, error_type_for_status
+from ._core import anthropic_error, error_event, error_kind, error_type_for_status
 
 __all__ = [
     "ConfigError",
@@ -43,6 +49,9 @@ __all__ = [
     "UpstreamProtocolError",
     "UpstreamTimeout",
     "UpstreamUnreachable",
+    "anthropic_error_body",
+    "anthropic_error_type",
+    "anthropic_status",
     "error_body",
     "stream_error_event",
 ]
@@ -50,6 +59,35 @@ __all__ = [
 
 def error_body(message: str, type_: str, code: str | None = None, param: str | None = None) -> bytes:
     return orjson.dumps({"error": {"message": message, "type": type_, "param": param, "code": code}})
+
+
+def anthropic_error_type(status: int) -> str:
+    """The Anthropic error ``type`` a status stands for (the core's table, as it writes Anthropic streams)."""
+    return error_type_for_status(status, "anthropic")
+
+
+#: The status an Anthropic error type stands for (an error event in a stream names only its type).
+_ANTHROPIC_STATUSES = {
+    "invalid_request_error": 400,
+    "authentication_error": 401,
+    "billing_error": 402,
+    "permission_error": 403,
+    "not_found_error": 404,
+    "request_too_large": 413,
+    "rate_limit_error": 429,
+    "api_error": 500,
+    "timeout_error": 504,
+    "overloaded_error": 529,
+}
+
+
+def anthropic_status(kind: str) -> int:
+    """The HTTP status of an Anthropic error ``type`` (502 for one it does not name)."""
+    return _ANTHROPIC_STATUSES.get(kind, 502)
+
+
+def anthropic_error_body(message: str, status: int) -> bytes:
+    return anthropic_error(message, status)
 
 
 def stream_error_event(message: str, type_: str, code: str | None = None, status: int | None = None) -> bytes:
@@ -97,6 +135,14 @@ class GatewayError(Exception):
 
     def stream_event(self) -> bytes:
         return error_event(self.message, self.type, self.code, self.status)
+
+    def anthropic_body(self) -> bytes:
+        """The body in Anthropic's shape, for Messages API clients."""
+        return anthropic_error_body(self.message, self.status)
+
+    def anthropic_stream_event(self) -> bytes:
+        """The final ``event: error`` of an Anthropic Messages stream that failed after it began."""
+        return anthropic_error(self.message, self.status, True)
 
 
 class InvalidRequest(GatewayError):

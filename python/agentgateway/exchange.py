@@ -15,6 +15,7 @@ Renewing a refused cloud credential (an expired token: renew, send once more) is
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from collections.abc import Awaitable, Callable, MutableMapping, Sequence
@@ -25,10 +26,11 @@ import orjson
 
 from ._core import CoreError, StreamTranslator, UpstreamReportedError, translate_response
 from .backend import Backend
-from .errors import GatewayError, UpstreamHTTPError, UpstreamProtocolError
+from .errors import GatewayError, UpstreamHTTPError, UpstreamProtocolError, anthropic_status
 from .health import retry_after_seconds
 from .providers import ChatRequest
-from .upstream import UpstreamClient, UpstreamResponse
+from .providers.messages_input import estimate_input_tokens
+from .upstream import UpstreamClient, UpstreamRequest, UpstreamResponse
 
 if TYPE_CHECKING:
     from .router import Route, Target
@@ -63,6 +65,8 @@ _FORWARDED_HEADER_PREFIXES = (
 )
 #: Where upstreams put their own request id (OpenAI and most: x-request-id; Anthropic: request-id; AWS).
 _UPSTREAM_ID_HEADERS = frozenset((b"x-request-id", b"request-id", b"x-amzn-requestid"))
+#: The core's client API (the encoder of the answers) per inbound API; the others are OpenAI-shaped.
+_CLIENT_APIS = {"messages": "anthropic"}
 #: The status settled for a client that went away before its answer ended (nginx's convention).
 CLIENT_CLOSED = 499
 
@@ -137,6 +141,7 @@ class Exchange:
         "gateway_observers",
         "identity",
         "method",
+        "operation",
         "path",
         "request",
         "request_headers",
@@ -153,8 +158,12 @@ class Exchange:
 
     def __init__(self, scope: MutableMapping[str, Any], observers: Sequence[Observer], api: str = "chat") -> None:
         self.started = time.monotonic()
-        #: the inbound API: ``chat`` today (``messages`` and ``embeddings`` next).
+        #: the inbound API: ``chat``, ``messages`` (Anthropic Messages and count_tokens: errors and answers written in
+        #: Anthropic's shape, issue 19) or ``embeddings``.
         self.api = api
+        #: the operation of an inbound API whose answers are read whole and built by it (embeddings.py: ``calls``);
+        #: None for chat, whose answers the core translates (and messages).
+        self.operation: Any = None
         self.method: str = scope["method"]
         self.path: str = scope["path"]
         self.request_headers: Headers = scope["headers"]
@@ -194,17 +203,25 @@ class Exchange:
         if any(backend.authorization is not None for backend, _ in targets):
             targets = self._authorized(targets)
         last: GatewayError | None = None
+        operation = self.operation
         for index, (backend, model) in enumerate(targets):
             more = index + 1 < len(targets)
-            attempt_request = backend.request_for(request, model, self.path)
-            response = await self._send(client, backend, model, attempt_request, more)
-            if response is not None:
-                if request.stream:
-                    done = await self._stream(backend, attempt_request, response, send, more)
-                else:
-                    done = await self._complete(backend, attempt_request, response, send, more)
-                if done:
+            if operation is not None:  # embeddings: answers read whole and joined by the operation (_whole)
+                if await self._whole(operation, client, backend, model, request, send, more):
                     return
+            else:
+                attempt_request = backend.request_for(request, model, self.path)
+                if attempt_request.api == "count_tokens" and not backend.provider.counts_tokens(attempt_request):
+                    await self._estimated(backend, model, attempt_request, send)
+                    return
+                response = await self._send(client, backend, model, attempt_request, more)
+                if response is not None:
+                    if request.stream:
+                        done = await self._stream(backend, attempt_request, response, send, more)
+                    else:
+                        done = await self._complete(backend, attempt_request, response, send, more)
+                    if done:
+                        return
             # A failure that moves the request on (only ever when another target is left).
             failed = self.attempts[-1]
             failed.outcome = "failover"
@@ -314,12 +331,17 @@ class Exchange:
                 return False
             raise error
         provider = backend.provider
+        if request.api == "count_tokens":
+            return await self._counted(attempt, provider.input_tokens(body), send, headers)
         # Always through the core, even with nothing to rewrite: it also catches a success status whose body is an
         # error, which must reach the client as an error.
         try:
-            body, usage = translate_response(
-                provider.translator_for(request), body, provider.response_model(self.client_model or "", request)
+            translator, model = (
+                provider.translator_for(request),
+                provider.response_model(self.client_model or "", request),
             )
+            # The answer written in the client's API (Anthropic Messages for /v1/messages, issue 19).
+            body, usage = translate_response(translator, body, model, _CLIENT_APIS.get(self.api, "openai"))
         except UpstreamReportedError as exc:
             message, status, code = exc.args
             error = UpstreamHTTPError.create(status, provider.redact(message), code=code)
@@ -336,6 +358,71 @@ class Exchange:
         self.facts.usage = usage
         await self._send_json(send, 200, body, headers)
         return True
+
+    async def _whole(
+        self,
+        operation: Any,
+        client: UpstreamClient,
+        backend: Backend,
+        model: str,
+        request: ChatRequest,
+        send: Send,
+        more: bool,
+    ) -> bool:
+        """One attempt of an operation whose answers are read whole (``operation``: embeddings.py). It turns the
+        request into this backend's upstream calls -- several when the provider takes fewer inputs per call than
+        the client sent -- sent at once (``calls.concurrency`` in flight) and read to their end; their answers, in
+        call order, become the client's body. One attempt however many calls, with failover, health and credential
+        renewal as in `_send` / `_complete`: the first call that fails fails the attempt and stops the others."""
+        calls = operation.calls(backend, request, model, self.client_model or request.model)
+        provider = backend.provider
+        renewed = False
+        while True:
+            attempt = Attempt(backend, model, time.monotonic())
+            self.attempts.append(attempt)
+            try:
+                prepared = await calls.prepare()
+                if self.trace is not None:
+                    prepared = [self.trace.inject(one, len(self.attempts) - 1) for one in prepared]
+                answers = await _fetch_all(client, prepared, calls.concurrency)
+            except GatewayError as exc:
+                self._failed(attempt, exc, None, [])
+                if exc.retryable and more:
+                    return False
+                raise
+            except BaseException:
+                attempt.ended = time.monotonic()
+                attempt.outcome = "aborted"
+                raise
+            response, body = next((answer for answer in answers if answer[0].status >= 400), answers[0])
+            attempt.status = response.status
+            if response.status >= 400:
+                if (
+                    not renewed
+                    and provider.rejects_credentials(response.status, response.headers)
+                    and await provider.credentials_rejected()
+                ):
+                    logger.info("upstream for %s refused its credentials; retrying once with new ones", backend.name)
+                    attempt.ended = time.monotonic()
+                    attempt.outcome = "renewed"
+                    renewed = True
+                    continue
+                headers = self._response_headers(backend, response)
+                error = self._upstream_error(attempt, response.status, body, headers)
+                if error.retryable and more:
+                    return False
+                raise error
+            try:
+                out, usage = calls.answer([answer[1] for answer in answers], [answer[0].headers for answer in answers])
+            except GatewayError as exc:
+                self._failed(attempt, exc, exc.status if isinstance(exc, UpstreamHTTPError) else None, [])
+                if exc.retryable and more:
+                    return False
+                raise
+            self._succeeded(attempt)
+            self.facts.usage = usage
+            await self._send_json(send, 200, out, self._response_headers(backend, response))
+            return True
 
     async def _stream(
         self, backend: Backend, request: ChatRequest, response: UpstreamResponse, send: Send, more: bool
@@ -360,10 +447,12 @@ class Exchange:
             if error.retryable and more:
                 return False
             raise error
+        anthropic = self.api == "messages"  # the answer written as Anthropic Messages events (issue 19)
         translator = StreamTranslator(
             provider.translator_for(request),
             provider.response_model(self.client_model or "", request),
             request.include_usage,
+            "anthropic" if anthropic else "openai",
         )
         try:
             # Hold the answer back until its first frames: when they are an error, nothing has reached the client
@@ -381,8 +470,10 @@ class Exchange:
                 if exc.retryable and more:
                     return False
                 raise
-            if translator.error is not None and more and not _generated_before_error(out):
-                error = _first_event_error(out, provider.redact(translator.error))
+            generated = _anthropic_generated_before_error if anthropic else _generated_before_error
+            if translator.error is not None and more and not generated(out):
+                first_error = _anthropic_first_event_error if anthropic else _first_event_error
+                error = first_error(out, provider.redact(translator.error))
                 if error.retryable:
                     response.abort()
                     self._failed(attempt, error, error.status, [])
@@ -407,12 +498,12 @@ class Exchange:
             except GatewayError as exc:
                 # Timeouts, resets and framing errors after the stream began: the client gets them as the last event.
                 logger.warning("stream from %s failed: %s", backend.name, exc.message)
-                tail = exc.stream_event()
+                tail = exc.anthropic_stream_event() if anthropic else exc.stream_event()
                 facts.error, facts.error_type = exc.message, exc.code or exc.type
             except CoreError as exc:
                 logger.exception("stream from %s failed in the core", backend.name)
                 error = GatewayError(f"The stream failed in the gateway: {exc}")
-                tail = error.stream_event()
+                tail = error.anthropic_stream_event() if anthropic else error.stream_event()
                 facts.error, facts.error_type = error.message, error.code or error.type
             if translator.error is not None and facts.error is None:
                 facts.error = provider.redact(translator.error)
@@ -428,6 +519,24 @@ class Exchange:
             facts.finish_reason = translator.finish_reason
         response.release()
         return True
+
+    async def _counted(self, attempt: Attempt, count: int | None, send: Send, headers: Headers) -> bool:
+        """The answer to ``/v1/messages/count_tokens`` from the upstream's count (issue 19)."""
+        if count is None:
+            error = UpstreamProtocolError("The upstream's token count could not be read.")
+            self._failed(attempt, error, None, [])
+            raise error
+        self._succeeded(attempt)
+        await self._send_json(send, 200, orjson.dumps({"input_tokens": count}), headers)
+        return True
+
+    async def _estimated(self, backend: Backend, model: str, request: ChatRequest, send: Send) -> None:
+        """``/v1/messages/count_tokens`` for a backend with no counting endpoint (an OpenAI-compatible server): the
+        gateway's documented estimate (providers/messages_input.py estimate_input_tokens), no upstream call."""
+        now = time.monotonic()
+        self.attempts.append(Attempt(backend, model, now, now, 200, "ok"))
+        body = orjson.dumps({"input_tokens": estimate_input_tokens(request.body)})
+        await self._send_json(send, 200, body, [(b"x-agentgateway-token-count", b"estimate")])
 
     async def _send_json(self, send: Send, status: int, body: bytes, headers: Headers | None = None) -> None:
         start_headers = _JSON_HEADERS + (headers or []) + self.client_headers
@@ -460,7 +569,9 @@ class Exchange:
         start_headers = _JSON_HEADERS + headers + self.client_headers
         await send({"type": "http.response.start", "status": error.status, "headers": start_headers})
         self.status = error.status
-        await send({"type": "http.response.body", "body": error.body()})
+        await send(
+            {"type": "http.response.body", "body": error.anthropic_body() if self.api == "messages" else error.body()}
+        )
 
     # -- the end -------------------------------------------------------------------------------------------------
 
@@ -523,6 +634,83 @@ def _first_event_error(frames: bytes, message: str) -> GatewayError:
         except (orjson.JSONDecodeError, KeyError, TypeError, ValueError, AttributeError):
             pass
     return UpstreamHTTPError.create(status, message, code=code if isinstance(code, str) else None)
+
+
+class _Refused(Exception):
+    """One call of a multi-call attempt got an HTTP error answer: the others are stopped (_fetch_all)."""
+
+    def __init__(self, answer: tuple[UpstreamResponse, bytes]) -> None:
+        super().__init__()
+        self.answer = answer
+
+
+async def _fetch(client: UpstreamClient, request: UpstreamRequest) -> tuple[UpstreamResponse, bytes]:
+    """Sends ``request`` and reads its answer whole (the connection kept when it can be)."""
+    response = await client.send(request)
+    try:
+        body = await response.read()
+    except BaseException:
+        response.abort()
+        raise
+    response.release()
+    return response, body
+
+
+async def _fetch_all(
+    client: UpstreamClient, requests: Sequence[UpstreamRequest], concurrency: int
+) -> list[tuple[UpstreamResponse, bytes]]:
+    """Every answer, in request order, with at most ``concurrency`` requests in flight. The first call that fails
+    (raises, or gets an HTTP error) stops the others: a raise is raised, an HTTP error is the only answer returned."""
+    if len(requests) == 1:
+        return [await _fetch(client, requests[0])]
+    slots = asyncio.Semaphore(concurrency)
+
+    async def one(request: UpstreamRequest) -> tuple[UpstreamResponse, bytes]:
+        async with slots:
+            answer = await _fetch(client, request)
+        if answer[0].status >= 400:
+            raise _Refused(answer)
+        return answer
+
+    tasks = [asyncio.ensure_future(one(request)) for request in requests]
+    try:
+        await asyncio.wait(tasks, return_when=asyncio.FIRST_EXCEPTION)
+        for task in tasks:
+            if task.done() and task.exception() is not None:
+                error = task.exception()
+                if isinstance(error, _Refused):
+                    return [error.answer]
+                assert error is not None
+                raise error
+        return [task.result() for task in tasks]
+    finally:
+        pending = [task for task in tasks if not task.done()]
+        for task in pending:
+            task.cancel()
+        if pending:
+            await asyncio.wait(pending)
+
+
+def _anthropic_generated_before_error(frames: bytes) -> bool:
+    """`_generated_before_error` for an Anthropic Messages stream: a content block delta (text, thinking, tool
+    input) ahead of the ``event: error``."""
+    marker = frames.rfind(b"event: error\n")
+    head = frames[:marker] if marker >= 0 else frames
+    return b"content_block_delta" in head
+
+
+def _anthropic_first_event_error(frames: bytes, message: str) -> GatewayError:
+    """`_first_event_error` for an Anthropic Messages stream: the status its error type stands for."""
+    status = 502
+    marker = frames.rfind(b"event: error\n")
+    if marker >= 0:
+        data = frames[marker:].partition(b"data: ")[2].split(b"\n\n", 1)[0]
+        try:
+            kind = orjson.loads(data)["error"]["type"]
+            status = anthropic_status(kind) if isinstance(kind, str) else 502
+        except (orjson.JSONDecodeError, KeyError, TypeError):
+            pass
+    return UpstreamHTTPError.create(status, message)
 
 
 async def _discard(response: UpstreamResponse) -> None:

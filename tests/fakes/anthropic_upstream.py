@@ -23,6 +23,9 @@ Behaviour by the model name the upstream receives:
 - ``*-529``        529 overloaded_error, plain and streamed (before any event)
 - ``*-firsterror`` a stream whose FIRST event is an ``error`` event (overloaded_error) after the 200
 - otherwise        "You said: <last user text>"
+
+``POST /v1/messages/count_tokens`` is validated with the SDK's ``MessageCountTokensParams`` (as strictly) and
+answers ``{"input_tokens": <the body's JSON length / 4>}`` (`count_of`).
 """
 
 from __future__ import annotations
@@ -37,7 +40,7 @@ from typing import Any
 
 import orjson
 from aiohttp import web
-from anthropic.types import message_create_params
+from anthropic.types import message_count_tokens_params, message_create_params
 from pydantic import TypeAdapter, ValidationError
 from typing_extensions import is_typeddict
 
@@ -70,6 +73,7 @@ def _consume(value: Any) -> None:
 _forbid_extra_fields()
 _STREAMING = TypeAdapter(message_create_params.MessageCreateParamsStreaming)
 _NON_STREAMING = TypeAdapter(message_create_params.MessageCreateParamsNonStreaming)
+_COUNT_TOKENS = TypeAdapter(message_count_tokens_params.MessageCountTokensParams)
 _NEW_API_FIELDS = frozenset(message_create_params.MessageCreateParamsBase.__annotations__) | {"stream"}
 # 2023-06-01 still takes the sampling parameters that the newer version (and the SDK's types) dropped.
 _CLASSIC_API_FIELDS = _NEW_API_FIELDS | {"temperature", "top_p", "top_k"}
@@ -134,6 +138,24 @@ class FakeAnthropic:
             return await stream(request, message, fault=model.rpartition("-")[2])
         return web.json_response(message)
 
+    async def count_tokens(self, request: web.Request) -> web.Response:
+        body = orjson.loads(await request.read())
+        self.requests.append(Recorded(request.path, {k.lower(): v for k, v in request.headers.items()}, body))
+        try:
+            self.check_key(request)
+            check_count_tokens(body)
+        except Rejected as exc:
+            return error_response(exc.status, exc.kind, str(exc))
+        return web.json_response({"input_tokens": count_of(body)})
+
+    def check_key(self, request: web.Request) -> None:
+        if request.headers.get("anthropic-version") == NEW_VERSION:
+            key = request.headers.get("authorization", "").removeprefix("Bearer ")
+        else:
+            key = request.headers.get("x-api-key", "")
+        if key != self.api_key:
+            raise Rejected("invalid x-api-key", 401, "authentication_error")
+
     def check(self, request: web.Request, body: dict[str, Any]) -> None:
         version = request.headers.get("anthropic-version")
         if version is None:
@@ -161,6 +183,19 @@ class FakeAnthropic:
         except ValidationError as exc:
             raise Rejected(f"invalid request body: {exc}") from None
         check_rules(body)
+
+
+def count_of(body: dict[str, Any]) -> int:
+    """What the fakes answer a token count with: the counted fields' JSON length / 4."""
+    return max(1, len(orjson.dumps({k: body[k] for k in ("system", "messages", "tools") if k in body})) // 4)
+
+
+def check_count_tokens(body: dict[str, Any]) -> None:
+    """A count_tokens body as the API takes it (Rejected otherwise)."""
+    try:
+        _consume(_COUNT_TOKENS.validate_python(body))
+    except ValidationError as exc:
+        raise Rejected(f"invalid count_tokens body: {exc}") from None
 
 
 def check_rules(body: dict[str, Any]) -> None:
@@ -347,5 +382,6 @@ def start_fake_anthropic(api_key: str) -> tuple[FakeAnthropic, Callable[[], None
     fake = FakeAnthropic(api_key)
     app = web.Application(handler_args={"lingering_time": 0})
     app.router.add_post("/v1/messages", fake.handle)
+    app.router.add_post("/v1/messages/count_tokens", fake.count_tokens)
     fake.origin, stop = serve_in_thread(app, "fake-anthropic")
     return fake, stop

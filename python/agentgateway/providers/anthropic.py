@@ -35,6 +35,9 @@ The API version is the client's ``anthropic-version`` header, else ``params.anth
 2023-06-01 authenticates with ``x-api-key``; later versions with ``Authorization: Bearer``. A client's
 ``anthropic-beta`` header is passed on. With no ``params.apiKey``, the client's own key (its ``x-api-key``, or the
 token of its ``Authorization: Bearer``) is sent.
+
+Anthropic Messages clients (``/v1/messages``, issue 19) get their own body passed on, only ``model`` replaced
+(providers/messages_input.py ``claude_body``); ``/v1/messages/count_tokens`` goes to ``/v1/messages/count_tokens``.
 """
 
 from __future__ import annotations
@@ -48,6 +51,7 @@ from ..config import ModelEntry
 from ..errors import GatewayError, InvalidRequest, UpstreamHTTPError
 from ..upstream import Endpoint, UpstreamRequest, encode_headers, header_line
 from .base import ChatRequest, Provider, header_value
+from .messages_input import claude_body, claude_count_body
 from .openai_input import (
     append_turn,
     invalid,
@@ -376,6 +380,7 @@ class AnthropicProvider(Provider):
         super().__init__(entry)
         params = entry.params
         self.endpoint = Endpoint.parse((params.base_url or DEFAULT_BASE_URL) + "/v1/messages")
+        self.count_endpoint = Endpoint.parse((params.base_url or DEFAULT_BASE_URL) + "/v1/messages/count_tokens")
         self.version = params.anthropic_version or DEFAULT_VERSION
         self.max_tokens = params.max_tokens or DEFAULT_MAX_TOKENS
         self.api_key = params.api_key.get_secret_value() if params.api_key is not None else None
@@ -412,10 +417,17 @@ class AnthropicProvider(Provider):
                 headers += header_line(b"anthropic-beta", beta)
         except (ValueError, UnicodeEncodeError) as exc:
             raise InvalidRequest(f"Invalid Anthropic header: {exc}.", param="anthropic-version") from None
-        body = translate_request(
-            request, model=self.upstream_model or request.model, version=version, default_max_tokens=self.max_tokens
-        )
+        model = self.upstream_model or request.model
+        if request.api == "messages":  # an Anthropic Messages client: its own body, only the model replaced
+            return UpstreamRequest(self.endpoint, headers, orjson.dumps(claude_body(request.body, model=model)))
+        if request.api == "count_tokens":
+            body = claude_count_body(request.body, model=model)
+            return UpstreamRequest(self.count_endpoint, headers, orjson.dumps(body))
+        body = translate_request(request, model=model, version=version, default_max_tokens=self.max_tokens)
         return UpstreamRequest(self.endpoint, headers, orjson.dumps(body))
+
+    def counts_tokens(self, request: ChatRequest) -> bool:
+        return True
 
     def error_from_response(self, status: int, body: bytes, headers: list[tuple[bytes, bytes]]) -> GatewayError:
         return error_from_anthropic_body(status, body, headers)

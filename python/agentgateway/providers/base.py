@@ -7,6 +7,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
+import orjson
+
 from ..config import ModelEntry
 from ..errors import GatewayError, UpstreamHTTPError
 from ..upstream import UpstreamRequest
@@ -27,15 +29,21 @@ class ChatRequest:
     include_usage: bool
     authorization: bytes | None
     headers: list[tuple[bytes, bytes]]
+    #: the inbound API whose shape ``body`` has: ``chat`` (OpenAI Chat Completions), ``messages`` (Anthropic
+    #: Messages, messages.py) or ``count_tokens`` (Anthropic's ``/v1/messages/count_tokens``); providers build
+    #: their upstream body from it (issue 19).
+    api: str = "chat"
 
     def derive(self, model: str, body: dict[str, Any] | None = None) -> ChatRequest:
         """A copy for one attempt: another model name, and another body (then ``raw`` no longer matches it).
         Direct construction: ``dataclasses.replace`` costs ~1 µs on the hot path of every virtual model."""
         if body is None:
             return ChatRequest(
-                self.raw, self.body, model, self.stream, self.include_usage, self.authorization, self.headers
+                self.raw, self.body, model, self.stream, self.include_usage, self.authorization, self.headers, self.api
             )
-        return ChatRequest(b"", body, model, self.stream, self.include_usage, self.authorization, self.headers)
+        return ChatRequest(
+            b"", body, model, self.stream, self.include_usage, self.authorization, self.headers, self.api
+        )
 
 
 def header_value(headers: list[tuple[bytes, bytes]], name: bytes) -> bytes | None:
@@ -75,6 +83,21 @@ class Provider:
     def translator_for(self, request: ChatRequest) -> str:
         """The core translator that reads the answer to ``request`` (Vertex AI picks one by model)."""
         return self.translator
+
+    def counts_tokens(self, request: ChatRequest) -> bool:
+        """Whether ``/v1/messages/count_tokens`` is asked upstream (`prepare` builds that call for a request with
+        ``api="count_tokens"``); False: the gateway answers with messages_input.estimate_input_tokens (issue 19)."""
+        return False
+
+    def input_tokens(self, body: bytes) -> int | None:
+        """The count in the upstream's answer to a token counting call (Anthropic's ``{"input_tokens": N}`` by
+        default); None when it has none."""
+        try:
+            parsed = orjson.loads(body)
+        except orjson.JSONDecodeError:
+            return None
+        count = parsed.get("input_tokens") if isinstance(parsed, dict) else None
+        return count if isinstance(count, int) and not isinstance(count, bool) else None
 
     def response_model(self, client_model: str, request: ChatRequest) -> str | None:
         """The model name the core writes into answers to ``request`` (the attempt's request, whose ``model`` may be

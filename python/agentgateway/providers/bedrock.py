@@ -13,6 +13,9 @@ loop, one refresh at a time; the frozen credentials are cached until shortly bef
 done by the Rust core (``SigV4Signer``), byte for byte what botocore's ``SigV4Auth`` writes, at a fraction of its
 cost (see rust/sse_core/src/sigv4.rs).
 
+Anthropic Messages clients (``/v1/messages``, issue 19): Claude models through InvokeModel with their own body,
+other models through Converse from the shared model (providers/bedrock_anthropic.py says which and why).
+
 The request translation (OpenAI Chat Completions body -> Converse body) is here; the answer's (whole or the binary
 event stream) is in rust/sse_core/src/providers/bedrock.rs.
 """
@@ -38,6 +41,9 @@ from ..errors import ConfigError, GatewayError, InvalidRequest, UpstreamHTTPErro
 from ..memo import BoundedMemo
 from ..upstream import Endpoint, UpstreamRequest, encode_headers
 from .base import ChatRequest, Provider, header_value
+from .bedrock_anthropic import count_tokens_input, invoke_body, is_claude_model
+from .messages_input import converse_body as messages_converse_body
+from .messages_input import read_messages
 from .openai_input import append_turn, parse_data_url, read_reasoning, text_of
 from .reasoning import EFFORTS, claude_thinking, read_effort
 
@@ -591,6 +597,10 @@ class BedrockProvider(Provider):
         self._endpoints: BoundedMemo[tuple[str, bool], tuple[Endpoint, str]] = BoundedMemo(
             self._make_endpoint, _MODEL_ENDPOINT_CACHE_LIMIT
         )
+        #: InvokeModel, CountTokens and Converse for Anthropic Messages clients, per (model id, operation).
+        self._operation_endpoints: BoundedMemo[tuple[str, str], tuple[Endpoint, str]] = BoundedMemo(
+            self._make_operation_endpoint, _MODEL_ENDPOINT_CACHE_LIMIT
+        )
         if self.upstream_model is not None:
             if self.upstream_model in (".", ".."):
                 raise ConfigError(f"{entry.name}: params.model {self.upstream_model!r} is not a Bedrock model id")
@@ -604,10 +614,60 @@ class BedrockProvider(Provider):
         path = f"/model/{quote(model_id, safe='')}/{'converse-stream' if stream else 'converse'}"
         return Endpoint.parse(self.root + path), path
 
+    def _make_operation_endpoint(self, key: tuple[str, str]) -> tuple[Endpoint, str]:
+        model_id, operation = key
+        if model_id in (".", ".."):
+            raise InvalidRequest(f"{model_id!r} is not a Bedrock model id.", param="model")
+        path = f"/model/{quote(model_id, safe='')}/{operation}"
+        return Endpoint.parse(self.root + path), path
+
     async def prepare(self, request: ChatRequest) -> UpstreamRequest:
         model_id = self.upstream_model or request.model
+        if request.api != "chat":
+            return await self._prepare_messages(request, model_id)
         endpoint, path = self._endpoints.get((model_id, request.stream))
         body = orjson.dumps(converse_body(request.body, model_id, self.max_tokens))
+        return UpstreamRequest(endpoint, await self.signed_headers(path, body), body)
+
+    async def _prepare_messages(self, request: ChatRequest, model_id: str) -> UpstreamRequest:
+        """An Anthropic Messages client (issue 19, providers/bedrock_anthropic.py): Claude through InvokeModel with
+        the client's body, other models through Converse built from the shared model; count_tokens: CountTokens."""
+        claude = is_claude_model(model_id)
+        if request.api == "count_tokens":
+            converse = (
+                None if claude else messages_converse_body(read_messages(request.body), model_id, self.max_tokens)
+            )
+            operation, payload = "count-tokens", count_tokens_input(request, converse)
+        elif claude:
+            operation = "invoke-with-response-stream" if request.stream else "invoke"
+            payload = invoke_body(request)
+        else:
+            operation = "converse-stream" if request.stream else "converse"
+            payload = messages_converse_body(read_messages(request.body), model_id, self.max_tokens)
+        endpoint, path = self._operation_endpoints.get((model_id, operation))
+        body = orjson.dumps(payload)
+        return UpstreamRequest(endpoint, await self.signed_headers(path, body), body)
+
+    def translator_for(self, request: ChatRequest) -> str:
+        if request.api == "messages" and is_claude_model(self.upstream_model or request.model):
+            return "bedrock-anthropic"  # InvokeModel's answers: Anthropic's own, in the event stream's chunks
+        return self.translator
+
+    def counts_tokens(self, request: ChatRequest) -> bool:
+        return True
+
+    def input_tokens(self, body: bytes) -> int | None:
+        try:
+            parsed = orjson.loads(body)
+        except orjson.JSONDecodeError:
+            return None
+        count = parsed.get("inputTokens") if isinstance(parsed, dict) else None
+        return count if isinstance(count, int) else None
+
+    async def signed_headers(self, path: str, body: bytes) -> bytes:
+        """The headers of a request to ``path`` (as it goes on the wire) with ``body``: the content type and the
+        API key, or the SigV4 signature with the cached credentials (remembered, so that a refusal renews them).
+        Every Bedrock operation signs through here (Converse, and InvokeModel for embeddings)."""
         headers = self.static_headers
         if self.credentials is not None and self.signer is not None:
             credentials = await self.credentials.get()
@@ -615,7 +675,7 @@ class BedrockProvider(Provider):
             headers += self.signer.headers(
                 path, body, credentials.access_key, credentials.secret_key, credentials.token
             )
-        return UpstreamRequest(endpoint, headers, body)
+        return headers
 
     def error_from_response(self, status: int, body: bytes, headers: list[tuple[bytes, bytes]]) -> GatewayError:
         # Bedrock's errors: the type in the x-amzn-errortype header ("ValidationException:http://..."), the text

@@ -43,6 +43,10 @@ Mapping (WIRE.md section 4):
   ``user``, ``metadata``, ``store``, ``service_tier``, ``modalities``, ``audio``, ``prediction``,
   ``web_search_options``, ``stream_options`` (Gemini always reports usage).
 
+Anthropic Messages clients (``/v1/messages``, issue 19) get the body built from the shared model
+(providers/messages_input.py ``gemini_body``); ``/v1/messages/count_tokens`` is ``:countTokens`` with a
+``generateContentRequest`` (so system text and tools count), its ``totalTokens`` the answer's ``input_tokens``.
+
 Errors: Google's ``{"error": {"code", "message", "status"}}`` → OpenAI's shape with the status kept and the status
 name as ``code``; a 429's ``RetryInfo.retryDelay`` becomes a ``Retry-After`` header when the upstream sent none.
 """
@@ -62,6 +66,7 @@ from ..errors import GatewayError, InvalidRequest, UpstreamHTTPError
 from ..memo import BoundedMemo
 from ..upstream import Endpoint, UpstreamRequest, encode_headers, header_line
 from .base import ChatRequest, Provider, header_value
+from .messages_input import gemini_body, read_messages
 from .openai_input import (
     append_turn,
     invalid,
@@ -472,7 +477,9 @@ class GeminiProvider(Provider):
             key = token.strip() if scheme.lower() == b"bearer" else None
         return key or b""
 
-    async def prepare(self, request: ChatRequest) -> UpstreamRequest:
+    def auth_headers(self, request: ChatRequest) -> bytes:
+        """The content type and the key (configured, else the client's): the headers of every call for
+        ``request`` (``generateContent``, and ``batchEmbedContents`` for embeddings)."""
         headers = self.headers
         if self.forward_client_key:
             key = self._client_key(request)
@@ -481,10 +488,34 @@ class GeminiProvider(Provider):
                     headers += header_line(b"x-goog-api-key", key)
                 except ValueError as exc:
                     raise InvalidRequest(f"Invalid API key header: {exc}.", param="Authorization") from None
+        return headers
+
+    async def prepare(self, request: ChatRequest) -> UpstreamRequest:
+        headers = self.auth_headers(request)
         model = self.upstream_model or request.model
+        if request.api != "chat":  # an Anthropic Messages client (issue 19): built from the shared model
+            body = gemini_body(read_messages(request.body), model, self.max_tokens)
+            if request.api == "count_tokens":
+                counted: dict[str, Any] = {k: body[k] for k in ("contents", "systemInstruction", "tools") if k in body}
+                endpoint = Endpoint.parse(f"{self.root}/models/{model_path(model)}:countTokens")
+                request_body: dict[str, Any] = {"model": "models/" + model.removeprefix("models/"), **counted}
+                payload = {"generateContentRequest": request_body}
+                return UpstreamRequest(endpoint, headers, orjson.dumps(payload))
+        else:
+            body = translate_request(request, model=model, default_max_tokens=self.max_tokens)
         plain, streamed = self.endpoints.get(model)
-        body = translate_request(request, model=model, default_max_tokens=self.max_tokens)
         return UpstreamRequest(streamed if request.stream else plain, headers, orjson.dumps(body))
+
+    def counts_tokens(self, request: ChatRequest) -> bool:
+        return True
+
+    def input_tokens(self, body: bytes) -> int | None:
+        try:
+            parsed = orjson.loads(body)
+        except orjson.JSONDecodeError:
+            return None
+        total = parsed.get("totalTokens") if isinstance(parsed, dict) else None
+        return total if isinstance(total, int) else None
 
     def error_from_response(self, status: int, body: bytes, headers: list[tuple[bytes, bytes]]) -> GatewayError:
         return error_from_google_body(status, body, headers)

@@ -1,6 +1,11 @@
 """OpenAI and OpenAI-compatible (``custom``) upstreams: the request is forwarded as is, except for the model
 (``params.model``) and ``stream_options.include_usage``, which is always asked for so every stream is metered;
-the core translator gives the client back its own model name and drops the usage chunk it did not ask for."""
+the core translator gives the client back its own model name and drops the usage chunk it did not ask for.
+
+Anthropic Messages clients (``/v1/messages``, issue 19) get the Chat Completions body built from the shared model
+(providers/messages_input.py ``chat_body``); the core's OpenAI decoder writes the answer as Anthropic's.
+``/v1/messages/count_tokens``: OpenAI's ``/v1/responses/input_tokens``; an OpenAI-compatible server has no such
+endpoint and gets the gateway's documented estimate (messages_input.estimate_input_tokens) instead of a call."""
 
 from __future__ import annotations
 
@@ -10,6 +15,7 @@ from ..config import ModelEntry
 from ..errors import InvalidRequest
 from ..upstream import Endpoint, UpstreamRequest, encode_headers, header_line
 from .base import ChatRequest, Provider
+from .messages_input import chat_body, read_messages, responses_input_tokens_body
 
 __all__ = ["OpenAIProvider"]
 
@@ -28,14 +34,27 @@ class OpenAIProvider(Provider):
             headers["Authorization"] = "Bearer " + api_key.get_secret_value()
         self.headers = encode_headers(headers)
         self.forward_client_auth = api_key is None
+        #: OpenAI itself (not a compatible server): max_completion_tokens, /v1/responses/input_tokens.
+        self.is_openai = entry.provider_name == "openAI"
+        self.count_endpoint = Endpoint.parse((entry.params.base_url or DEFAULT_BASE_URL) + "/responses/input_tokens")
+
+    def chat_request(self, request: ChatRequest) -> ChatRequest:
+        """The Chat Completions request to send for ``request``: itself, or for an Anthropic Messages client (issue
+        19) the body built from the shared model (providers/messages_input.py ``chat_body``)."""
+        if request.api == "chat":
+            return request
+        body = chat_body(read_messages(request.body), self.upstream_model or request.model, openai=self.is_openai)
+        return ChatRequest(b"", body, request.model, request.stream, True, request.authorization, request.headers)
+
+    def counts_tokens(self, request: ChatRequest) -> bool:
+        return self.is_openai  # OpenAI's /v1/responses/input_tokens; compatible servers have no counting endpoint
 
     async def prepare(self, request: ChatRequest) -> UpstreamRequest:
-        headers = self.headers
-        if self.forward_client_auth and request.authorization is not None:
-            try:
-                headers += header_line(b"Authorization", request.authorization)
-            except ValueError as exc:
-                raise InvalidRequest(f"Invalid Authorization header: {exc}.", param="Authorization") from None
+        if request.api == "count_tokens":
+            counted = responses_input_tokens_body(self.chat_request(request).body)
+            return UpstreamRequest(self.count_endpoint, self._auth_headers(request), orjson.dumps(counted))
+        request = self.chat_request(request)
+        headers = self._auth_headers(request)
         body = request.body
         edits: dict[str, object] = {}
         model = self.upstream_model or request.model
@@ -48,6 +67,15 @@ class OpenAIProvider(Provider):
         # Nothing to change: the client's bytes go upstream untouched (and its numbers keep their exact spelling).
         payload = orjson.dumps({**body, **edits}) if edits or not request.raw else request.raw
         return UpstreamRequest(self.endpoint, headers, payload)
+
+    def _auth_headers(self, request: ChatRequest) -> bytes:
+        headers = self.headers
+        if self.forward_client_auth and request.authorization is not None:
+            try:
+                headers += header_line(b"Authorization", request.authorization)
+            except ValueError as exc:
+                raise InvalidRequest(f"Invalid Authorization header: {exc}.", param="Authorization") from None
+        return headers
 
     def response_model(self, client_model: str, request: ChatRequest) -> str | None:
         # Answers already name the model the client asked for unless another name went upstream (params.model, or

@@ -43,6 +43,7 @@ class PresetProvider(OpenAIProvider):
         self.forward_client_auth = key is None
 
     async def prepare(self, request: ChatRequest) -> UpstreamRequest:
+        request = self.chat_request(request)  # an Anthropic Messages client's request as Chat Completions (issue 19)
         headers = self.headers
         if self.forward_client_auth and request.authorization is not None:
             try:

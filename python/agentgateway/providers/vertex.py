@@ -17,6 +17,10 @@ Anthropic publisher's ``rawPredict`` (WIRE.md section 5).
   the request is sent once more with a new one. With ``params.apiKey`` (Vertex
   AI express mode) the key is sent as ``x-goog-api-key`` instead, and ``vertexProject`` becomes optional: without
   it the project-less express path ``/v1/publishers/google/models/{model}:generateContent`` is used.
+- Anthropic Messages clients (``/v1/messages``, issue 19): Claude models get the client's body natively (``model``
+  removed, ``anthropic_version`` added, ``anthropic-beta`` passed on as a header); Gemini models the body built from
+  the shared model (providers/messages_input.py). ``/v1/messages/count_tokens``: Claude's
+  ``publishers/anthropic/models/count-tokens:rawPredict`` (the model in the body), Gemini's ``:countTokens``.
 - Errors: Google's ``{"error": {code, message, status}}`` and, from Claude models, Anthropic's
   ``{"type": "error", "error": {type, message}}``, each turned into OpenAI's shape with the status kept.
 """
@@ -35,9 +39,10 @@ from ..upstream import Endpoint, UpstreamRequest, encode_headers, header_line
 from .anthropic import DEFAULT_MAX_TOKENS as ANTHROPIC_DEFAULT_MAX_TOKENS
 from .anthropic import error_from_anthropic_body
 from .anthropic import translate_request as translate_anthropic_request
-from .base import ChatRequest, Provider
+from .base import ChatRequest, Provider, header_value
 from .gemini import error_from_google_body, model_path
 from .gemini import translate_request as translate_gemini_request
+from .messages_input import claude_body, claude_count_body, gemini_body, read_messages
 
 __all__ = ["VERTEX_ANTHROPIC_VERSION", "VertexProvider", "vertex_host"]
 
@@ -100,6 +105,8 @@ class VertexProvider(Provider):
         self.endpoints: BoundedMemo[str, tuple[Endpoint, Endpoint]] = BoundedMemo(
             self._make_endpoints, _MAX_MODEL_ENDPOINTS
         )
+        #: count_tokens endpoints per Gemini model ("anthropic": Claude's one count-tokens endpoint).
+        self.count_endpoints: BoundedMemo[str, Endpoint] = BoundedMemo(self._make_count_endpoint, _MAX_MODEL_ENDPOINTS)
 
     def upstream_model_for(self, request: ChatRequest) -> str:
         return self.upstream_model or request.model
@@ -116,6 +123,8 @@ class VertexProvider(Provider):
 
     async def prepare(self, request: ChatRequest) -> UpstreamRequest:
         model = self.upstream_model_for(request)
+        if request.api != "chat":
+            return await self._prepare_messages(request, model)
         plain, streamed = self.endpoints.get(model)
         if is_claude(model):
             body = translate_anthropic_request(
@@ -127,13 +136,60 @@ class VertexProvider(Provider):
             body["anthropic_version"] = self.anthropic_version
         else:
             body = translate_gemini_request(request, model=model, default_max_tokens=self.max_tokens)
+        return UpstreamRequest(streamed if request.stream else plain, await self.auth_headers(), orjson.dumps(body))
+
+    async def _prepare_messages(self, request: ChatRequest, model: str) -> UpstreamRequest:
+        """An Anthropic Messages client (issue 19): Claude gets its body natively (no ``model``, Vertex's
+        ``anthropic_version``, the ``anthropic-beta`` header passed on); Gemini the body built from the shared
+        model. ``count_tokens``: Claude's ``count-tokens:rawPredict``, Gemini's ``:countTokens``."""
+        headers = await self.auth_headers()
+        version = {"anthropic_version": self.anthropic_version}
+        if is_claude(model):
+            beta = header_value(request.headers, b"anthropic-beta")
+            if beta:
+                headers += header_line(b"anthropic-beta", beta)
+            if request.api == "count_tokens":
+                body = {**claude_count_body(request.body, model=model), **version}
+                return UpstreamRequest(self.count_endpoints.get("anthropic"), headers, orjson.dumps(body))
+            plain, streamed = self.endpoints.get(model)
+            body = claude_body(request.body, model=None, extra=version)
+            return UpstreamRequest(streamed if request.stream else plain, headers, orjson.dumps(body))
+        body = gemini_body(read_messages(request.body), model, self.max_tokens)
+        if request.api == "count_tokens":
+            counted = {key: body[key] for key in ("contents", "systemInstruction", "tools") if key in body}
+            return UpstreamRequest(self.count_endpoints.get(model), headers, orjson.dumps(counted))
+        plain, streamed = self.endpoints.get(model)
+        return UpstreamRequest(streamed if request.stream else plain, headers, orjson.dumps(body))
+
+    def _make_count_endpoint(self, model: str) -> Endpoint:
+        if model == "anthropic":
+            return Endpoint.parse(f"{self.root}/anthropic/models/count-tokens:rawPredict")
+        return Endpoint.parse(f"{self.root}/google/models/{model_path(model)}:countTokens")
+
+    def counts_tokens(self, request: ChatRequest) -> bool:
+        return True
+
+    def input_tokens(self, body: bytes) -> int | None:
+        count = super().input_tokens(body)  # Claude's {"input_tokens"}
+        if count is None:
+            try:
+                parsed = orjson.loads(body)
+            except orjson.JSONDecodeError:
+                return None
+            total = parsed.get("totalTokens") if isinstance(parsed, dict) else None
+            count = total if isinstance(total, int) else None
+        return count
+
+    async def auth_headers(self) -> bytes:
+        """The content type and the credentials (the express-mode key, or the ADC token, fetched or cached): the
+        headers of every call (``generateContent``, ``rawPredict``, and ``predict`` for embeddings)."""
         headers = self.headers
         if self.credentials is not None:
             token = await self.credentials.token()
             if token not in self.secrets:  # the access token in use must not reach a client or a log either
                 self.secrets = [*self.configured_secrets, token]
             headers += header_line(b"Authorization", b"Bearer " + token.encode("latin-1"))
-        return UpstreamRequest(streamed if request.stream else plain, headers, orjson.dumps(body))
+        return headers
 
     def error_from_response(self, status: int, body: bytes, headers: list[tuple[bytes, bytes]]) -> GatewayError:
         # Claude models answer Anthropic's errors; Vertex itself (quota, auth, routing) answers Google's.

@@ -1,0 +1,759 @@
+"""Anthropic Messages requests (``/v1/messages``, issue 19) for every provider: one shared request model read once
+from the client's body, and the builders each provider's upstream body comes from.
+
+- Claude backends take the client's body natively (`claude_body`): only ``model`` replaced (or removed, with
+  Vertex's / Bedrock's ``anthropic_version`` added). Nothing is lost: thinking signatures, ``cache_control``,
+  documents, citations, server tools, ``context_management`` and betas reach Claude as the client sent them.
+- Every other backend builds from `MessagesInput` (`read_messages`): the system text, the turns as Anthropic
+  content blocks (string content made a text block; ``system``-role turns inside ``messages`` kept in place), the
+  client tools, the tool choice, the thinking setting read as one reasoning effort of providers/reasoning.py's table
+  (``thinking.budget_tokens`` keeps its budget where the target takes budgets), sampling, stop sequences, the
+  output format and ``metadata.user_id``. `chat_body` (OpenAI and compatible), `gemini_body` (Gemini API, Gemini on
+  Vertex AI) and `converse_body` (Bedrock Converse) each write their wire format from it.
+
+What a target cannot express and that changes what the answer means is a 400 naming the client's field: a server
+tool (``tools.N.type``), a block type the target has no counterpart for, an image URL for Bedrock, an output format
+Converse cannot serve. What only tunes Anthropic's own machinery is dropped for other targets: ``cache_control``,
+``context_management``, ``container``, ``service_tier``, ``anthropic-beta``, citations settings of documents,
+``top_k`` where the target has none, ``metadata`` (but ``user_id`` for OpenAI's ``user``).
+"""
+
+from __future__ import annotations
+
+import mimetypes
+import re
+from dataclasses import dataclass, field
+from typing import Any
+from urllib.parse import urlsplit
+
+import orjson
+
+from ..errors import InvalidRequest
+from .openai_input import MEDIA_TYPE_ALIASES
+from .reasoning import EFFORTS, gemini_thinking_config
+
+__all__ = [
+    "MessagesInput",
+    "chat_body",
+    "claude_body",
+    "claude_count_body",
+    "converse_body",
+    "effort_for_budget",
+    "estimate_input_tokens",
+    "gemini_body",
+    "read_messages",
+    "responses_input_tokens_body",
+]
+
+#: What ``/v1/messages/count_tokens`` takes (anthropic's MessageCountTokensParams, with the beta's extras).
+COUNT_TOKENS_FIELDS = frozenset(
+    (
+        "model",
+        "messages",
+        "system",
+        "tools",
+        "tool_choice",
+        "thinking",
+        "output_config",
+        "mcp_servers",
+        "context_management",
+        "cache_control",
+        "speed",
+    )
+)
+_THOUGHT_SEPARATOR = "__thought__"
+# Tool-call ids the core makes up for upstreams that give none (Gemini API): never sent back as ids.
+_GENERATED_ID = re.compile(r"(?:call|toolu)_[0-9a-f]{24}")
+_GEMINI_PRO_BUDGET = (128, 32768)
+_GEMINI_FLASH_BUDGET = (512, 24576)
+
+
+def _invalid(message: str, param: str) -> InvalidRequest:
+    return InvalidRequest(f"{param}: {message}", param=param)
+
+
+# -- Claude backends: the client's body ---------------------------------------------------------------------------
+
+
+def claude_body(body: dict[str, Any], *, model: str | None, extra: dict[str, Any] | None = None) -> dict[str, Any]:
+    """The client's Messages body for a Claude backend: ``model`` put in (None: removed, the URL names it) and the
+    ``extra`` fields (``anthropic_version``) added. Everything else as the client sent it."""
+    out = dict(body)
+    if model is None:
+        out.pop("model", None)
+    else:
+        out["model"] = model
+    if extra:
+        out.update(extra)
+    return out
+
+
+def claude_count_body(body: dict[str, Any], *, model: str | None) -> dict[str, Any]:
+    """The body of Anthropic's ``count_tokens`` for a count_tokens request: the fields it takes."""
+    out = {key: value for key, value in body.items() if key in COUNT_TOKENS_FIELDS}
+    if model is None:
+        out.pop("model", None)
+    else:
+        out["model"] = model
+    return out
+
+
+# -- the shared model ---------------------------------------------------------------------------------------------
+
+
+@dataclass(slots=True)
+class Tool:
+    name: str
+    description: str | None
+    schema: dict[str, Any]
+
+
+@dataclass(slots=True)
+class MessagesInput:
+    """A Messages request read once for targets that are not Claude."""
+
+    #: the text of the top-level ``system`` (its blocks, in order).
+    system: list[str]
+    #: ``(role, blocks, index)`` per message: role ``user`` | ``assistant`` | ``system``; blocks are the client's
+    #: content blocks (a string content as one text block); ``index`` its position in ``messages`` (for errors).
+    turns: list[tuple[str, list[dict[str, Any]], int]]
+    tools: list[Tool] = field(default_factory=list)
+    #: ``auto`` | ``any`` | ``tool`` | ``none``; ``tool_name`` for ``tool``.
+    tool_choice: str = "auto"
+    tool_name: str | None = None
+    parallel_tools: bool = True
+    #: the reasoning effort (providers/reasoning.py) the thinking setting stands for; None: no thinking asked.
+    effort: str | None = None
+    #: ``thinking.budget_tokens`` when thinking is enabled with a budget.
+    budget: int | None = None
+    max_tokens: int | None = None
+    temperature: float | None = None
+    top_p: float | None = None
+    top_k: int | None = None
+    stop: list[str] = field(default_factory=list)
+    user_id: str | None = None
+    #: ``output_config.format``'s JSON Schema (structured output).
+    schema: dict[str, Any] | None = None
+    stream: bool = False
+
+
+def effort_for_budget(budget: int) -> str:
+    """The reasoning effort whose Claude budget is the smallest at or above ``budget`` (xhigh above them all)."""
+    for name in ("minimal", "low", "medium", "high"):
+        if budget <= EFFORTS[name].budget:
+            return name
+    return "xhigh"
+
+
+def read_messages(body: dict[str, Any]) -> MessagesInput:
+    """The shared model of a Messages body checked by messages.parse_messages_request."""
+    system_field = body.get("system")
+    if isinstance(system_field, str):
+        system = [system_field] if system_field else []
+    else:
+        system = [block["text"] for block in system_field or [] if block.get("text")]
+    turns = []
+    for index, message in enumerate(body["messages"]):
+        content = message["content"]
+        blocks = [{"type": "text", "text": content}] if isinstance(content, str) else content
+        turns.append((message["role"], blocks, index))
+    out = MessagesInput(system, turns, stream=bool(body.get("stream")))
+    for index, tool in enumerate(body.get("tools") or []):
+        kind = tool.get("type")
+        if kind not in (None, "custom"):
+            raise _invalid(
+                f"the tool type {kind!r} is a server tool that only Claude models run; this model takes client "
+                "tools ({'name', 'description', 'input_schema'}) only.",
+                f"tools.{index}.type",
+            )
+        schema = tool.get("input_schema")
+        if schema is None:
+            schema = {"type": "object", "properties": {}}
+        if not isinstance(schema, dict):
+            raise _invalid("must be a JSON Schema object.", f"tools.{index}.input_schema")
+        description = tool.get("description")
+        out.tools.append(
+            Tool(tool["name"], description if isinstance(description, str) and description else None, schema)
+        )
+    choice = body.get("tool_choice")
+    if choice is not None:
+        out.tool_choice = choice["type"]
+        out.tool_name = choice.get("name")
+        out.parallel_tools = not choice.get("disable_parallel_tool_use", False)
+    thinking = body.get("thinking")
+    output_config = body.get("output_config")
+    output_config = output_config if isinstance(output_config, dict) else {}
+    if isinstance(thinking, dict):
+        if thinking["type"] == "enabled":
+            out.budget = thinking["budget_tokens"]
+            out.effort = effort_for_budget(thinking["budget_tokens"])
+        elif thinking["type"] == "adaptive":
+            effort = output_config.get("effort")
+            out.effort = effort if isinstance(effort, str) and effort in EFFORTS else "high"
+        else:
+            out.effort = "none"
+    fmt = output_config.get("format")
+    if isinstance(fmt, dict):
+        schema = fmt.get("schema")
+        if fmt.get("type") != "json_schema" or not isinstance(schema, dict):
+            raise _invalid(
+                "only {'type': 'json_schema', 'schema': {...}} can be served by this model.", "output_config.format"
+            )
+        out.schema = schema
+    out.max_tokens = body.get("max_tokens")
+    out.temperature = body.get("temperature")
+    out.top_p = body.get("top_p")
+    out.top_k = body.get("top_k")
+    out.stop = [s for s in body.get("stop_sequences") or [] if s]
+    metadata = body.get("metadata")
+    if isinstance(metadata, dict) and isinstance(metadata.get("user_id"), str):
+        out.user_id = metadata["user_id"]
+    return out
+
+
+def _media_type(source: dict[str, Any]) -> str:
+    media_type = str(source.get("media_type") or "").lower()
+    return MEDIA_TYPE_ALIASES.get(media_type, media_type)
+
+
+def _tool_result_text(block: dict[str, Any], param: str, *, images: bool = False) -> tuple[str, list[dict[str, Any]]]:
+    """The text of a tool_result's content and (``images``) its image blocks; other blocks are a 400."""
+    content = block.get("content")
+    if content is None:
+        return "", []
+    if isinstance(content, str):
+        return content, []
+    texts, found = [], []
+    for index, inner in enumerate(content):
+        kind = inner.get("type")
+        if kind == "text":
+            texts.append(inner["text"])
+        elif kind == "image" and images:
+            found.append(inner)
+        else:
+            raise _invalid(
+                f"a tool result block of type {kind!r} cannot be sent to this model.", f"{param}.content.{index}.type"
+            )
+    return "\n".join(texts), found
+
+
+def _unsupported(kind: Any, param: str, target: str) -> InvalidRequest:
+    return _invalid(f"content blocks of type {kind!r} cannot be sent to {target} models.", f"{param}.type")
+
+
+# -- OpenAI Chat Completions (OpenAI, OpenAI-compatible servers) ---------------------------------------------------
+
+
+def _chat_image(block: dict[str, Any], param: str) -> dict[str, Any]:
+    source = block["source"]
+    if source.get("type") == "base64":
+        return {
+            "type": "image_url",
+            "image_url": {"url": f"data:{_media_type(source)};base64,{source.get('data', '')}"},
+        }
+    if source.get("type") == "url" and isinstance(source.get("url"), str):
+        return {"type": "image_url", "image_url": {"url": source["url"]}}
+    raise _invalid("only base64 and url image sources can be sent to this model.", f"{param}.source.type")
+
+
+def _document_text(block: dict[str, Any]) -> str | None:
+    """A document whose source is plain text (``{"type": "text", "data"}``) or content blocks: its text."""
+    source = block["source"]
+    if source.get("type") == "text" and isinstance(source.get("data"), str):
+        return str(source["data"])
+    if source.get("type") == "content" and isinstance(source.get("content"), list):
+        return "\n".join(b.get("text", "") for b in source["content"] if isinstance(b, dict))
+    return None
+
+
+def _chat_document(block: dict[str, Any], param: str) -> dict[str, Any]:
+    text = _document_text(block)
+    if text is not None:
+        return {"type": "text", "text": text}
+    source = block["source"]
+    if source.get("type") == "base64" and _media_type(source) == "application/pdf":
+        title = block.get("title") if isinstance(block.get("title"), str) else "document"
+        return {
+            "type": "file",
+            "file": {"filename": f"{title}.pdf", "file_data": f"data:application/pdf;base64,{source.get('data', '')}"},
+        }
+    raise _invalid("only base64 PDF and text documents can be sent to this model.", f"{param}.source")
+
+
+def chat_body(request: MessagesInput, model: str, *, openai: bool) -> dict[str, Any]:
+    """The OpenAI Chat Completions body. ``openai``: OpenAI itself (``max_completion_tokens``, ``reasoning_effort``
+    spelt as OpenAI takes it); else an OpenAI-compatible server (``max_tokens``, and ``top_k`` passed on, which
+    vLLM / llama.cpp take)."""
+    messages: list[dict[str, Any]] = []
+    if request.system:
+        messages.append({"role": "system", "content": "\n\n".join(request.system)})
+    for role, blocks, index in request.turns:
+        param = f"messages.{index}.content"
+        if role == "system":
+            text = "\n\n".join(b["text"] for b in blocks if b.get("type") == "text" and b["text"])
+            if text:
+                messages.append({"role": "system", "content": text})
+            continue
+        if role == "assistant":
+            texts: list[str] = []
+            calls: list[dict[str, Any]] = []
+            for position, block in enumerate(blocks):
+                kind = block["type"]
+                if kind == "text":
+                    if block["text"]:
+                        texts.append(block["text"])
+                elif kind == "tool_use":
+                    arguments = orjson.dumps(block.get("input") or {}).decode()
+                    calls.append(
+                        {
+                            "id": block["id"],
+                            "type": "function",
+                            "function": {"name": block["name"], "arguments": arguments},
+                        }
+                    )
+                elif kind in ("thinking", "redacted_thinking"):
+                    continue  # signed by Claude (or another model): an OpenAI model takes no reasoning back
+                else:
+                    raise _unsupported(kind, f"{param}.{position}", "OpenAI")
+            message: dict[str, Any] = {"role": "assistant", "content": "".join(texts) or None}
+            if calls:
+                message["tool_calls"] = calls
+            if texts or calls:
+                messages.append(message)
+            continue
+        parts: list[dict[str, Any]] = []
+        for position, block in enumerate(blocks):
+            kind = block["type"]
+            where = f"{param}.{position}"
+            if kind == "text":
+                if block["text"]:
+                    parts.append({"type": "text", "text": block["text"]})
+            elif kind == "image":
+                parts.append(_chat_image(block, where))
+            elif kind == "document":
+                parts.append(_chat_document(block, where))
+            elif kind == "tool_result":
+                text, _ = _tool_result_text(block, where)
+                if block.get("is_error"):
+                    # Chat Completions has no error flag on a tool result: the model reads it from the text.
+                    text = f"Error: {text}" if text else "Error"
+                messages.append({"role": "tool", "tool_call_id": block["tool_use_id"], "content": text})
+            else:
+                raise _unsupported(kind, where, "OpenAI")
+        if parts:
+            if all(part["type"] == "text" for part in parts) and len(parts) == 1:
+                messages.append({"role": "user", "content": parts[0]["text"]})
+            else:
+                messages.append({"role": "user", "content": parts})
+    out: dict[str, Any] = {"model": model, "messages": messages}
+    if request.max_tokens is not None:
+        out["max_completion_tokens" if openai else "max_tokens"] = request.max_tokens
+    for name in ("temperature", "top_p"):
+        value = getattr(request, name)
+        if value is not None:
+            out[name] = value
+    if request.top_k is not None and not openai:
+        out["top_k"] = request.top_k
+    if request.stop:
+        out["stop"] = request.stop
+    if request.user_id:
+        out["user"] = request.user_id
+    if request.tools and (request.tool_choice != "none" or _has_tool_blocks(request)):
+        out["tools"] = [
+            {
+                "type": "function",
+                "function": {
+                    "name": tool.name,
+                    **({"description": tool.description} if tool.description else {}),
+                    "parameters": tool.schema,
+                },
+            }
+            for tool in request.tools
+        ]
+        if request.tool_choice == "any":
+            out["tool_choice"] = "required"
+        elif request.tool_choice == "tool":
+            out["tool_choice"] = {"type": "function", "function": {"name": request.tool_name}}
+        elif request.tool_choice == "none":
+            out["tool_choice"] = "none"
+        if not request.parallel_tools:
+            out["parallel_tool_calls"] = False
+    if request.effort is not None and request.effort != "none":
+        out["reasoning_effort"] = "xhigh" if request.effort == "max" else request.effort
+    if request.schema is not None:
+        out["response_format"] = {"type": "json_schema", "json_schema": {"name": "response", "schema": request.schema}}
+    if request.stream:
+        out["stream"] = True
+        out["stream_options"] = {"include_usage": True}
+    return out
+
+
+def responses_input_tokens_body(chat: dict[str, Any]) -> dict[str, Any]:
+    """OpenAI's ``/v1/responses/input_tokens`` body for the Chat Completions body `chat_body` wrote: system text
+    as ``instructions``, the turns as Responses input items, the tools as Responses function tools."""
+    instructions: list[str] = []
+    items: list[dict[str, Any]] = []
+    for message in chat["messages"]:
+        role = message["role"]
+        content = message.get("content")
+        if role == "system":
+            instructions.append(content)
+        elif role == "tool":
+            items.append({"type": "function_call_output", "call_id": message["tool_call_id"], "output": content})
+        elif role == "assistant":
+            if content:
+                items.append({"role": "assistant", "content": content})
+            for call in message.get("tool_calls") or []:
+                function = call["function"]
+                items.append(
+                    {
+                        "type": "function_call",
+                        "call_id": call["id"],
+                        "name": function["name"],
+                        "arguments": function["arguments"],
+                    }
+                )
+        elif isinstance(content, str):
+            items.append({"role": "user", "content": content})
+        else:
+            parts: list[dict[str, Any]] = []
+            for part in content:
+                if part["type"] == "text":
+                    parts.append({"type": "input_text", "text": part["text"]})
+                elif part["type"] == "image_url":
+                    parts.append({"type": "input_image", "image_url": part["image_url"]["url"]})
+                else:
+                    parts.append({"type": "input_file", **part["file"]})
+            items.append({"role": "user", "content": parts})
+    out: dict[str, Any] = {"model": chat["model"], "input": items}
+    if instructions:
+        out["instructions"] = "\n\n".join(instructions)
+    tools = chat.get("tools")
+    if tools:
+        # Responses function tools require ``strict``; the Messages tools were not strict.
+        out["tools"] = [{"type": "function", "strict": False, **tool["function"]} for tool in tools]
+    return out
+
+
+def _has_tool_blocks(request: MessagesInput) -> bool:
+    return any(block["type"] in ("tool_use", "tool_result") for _, blocks, _ in request.turns for block in blocks)
+
+
+# -- Gemini generateContent (Gemini API, Gemini on Vertex AI) ------------------------------------------------------
+
+
+def _split_id(tool_use_id: str) -> tuple[str, str | None]:
+    call_id, separator, signature = tool_use_id.partition(_THOUGHT_SEPARATOR)
+    return call_id, (signature or None) if separator else None
+
+
+def _gemini_media(block: dict[str, Any], param: str) -> dict[str, Any]:
+    if block["type"] == "document":
+        text = _document_text(block)
+        if text is not None:
+            return {"text": text}
+    source = block["source"]
+    if source.get("type") == "base64":
+        return {
+            "inlineData": {
+                "mimeType": _media_type(source) or "application/octet-stream",
+                "data": source.get("data", ""),
+            }
+        }
+    if source.get("type") == "url" and isinstance(source.get("url"), str):
+        default = "image/jpeg" if block["type"] == "image" else "application/pdf"
+        guessed, _ = mimetypes.guess_type(urlsplit(source["url"]).path)
+        return {"fileData": {"mimeType": guessed or default, "fileUri": source["url"]}}
+    raise _invalid("only base64, url and text sources can be sent to Gemini models.", f"{param}.source.type")
+
+
+def _append(turns: list[dict[str, Any]], role: str, parts: list[dict[str, Any]]) -> None:
+    if not parts:
+        return
+    if turns and turns[-1]["role"] == role:
+        turns[-1]["parts"].extend(parts)
+    else:
+        turns.append({"role": role, "parts": parts})
+
+
+def gemini_body(request: MessagesInput, model: str, default_max_tokens: int | None = None) -> dict[str, Any]:
+    """The ``generateContent`` body (the model goes in the URL and picks the thinking setting)."""
+    system = [{"text": text} for text in request.system]
+    contents: list[dict[str, Any]] = []
+    names: dict[str, str] = {}  # tool_use id -> function name
+    for role, blocks, index in request.turns:
+        param = f"messages.{index}.content"
+        if role == "system":
+            system.extend({"text": b["text"]} for b in blocks if b.get("type") == "text" and b["text"])
+            continue
+        parts: list[dict[str, Any]] = []
+        for position, block in enumerate(blocks):
+            kind = block["type"]
+            where = f"{param}.{position}"
+            if kind == "text":
+                if block["text"]:
+                    parts.append({"text": block["text"]})
+            elif kind in ("image", "document") and role == "user":
+                parts.append(_gemini_media(block, where))
+            elif kind == "tool_use" and role == "assistant":
+                call_id, signature = _split_id(block["id"])
+                names[block["id"]] = names[call_id] = block["name"]
+                call: dict[str, Any] = {"name": block["name"], "args": block.get("input") or {}}
+                if call_id and not _GENERATED_ID.fullmatch(call_id):
+                    call["id"] = call_id
+                part: dict[str, Any] = {"functionCall": call}
+                if signature:
+                    part["thoughtSignature"] = signature
+                parts.append(part)
+            elif kind == "tool_result" and role == "user":
+                name = names.get(block["tool_use_id"]) or names.get(_split_id(block["tool_use_id"])[0])
+                if name is None:
+                    raise _invalid(
+                        "answers no tool_use block of an earlier assistant message; Gemini needs the name of the "
+                        "function a result answers.",
+                        f"{where}.tool_use_id",
+                    )
+                text, _ = _tool_result_text(block, where)
+                response: Any = None
+                if block.get("is_error"):
+                    response = {"error": text}
+                elif text.startswith("{"):
+                    try:
+                        response = orjson.loads(text)
+                    except orjson.JSONDecodeError:
+                        response = None
+                if not isinstance(response, dict):
+                    response = {"content": text}
+                result: dict[str, Any] = {"name": name, "response": response}
+                call_id = _split_id(block["tool_use_id"])[0]
+                if call_id and not _GENERATED_ID.fullmatch(call_id):
+                    result["id"] = call_id
+                parts.append({"functionResponse": result})
+            elif kind == "thinking" and role == "assistant":
+                # Gemini's own signed thoughts (the core writes them as thinking blocks): sent back as they came.
+                if block.get("signature"):
+                    thought: dict[str, Any] = {"thoughtSignature": block["signature"]}
+                    if block["thinking"]:
+                        thought.update(text=block["thinking"], thought=True)
+                        parts.append(thought)
+                    else:
+                        parts.append({"text": " ", **thought})
+            elif kind == "redacted_thinking" and role == "assistant":
+                continue
+            else:
+                raise _unsupported(kind, where, "Gemini")
+        _append(contents, "model" if role == "assistant" else "user", parts)
+    if not contents:
+        raise _invalid("at least one user or assistant message with content is required.", "messages")
+    out: dict[str, Any] = {"contents": contents}
+    if system:
+        out["systemInstruction"] = {"parts": system}
+    if request.tools and (request.tool_choice != "none" or _has_tool_blocks(request)):
+        out["tools"] = [
+            {
+                "functionDeclarations": [
+                    {
+                        "name": t.name,
+                        **({"description": t.description} if t.description else {}),
+                        "parametersJsonSchema": t.schema,
+                    }
+                    for t in request.tools
+                ]
+            }
+        ]
+        mode = {"auto": "AUTO", "any": "ANY", "tool": "ANY", "none": "NONE"}[request.tool_choice]
+        calling: dict[str, Any] = {"mode": mode}
+        if request.tool_choice == "tool" and request.tool_name:
+            calling["allowedFunctionNames"] = [request.tool_name]
+        if mode != "AUTO":
+            out["toolConfig"] = {"functionCallingConfig": calling}
+    config: dict[str, Any] = {}
+    max_tokens = request.max_tokens if request.max_tokens is not None else default_max_tokens
+    if max_tokens is not None:
+        config["maxOutputTokens"] = max_tokens
+    for name, wire in (("temperature", "temperature"), ("top_p", "topP"), ("top_k", "topK")):
+        value = getattr(request, name)
+        if value is not None:
+            config[wire] = value
+    if request.stop:
+        config["stopSequences"] = request.stop
+    if request.schema is not None:
+        config["responseMimeType"] = "application/json"
+        config["responseJsonSchema"] = request.schema
+    if request.effort is not None:
+        thinking = gemini_thinking_config(request.effort, model)
+        if request.budget is not None and "thinkingBudget" in thinking and thinking["thinkingBudget"]:
+            low, high = _GEMINI_PRO_BUDGET if "-pro" in model else _GEMINI_FLASH_BUDGET
+            thinking["thinkingBudget"] = min(max(request.budget, low), high)  # Gemini 2.5 takes the budget itself
+        config["thinkingConfig"] = thinking
+    if config:
+        out["generationConfig"] = config
+    return out
+
+
+# -- Bedrock Converse (Bedrock models other than Claude) -----------------------------------------------------------
+
+_IMAGE_FORMATS = {"image/png": "png", "image/jpeg": "jpeg", "image/gif": "gif", "image/webp": "webp"}
+_DOCUMENT_FORMATS = {
+    "application/pdf": "pdf",
+    "text/csv": "csv",
+    "text/html": "html",
+    "text/plain": "txt",
+    "text/markdown": "md",
+}
+
+
+def _converse_image(block: dict[str, Any], param: str) -> dict[str, Any]:
+    source = block["source"]
+    image_format = _IMAGE_FORMATS.get(_media_type(source))
+    if source.get("type") != "base64" or image_format is None:
+        raise _invalid(
+            "Bedrock takes images as base64 bytes (png, jpeg, gif, webp) only; an image URL is not fetched by the "
+            "gateway.",
+            f"{param}.source",
+        )
+    return {"image": {"format": image_format, "source": {"bytes": source.get("data", "")}}}
+
+
+def _converse_document(block: dict[str, Any], position: int, param: str) -> dict[str, Any]:
+    text = _document_text(block)
+    if text is not None:
+        return {"text": text}
+    source = block["source"]
+    document_format = _DOCUMENT_FORMATS.get(_media_type(source))
+    if source.get("type") != "base64" or document_format is None:
+        raise _invalid("Bedrock takes base64 documents (pdf, csv, html, txt, md) only.", f"{param}.source")
+    title = str(block.get("title") or "")
+    name = " ".join(re.sub(r"[^A-Za-z0-9\s\-()\[\]]", " ", title).split())[:200] or "document"
+    return {
+        "document": {
+            "format": document_format,
+            "name": f"{name} ({position + 1})",
+            "source": {"bytes": source.get("data", "")},
+        }
+    }
+
+
+def converse_body(request: MessagesInput, model_id: str, default_max_tokens: int | None = None) -> dict[str, Any]:
+    """The Converse body for a Bedrock model served through Converse (not Claude: those take InvokeModel)."""
+    system = [{"text": text} for text in request.system]
+    messages: list[dict[str, Any]] = []
+    used_tools: dict[str, None] = {}
+    documents = 0
+    for role, blocks, index in request.turns:
+        param = f"messages.{index}.content"
+        if role == "system":
+            system.extend({"text": b["text"]} for b in blocks if b.get("type") == "text" and b["text"].strip())
+            continue
+        content: list[dict[str, Any]] = []
+        for position, block in enumerate(blocks):
+            kind = block["type"]
+            where = f"{param}.{position}"
+            if kind == "text":
+                if block["text"].strip():
+                    content.append({"text": block["text"]})
+            elif kind == "image" and role == "user":
+                content.append(_converse_image(block, where))
+            elif kind == "document" and role == "user":
+                content.append(_converse_document(block, documents, where))
+                documents += 1
+            elif kind == "tool_use" and role == "assistant":
+                used_tools[block["name"]] = None
+                content.append(
+                    {"toolUse": {"toolUseId": block["id"], "name": block["name"], "input": block.get("input") or {}}}
+                )
+            elif kind == "tool_result" and role == "user":
+                text, images = _tool_result_text(block, where, images=True)
+                result: list[dict[str, Any]] = [{"text": text}] if text else []
+                result += [_converse_image(image, f"{where}.content") for image in images]
+                entry: dict[str, Any] = {"toolUseId": block["tool_use_id"], "content": result}
+                if block.get("is_error"):
+                    entry["status"] = "error"
+                content.append({"toolResult": entry})
+            elif kind == "thinking" and role == "assistant":
+                if block.get("signature"):
+                    content.append(
+                        {
+                            "reasoningContent": {
+                                "reasoningText": {"text": block["thinking"], "signature": block["signature"]}
+                            }
+                        }
+                    )
+            elif kind == "redacted_thinking" and role == "assistant":
+                content.append({"reasoningContent": {"redactedContent": block.get("data", "")}})
+            else:
+                raise _unsupported(kind, where, "Bedrock")
+        if not content:
+            continue
+        if role == "user":
+            content.sort(key=lambda b: "toolResult" not in b)  # results first in their turn
+        converse_role = "assistant" if role == "assistant" else "user"
+        if messages and messages[-1]["role"] == converse_role:
+            messages[-1]["content"].extend(content)
+        else:
+            messages.append({"role": converse_role, "content": content})
+    out: dict[str, Any] = {"messages": messages}
+    if system:
+        out["system"] = system
+    inference: dict[str, Any] = {}
+    max_tokens = request.max_tokens if request.max_tokens is not None else default_max_tokens
+    if max_tokens is not None:
+        inference["maxTokens"] = max_tokens
+    if request.temperature is not None:
+        inference["temperature"] = request.temperature
+    if request.top_p is not None:
+        inference["topP"] = request.top_p
+    if request.stop:
+        inference["stopSequences"] = request.stop
+    if inference:
+        out["inferenceConfig"] = inference
+    if request.effort is not None and request.effort != "none":
+        level = EFFORTS[request.effort].level
+        if "amazon.nova" in model_id:
+            out["additionalModelRequestFields"] = {"reasoningConfig": {"type": "enabled", "maxReasoningEffort": level}}
+        elif "openai.gpt-oss" in model_id:
+            out["additionalModelRequestFields"] = {"reasoning_effort": level}
+    if request.schema is not None:
+        raise _invalid(
+            "structured output is served on Bedrock for Claude models only (through InvokeModel).",
+            "output_config.format",
+        )
+    specs = []
+    if request.tool_choice != "none" or used_tools:
+        specs = [
+            {
+                "toolSpec": {
+                    "name": t.name,
+                    **({"description": t.description} if t.description else {}),
+                    "inputSchema": {"json": t.schema},
+                }
+            }
+            for t in request.tools
+            if request.tool_choice != "none" or t.name in used_tools
+        ]
+    declared = {spec["toolSpec"]["name"] for spec in specs}
+    if _has_tool_blocks(request):
+        # Bedrock refuses a history with tool blocks unless toolConfig declares the tools it uses.
+        for name in used_tools:
+            if name not in declared:
+                specs.append({"toolSpec": {"name": name, "inputSchema": {"json": {"type": "object"}}}})
+        if not specs:
+            specs.append({"toolSpec": {"name": "none", "inputSchema": {"json": {"type": "object"}}}})
+    if specs:
+        tool_config: dict[str, Any] = {"tools": specs}
+        if request.tool_choice == "any":
+            tool_config["toolChoice"] = {"any": {}}
+        elif request.tool_choice == "tool" and request.tool_name:
+            tool_config["toolChoice"] = {"tool": {"name": request.tool_name}}
+        elif request.tool_choice == "auto" and request.tools:
+            tool_config["toolChoice"] = {"auto": {}}
+        out["toolConfig"] = tool_config
+    return out
+
+
+def estimate_input_tokens(body: dict[str, Any]) -> int:
+    """The documented estimate for backends with no token counting endpoint (OpenAI-compatible servers, the exchange's
+    ``_estimated``): the JSON
+    text of ``system``, ``messages`` and ``tools`` divided by 4 (the rate limiter's estimate), at least 1."""
+    size = sum(len(orjson.dumps(body[key])) for key in ("system", "messages", "tools") if body.get(key) is not None)
+    return max(1, size // 4)
