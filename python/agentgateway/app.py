@@ -18,8 +18,10 @@ import orjson
 from .authorization import Authorization, RequestTransformations
 from .config import GatewayConfig, load_config, load_config_file
 from .cors import Cors
+from .embeddings import EMBEDDINGS, EmbeddingsApi
 from .errors import GatewayError
 from .exchange import Exchange, Observer
+from .messages import COUNT_TOKENS, MESSAGES, MessagesApi
 from .policy import Guard, Identity
 from .reload import SNAPSHOT_ENV, Follower, follow, reusable
 from .request import parse_chat_request
@@ -47,7 +49,16 @@ LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
 _JSON_HEADERS = [(b"content-type", b"application/json")]
 
 _COMPLETION_PATHS = frozenset(("/v1/chat/completions", "/chat/completions", "/"))
+#: the openai SDKs with base_url set to the gateway call /embeddings (issue 19, embeddings.py)
+_EMBEDDINGS_PATHS = frozenset(("/v1/embeddings", "/embeddings"))
 _MODEL_PATHS = frozenset(("/v1/models", "/models"))
+#: the anthropic SDKs with base_url set to the gateway call /v1/messages; /messages for clients given a .../v1 root
+_MESSAGES_PATHS = {
+    "/v1/messages": MESSAGES,
+    "/messages": MESSAGES,
+    "/v1/messages/count_tokens": COUNT_TOKENS,
+    "/messages/count_tokens": COUNT_TOKENS,
+}
 
 
 class _ClientDisconnected(Exception):
@@ -183,6 +194,14 @@ class Gateway:
                 if method != "POST":
                     raise _method_not_allowed(method, path, "POST")
                 await self.chat_completions(scope, receive, send)
+            elif path in _EMBEDDINGS_PATHS:
+                if method != "POST":
+                    raise _method_not_allowed(method, path, "POST")
+                await self.chat_completions(scope, receive, send, EMBEDDINGS)
+            elif path in _MESSAGES_PATHS:  # Anthropic Messages in (issue 19): the same exchange, Anthropic's shapes
+                if method != "POST":
+                    raise _method_not_allowed(method, path, "POST")
+                await self.chat_completions(scope, receive, send, _MESSAGES_PATHS[path])
             elif path in _MODEL_PATHS or path in ("/healthz", "/readyz"):
                 if method not in ("GET", "HEAD"):
                     raise _method_not_allowed(method, path, "GET")
@@ -198,13 +217,15 @@ class Gateway:
             else:
                 raise GatewayError(
                     f"Unknown path {path!r}. Chat completions are served at POST /v1/chat/completions "
-                    "(also /chat/completions and /); models at GET /v1/models.",
+                    "(also /chat/completions and /); Anthropic Messages at POST /v1/messages (and "
+                    "/v1/messages/count_tokens); embeddings at POST /v1/embeddings; models at GET /v1/models.",
                     status=404,
                     type_="invalid_request_error",
                     code="unknown_url",
                 )
         except GatewayError as exc:
-            await _send_json(send, exc.status, exc.body(), exc.headers)
+            body = exc.anthropic_body() if path in _MESSAGES_PATHS else exc.body()
+            await _send_json(send, exc.status, body, exc.headers)
         except _ClientDisconnected:
             pass
         except Exception:
@@ -230,8 +251,12 @@ class Gateway:
 
     # -- chat completions --------------------------------------------------------------------------------------
 
-    async def chat_completions(self, scope: Scope, receive: Receive, send: Send) -> None:
-        exchange = Exchange(scope, self.observers)
+    async def chat_completions(
+        self, scope: Scope, receive: Receive, send: Send, inbound: EmbeddingsApi | MessagesApi | None = None
+    ) -> None:
+        """A chat completion, or with ``inbound`` the request of another OpenAI-shaped inbound API (embeddings): its
+        checks and its exchange operation, everything else the same (auth, routing, limits, settle)."""
+        exchange = Exchange(scope, self.observers) if inbound is None else inbound.exchange(scope, self.observers)
         self.telemetry.begin(exchange)
         guard = self.guard
         transformations, authorization = self.transformations, self.authorization
@@ -251,7 +276,7 @@ class Gateway:
                     exchange.request_headers = headers = transformations.apply(
                         exchange, raw, _json_or_none(raw) if transformations.needs_body else None
                     )
-                request = parse_chat_request(raw, headers)
+                request = parse_chat_request(raw, headers) if inbound is None else inbound.parse(raw, headers)
                 exchange.client_model = request.model  # also for a request refused below (its log line says it)
                 if exchange.identity is not None:
                     guard.check_model(exchange.identity, request.model)

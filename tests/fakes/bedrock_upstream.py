@@ -18,6 +18,13 @@ Behaviour by model id (the part after the last ``.``-free suffix check, see `ans
 ``*-cut`` a stream cut inside a frame; ``*-split`` frames written a few bytes at a time; ``*-unavailable`` 503
 ServiceUnavailableException; ``*-first-exception`` a stream whose FIRST frame is a serviceUnavailableException. A
 toolChoice that forces a tool (or ``*-tool`` with tools) answers with a toolUse; an outputConfig answers with JSON text.
+
+Claude through InvokeModel (issue 19): ``/invoke`` and ``/invoke-with-response-stream`` take an Anthropic Messages
+body without ``model`` and ``stream`` and with ``anthropic_version: bedrock-2023-05-31`` (``anthropic_beta`` a
+list), validated with the ``anthropic`` package's types; the answers are the fake Anthropic API's (`answer`, the
+model id's suffixes as there), streamed as ``chunk`` events ``{"bytes": <base64 of one Anthropic event>}``.
+``/count-tokens`` is validated against botocore's ``CountTokens`` input shape (an ``invokeModel`` body must be
+an InvokeModel body) and answers ``{"inputTokens": N}``.
 """
 
 from __future__ import annotations
@@ -41,7 +48,12 @@ from botocore.awsrequest import AWSRequest
 from botocore.credentials import Credentials
 from botocore.session import get_session
 from botocore.validate import ParamValidator
+from pydantic import ValidationError
 
+from .anthropic_upstream import _CLASSIC_API_FIELDS, _NON_STREAMING, Rejected, _consume, check_rules, count_of
+from .anthropic_upstream import answer as claude_answer
+from .anthropic_upstream import stream_events as claude_stream_events
+from .embedding_vectors import fake_vector, token_count
 from .server import serve_in_thread
 
 FIXTURES = Path(__file__).resolve().parents[3] / "shared" / "fixtures"
@@ -49,7 +61,9 @@ _SERVICE_MODEL = get_session().get_service_model("bedrock-runtime")
 INPUT_SHAPES = {
     "converse": _SERVICE_MODEL.operation_model("Converse").input_shape,
     "converse-stream": _SERVICE_MODEL.operation_model("ConverseStream").input_shape,
+    "count-tokens": _SERVICE_MODEL.operation_model("CountTokens").input_shape,
 }
+INVOKE_OPERATIONS = ("invoke", "invoke-with-response-stream")
 ERROR_NAMESPACE = "http://internal.amazon.com/coral/com.amazon.bedrock/"
 USAGE = {"inputTokens": 10, "outputTokens": 5, "totalTokens": 20, "cacheReadInputTokens": 3, "cacheWriteInputTokens": 2}
 
@@ -84,6 +98,65 @@ class Invalid(Exception):
     pass
 
 
+INVOKE_SHAPE = _SERVICE_MODEL.operation_model("InvokeModel").input_shape
+
+
+def embedding_family(model_id: str) -> str | None:
+    """``titan`` / ``cohere`` for the embedding models the fake serves through InvokeModel (issue 19)."""
+    if "amazon.titan-embed-text" in model_id:
+        return "titan"
+    if "cohere.embed-" in model_id:
+        return "cohere"
+    return None
+
+
+def _check_fields(body: Any, allowed: dict[str, Callable[[Any], bool]], required: tuple[str, ...]) -> None:
+    if not isinstance(body, dict):
+        raise Invalid("the body must be a JSON object")
+    for name in required:
+        if name not in body:
+            raise Invalid(f"required key [{name}] not found")
+    for name, value in body.items():
+        check = allowed.get(name)
+        if check is None:
+            raise Invalid(f"extraneous key [{name}] is not permitted")
+        if not check(value):
+            raise Invalid(f"#/{name}: invalid value {value!r}")
+
+
+def check_titan_body(model_id: str, body: Any) -> None:
+    """Titan Text Embeddings' request schema (Bedrock user guide, "Amazon Titan Text Embeddings"): v2 takes
+    ``inputText`` (1 to 50,000 characters), ``dimensions`` (1024, 512, 256), ``normalize``, ``embeddingTypes``
+    (float, binary); v1 ``inputText`` only."""
+    allowed: dict[str, Callable[[Any], bool]] = {"inputText": lambda v: isinstance(v, str) and 0 < len(v) <= 50000}
+    if "titan-embed-text-v2" in model_id:
+        allowed["dimensions"] = lambda v: v in (256, 512, 1024) and not isinstance(v, bool)
+        allowed["normalize"] = lambda v: isinstance(v, bool)
+        allowed["embeddingTypes"] = lambda v: isinstance(v, list) and set(v) <= {"float", "binary"} and bool(v)
+    _check_fields(body, allowed, ("inputText",))
+
+
+def check_cohere_body(model_id: str, body: Any) -> None:
+    """Cohere Embed's request schema (Bedrock user guide, "Cohere Embed v3" / "v4"): ``input_type`` required;
+    ``texts`` (at most 96, each at most 2048 characters on v3), ``images``, ``truncate``, ``embedding_types``;
+    v4 also ``output_dimension`` (256, 512, 1024, 1536) and ``max_tokens``."""
+    v4 = "embed-v4" in model_id
+    kinds = {"float", "int8", "uint8", "binary", "ubinary"}
+    allowed: dict[str, Callable[[Any], bool]] = {
+        "input_type": lambda v: v in ("search_document", "search_query", "classification", "clustering"),
+        "texts": lambda v: (
+            isinstance(v, list) and 0 < len(v) <= 96 and all(isinstance(t, str) and (v4 or len(t) <= 2048) for t in v)
+        ),
+        "images": lambda v: isinstance(v, list),
+        "truncate": lambda v: v in (("NONE", "LEFT", "RIGHT") if v4 else ("NONE", "START", "END")),
+        "embedding_types": lambda v: isinstance(v, list) and bool(v) and set(v) <= kinds,
+    }
+    if v4:
+        allowed["output_dimension"] = lambda v: v in (256, 512, 1024, 1536) and not isinstance(v, bool)
+        allowed["max_tokens"] = lambda v: isinstance(v, int) and v > 0
+    _check_fields(body, allowed, ("input_type", "texts"))
+
+
 def _check_rules(body: dict[str, Any]) -> None:
     """What the service refuses beyond the shapes (its ValidationException messages, paraphrased)."""
     messages = body.get("messages", [])
@@ -115,6 +188,33 @@ def _check_rules(body: dict[str, Any]) -> None:
             raise Invalid("The text field in the SystemContentBlock object is blank.")
     if tool_blocks and "toolConfig" not in body:
         raise Invalid("The toolConfig field must be defined when using toolUse and toolResult content blocks.")
+
+
+def check_invoke_body(body: dict[str, Any], *, streaming: bool) -> None:
+    """An InvokeModel body for Claude: the Messages API's, without model and stream, with Bedrock's version."""
+    if body.get("anthropic_version") != "bedrock-2023-05-31":
+        raise Invalid("anthropic_version: must be bedrock-2023-05-31")
+    for key in ("model", "stream"):
+        if key in body:
+            raise Invalid(f"extraneous key [{key}] is not permitted")
+    betas = body.get("anthropic_beta", [])
+    if not isinstance(betas, list) or not all(isinstance(b, str) for b in betas):
+        raise Invalid("anthropic_beta: must be a list of strings")
+    typed = {k: v for k, v in body.items() if k not in ("anthropic_version", "anthropic_beta")}
+    unknown = set(typed) - _CLASSIC_API_FIELDS
+    if unknown:
+        raise Invalid(f"extraneous key {sorted(unknown)} is not permitted")
+    sampling = {k: typed.pop(k) for k in ("temperature", "top_p", "top_k") if k in typed}
+    if not all(isinstance(v, (int, float)) for v in sampling.values()):
+        raise Invalid("sampling parameters must be numbers")
+    try:
+        _consume(_NON_STREAMING.validate_python({**typed, "model": "claude"}))
+        system = body.get("system")
+        check_rules({**body, "system": [{"type": "text", "text": system}]} if isinstance(system, str) else body)
+    except ValidationError as exc:
+        raise Invalid(f"invalid request body: {exc}") from None
+    except Rejected as exc:
+        raise Invalid(str(exc)) from None
 
 
 def _blobs_to_bytes(body: dict[str, Any]) -> None:
@@ -161,6 +261,9 @@ class FakeBedrock:
     requests: list[Recorded] = field(default_factory=list)
     refused: list[str] = field(default_factory=list)
     base_url: str = ""
+    #: InvokeModel embeddings calls in flight now, and the most seen at once
+    in_flight: int = 0
+    in_flight_max: int = 0
 
     def last(self) -> Recorded:
         return self.requests[-1]
@@ -234,7 +337,9 @@ class FakeBedrock:
         raw = await request.read()
         # The model id travels percent-encoded as one segment (an ARN's '/' as %2F): read the raw path.
         segments = request.raw_path.split("?")[0].split("/")
-        if len(segments) != 4 or segments[3] not in INPUT_SHAPES:
+        if len(segments) == 4 and segments[3] == "invoke" and embedding_family(unquote(segments[2])) is not None:
+            return await self.invoke_embeddings(request, unquote(segments[2]), raw)
+        if len(segments) != 4 or (segments[3] not in INPUT_SHAPES and segments[3] not in INVOKE_OPERATIONS):
             return self._error(404, "UnknownOperationException", f"no operation at {request.raw_path}")
         operation = segments[3]
         model_id = unquote(segments[2])
@@ -250,6 +355,10 @@ class FakeBedrock:
         )
         if request.headers.get("Content-Type") != "application/json":
             return self._error(400, "SerializationException", "Content-Type must be application/json")
+        if operation in INVOKE_OPERATIONS:
+            return await self.invoke(request, model_id, body, operation == "invoke-with-response-stream")
+        if operation == "count-tokens":
+            return self.count_tokens(model_id, body)
         try:
             _blobs_to_bytes(body)
             report = ParamValidator().validate({**body, "modelId": model_id}, INPUT_SHAPES[operation])
@@ -277,6 +386,108 @@ class FakeBedrock:
                 ),
             )
         return await self.stream(request, model_id, blocks, stop_reason)
+
+    async def invoke_embeddings(self, request: web.Request, model_id: str, raw: bytes) -> web.Response:
+        """``InvokeModel`` on a Titan Text Embeddings or Cohere Embed model (issue 19): SigV4 checked as for
+        Converse, the call validated against botocore's ``InvokeModel`` input shape, the body against the model's
+        documented request schema (`check_titan_body`, `check_cohere_body`). Titan answers a text starting with
+        ``slow`` 0.1 s later (answers then finish out of order); ``in_flight_max`` records how many calls were in
+        flight at once. ``*-throttle`` answers 429."""
+        refused = self._check_auth(request, raw)
+        if refused is not None:
+            return refused
+        try:
+            body = orjson.loads(raw)
+        except orjson.JSONDecodeError:
+            return self._error(400, "SerializationException", "Start of structure or map found where not expected.")
+        self.requests.append(Recorded(request.path, request.raw_path, model_id, dict(request.headers), body))
+        report = ParamValidator().validate(
+            {"body": raw, "modelId": model_id, "contentType": request.headers.get("Content-Type", "")},
+            INVOKE_SHAPE,
+        )
+        if report.has_errors():
+            return self._error(400, "ValidationException", report.generate_report())
+        if request.headers.get("Content-Type") != "application/json":
+            return self._error(400, "ValidationException", "Content-Type must be application/json")
+        family = embedding_family(model_id)
+        try:
+            (check_titan_body if family == "titan" else check_cohere_body)(model_id, body)
+        except Invalid as exc:
+            return self._error(
+                400, "ValidationException", f"Malformed input request: {exc}, please reformat your input and try again."
+            )
+        if model_id.endswith("-throttle"):
+            return self._error(429, "ThrottlingException", "Too many requests, please wait before trying again.")
+        self.in_flight += 1
+        self.in_flight_max = max(self.in_flight_max, self.in_flight)
+        try:
+            if family == "titan":
+                text = body["inputText"]
+                await asyncio.sleep(0.1 if text.startswith("slow") else 0.01)
+                tokens = token_count(text)
+                answer: dict[str, Any] = {
+                    "embedding": fake_vector(text, body.get("dimensions", 1024 if "v2" in model_id else 1536)),
+                    "inputTextTokenCount": tokens,
+                }
+            else:
+                texts = body["texts"]
+                await asyncio.sleep(0.01)
+                tokens = sum(token_count(text) for text in texts)
+                vectors = [fake_vector(text, body.get("output_dimension", 1024 if "v3" in model_id else 1536))
+                           for text in texts]  # fmt: skip
+                if "embedding_types" in body:
+                    answer = {"id": "emb-fake", "response_type": "embeddings_by_type", "texts": texts,
+                              "embeddings": {kind: vectors for kind in body["embedding_types"]}}  # fmt: skip
+                else:
+                    answer = {"id": "emb-fake", "response_type": "embeddings_floats", "texts": texts,
+                              "embeddings": vectors}  # fmt: skip
+                answer["meta"] = {"api_version": {"version": "1"}, "billed_units": {"input_tokens": tokens}}
+        finally:
+            self.in_flight -= 1
+        return web.Response(
+            content_type="application/json",
+            headers={"x-amzn-RequestId": "req-fake-invoke", "X-Amzn-Bedrock-Input-Token-Count": str(tokens)},
+            body=orjson.dumps(answer),
+        )
+
+    def count_tokens(self, model_id: str, body: dict[str, Any]) -> web.Response:
+        report = ParamValidator().validate({**body, "modelId": model_id}, INPUT_SHAPES["count-tokens"])
+        if report.has_errors():
+            return self._error(400, "ValidationException", report.generate_report())
+        counted = body["input"]
+        if "invokeModel" in counted:
+            try:
+                invoked = orjson.loads(base64.b64decode(counted["invokeModel"]["body"], validate=True))
+                check_invoke_body(invoked, streaming=False)
+            except (ValueError, Invalid) as exc:
+                return self._error(400, "ValidationException", f"invokeModel.body: {exc}")
+            counted = invoked
+        return web.json_response({"inputTokens": count_of(counted)})
+
+    async def invoke(
+        self, request: web.Request, model_id: str, body: dict[str, Any], streaming: bool
+    ) -> web.StreamResponse:
+        try:
+            check_invoke_body(body, streaming=streaming)
+            message = claude_answer(model_id, {**body, "model": model_id})
+        except Invalid as exc:
+            return self._error(400, "ValidationException", str(exc))
+        except Rejected as exc:
+            return self._error(400, "ValidationException", str(exc))
+        if model_id.endswith("-throttle"):
+            return self._error(429, "ThrottlingException", "Too many requests, please wait before trying again.")
+        if model_id.endswith("-unavailable"):
+            return self._error(503, "ServiceUnavailableException", "Bedrock is unable to process your request.")
+        headers = {"x-amzn-RequestId": "req-fake-invoke"}
+        if not streaming:
+            return web.Response(content_type="application/json", headers=headers, body=orjson.dumps(message))
+        response = web.StreamResponse(headers={"Content-Type": "application/vnd.amazon.eventstream", **headers})
+        await response.prepare(request)
+        for sse_event in claude_stream_events(message):
+            data = sse_event.split(b"\ndata: ", 1)[1].rstrip(b"\n")
+            await response.write(event("chunk", {"bytes": base64.b64encode(data).decode()}))
+        await response.write_eof()
+        return response
 
     def answer(self, model_id: str, body: dict[str, Any]) -> tuple[list[dict[str, Any]], str]:
         tool_config = body.get("toolConfig") or {}

@@ -51,7 +51,8 @@ from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import padding, rsa
 from google.genai import types
 from google.genai._common import BaseModel as GenaiModel
-from pydantic import ValidationError
+from pydantic import BaseModel as PydanticModel
+from pydantic import ConfigDict, ValidationError
 
 from .anthropic_upstream import (
     _CLASSIC_API_FIELDS,
@@ -59,11 +60,14 @@ from .anthropic_upstream import (
     _STREAMING,
     Rejected,
     _consume,
+    check_count_tokens,
     check_rules,
+    count_of,
 )
 from .anthropic_upstream import answer as claude_answer
 from .anthropic_upstream import error_response as claude_error
 from .anthropic_upstream import stream as claude_stream
+from .embedding_vectors import fake_vector, token_count
 from .server import serve_in_thread, stream_in_pieces
 
 FIXTURE = Path(__file__).resolve().parents[3] / "shared" / "fixtures" / "gemini" / "stream_text_thought_signature.sse"
@@ -204,6 +208,8 @@ class FakeGoogle:
         )
         if request.headers.get("x-goog-api-key") != self.api_key:
             return google_error(400, "INVALID_ARGUMENT", "API key not valid. Please pass a valid API key.")
+        if method == "batchEmbedContents":
+            return batch_embed_contents(model, raw)
         return await self.generate(request, model, method, raw)
 
     async def vertex(self, request: web.Request) -> web.StreamResponse:
@@ -226,6 +232,8 @@ class FakeGoogle:
             )
         if request.match_info.get("publisher") == "anthropic":
             return await self.claude(request, model, method, raw)
+        if method == "predict":
+            return predict_embeddings(model, raw)
         return await self.generate(request, model, method, raw)
 
     def authorized(self, request: web.Request) -> bool:
@@ -236,6 +244,8 @@ class FakeGoogle:
         return scheme == "Bearer" and expiry is not None and expiry > time.time() and token not in self.revoked
 
     async def generate(self, request: web.Request, model: str, method: str, raw: bytes) -> web.StreamResponse:
+        if method == "countTokens":
+            return self.count_tokens(request, raw)
         streaming = method == "streamGenerateContent"
         if method not in ("generateContent", "streamGenerateContent"):
             return google_error(404, "NOT_FOUND", f"Method {method} not found.")
@@ -308,8 +318,33 @@ class FakeGoogle:
         await response.write_eof()
         return response
 
+    def count_tokens(self, request: web.Request, raw: bytes) -> web.Response:
+        """``:countTokens``: the Gemini API takes ``{"generateContentRequest": {"model", ...}}``, Vertex AI the
+        ``contents`` / ``systemInstruction`` / ``tools`` at the top; both validated as generateContent bodies."""
+        body = orjson.loads(raw)
+        inner = body.get("generateContentRequest") if "project" not in request.match_info else body
+        try:
+            if not isinstance(inner, dict):
+                raise GoogleRejected("countTokens: generateContentRequest is required on the Gemini API")
+            if "project" not in request.match_info and not str(inner.pop("model", "")).startswith("models/"):
+                raise GoogleRejected("generateContentRequest.model must be models/<id>")
+            WireRequest.model_validate(inner)
+        except ValidationError as exc:
+            return google_error(400, "INVALID_ARGUMENT", f"Invalid JSON payload received. {exc}")
+        except GoogleRejected as exc:
+            return google_error(exc.status, exc.name, str(exc))
+        return web.json_response({"totalTokens": max(1, len(orjson.dumps(inner)) // 4)})
+
     async def claude(self, request: web.Request, model: str, method: str, raw: bytes) -> web.StreamResponse:
         body = orjson.loads(raw)
+        if model == "count-tokens" and method == "rawPredict":  # Claude's token counting on Vertex AI
+            try:
+                if body.pop("anthropic_version", None) != "vertex-2023-10-16":
+                    raise Rejected("anthropic_version: must be vertex-2023-10-16")
+                check_count_tokens(body)
+            except Rejected as exc:
+                return claude_error(exc.status, exc.kind, str(exc))
+            return web.json_response({"input_tokens": count_of(body)})
         try:
             if method not in ("rawPredict", "streamRawPredict"):
                 raise Rejected(f"unknown method {method}", 404, "not_found_error")
@@ -612,6 +647,91 @@ def merge_chunks(chunks: list[dict[str, Any]]) -> dict[str, Any]:
         "modelVersion": last["modelVersion"],
         "responseId": last["responseId"],
     }
+
+
+# -- embeddings (issue 19) ----------------------------------------------------------------------------------------
+
+
+class EmbedRequestWire(GenaiModel):
+    """One request of ``batchEmbedContents`` (google-genai builds it in ``_EmbedContentParametersPrivate_to_mldev``:
+    ``model``, ``content``, ``taskType``, ``title``, ``outputDimensionality``); google-genai's own types inside."""
+
+    model: str
+    content: types.Content
+    task_type: str | None = None
+    title: str | None = None
+    output_dimensionality: int | None = None
+
+
+class BatchEmbedWire(GenaiModel):
+    requests: list[EmbedRequestWire]
+
+
+class _Strict(PydanticModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class PredictInstance(_Strict):
+    """A Vertex AI text-embedding ``predict`` instance, snake_case on the wire (google-genai's PREDICT mapping)."""
+
+    content: str
+    task_type: str | None = None
+    title: str | None = None
+
+
+class PredictParameters(_Strict):
+    outputDimensionality: int | None = None  # the wire's names
+    autoTruncate: bool | None = None
+
+
+class PredictWire(_Strict):
+    instances: list[PredictInstance]
+    parameters: PredictParameters | None = None
+
+
+def batch_embed_contents(model: str, raw: bytes) -> web.Response:
+    """``models/{model}:batchEmbedContents``: at most 100 requests, each naming this model, one text part each;
+    ``*-503`` answers 503. The answer is parsed back by google-genai's ``EmbedContentResponse``."""
+    try:
+        wire = BatchEmbedWire.model_validate_json(raw)
+    except ValidationError as exc:
+        return google_error(400, "INVALID_ARGUMENT", f"Invalid JSON payload received. {exc}")
+    if not 0 < len(wire.requests) <= 100:
+        return google_error(400, "INVALID_ARGUMENT", "* BatchEmbedContentsRequest.requests: at most 100 requests")
+    if model.endswith("-503"):
+        return google_error(503, "UNAVAILABLE", "The model is overloaded. Please try again later.")
+    embeddings = []
+    for index, one in enumerate(wire.requests):
+        if one.model != f"models/{model}":
+            return google_error(400, "INVALID_ARGUMENT", f"requests[{index}].model must be models/{model}")
+        parts = one.content.parts or []
+        if len(parts) != 1 or parts[0].text is None:
+            return google_error(400, "INVALID_ARGUMENT", "this fake embeds one text part per request")
+        embeddings.append({"values": fake_vector(parts[0].text, one.output_dimensionality or 3072)})
+    answer = {"embeddings": embeddings}
+    types.EmbedContentResponse.model_validate(answer)
+    return web.json_response(answer)
+
+
+def predict_embeddings(model: str, raw: bytes) -> web.Response:
+    """Vertex AI ``predict`` on a text-embedding model: gemini-embedding models take one instance per request (as
+    Vertex AI's), the others up to 250."""
+    try:
+        wire = PredictWire.model_validate_json(raw)
+    except ValidationError as exc:
+        return google_error(400, "INVALID_ARGUMENT", f"Invalid JSON payload received. {exc}")
+    limit = 1 if model.startswith("gemini-embedding") else 250
+    if not 0 < len(wire.instances) <= limit:
+        return google_error(400, "INVALID_ARGUMENT", f"{model} takes 1 to {limit} instances per request")
+    dimensions = wire.parameters.outputDimensionality if wire.parameters is not None else None
+    predictions = []
+    for instance in wire.instances:
+        vector = fake_vector(instance.content, dimensions or 768)
+        tokens = token_count(instance.content)
+        predictions.append(
+            {"embeddings": {"values": vector, "statistics": {"token_count": tokens, "truncated": False}}}
+        )
+    return web.json_response({"predictions": predictions, "metadata": {"billableCharacterCount": 42}})
 
 
 async def replay(request: web.Request) -> web.StreamResponse:

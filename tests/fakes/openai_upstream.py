@@ -25,6 +25,13 @@ Models (any other name answers normally):
 - ``*-content-then-error``  a stream whose first events (role, one word of content) and an error event come in ONE
                        write: content came first, so it is a failure after content however the reads split it
 
+- ``*-tool``           with ``tools`` and no tool result in the last message: a ``get_weather`` tool call (plain and
+                       streamed, arguments in pieces); once a ``tool`` message answers it, text about the result
+
+``POST /v1/responses/input_tokens`` (issue 19) is validated with the openai package's ``InputTokenCountParams``
+and answers ``{"object": "response.input_tokens", "input_tokens": <its JSON length / 4>}``. Chat bodies whose
+model ends with ``-typed`` are validated with the package's ``CompletionCreateParams`` (400 otherwise).
+
 ``count(model)`` says how many requests the fake received for an upstream model name (the attempts made).
 """
 
@@ -39,6 +46,7 @@ from typing import Any
 import orjson
 from aiohttp import web
 
+from .embedding_vectors import encode_base64, fake_vector, token_count
 from .server import serve_in_thread
 
 STORY = "Once upon a time there was a small gateway that translated every chunk it saw".split()
@@ -95,6 +103,13 @@ class FakeOpenAI:
             )
         if model.endswith("-sleep-headers"):
             return await self.hang()
+        if "-typed" in model:
+            problem = check_chat_body(body)
+            if problem is not None:
+                error = {"message": problem, "type": "invalid_request_error", "param": None, "code": None}
+                return web.json_response({"error": error}, status=400)
+        if "-tool" in model and body.get("tools") and body["messages"][-1]["role"] != "tool":
+            return await tool_call_answer(request, body)
         if model.endswith("-first-error") and body.get("stream"):
             response = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
             await response.prepare(request)
@@ -144,6 +159,20 @@ class FakeOpenAI:
             return await self.hang()
         if body.get("stream"):
             return await self.stream(request, body)
+        if body["messages"][-1]["role"] == "tool":
+            said = f"Tool said: {body['messages'][-1]['content']}"
+            return web.json_response(
+                {
+                    "id": "chatcmpl-fake",
+                    "object": "chat.completion",
+                    "created": 1700000000,
+                    "model": model,
+                    "choices": [
+                        {"index": 0, "message": {"role": "assistant", "content": said}, "finish_reason": "stop"}
+                    ],
+                    "usage": {"prompt_tokens": 12, "completion_tokens": 3, "total_tokens": 15},
+                }
+            )
         return web.Response(
             content_type="application/json",
             headers={"x-request-id": "req_fake_123"},
@@ -264,12 +293,191 @@ class FakeOpenAI:
         return response
 
 
+async def embeddings(fake: FakeOpenAI, request: web.Request) -> web.Response:
+    """``POST /embeddings`` (issue 19): the body checked against OpenAI's ``EmbeddingCreateParams`` (the openai
+    package's request type: required keys, their types, no unknown key but the extension fields the tests send),
+    vectors from `fake_vector` (one per input, ``dimensions`` long), base64 as OpenAI encodes it. Faults by model
+    suffix as for chat: ``-503``, ``-evict60``, ``-fail-once``, ``-429``, ``-200-error``."""
+    raw = await request.read()
+    body = orjson.loads(raw)
+    fake.requests.append(Recorded(request.path, dict(request.headers), raw, body))
+    problem = check_embeddings_body(body)
+    if problem is not None:
+        error = {"message": problem, "type": "invalid_request_error", "param": None, "code": None}
+        return web.json_response({"error": error}, status=400)
+    model: str = body["model"]
+    if model.endswith("-fail-once") and fake.count(model) == 1:
+        model += "-evict60"
+    if model.endswith(("-503", "-evict60")):
+        error = {"message": "The server is overloaded or not ready yet.", "type": "server_error", "param": None,
+                 "code": None}  # fmt: skip
+        headers = {"Retry-After": "60"} if model.endswith("-evict60") else {}
+        return web.json_response({"error": error}, status=503, headers=headers)
+    if model.endswith("-429"):
+        error = {"message": "Rate limit reached for requests", "type": "requests", "param": None,
+                 "code": "rate_limit_exceeded"}  # fmt: skip
+        return web.json_response({"error": error}, status=429, headers={"Retry-After": "7"})
+    if model.endswith("-200-error"):
+        return web.json_response({"error": {"message": "model is loading", "type": "server_error", "code": 503}})
+    value = body["input"]
+    items = [value] if isinstance(value, str) or (value and isinstance(value[0], int)) else value
+    base64_wanted = body.get("encoding_format") == "base64"
+    data = []
+    for index, item in enumerate(items):
+        vector = fake_vector(item, body.get("dimensions"))
+        data.append({"object": "embedding", "index": index,
+                     "embedding": encode_base64(vector) if base64_wanted else vector})  # fmt: skip
+    tokens = sum(token_count(item) for item in items)
+    return web.json_response(
+        {"object": "list", "data": data, "model": model, "usage": {"prompt_tokens": tokens, "total_tokens": tokens}},
+        headers={"x-request-id": "req_fake_embeddings"},
+    )
+
+
+#: What the tests send beyond OpenAI's own fields (read by other providers, passed on to OpenAI-format upstreams).
+EMBEDDING_EXTENSIONS = frozenset(("input_type", "task_type", "normalize", "truncate"))
+
+
+def check_embeddings_body(body: Any) -> str | None:
+    """What OpenAI would refuse in an embeddings body, per the openai package's ``EmbeddingCreateParams``."""
+    from openai.types import EmbeddingCreateParams
+
+    if not isinstance(body, dict):
+        return "the body must be a JSON object"
+    # input and model are Required[...] there (which __required_keys__ cannot see through the package's
+    # postponed annotations); the keys themselves come from the type.
+    known = EmbeddingCreateParams.__required_keys__ | EmbeddingCreateParams.__optional_keys__
+    required = {"input", "model"} & known
+    missing = required - set(body)
+    if missing:
+        return f"missing {sorted(missing)}"
+    unknown = set(body) - known - EMBEDDING_EXTENSIONS
+    if unknown:
+        return f"Unrecognized request argument supplied: {', '.join(sorted(unknown))}"
+    value = body["input"]
+    strings = isinstance(value, str) or (isinstance(value, list) and all(isinstance(x, str) for x in value))
+    tokens = isinstance(value, list) and all(isinstance(x, int) for x in value)
+    token_lists = isinstance(value, list) and all(
+        isinstance(x, list) and all(isinstance(t, int) for t in x) for x in value
+    )
+    if not (value and (strings or tokens or token_lists)):
+        return "'$.input' is invalid"
+    if body.get("encoding_format", "float") not in ("float", "base64"):
+        return "encoding_format must be float or base64"
+    if "dimensions" in body and not isinstance(body["dimensions"], int):
+        return "dimensions must be an integer"
+    if not isinstance(body["model"], str):
+        return "model must be a string"
+    return None
+
+
+def check_chat_body(body: dict[str, Any]) -> str | None:
+    """A Chat Completions body checked with the openai package's own request types (None: valid)."""
+    from openai.types.chat import completion_create_params
+    from pydantic import TypeAdapter, ValidationError
+
+    kind = (
+        completion_create_params.CompletionCreateParamsStreaming
+        if body.get("stream")
+        else completion_create_params.CompletionCreateParamsNonStreaming
+    )
+    try:
+        validated = TypeAdapter(kind).validate_python(body)
+        for message in validated["messages"]:  # Iterable fields validate lazily: read them
+            list(message.get("content") or []) if not isinstance(message.get("content"), str) else None
+            list(message.get("tool_calls") or [])
+        list(validated.get("tools") or [])
+    except ValidationError as exc:
+        return f"invalid request body: {exc}"
+    return None
+
+
+async def tool_call_answer(request: web.Request, body: dict[str, Any]) -> web.StreamResponse:
+    """A get_weather tool call, whole or streamed (arguments in pieces, then usage)."""
+    model = body["model"]
+    arguments = '{"city": "Paris"}'
+    call = {"id": "call_fake1", "type": "function", "function": {"name": body["tools"][0]["function"]["name"]}}
+    usage = {"prompt_tokens": 20, "completion_tokens": 7, "total_tokens": 27}
+    if not body.get("stream"):
+        message = {
+            "role": "assistant",
+            "content": None,
+            "tool_calls": [{**call, "function": {**call["function"], "arguments": arguments}}],
+        }
+        return web.json_response(
+            {
+                "id": "chatcmpl-tool",
+                "object": "chat.completion",
+                "created": 1700000000,
+                "model": model,
+                "choices": [{"index": 0, "message": message, "finish_reason": "tool_calls"}],
+                "usage": usage,
+            }
+        )
+    response = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
+    await response.prepare(request)
+    head = {"id": "chatcmpl-tool", "object": "chat.completion.chunk", "created": 1700000000, "model": model}
+
+    def chunk(delta: dict[str, Any], finish: str | None = None) -> bytes:
+        choice = {"index": 0, "delta": delta, "finish_reason": finish}
+        return b"data: " + orjson.dumps({**head, "choices": [choice]}) + b"\n\n"
+
+    out = chunk({"role": "assistant", "content": None})
+    out += chunk({"tool_calls": [{"index": 0, **call, "function": {**call["function"], "arguments": ""}}]})
+    for start in range(0, len(arguments), 6):
+        out += chunk({"tool_calls": [{"index": 0, "function": {"arguments": arguments[start : start + 6]}}]})
+    out += chunk({}, "tool_calls")
+    out += b"data: " + orjson.dumps({**head, "choices": [], "usage": usage}) + b"\n\ndata: [DONE]\n\n"
+    await response.write(out)
+    await response.write_eof()
+    return response
+
+
+async def input_tokens(fake: FakeOpenAI, request: web.Request) -> web.Response:
+    # pydantic cannot build InputTokenCountParams as a whole (its recursive definitions panic pydantic-core), so its
+    # fields are checked one by one with the package's own item and tool types.
+    from openai.types.responses import function_tool_param, input_token_count_params, response_input_param
+    from pydantic import TypeAdapter, ValidationError
+
+    raw = await request.read()
+    body = orjson.loads(raw)
+    fake.requests.append(Recorded(request.path, dict(request.headers), raw, body))
+    try:
+        unknown = set(body) - set(input_token_count_params.InputTokenCountParams.__annotations__)
+        if unknown or not isinstance(body.get("model"), str) or not isinstance(body.get("instructions", ""), str):
+            raise ValueError(f"unknown or mistyped fields: {sorted(unknown)}")
+        items = body["input"]
+        if not isinstance(items, (str, list)):
+            raise ValueError("input must be a string or a list of items")
+        for item in items if isinstance(items, list) else []:
+            validated = TypeAdapter(response_input_param.ResponseInputItemParam).validate_python(item)
+            content = validated.get("content") if isinstance(validated, dict) else None
+            if isinstance(content, list):
+                list(content)
+        for tool in body.get("tools") or []:
+            TypeAdapter(function_tool_param.FunctionToolParam).validate_python(tool)
+    except (ValidationError, ValueError, KeyError) as exc:
+        error = {"message": f"invalid request body: {exc}", "type": "invalid_request_error", "param": None}
+        return web.json_response({"error": error}, status=400)
+    return web.json_response({"object": "response.input_tokens", "input_tokens": max(1, len(raw) // 4)})
+
+
 def start_fake_openai() -> tuple[FakeOpenAI, Callable[[], None]]:
     """Serves the fake on 127.0.0.1 (a free port) from a daemon thread."""
     fake = FakeOpenAI()
     app = web.Application(handler_args={"lingering_time": 0})
     app.router.add_post("/v1/chat/completions", fake.handle)
     app.router.add_post("/chat/completions", fake.handle)
+
+    async def embeddings_handler(request: web.Request) -> web.Response:
+        return await embeddings(fake, request)
+
+    app.router.add_post("/v1/embeddings", embeddings_handler)
+
+    async def input_tokens_handler(request: web.Request) -> web.Response:
+        return await input_tokens(fake, request)
+
+    app.router.add_post("/v1/responses/input_tokens", input_tokens_handler)
     origin, stop = serve_in_thread(app, "fake-openai")
     fake.base_url = origin + "/v1"
     return fake, stop

@@ -1,0 +1,177 @@
+"""OpenAI embeddings as an inbound API (issue 19): ``POST /v1/embeddings`` and ``/embeddings`` (what the openai
+SDKs call with ``base_url`` set to the gateway).
+
+The operation glue: an embeddings request goes through the same exchange as chat completions -- inbound auth and
+``allowedModels``, ``authorization`` rules, routing with virtual models and failover, eviction, rate limits,
+metrics (``gen_ai_operation_name="embeddings"``), traces and the access log, settle -- with ``exchange.api =
+"embeddings"`` and this module as its ``operation``: the exchange's whole-body path (``Exchange._whole``) asks it,
+per attempt, for the upstream calls that embed the request at that attempt's backend, sends them (several at once
+when a provider takes fewer inputs per call than the client sent), and answers with what they join into. The
+per-provider request builders and answer readers are in providers/embeddings.py.
+
+Checked here before anything is sent, each failure a 400 in OpenAI's shape naming the field: ``model``;
+``input`` (a non-empty string, a list of up to 2048 non-empty strings, a token array or a list of token arrays);
+``dimensions`` (a positive integer); ``encoding_format`` (``float``, the default, or ``base64``); ``user`` (a
+string). Other fields pass through (to OpenAI-format upstreams as sent; the extension fields ``input_type``,
+``truncate`` (Cohere), ``normalize`` (Titan) and ``task_type`` (Gemini, Vertex AI) are read by their rows).
+
+A backend's ``defaults``, ``overrides`` and ``transformation`` are written for chat bodies (``temperature`` has no
+place in an embeddings request) and are not applied to embeddings; ``requestHeaders`` and ``responseHeaders`` are.
+"""
+
+from __future__ import annotations
+
+from collections.abc import MutableMapping, Sequence
+from typing import TYPE_CHECKING, Any
+
+import orjson
+
+from .errors import InvalidRequest
+from .exchange import Exchange, Observer
+from .providers import ChatRequest, header_value
+from .providers.embeddings import EmbeddingCalls, calls_for
+
+if TYPE_CHECKING:
+    from .backend import Backend
+
+__all__ = ["EMBEDDINGS", "MAX_INPUTS", "EmbeddingsApi", "parse_embeddings_request"]
+
+#: OpenAI's limit of inputs per request.
+MAX_INPUTS = 2048
+_ENCODINGS = ("float", "base64")
+
+_JSON_TYPE_NAMES = {
+    str: "a string",
+    int: "an integer",
+    float: "a number",
+    bool: "a boolean",
+    list: "an array",
+    dict: "an object",
+    type(None): "null",
+}
+
+
+def _type_name(value: Any) -> str:
+    return _JSON_TYPE_NAMES.get(type(value), type(value).__name__)
+
+
+def _wrong_type(param: str, expected: str, value: Any) -> InvalidRequest:
+    return InvalidRequest(
+        f"Invalid type for '{param}': expected {expected}, but got {_type_name(value)} instead.",
+        code="invalid_type",
+        param=param,
+    )
+
+
+def _invalid(message: str, param: str) -> InvalidRequest:
+    return InvalidRequest(message, code="invalid_value", param=param)
+
+
+def _is_token(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value >= 0
+
+
+_INPUT_TYPES = "a string, an array of strings, an array of token ids or an array of token arrays"
+
+
+def _check_input(value: Any) -> None:
+    if isinstance(value, str):
+        if not value:
+            raise _invalid("'input' must not be empty.", "input")
+        return
+    if not isinstance(value, list):
+        raise _wrong_type("input", _INPUT_TYPES, value)
+    if not value:
+        raise _invalid("'input' must not be an empty array.", "input")
+    if len(value) > MAX_INPUTS:
+        raise _invalid(f"'input' holds {len(value)} items; at most {MAX_INPUTS} are allowed per request.", "input")
+    first = value[0]
+    if isinstance(first, str):
+        for index, item in enumerate(value):
+            if not isinstance(item, str):
+                raise _wrong_type(f"input[{index}]", "a string (like input[0])", item)
+            if not item:
+                raise _invalid(f"'input[{index}]' must not be empty.", f"input[{index}]")
+    elif _is_token(first):
+        for index, item in enumerate(value):
+            if not _is_token(item):
+                raise _wrong_type(f"input[{index}]", "a token id (a non-negative integer, like input[0])", item)
+    elif isinstance(first, list):
+        for index, item in enumerate(value):
+            if not isinstance(item, list):
+                raise _wrong_type(f"input[{index}]", "an array of token ids (like input[0])", item)
+            if not item:
+                raise _invalid(f"'input[{index}]' must not be an empty array.", f"input[{index}]")
+            for position, token in enumerate(item):
+                if not _is_token(token):
+                    raise _wrong_type(f"input[{index}][{position}]", "a token id (a non-negative integer)", token)
+    else:
+        raise _wrong_type("input[0]", "a string, a token id or an array of token ids", first)
+
+
+def parse_embeddings_request(raw: bytes, headers: list[tuple[bytes, bytes]]) -> ChatRequest:
+    """The checked request, carried as a `ChatRequest` (never streamed) whose body is the client's embeddings body."""
+    if not raw:
+        raise InvalidRequest(
+            "The request body is empty: send a JSON object with 'model' and 'input'.", code="invalid_json"
+        )
+    try:
+        body = orjson.loads(raw)
+    except orjson.JSONDecodeError as exc:
+        raise InvalidRequest(f"The request body is not valid JSON: {exc}.", code="invalid_json") from None
+    if not isinstance(body, dict):
+        raise InvalidRequest(
+            f"The request body must be a JSON object with 'model' and 'input', got {_type_name(body)}.",
+            code="invalid_json",
+        )
+    model = body.get("model")
+    if model is None:
+        raise InvalidRequest("Missing required parameter: 'model'.", code="missing_required_parameter", param="model")
+    if not isinstance(model, str):
+        raise _wrong_type("model", "a string", model)
+    if not model:
+        raise _invalid("'model' must not be empty.", "model")
+    if "input" not in body or body["input"] is None:
+        raise InvalidRequest("Missing required parameter: 'input'.", code="missing_required_parameter", param="input")
+    _check_input(body["input"])
+    dimensions = body.get("dimensions")
+    if dimensions is not None and (not isinstance(dimensions, int) or isinstance(dimensions, bool)):
+        raise _wrong_type("dimensions", "an integer", dimensions)
+    if dimensions is not None and dimensions < 1:
+        raise _invalid(f"'dimensions' must be at least 1, got {dimensions}.", "dimensions")
+    encoding = body.get("encoding_format")
+    if encoding is not None and encoding not in _ENCODINGS:
+        if not isinstance(encoding, str):
+            raise _wrong_type("encoding_format", "a string", encoding)
+        raise _invalid(
+            f"Invalid value for 'encoding_format': {encoding!r}. Supported values are: 'float' and 'base64'.",
+            "encoding_format",
+        )
+    user = body.get("user")
+    if user is not None and not isinstance(user, str):
+        raise _wrong_type("user", "a string", user)
+    return ChatRequest(raw, body, model, False, False, header_value(headers, b"authorization"), headers)
+
+
+class EmbeddingsApi:
+    """The inbound API and the exchange's operation for embeddings (``Gateway.chat_completions`` takes it)."""
+
+    api = "embeddings"
+
+    def exchange(self, scope: MutableMapping[str, Any], observers: Sequence[Observer]) -> Exchange:
+        exchange = Exchange(scope, observers, self.api)
+        exchange.operation = self
+        return exchange
+
+    def parse(self, raw: bytes, headers: list[tuple[bytes, bytes]]) -> ChatRequest:
+        return parse_embeddings_request(raw, headers)
+
+    def calls(self, backend: Backend, request: ChatRequest, model: str, client_model: str) -> EmbeddingCalls:
+        """One attempt's calls at ``backend`` for the route's ``model``; the client's 400 when it cannot embed."""
+        attempt = request if model == request.model else request.derive(model)
+        calls = calls_for(backend.provider, attempt, client_model)
+        calls.header_edits = backend._request_headers  # the entry's requestHeaders, as Backend.prepare applies them
+        return calls
+
+
+EMBEDDINGS = EmbeddingsApi()
