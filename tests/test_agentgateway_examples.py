@@ -30,18 +30,19 @@ LOADS = [
     "examples/llm-vertex-gemini/config.yaml",
     # llm.policies.transformations (request headers set by CEL before matches; issue 21)
     "examples/llm-cost-routing/config.yaml",
+    # models[].guardrails: a webhook with messageFormat: raw, path and minSizeBytes (issue 21, guardrails.py)
+    "examples/llm-context-compression/config.yaml",
 ]
 
 # file -> the features it uses that issue 15 does not build (issue 21 brings most of them)
 NOT_YET = {
-    "examples/llm-context-compression/config.yaml": "models[].guardrails (webhook) -- issue 21",
     "examples/llm-ollama-postgres/config.yaml": "config.database (provider: ollama loads since issue 21)",
     "examples/llm-active-health/config.yaml": "health.active (active health probes)",
     "examples/llm-server-tools/config.yaml": "top-level backends (MCP) and models[].serverTools",
     "examples/llm-semantic-routing/response-cache/standalone/agentgateway.yaml": "llm.policies.extProc",
     f"{LOCAL_TESTS}/llm_simple_config.yaml": (
-        "llm.guardrails, models[].guardrails, promptCaching, params.tokenize -- issue 21, second half; an inline "
-        "JWKS without keys (jwtAuth refuses it)"
+        "an inline JWKS without keys (jwtAuth refuses it; its guardrails, promptCaching and params.tokenize load "
+        "since issue 21)"
     ),
     f"{LOCAL_TESTS}/llm_active_health_config.yaml": "health.active in providers[].defaults and models[].health",
     f"{LOCAL_TESTS}/llm_copilot_config.yaml": "provider: copilot (deliberately not supported: a config error)",

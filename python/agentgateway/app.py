@@ -21,6 +21,7 @@ from .cors import Cors
 from .embeddings import EMBEDDINGS, EmbeddingsApi
 from .errors import GatewayError
 from .exchange import Exchange, Observer
+from .guardrails import guard_responses, has_response_guards
 from .messages import COUNT_TOKENS, MESSAGES, MessagesApi
 from .policy import Guard, Identity
 from .reload import SNAPSHOT_ENV, Follower, follow, reusable
@@ -74,6 +75,8 @@ class Gateway:
         self.timeouts = config.llm.timeouts
         #: llm.policies cors, authorization and transformations (issue 21), compiled once
         self.cors, self.authorization, self.transformations = _request_policies(config)
+        #: whether any model entry guards answers (guardrails.py): only then is ``send`` wrapped
+        self.response_guards = has_response_guards(self.router)
         if not worker:
             # The main process names once what the config sets and this gateway does not serve.
             for line in config.unserved:
@@ -168,6 +171,7 @@ class Gateway:
             config, router, config.llm.timeouts, guard, observers
         )  # fmt: skip
         self.cors, self.authorization, self.transformations = _request_policies(config)
+        self.response_guards = has_response_guards(router)
         self.model_names = [*router.exact_names, *router.virtual_names]
         self.models_body = _models_body(self.model_names)
         self._models_by_key = {}
@@ -292,6 +296,8 @@ class Gateway:
                 await exchange.send_error(send, exc)
                 return
             watch = _DisconnectWatch(receive)
+            if self.response_guards:
+                send = guard_responses(exchange, send, client)
             try:
                 await exchange.serve(client, route, request, send)
             except GatewayError as exc:

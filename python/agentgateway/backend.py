@@ -20,6 +20,7 @@ from .authorization import Authorization
 from .cel import CelEvaluationError, Expression, compile_expression, request_activation, response_activation
 from .config import HeaderModifier, HealthConfig, ModelEntry
 from .errors import InvalidRequest
+from .guardrails import Guardrails
 from .health import BackendHealth, Clock, EvictionPolicy, is_failure_status
 from .providers import ChatRequest, Provider
 from .upstream import UpstreamRequest, encode_headers
@@ -92,6 +93,7 @@ class Backend:
         "_transformation",
         "authorization",
         "entry",
+        "guardrails",
         "health",
         "index",
         "internal",
@@ -127,6 +129,9 @@ class Backend:
         self.authorization = (
             Authorization(entry.authorization, f"llm.models[{index}]") if entry.authorization is not None else None
         )
+        #: the entry's guardrails with llm.policies.guardrails ahead (guardrails.py), compiled once; None: none
+        guards = entry.guardrails
+        self.guardrails = Guardrails(guards) if guards is not None and not isinstance(guards, str) else None
         self._request_headers = HeaderEdits(entry.request_headers) if entry.request_headers else None
         self.response_headers = HeaderEdits(entry.response_headers) if entry.response_headers else None
         self.unhealthy: Expression | None = None

@@ -131,6 +131,8 @@ class ModelParams(_Model):
     #: an unquoted ``2024-10-21`` is a date to YAML: it is taken as the version it spells
     azure_api_version: Annotated[str, BeforeValidator(_date_as_text)] | None = None
     azure_project_name: str | None = None
+    #: count the request's input tokens before sending it, for token rate limits (tokenize.py; issue 21)
+    tokenize: bool = False
 
     @field_validator(
         "aws_region",
@@ -355,6 +357,227 @@ class TransformationsPolicy(_Model):
         return value
 
 
+# -- guardrails and promptCaching (issue 21: guardrails.py, prompt_caching.py) ---------------------------------------
+
+#: agentgateway's regex builtins (its pii recognizers)
+GUARD_BUILTINS = ("ssn", "creditCard", "phoneNumber", "email", "caSin")
+#: agentgateway's guard kinds this gateway does not serve, and why (README: config parity)
+UNSUPPORTED_GUARDS = {
+    "bedrockGuardrails": "AWS Bedrock Guardrails (ApplyGuardrail) is not implemented by this gateway",
+    "googleModelArmor": "Google Model Armor is not implemented by this gateway",
+    "azureContentSafety": "Azure AI Content Safety is not implemented by this gateway",
+}
+
+
+def _lower_enum(value: Any) -> Any:
+    # agentgateway's enums are spelled both ways in its docs and examples (``Mask`` / ``mask``)
+    return value.lower() if isinstance(value, str) else value
+
+
+class GuardRejection(_Model):
+    """agentgateway's ``rejection``: the answer to a rejected request or response."""
+
+    body: str = "The request was rejected due to inappropriate content"
+    status: Annotated[int, Field(ge=400, le=599)] = 403
+    headers: HeaderModifier | None = None
+
+
+class RegexRule(_Model):
+    """One of ``builtin`` (ssn, creditCard, phoneNumber, email, caSin) or ``pattern`` (a regular expression)."""
+
+    builtin: Literal["ssn", "creditCard", "phoneNumber", "email", "caSin"] | None = None
+    pattern: str | None = None
+
+    @model_validator(mode="after")
+    def _one_of(self) -> RegexRule:
+        if (self.builtin is None) == (self.pattern is None):
+            raise ValueError("give exactly one of 'builtin' or 'pattern'")
+        if self.pattern is not None:
+            try:
+                re.compile(self.pattern)
+            except re.error as exc:
+                raise ValueError(f"invalid regex {self.pattern!r}: {exc}") from None
+        return self
+
+
+class RegexGuard(_Model):
+    """``regex``: ``mask`` replaces matches (``<EMAIL_ADDRESS>``, ``<masked>``), ``reject`` refuses the text."""
+
+    action: Annotated[Literal["mask", "reject"], BeforeValidator(_lower_enum)] = "mask"
+    rules: Annotated[list[RegexRule], Field(min_length=1)]
+
+
+class WebhookTarget(_Model):
+    """Where the webhook listens: ``host: host:port`` (plain HTTP), or ext ``url`` (http:// or https://)."""
+
+    host: str | None = None
+    url: str | None = None
+    backend: Any = None
+    service: Any = None
+
+    @model_validator(mode="after")
+    def _one_of(self) -> WebhookTarget:
+        if self.backend is not None or self.service is not None:
+            raise ValueError(
+                "webhook targets by 'backend' or 'service' are not supported by this gateway: give 'host: host:port' "
+                "or 'url: http(s)://host:port'"
+            )
+        if (self.host is None) == (self.url is None):
+            raise ValueError("give exactly one of 'host' (host:port) or 'url'")
+        if self.host is not None and not re.fullmatch(r"[A-Za-z0-9.\-\[\]:]+:\d{1,5}", self.host):
+            raise ValueError(f"host must be host:port, got {self.host!r}")
+        if self.url is not None:
+            parts = urlsplit(self.url)
+            if parts.scheme not in ("http", "https") or not parts.hostname:
+                raise ValueError(f"must be an http:// or https:// URL with a host, got {self.url!r}")
+        return self
+
+
+class WebhookGuard(_Model):
+    """``webhook``: the messages are POSTed to ``target`` (``/request``, ``/response``, or ``path``) and its verdict
+    (pass, mask, reject) is followed. ``failureMode``: what an unreachable or broken webhook means."""
+
+    target: WebhookTarget
+    #: header name (or ``:path``) -> CEL over the client's request (``request``, ``llmRequest``)
+    headers: dict[str, Expression] = {}
+    forward_header_matches: list[HeaderMatch] = []
+    #: default: failClosed (agentgateway's; ``messageFormat: raw`` defaults to failOpen as its example says)
+    failure_mode: Literal["failClosed", "failOpen"] | None = None
+    message_format: Literal["guardrail", "raw"] = "guardrail"
+    path: str | None = None
+    min_size_bytes: Annotated[int, Field(ge=0)] = 0
+
+    @field_validator("headers")
+    @classmethod
+    def _check_names(cls, value: dict[str, str]) -> dict[str, str]:
+        for name in value:
+            if name not in (":path", ":method") and not _HEADER_NAME.fullmatch(name):
+                raise ValueError(f"{name!r} is not a valid header name (or :path)")
+        return value
+
+    @field_validator("path")
+    @classmethod
+    def _check_path(cls, value: str | None) -> str | None:
+        if value is not None and (not value.startswith("/") or any(c in value for c in " \r\n?#")):
+            raise ValueError(f"must be an absolute path such as /v1/compress, got {value!r}")
+        return value
+
+
+class BackendAuthKey(_Model):
+    key: SecretStr
+
+
+class ModerationPolicies(_Model):
+    """The backend policies of the moderation call: ``backendAuth: {key}`` (the OpenAI key)."""
+
+    backend_auth: BackendAuthKey | None = None
+
+
+class ModerationGuard(_Model):
+    """``openAIModeration``: the prompt goes to an OpenAI-compatible ``/v1/moderations``; flagged: rejected."""
+
+    model: str = "omni-moderation-latest"
+    policies: ModerationPolicies | None = None
+    #: ext: the moderation server's root (``/v1/moderations`` is appended); default https://api.openai.com
+    base_url: str = "https://api.openai.com"
+
+    @field_validator("base_url")
+    @classmethod
+    def _check_base_url(cls, value: str) -> str:
+        parts = urlsplit(value)
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            raise ValueError(f"must be an http:// or https:// URL with a host, got {value!r}")
+        return value.rstrip("/").removesuffix("/v1")
+
+
+def _unsupported_guard(kind: str) -> Any:
+    def check(value: Any) -> Any:
+        if value is not None:
+            raise ValueError(
+                f"{kind} is not supported: {UNSUPPORTED_GUARDS[kind]}. Supported guards: regex, webhook, "
+                "openAIModeration (requests only)"
+            )
+        return value
+
+    return BeforeValidator(check)
+
+
+class _Guard(_Model):
+    rejection: GuardRejection = GuardRejection()
+    regex: RegexGuard | None = None
+    webhook: WebhookGuard | None = None
+    bedrock_guardrails: Annotated[Any, _unsupported_guard("bedrockGuardrails")] = None
+    google_model_armor: Annotated[Any, _unsupported_guard("googleModelArmor")] = None
+    azure_content_safety: Annotated[Any, _unsupported_guard("azureContentSafety")] = None
+
+    def _kinds(self) -> list[str]:
+        return [name for name in ("regex", "webhook", "open_ai_moderation") if getattr(self, name, None) is not None]
+
+    @model_validator(mode="after")
+    def _one_kind(self) -> _Guard:
+        kinds = self._kinds()
+        if len(kinds) != 1:
+            raise ValueError(
+                "give exactly one guard kind: regex, webhook"
+                + (", openAIModeration" if isinstance(self, RequestGuard) else "")
+                + (f" (got {' and '.join(kinds)})" if kinds else "")
+            )
+        return self
+
+
+class RequestGuard(_Guard):
+    open_ai_moderation: ModerationGuard | None = Field(default=None, alias="openAIModeration")
+
+
+class ResponseGuard(_Guard):
+    open_ai_moderation: Any = Field(default=None, alias="openAIModeration")
+
+    @field_validator("open_ai_moderation")
+    @classmethod
+    def _request_only(cls, value: Any) -> Any:
+        if value is not None:
+            raise ValueError("openAIModeration checks prompts only: use it in 'request', not 'response'")
+        return value
+
+
+def _streaming_mode(value: Any) -> Any:
+    if isinstance(value, bool):
+        return "enabled" if value else "disabled"
+    return value.lower() if isinstance(value, str) else value
+
+
+class PromptGuard(_Model):
+    """agentgateway's ``guardrails``: ``request`` guards run before the upstream call, ``response`` guards on the
+    answer; with ``streaming: enabled`` response guards also run on streamed answers."""
+
+    streaming: Annotated[Literal["enabled", "disabled"], BeforeValidator(_streaming_mode)] = "disabled"
+    request: list[RequestGuard] = []
+    response: list[ResponseGuard] = []
+
+    @model_validator(mode="after")
+    def _stream_guards(self) -> PromptGuard:
+        if self.streaming == "enabled":
+            for index, guard in enumerate(self.response):
+                if guard.webhook is not None:
+                    raise ValueError(
+                        f"response[{index}]: a webhook response guard cannot run on streamed answers here (streaming: "
+                        "enabled supports regex response guards); leave streaming disabled to guard plain answers"
+                    )
+        return self
+
+
+class PromptCaching(_Model):
+    """agentgateway's ``promptCaching`` (its defaults): cache points on the system prompt, the conversation history
+    (the second-to-last message, ``cacheMessageOffset`` further back) and the tools. ``minTokens`` gates the system
+    point on an estimate (words x 1.3)."""
+
+    cache_system: bool = True
+    cache_messages: bool = True
+    cache_tools: bool = False
+    min_tokens: Annotated[int, Field(ge=0)] | None = 1024
+    cache_message_offset: Annotated[int, Field(ge=0)] = 0
+
+
 class ProviderReference(_Model):
     reference: Annotated[str, Field(min_length=1)]
 
@@ -432,6 +655,11 @@ class ModelEntry(_Model):
     final_transformation: dict[str, Expression] | None = None
     #: who may use this entry (CEL over request, jwt, apiKey); 403 model_authorization_denied otherwise
     authorization: AuthorizationPolicy | None = None
+    #: prompt and response guards (guardrails.py): inline, or the name of one in ``llm.guardrails``; once the
+    #: config is loaded, the resolved guards with ``llm.policies.guardrails`` ahead of the entry's own
+    guardrails: str | PromptGuard | None = None
+    #: cache points inserted for Anthropic, Bedrock and Vertex AI Claude (prompt_caching.py)
+    prompt_caching: PromptCaching | None = None
 
     @field_validator("provider", mode="before")
     @classmethod
@@ -662,6 +890,8 @@ class Policies(_Model):
     authorization: AuthorizationPolicy | None = None
     #: request headers computed by CEL before a model is chosen (authorization.py: RequestTransformations)
     transformations: TransformationsPolicy | None = None
+    #: guards for every model, run ahead of each entry's own (guardrails.py)
+    guardrails: PromptGuard | None = None
 
 
 class RedisConfig(_Model):
@@ -778,6 +1008,8 @@ class LlmConfig(_Model):
     #: names in the top-level ``gateways`` whose port serves the llm section (the first one's)
     gateways: list[str] | None = None
     providers: list[ProviderEntry] = []
+    #: named guards that model entries reference by name (``guardrails: sharedPii``)
+    guardrails: dict[str, PromptGuard] = {}
     models: Annotated[list[ModelEntry], Field(min_length=1)]
     virtual_models: list[VirtualModel] = []
     timeouts: Timeouts = Timeouts()
@@ -863,6 +1095,7 @@ def load_config(text: str, source: str = "<inline config>") -> GatewayConfig:
         problems.extend(_validation_problems(exc, source, lines, ()))
         raise ConfigError("\n".join(problems)) from None
     config = _resolve_references(config, source, lines, problems)
+    config = _resolve_guardrails(config, source, lines, problems)
     _check_virtual_models(config.llm, source, lines, problems)
     config = _serving_port(config, source, lines, problems)
     if problems:
@@ -989,6 +1222,45 @@ def _resolve_references(
                 for problem in _validation_problems(exc, source, lines, ("llm", "providers", provider_index))
             )
             models.append(entry)
+    return config.model_copy(update={"llm": llm.model_copy(update={"models": models})})
+
+
+def _resolve_guardrails(
+    config: GatewayConfig, source: str, lines: dict[Path, int], problems: list[str]
+) -> GatewayConfig:
+    """Each entry's ``guardrails`` becomes the guards it runs: a name is looked up in ``llm.guardrails``, and
+    ``llm.policies.guardrails`` goes ahead of the entry's own (streaming on when either turns it on)."""
+    llm = config.llm
+    shared = llm.policies.guardrails
+    if shared is None and not any(entry.guardrails is not None for entry in llm.models):
+        return config
+    models: list[ModelEntry] = []
+    for index, entry in enumerate(llm.models):
+        own = entry.guardrails
+        path: Path = ("llm", "models", index, "guardrails")
+        if isinstance(own, str):
+            found = llm.guardrails.get(own)
+            if found is None:
+                names = ", ".join(repr(name) for name in llm.guardrails) or "none are configured"
+                problem = f"no guardrails named {own!r} in llm.guardrails ({names})"
+                problems.append(_located(source, lines, path, problem))
+                models.append(entry)
+                continue
+            own = found
+        merged = own if shared is None else shared if own is None else None
+        if merged is None:
+            assert shared is not None and own is not None
+            try:
+                merged = PromptGuard(
+                    streaming="enabled" if "enabled" in (shared.streaming, own.streaming) else "disabled",
+                    request=[*shared.request, *own.request],
+                    response=[*shared.response, *own.response],
+                )
+            except ValidationError as exc:
+                problems.extend(_validation_problems(exc, source, lines, path))
+                models.append(entry)
+                continue
+        models.append(entry.model_copy(update={"guardrails": merged}))
     return config.model_copy(update={"llm": llm.model_copy(update={"models": models})})
 
 

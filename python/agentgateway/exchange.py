@@ -211,6 +211,8 @@ class Exchange:
                     return
             else:
                 attempt_request = backend.request_for(request, model, self.path)
+                if backend.guardrails is not None and backend.guardrails.request:  # issue 21: guardrails.py
+                    attempt_request = await backend.guardrails.check_request(attempt_request, self, client)
                 if attempt_request.api == "count_tokens" and not backend.provider.counts_tokens(attempt_request):
                     await self._estimated(backend, model, attempt_request, send)
                     return

@@ -1,0 +1,788 @@
+"""agentgateway's ``guardrails`` (issue 21): prompt guards before the upstream call, response guards on the answer.
+
+Config (``config.py``: ``PromptGuard``) in ``llm.policies.guardrails`` (every model), ``llm.guardrails.<name>``
+(referenced by name) and ``models[].guardrails``; the config loader resolves names and puts the policy's guards
+ahead of the entry's own, so one `Guardrails` per backend holds everything that backend runs.
+
+Guard kinds:
+
+* ``regex``: ``rules`` of ``builtin`` (``ssn``, ``creditCard`` with a Luhn check, ``phoneNumber``, ``email``,
+  ``caSin`` with a Luhn check) or ``pattern``; ``action: mask`` replaces each match (``<SSN>``, ``<CREDIT_CARD>``,
+  ``<PHONE_NUMBER>``, ``<EMAIL_ADDRESS>``, ``<CA_SIN>``, a pattern's ``<masked>``), ``reject`` refuses the text.
+  Compiled once, at load. Requests: the text of every message (``content`` strings and text parts; the Messages
+  API's ``system`` too). Answers: each choice's ``message.content``.
+* ``webhook``: agentgateway's guardrail webhook protocol. ``POST /request`` ``{"body": {"messages": [{role,
+  content}]}}`` / ``POST /response`` ``{"body": {"choices": [{"message": {role, content}}]}}``; the answer's
+  ``action`` passes, masks (``body`` with the new messages / choices) or rejects (``body``, ``status_code``).
+  ``messageFormat: raw`` posts ``{"messages": <the request's own messages>, "model"}`` and takes ``{"messages"}``
+  back as the new messages (absent: unchanged). ``headers`` (CEL over the client's request; ``:path`` sets the
+  path), ``forwardHeaderMatches``, ``path``, ``minSizeBytes``. ``failureMode``: ``failClosed`` (503
+  ``guardrail_unavailable``) or ``failOpen`` (the request goes on unguarded, logged).
+* ``openAIModeration``: ``POST <baseUrl>/v1/moderations`` ``{"model", "input": [texts]}`` with
+  ``policies.backendAuth.key``; a flagged result rejects the request. An unreachable service fails the request
+  (503), as agentgateway's error does.
+
+A rejection is ``rejection.status`` (default 403) with an OpenAI error whose message is ``rejection.body`` and
+code ``guardrail_rejected`` (agentgateway sends the body as it is; here every error keeps OpenAI's shape so the
+SDKs read it), plus ``rejection.headers`` ``set`` / ``add``.
+
+Streams (``streaming: enabled``): regex response guards run on the OpenAI SSE frames the core writes, per choice.
+Text is held back by at most ``HOLD_BACK`` characters (and a match that reaches into them) so that a match split
+across chunks is still masked whole; the rest of each chunk goes out at once, and what is held is flushed (masked)
+before the chunk with the choice's ``finish_reason`` (or before ``[DONE]``, or the stream's end). Matches longer than
+``HOLD_BACK`` characters that arrive split are not guaranteed to be seen. ``reject`` on a stream ends it with the
+rejection as its error event (nothing of the match is sent). Usage and the other facts come from the core, so
+they stay exact. Response guards without ``streaming: enabled`` leave streams alone (agentgateway's default).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import re
+from collections.abc import Awaitable, Callable, Iterator, MutableMapping, Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+import orjson
+
+from .cel import CelEvaluationError, Expression, compile_expression, request_activation
+from .config import GuardRejection, ModerationGuard, PromptGuard, RegexGuard, WebhookGuard
+from .errors import GatewayError
+from .providers import ChatRequest
+from .upstream import Endpoint, UpstreamRequest, header_line
+
+if TYPE_CHECKING:
+    from .exchange import Exchange
+    from .router import Router
+    from .upstream import UpstreamClient
+
+__all__ = ["HOLD_BACK", "Guardrails", "RegexRules", "guard_responses", "has_response_guards"]
+
+logger = logging.getLogger("agentgateway")
+
+Message = MutableMapping[str, Any]
+Send = Callable[[Message], Awaitable[None]]
+Headers = list[tuple[bytes, bytes]]
+
+#: characters of a streamed choice held back so that a match split across chunks is masked whole
+HOLD_BACK = 128
+#: characters already sent that a stream's next scan sees ahead of the held text (word boundaries, lookbehinds)
+_CONTEXT = 32
+#: seconds a webhook or moderation call may take (agentgateway's default for policy calls)
+CALL_TIMEOUT = 10.0
+
+
+def _luhn(digits: str) -> bool:
+    total, odd = 0, False
+    for char in reversed(digits):
+        value = ord(char) - 48
+        if odd:
+            value *= 2
+            if value > 9:
+                value -= 9
+        total += value
+        odd = not odd
+    return total % 10 == 0
+
+
+def _card(text: str) -> bool:
+    digits = re.sub(r"[ -]", "", text)
+    return 13 <= len(digits) <= 19 and _luhn(digits)
+
+
+def _sin(text: str) -> bool:
+    digits = re.sub(r"[ -]", "", text)
+    return len(digits) == 9 and _luhn(digits)
+
+
+#: builtin -> (pattern, replacement, validator): agentgateway's entity names (its pii recognizers)
+_BUILTINS: dict[str, tuple[str, str, Callable[[str], bool] | None]] = {
+    "ssn": (r"(?<![\w-])(?!000|666|9\d\d)\d{3}([- ])(?!00)\d{2}\1(?!0000)\d{4}(?![\w-])", "<SSN>", None),
+    "creditCard": (r"(?<![\w-])\d(?:[ -]?\d){12,18}(?![\w-])", "<CREDIT_CARD>", _card),
+    "phoneNumber": (
+        r"(?<![\w+])(?:\+?1[ .-]?)?(?:\(\d{3}\)[ .-]?|\d{3}[ .-])\d{3}[ .-]\d{4}(?!\w)"
+        r"|(?<![\w+])\+\d{1,3}(?:[ .-]?\d{2,4}){2,5}(?!\w)",
+        "<PHONE_NUMBER>",
+        None,
+    ),
+    "email": (r"[A-Za-z0-9._%+-]+@[A-Za-z0-9.-]+\.[A-Za-z]{2,}", "<EMAIL_ADDRESS>", None),
+    "caSin": (r"(?<![\w-])\d{3}([- ]?)\d{3}\1\d{3}(?![\w-])", "<CA_SIN>", _sin),
+}
+
+Span = tuple[int, int, str]
+
+
+class RegexRules:
+    """A compiled ``regex`` guard."""
+
+    __slots__ = ("_rules", "reject")
+
+    def __init__(self, guard: RegexGuard) -> None:
+        self.reject = guard.action == "reject"
+        rules: list[tuple[re.Pattern[str], str, Callable[[str], bool] | None]] = []
+        for rule in guard.rules:
+            if rule.builtin is not None:
+                pattern, replacement, check = _BUILTINS[rule.builtin]
+                rules.append((re.compile(pattern), replacement, check))
+            else:
+                assert rule.pattern is not None
+                rules.append((re.compile(rule.pattern), "<masked>", None))
+        self._rules = tuple(rules)
+
+    def found(self, text: str) -> bool:
+        """Whether any rule matches ``text`` (the reject check; stops at the first match)."""
+        for pattern, _, check in self._rules:
+            if check is None:
+                if pattern.search(text) is not None:
+                    return True
+            elif any(check(m.group()) for m in pattern.finditer(text)):
+                return True
+        return False
+
+    def spans(self, text: str) -> list[Span]:
+        """Every non-empty match as ``(start, end, replacement)``, sorted, overlaps joined (an earlier rule's
+        replacement wins where they overlap)."""
+        found: list[tuple[int, int, int, str]] = []
+        for order, (pattern, replacement, check) in enumerate(self._rules):
+            for match in pattern.finditer(text):
+                start, end = match.span()
+                if start != end and (check is None or check(match.group())):
+                    found.append((start, end, order, replacement))
+        if not found:
+            return []
+        found.sort()
+        merged: list[Span] = []
+        for start, end, _, replacement in found:
+            if merged and start < merged[-1][1]:
+                last = merged[-1]
+                merged[-1] = (last[0], max(last[1], end), last[2])
+            else:
+                merged.append((start, end, replacement))
+        return merged
+
+    def mask(self, text: str) -> str | None:
+        """``text`` with every match replaced; None when nothing matched."""
+        spans = self.spans(text)
+        return _replace(text, spans, len(text)) if spans else None
+
+
+def _replace(text: str, spans: list[Span], upto: int) -> str:
+    out: list[str] = []
+    at = 0
+    for start, end, replacement in spans:
+        if end > upto:
+            break
+        out.append(text[at:start])
+        out.append(replacement)
+        at = end
+    out.append(text[at:upto])
+    return "".join(out)
+
+
+# -- the texts of a request ----------------------------------------------------------------------------------------
+
+
+def _content_texts(content: Any) -> Iterator[str]:
+    if isinstance(content, str):
+        yield content
+    elif isinstance(content, list):
+        for part in content:
+            if isinstance(part, dict) and part.get("type") == "text" and isinstance(part.get("text"), str):
+                yield part["text"]
+
+
+def request_texts(body: dict[str, Any], api: str) -> list[str]:
+    """The prompt's texts in a fixed order: the Messages API's ``system``, then each message's content."""
+    texts: list[str] = []
+    if api == "messages":
+        texts.extend(_content_texts(body.get("system")))
+    for message in body.get("messages") or ():
+        if isinstance(message, dict):
+            texts.extend(_content_texts(message.get("content")))
+    return texts
+
+
+def _with_content(content: Any, texts: Iterator[str]) -> Any:
+    if isinstance(content, str):
+        return next(texts)
+    if isinstance(content, list):
+        parts = []
+        for part in content:
+            if isinstance(part, dict) and part.get("type") == "text" and isinstance(part.get("text"), str):
+                parts.append({**part, "text": next(texts)})
+            else:
+                parts.append(part)
+        return parts
+    return content
+
+
+def with_request_texts(body: dict[str, Any], api: str, texts: list[str]) -> dict[str, Any]:
+    """A new body with the texts of `request_texts` replaced, in the same order (the client's is not touched)."""
+    remaining = iter(texts)
+    out = dict(body)
+    if api == "messages" and "system" in body:
+        out["system"] = _with_content(body["system"], remaining)
+    messages = body.get("messages")
+    if isinstance(messages, list):
+        out["messages"] = [
+            {**m, "content": _with_content(m["content"], remaining)} if isinstance(m, dict) and "content" in m else m
+            for m in messages
+        ]
+    return out
+
+
+def _message_text(content: Any) -> str:
+    return "".join(_content_texts(content))
+
+
+# -- the guards ----------------------------------------------------------------------------------------------------
+
+
+class GuardRejected(GatewayError):
+    """A guard refused the request or the answer: the configured status, body as the message."""
+
+
+def _rejection(rejection: GuardRejection, status: int | None = None, body: str | None = None) -> GuardRejected:
+    headers: Headers = []
+    if rejection.headers is not None:
+        for name, value in (*rejection.headers.set.items(), *rejection.headers.add.items()):
+            headers.append((name.lower().encode("latin-1"), value.encode("latin-1")))
+    return GuardRejected(
+        body if body is not None else rejection.body,
+        status=status or rejection.status,
+        code="guardrail_rejected",
+        headers=headers,
+    )
+
+
+def _unavailable(what: str, detail: str) -> GatewayError:
+    return GatewayError(
+        f"The {what} could not be consulted ({detail}); the request was not sent.",
+        status=503,
+        code="guardrail_unavailable",
+    )
+
+
+@dataclass(slots=True)
+class _Compiled:
+    kind: str  # regex | webhook | moderation
+    rejection: GuardRejection
+    rules: RegexRules | None = None
+    webhook: _Webhook | None = None
+    moderation: _Moderation | None = None
+
+
+async def _post(client: UpstreamClient, endpoint: Endpoint, headers: bytes, body: bytes) -> tuple[int, bytes]:
+    async def call() -> tuple[int, bytes]:
+        response = await client.send(UpstreamRequest(endpoint, headers, body))
+        try:
+            data = await response.read()
+        except BaseException:
+            response.abort()
+            raise
+        response.release()
+        return response.status, data
+
+    return await asyncio.wait_for(call(), CALL_TIMEOUT)
+
+
+class _Webhook:
+    __slots__ = ("_base", "_endpoints", "_forward", "_headers", "_path", "fail_open", "min_size", "raw", "where")
+
+    def __init__(self, config: WebhookGuard) -> None:
+        target = config.target
+        self._base = (target.url or f"http://{target.host}").rstrip("/")
+        self.where = self._base
+        self.raw = config.message_format == "raw"
+        mode = config.failure_mode or ("failOpen" if self.raw else "failClosed")
+        self.fail_open = mode == "failOpen"
+        self.min_size = config.min_size_bytes
+        self._path = config.path
+        self._headers: list[tuple[str, Expression]] = [
+            (name.lower(), compile_expression(source)) for name, source in config.headers.items()
+        ]
+        self._forward = [
+            (
+                match.name.lower().encode("latin-1"),
+                match.value.exact.encode("latin-1") if match.value.exact is not None else None,
+                re.compile(match.value.regex.encode("latin-1")) if match.value.regex is not None else None,
+            )
+            for match in config.forward_header_matches
+        ]
+        self._endpoints: dict[str, Endpoint] = {}
+
+    def _endpoint(self, path: str) -> Endpoint:
+        endpoint = self._endpoints.get(path)
+        if endpoint is None:
+            endpoint = self._endpoints[path] = Endpoint.parse(self._base + path)
+        return endpoint
+
+    def _request_parts(self, default_path: str, request: ChatRequest, exchange: Exchange) -> tuple[str, bytes]:
+        path = self._path or default_path
+        lines = b"Content-Type: application/json\r\n"
+        for forward, expected, pattern in self._forward:
+            values = [value for key, value in request.headers if key == forward]
+            if any((expected is not None and v == expected) or (pattern and pattern.fullmatch(v)) for v in values):
+                for header in values:
+                    lines += header_line(forward, header)
+        if self._headers:
+            activation = request_activation(exchange.method, exchange.path, request.headers, request.raw, request.body)
+            for name, expression in self._headers:
+                try:
+                    value = expression.evaluate(activation)
+                except CelEvaluationError as exc:
+                    logger.debug("webhook header expression for %s failed: %s", name, exc)
+                    continue
+                if value is None:
+                    continue
+                text = value.decode("latin-1") if isinstance(value, bytes) else str(value)
+                if name == ":path":
+                    path = text if text.startswith("/") else "/" + text
+                elif name != ":method":
+                    lines += header_line(name.encode("latin-1"), text.encode("latin-1"))
+        return path, lines
+
+    async def call(
+        self, client: UpstreamClient, default_path: str, payload: Any, request: ChatRequest, exchange: Exchange
+    ) -> Any:
+        """The webhook's parsed answer; None when ``minSizeBytes`` skipped the call; raises GatewayError (503)."""
+        body = orjson.dumps(payload)
+        if self.min_size and len(body) < self.min_size:
+            return None
+        path, headers = self._request_parts(default_path, request, exchange)
+        try:
+            status, answer = await _post(client, self._endpoint(path), headers, body)
+        except (GatewayError, OSError, asyncio.TimeoutError) as exc:
+            detail = exc.message if isinstance(exc, GatewayError) else type(exc).__name__
+            raise _unavailable(f"guardrail webhook at {self.where}", detail) from None
+        if status >= 300:
+            raise _unavailable(f"guardrail webhook at {self.where}", f"it answered HTTP {status}")
+        try:
+            return orjson.loads(answer)
+        except orjson.JSONDecodeError:
+            raise _unavailable(f"guardrail webhook at {self.where}", "its answer is not JSON") from None
+
+
+class _Moderation:
+    __slots__ = ("_endpoint", "_headers", "model", "where")
+
+    def __init__(self, config: ModerationGuard) -> None:
+        self.where = config.base_url
+        self._endpoint = Endpoint.parse(config.base_url + "/v1/moderations")
+        self.model = config.model
+        headers = b"Content-Type: application/json\r\n"
+        auth = config.policies.backend_auth if config.policies is not None else None
+        if auth is not None:
+            headers += header_line(b"Authorization", b"Bearer " + auth.key.get_secret_value().encode("latin-1"))
+        self._headers = headers
+
+    async def flagged(self, client: UpstreamClient, texts: list[str]) -> bool:
+        body = orjson.dumps({"model": self.model, "input": texts})
+        try:
+            status, answer = await _post(client, self._endpoint, self._headers, body)
+        except (GatewayError, OSError, asyncio.TimeoutError) as exc:
+            detail = exc.message if isinstance(exc, GatewayError) else type(exc).__name__
+            raise _unavailable(f"moderation service at {self.where}", detail) from None
+        if status >= 300:
+            raise _unavailable(f"moderation service at {self.where}", f"it answered HTTP {status}")
+        try:
+            results = orjson.loads(answer)["results"]
+            return any(result.get("flagged") is True for result in results)
+        except (orjson.JSONDecodeError, KeyError, TypeError, AttributeError):
+            raise _unavailable(f"moderation service at {self.where}", "its answer has no results") from None
+
+
+def _compile(guard: Any) -> _Compiled:
+    if guard.regex is not None:
+        return _Compiled("regex", guard.rejection, rules=RegexRules(guard.regex))
+    if guard.webhook is not None:
+        return _Compiled("webhook", guard.rejection, webhook=_Webhook(guard.webhook))
+    return _Compiled("moderation", guard.rejection, moderation=_Moderation(guard.open_ai_moderation))
+
+
+def _webhook_action(answer: Any) -> tuple[str, Any]:
+    """agentgateway's untagged action: ``reject`` (body + status_code), ``mask`` (body object), else ``pass``."""
+    action = answer.get("action") if isinstance(answer, dict) else None
+    if not isinstance(action, dict):
+        return "pass", None
+    if "status_code" in action and isinstance(action.get("body"), str):
+        return "reject", action
+    if isinstance(action.get("body"), dict):
+        return "mask", action["body"]
+    return "pass", None
+
+
+class Guardrails:
+    """The guards one backend runs (``models[].guardrails`` resolved, ``llm.policies.guardrails`` first)."""
+
+    __slots__ = ("request", "response", "stream_rules", "streaming")
+
+    def __init__(self, config: PromptGuard) -> None:
+        self.request = [_compile(guard) for guard in config.request]
+        self.response = [_compile(guard) for guard in config.response]
+        self.streaming = config.streaming == "enabled" and bool(self.response)
+        #: (rules, rejection) of the regex response guards, for streams
+        self.stream_rules = [(g.rules, g.rejection) for g in self.response if g.rules is not None]
+
+    # -- requests ----------------------------------------------------------------------------------------------
+
+    async def check_request(self, request: ChatRequest, exchange: Exchange, client: UpstreamClient) -> ChatRequest:
+        """The request to send (masked when a guard masked it); raises the rejection or the 503 of a guard that
+        could not be consulted (``failClosed``)."""
+        api = request.api
+        if api not in ("chat", "messages"):
+            return request
+        body = request.body
+        texts: list[str] | None = None
+        changed = False
+        for guard in self.request:
+            if guard.rules is not None:
+                if texts is None:
+                    texts = request_texts(body, api)
+                rules = guard.rules
+                if rules.reject:
+                    if any(rules.found(text) for text in texts):
+                        raise _rejection(guard.rejection)
+                    continue
+                masked = [rules.mask(text) for text in texts]
+                if any(m is not None for m in masked):
+                    texts = [m if m is not None else t for m, t in zip(masked, texts, strict=True)]
+                    changed = True
+                continue
+            if changed:
+                body, changed = with_request_texts(body, api, texts or []), False
+                request = request.derive(request.model, body)
+            texts = None
+            if guard.moderation is not None:
+                if await guard.moderation.flagged(client, request_texts(body, api)):
+                    raise _rejection(guard.rejection)
+                continue
+            assert guard.webhook is not None
+            replaced = await self._webhook_request(guard, request, exchange, client)
+            if replaced is not None:
+                body = replaced
+                request = request.derive(request.model, body)
+        if changed:
+            request = request.derive(request.model, with_request_texts(body, api, texts or []))
+        return request
+
+    async def _webhook_request(
+        self, guard: _Compiled, request: ChatRequest, exchange: Exchange, client: UpstreamClient
+    ) -> dict[str, Any] | None:
+        webhook = guard.webhook
+        assert webhook is not None
+        body = request.body
+        messages = body.get("messages") or []
+        if webhook.raw:
+            payload: Any = {"messages": messages, "model": request.model}
+        else:
+            simple = [
+                {"role": m.get("role", "user"), "content": _message_text(m.get("content"))}
+                for m in messages
+                if isinstance(m, dict)
+            ]
+            payload = {"body": {"messages": simple}}
+        try:
+            answer = await webhook.call(client, "/request", payload, request, exchange)
+        except GatewayError as exc:
+            if webhook.fail_open:
+                logger.warning("guardrail webhook unavailable, failing open: %s", exc.message)
+                return None
+            raise
+        if answer is None:
+            return None
+        if webhook.raw:
+            replacement = answer.get("messages") if isinstance(answer, dict) else None
+            if replacement is None:
+                return None
+            if not isinstance(replacement, list) or not all(isinstance(m, dict) for m in replacement):
+                raise _unavailable(f"guardrail webhook at {webhook.where}", "its messages are not a list of objects")
+            return {**body, "messages": replacement}
+        kind, action = _webhook_action(answer)
+        if kind == "reject":
+            status = action.get("status_code")
+            valid = isinstance(status, int) and 400 <= status <= 599
+            raise _rejection(guard.rejection, status if valid else None, action["body"])
+        if kind == "mask":
+            new = action.get("messages")
+            if not isinstance(new, list):
+                raise _unavailable(f"guardrail webhook at {webhook.where}", "its mask has no messages")
+            contents = iter(m.get("content", "") if isinstance(m, dict) else "" for m in new)
+            out = []
+            for message in messages:
+                content = next(contents, None) if isinstance(message, dict) else None
+                out.append({**message, "content": content} if content is not None else message)
+            return {**body, "messages": out}
+        return None
+
+    # -- answers -----------------------------------------------------------------------------------------------
+
+    async def check_answer(self, body: bytes, request: ChatRequest | None, exchange: Exchange, client: Any) -> bytes:
+        """A whole OpenAI answer with the response guards applied: masked, or the rejection raised."""
+        try:
+            answer = orjson.loads(body)
+            choices = answer["choices"]
+        except (orjson.JSONDecodeError, KeyError, TypeError):
+            return body
+        changed = False
+        for guard in self.response:
+            if guard.rules is not None:
+                rules = guard.rules
+                for choice in choices:
+                    message = choice.get("message") if isinstance(choice, dict) else None
+                    if not isinstance(message, dict):
+                        continue
+                    content = message.get("content")
+                    if not isinstance(content, str) or not content:
+                        continue
+                    if rules.reject:
+                        if rules.found(content):
+                            raise _rejection(guard.rejection)
+                    else:
+                        masked = rules.mask(content)
+                        if masked is not None:
+                            message["content"] = masked
+                            changed = True
+                continue
+            webhook = guard.webhook
+            assert webhook is not None and request is not None
+            payload = {
+                "body": {
+                    "choices": [
+                        {"message": {"role": "assistant", "content": (c.get("message") or {}).get("content") or ""}}
+                        for c in choices
+                    ]
+                }
+            }
+            try:
+                reply = await webhook.call(client, "/response", payload, request, exchange)
+            except GatewayError as exc:
+                if webhook.fail_open:
+                    logger.warning("guardrail webhook unavailable, failing open: %s", exc.message)
+                    continue
+                raise
+            kind, action = _webhook_action(reply)
+            if kind == "reject":
+                status = action.get("status_code")
+                valid = isinstance(status, int) and 400 <= status <= 599
+                raise _rejection(guard.rejection, status if valid else None, action["body"])
+            if kind == "mask":
+                for choice, new in zip(choices, action.get("choices") or [], strict=False):
+                    content = ((new or {}).get("message") or {}).get("content")
+                    if isinstance(content, str) and isinstance(choice.get("message"), dict):
+                        choice["message"]["content"] = content
+                        changed = True
+        return orjson.dumps(answer) if changed else body
+
+    def stream(self) -> StreamGuard:
+        return StreamGuard(self.stream_rules)
+
+
+class StreamGuard:
+    """The regex response guards of one streamed answer: `feed` takes the core's complete OpenAI SSE frames and
+    returns them with content masked (some of it held back, at most HOLD_BACK characters per choice); `finish`
+    returns what is still held. A reject raises the rejection (the exchange ends the stream with it)."""
+
+    __slots__ = ("_held", "_last", "_masks", "_rejects", "_sent")
+
+    def __init__(self, rules: Sequence[tuple[RegexRules | None, GuardRejection]]) -> None:
+        self._masks = [r for r, _ in rules if r is not None and not r.reject]
+        self._rejects = [(r, rejection) for r, rejection in rules if r is not None and r.reject]
+        #: choice index -> text not yet sent / the last characters sent (scan context)
+        self._held: dict[int, str] = {}
+        self._sent: dict[int, str] = {}
+        #: the last chunk's id, created and model, for a chunk of held text sent on its own
+        self._last: dict[str, Any] = {}
+
+    def _release(self, index: int, text: str, final: bool) -> str:
+        """Adds ``text`` to the choice's held text and returns what may go out now (masked)."""
+        held = self._held.get(index, "") + text
+        if not held:
+            return ""
+        context = self._sent.get(index, "")
+        scan = context + held
+        skip = len(context)
+        for rules, rejection in self._rejects:
+            if any(start >= skip or end > skip for start, end, _ in rules.spans(scan)):
+                raise _rejection(rejection)
+        spans: list[Span] = []
+        for rules in self._masks:
+            found = [s for s in rules.spans(scan) if s[0] >= skip]
+            spans = _union(spans, found) if spans else found
+        cut = len(scan) if final else max(skip, len(scan) - HOLD_BACK)
+        if not final:
+            for start, end, _ in spans:
+                if start < cut < end or (start < cut and end == len(scan)):
+                    cut = start
+                    break
+        if cut <= skip:
+            self._held[index] = held
+            return ""
+        shifted = [(s - skip, e - skip, r) for s, e, r in spans if e <= cut]
+        out = _replace(held, shifted, cut - skip)
+        self._held[index] = held[cut - skip :]
+        self._sent[index] = (context + held[: cut - skip])[-_CONTEXT:]
+        return out
+
+    def feed(self, frames: bytes) -> bytes:
+        if b'"content"' not in frames and b'"finish_reason":"' not in frames and b"[DONE]" not in frames:
+            return frames
+        out: list[bytes] = []
+        for frame in frames.split(b"\n\n"):
+            if not frame:
+                continue
+            out.append(self._frame(frame))
+        return b"".join(part + b"\n\n" for part in out if part)
+
+    def _frame(self, frame: bytes) -> bytes:
+        if frame.startswith(b"data: [DONE]") or frame.startswith(b'data: {"error"'):
+            return self._flush() + frame
+        if not frame.startswith(b"data: {"):
+            return frame
+        try:
+            chunk = orjson.loads(frame[6:])
+        except orjson.JSONDecodeError:
+            return frame
+        choices = chunk.get("choices") if isinstance(chunk, dict) else None
+        if not choices:
+            return frame
+        self._last = {key: chunk[key] for key in ("id", "object", "created", "model") if key in chunk}
+        changed = False
+        for choice in choices:
+            if not isinstance(choice, dict):
+                continue
+            index = choice.get("index", 0)
+            delta = choice.get("delta")
+            content = delta.get("content") if isinstance(delta, dict) else None
+            final = choice.get("finish_reason") is not None
+            if isinstance(content, str) and (content or final):
+                assert isinstance(delta, dict)
+                delta["content"] = self._release(index, content, final)
+                changed = True
+            elif final and self._held.get(index):
+                released = self._release(index, "", True)
+                if isinstance(delta, dict):
+                    delta["content"] = released
+                else:
+                    choice["delta"] = {"content": released}
+                changed = True
+        return b"data: " + orjson.dumps(chunk) if changed else frame
+
+    def _flush(self) -> bytes:
+        """A chunk with every choice's held text (masked), or b"" when nothing is held."""
+        choices = []
+        for index in sorted(self._held):
+            if self._held[index]:
+                released = self._release(index, "", True)
+                choices.append({"index": index, "delta": {"content": released}, "finish_reason": None})
+        if not choices:
+            return b""
+        chunk = {**self._last, "object": "chat.completion.chunk", "choices": choices}
+        return b"data: " + orjson.dumps(chunk) + b"\n\n"
+
+    def finish(self) -> bytes:
+        return self._flush()
+
+
+def _union(a: list[Span], b: list[Span]) -> list[Span]:
+    """Two sorted span lists as one, overlaps joined (``a``'s replacement wins)."""
+    merged: list[Span] = []
+    for start, end, replacement in sorted(a + b, key=lambda s: (s[0], -s[1])):
+        if merged and start < merged[-1][1]:
+            last = merged[-1]
+            merged[-1] = (last[0], max(last[1], end), last[2])
+        else:
+            merged.append((start, end, replacement))
+    return merged
+
+
+# -- the hook around what the exchange sends ---------------------------------------------------------------------
+
+
+def has_response_guards(router: Router) -> bool:
+    """Whether any backend guards answers (else the gateway does not wrap ``send`` at all)."""
+    return any(backend.guardrails is not None and backend.guardrails.response for backend in router.backends)
+
+
+def guard_responses(exchange: Exchange, send: Send, client: Any) -> Send:
+    """``send`` with the response guards of the backend that answers applied to a 200 chat answer: whole answers
+    are held until their body (masked, or replaced by the rejection); streams, when the guards are enabled on
+    streams, go through a StreamGuard frame by frame. Other answers (errors, other APIs) pass untouched."""
+    state: dict[str, Any] = {}
+
+    async def guarded(message: Message) -> None:
+        kind = message["type"]
+        if kind == "http.response.start":
+            guards = _guards_of(exchange) if message.get("status") == 200 and exchange.api == "chat" else None
+            if guards is None:
+                state["pass"] = True
+                await send(message)
+            elif exchange.streamed:
+                if not guards.streaming:
+                    state["pass"] = True
+                else:
+                    state["stream"] = guards.stream()
+                await send(message)
+            else:
+                state["start"], state["guards"] = message, guards
+            return
+        if kind != "http.response.body" or state.get("pass"):
+            await send(message)
+            return
+        stream: StreamGuard | None = state.get("stream")
+        if stream is not None:
+            await _send_stream(stream, message, state, exchange, send)
+            return
+        start = state.pop("start", None)
+        if start is None:
+            await send(message)
+            return
+        guards = state["guards"]
+        try:
+            body = await guards.check_answer(message.get("body", b""), exchange.request, exchange, client)
+        except GatewayError as exc:
+            logger.info("a response guard refused the answer for %s: %s", exchange.client_model, exc.message)
+            exchange.status = exc.status
+            exchange.facts.error, exchange.facts.error_type = exc.message, exc.code
+            headers = [h for h in start["headers"] if h[0] == b"content-type" or h[0].startswith(b"x-")]
+            await send({**start, "status": exc.status, "headers": headers + exc.headers})
+            await send({"type": "http.response.body", "body": exc.body()})
+            return
+        await send(start)
+        await send({**message, "body": body})
+
+    return guarded
+
+
+async def _send_stream(
+    stream: StreamGuard, message: Message, state: dict[str, Any], exchange: Exchange, send: Send
+) -> None:
+    more = message.get("more_body", False)
+    if state.get("rejected"):
+        # The stream was refused: only its end (the exchange's error event, written from our rejection) goes out.
+        if not more:
+            body = message.get("body", b"")
+            await send({**message, "body": body if body.startswith(b'data: {"error"') else b""})
+        return
+    try:
+        body = stream.feed(message.get("body", b""))
+        if not more:
+            body += stream.finish()
+    except GuardRejected as exc:
+        state["rejected"] = True
+        logger.info("a response guard refused the stream for %s: %s", exchange.client_model, exc.message)
+        if more:
+            raise  # the exchange stops reading the upstream and ends the stream with this error
+        exchange.facts.error, exchange.facts.error_type = exc.message, exc.code
+        await send({**message, "body": exc.stream_event()})
+        return
+    if body or not more:
+        await send({**message, "body": body})
+
+
+def _guards_of(exchange: Exchange) -> Guardrails | None:
+    if not exchange.attempts:
+        return None
+    guards: Guardrails | None = getattr(exchange.attempts[-1].backend, "guardrails", None)
+    return guards if guards is not None and guards.response else None
