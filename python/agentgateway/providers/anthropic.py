@@ -49,6 +49,7 @@ import orjson
 
 from ..config import ModelEntry
 from ..errors import GatewayError, InvalidRequest, UpstreamHTTPError
+from ..prompt_caching import anthropic_cache_points
 from ..upstream import Endpoint, UpstreamRequest, encode_headers, header_line
 from .base import ChatRequest, Provider, header_value
 from .messages_input import claude_body, claude_count_body
@@ -419,11 +420,13 @@ class AnthropicProvider(Provider):
             raise InvalidRequest(f"Invalid Anthropic header: {exc}.", param="anthropic-version") from None
         model = self.upstream_model or request.model
         if request.api == "messages":  # an Anthropic Messages client: its own body, only the model replaced
-            return UpstreamRequest(self.endpoint, headers, orjson.dumps(claude_body(request.body, model=model)))
+            body = anthropic_cache_points(claude_body(request.body, model=model), self.entry.prompt_caching)
+            return UpstreamRequest(self.endpoint, headers, orjson.dumps(body))
         if request.api == "count_tokens":
             body = claude_count_body(request.body, model=model)
             return UpstreamRequest(self.count_endpoint, headers, orjson.dumps(body))
         body = translate_request(request, model=model, version=version, default_max_tokens=self.max_tokens)
+        body = anthropic_cache_points(body, self.entry.prompt_caching)  # promptCaching (issue 21)
         return UpstreamRequest(self.endpoint, headers, orjson.dumps(body))
 
     def counts_tokens(self, request: ChatRequest) -> bool:

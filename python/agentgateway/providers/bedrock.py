@@ -39,6 +39,7 @@ from .._core import SigV4Signer
 from ..config import ModelEntry
 from ..errors import ConfigError, GatewayError, InvalidRequest, UpstreamHTTPError
 from ..memo import BoundedMemo
+from ..prompt_caching import converse_cache_points
 from ..upstream import Endpoint, UpstreamRequest, encode_headers
 from .base import ChatRequest, Provider, header_value
 from .bedrock_anthropic import count_tokens_input, invoke_body, is_claude_model
@@ -626,7 +627,8 @@ class BedrockProvider(Provider):
         if request.api != "chat":
             return await self._prepare_messages(request, model_id)
         endpoint, path = self._endpoints.get((model_id, request.stream))
-        body = orjson.dumps(converse_body(request.body, model_id, self.max_tokens))
+        payload = converse_body(request.body, model_id, self.max_tokens)
+        body = orjson.dumps(converse_cache_points(payload, model_id, self.entry.prompt_caching))  # issue 21
         return UpstreamRequest(endpoint, await self.signed_headers(path, body), body)
 
     async def _prepare_messages(self, request: ChatRequest, model_id: str) -> UpstreamRequest:

@@ -35,6 +35,7 @@ from ..config import ModelEntry
 from ..errors import GatewayError
 from ..google_auth import GoogleCredentials
 from ..memo import BoundedMemo
+from ..prompt_caching import anthropic_cache_points
 from ..upstream import Endpoint, UpstreamRequest, encode_headers, header_line
 from .anthropic import DEFAULT_MAX_TOKENS as ANTHROPIC_DEFAULT_MAX_TOKENS
 from .anthropic import error_from_anthropic_body
@@ -134,6 +135,7 @@ class VertexProvider(Provider):
                 default_max_tokens=self.max_tokens or ANTHROPIC_DEFAULT_MAX_TOKENS,
             )
             body["anthropic_version"] = self.anthropic_version
+            body = anthropic_cache_points(body, self.entry.prompt_caching)  # promptCaching (issue 21)
         else:
             body = translate_gemini_request(request, model=model, default_max_tokens=self.max_tokens)
         return UpstreamRequest(streamed if request.stream else plain, await self.auth_headers(), orjson.dumps(body))
@@ -153,6 +155,7 @@ class VertexProvider(Provider):
                 return UpstreamRequest(self.count_endpoints.get("anthropic"), headers, orjson.dumps(body))
             plain, streamed = self.endpoints.get(model)
             body = claude_body(request.body, model=None, extra=version)
+            body = anthropic_cache_points(body, self.entry.prompt_caching)  # promptCaching (issue 21)
             return UpstreamRequest(streamed if request.stream else plain, headers, orjson.dumps(body))
         body = gemini_body(read_messages(request.body), model, self.max_tokens)
         if request.api == "count_tokens":
