@@ -96,43 +96,120 @@ def _sin(text: str) -> bool:
     return len(digits) == 9 and _luhn(digits)
 
 
-#: builtin -> (pattern, replacement, validator): agentgateway's entity names (its pii recognizers)
-_BUILTINS: dict[str, tuple[str, str, Callable[[str], bool] | None]] = {
-    "ssn": (r"(?<![\w-])(?!000|666|9\d\d)\d{3}([- ])(?!00)\d{2}\1(?!0000)\d{4}(?![\w-])", "<SSN>", None),
-    "creditCard": (r"(?<![\w-])\d(?:[ -]?\d){12,18}(?![\w-])", "<CREDIT_CARD>", _card),
+#: builtin -> (pattern, replacement, validator, needles): agentgateway's entity names (its pii recognizers). A text
+#: can match a builtin only when it holds one of its needles -- in the text's *shape* (every digit written as 0) for
+#: the number builtins, in the text itself for email. Each needle is implied by its pattern, so the check (C-speed
+#: substring searches, where a pattern's own scan costs ~20 ns a character) never changes what is found, and a text
+#: with years or versions in it ("Python 3.12 in 2023") is not scanned by the number patterns at all.
+_BUILTINS: dict[str, tuple[str, str, Callable[[str], bool] | None, tuple[str, ...]]] = {
+    "ssn": (
+        r"[0-9](?<![\w-][0-9])[0-9][0-9](?<!000)(?<!666)(?<!9[0-9][0-9])"
+        r"([- ])(?!00)[0-9][0-9]\1(?!0000)[0-9]{4}(?![\w-])",
+        "<SSN>",
+        None,
+        ("000-00-0000", "000 00 0000"),
+    ),
+    "creditCard": (
+        r"[0-9](?<![\w-][0-9])[0-9]{3}[ -]?[0-9]{4}(?:[ -]?[0-9]){5,11}(?![\w-])",
+        "<CREDIT_CARD>",
+        _card,
+        ("0000 0000", "0000-0000", "00000000"),
+    ),
     "phoneNumber": (
-        r"(?<![\w+])(?:\+?1[ .-]?)?(?:\(\d{3}\)[ .-]?|\d{3}[ .-])\d{3}[ .-]\d{4}(?!\w)"
-        r"|(?<![\w+])\+\d{1,3}(?:[ .-]?\d{2,4}){2,5}(?!\w)",
+        r"(?<![\w+])(?:\+?1[ .-]?)?(?:\([0-9]{3}\)[ .-]?|[0-9]{3}[ .-])[0-9]{3}[ .-][0-9]{4}(?!\w)"
+        r"|(?<![\w+])\+[0-9]{1,3}(?:[ .-]?[0-9]{2,4}){2,5}(?!\w)",
         "<PHONE_NUMBER>",
         None,
+        ("000-0000", "000.0000", "000 0000", "+0"),
     ),
-    "email": (r"[A-Za-z0-9._%+-]+@[A-Za-z0-9.-]+\.[A-Za-z]{2,}", "<EMAIL_ADDRESS>", None),
-    "caSin": (r"(?<![\w-])\d{3}([- ]?)\d{3}\1\d{3}(?![\w-])", "<CA_SIN>", _sin),
+    "email": (r"[A-Za-z0-9._%+-]+@[A-Za-z0-9.-]+\.[A-Za-z]{2,}", "<EMAIL_ADDRESS>", None, ("@",)),
+    "caSin": (
+        r"[0-9](?<![\w-][0-9])[0-9][0-9]([- ]?)[0-9]{3}\1[0-9]{3}(?![\w-])",
+        "<CA_SIN>",
+        _sin,
+        ("000-000-000", "000 000 000", "000000000"),
+    ),
 }
+#: the shape of a text: its UTF-8 with every digit written as 0 (bytes.translate: 0.2 µs for 300 characters, where
+#: str.translate takes 1.6)
+_SHAPE = bytes.maketrans(b"123456789", b"000000000")
+#: the last text whose shape was asked for, and its shape (one tuple: replaced at once)
+_LAST_SHAPE: list[tuple[str, bytes]] = [("", b"")]
+
+
+def _shape(text: str) -> bytes:
+    """The shape of ``text``, kept for the last text asked (every guard of a request asks for the same one)."""
+    last = _LAST_SHAPE[0]
+    if last[0] is text:
+        return last[1]
+    shape = text.encode("utf-8", "surrogatepass").translate(_SHAPE)
+    _LAST_SHAPE[0] = (text, shape)
+    return shape
+
+
+def _has_digit(text: str) -> bool:
+    return (
+        "0" in text or "1" in text or "2" in text or "3" in text or "4" in text
+        or "5" in text or "6" in text or "7" in text or "8" in text or "9" in text
+    )  # fmt: skip
+
 
 Span = tuple[int, int, str]
 
 
-class RegexRules:
-    """A compiled ``regex`` guard."""
+Rule = tuple[re.Pattern[str], str, Callable[[str], bool] | None]
 
-    __slots__ = ("_rules", "reject")
+
+class RegexRules:
+    """A compiled ``regex`` guard. A builtin is skipped when the text lacks what each of its matches holds (a digit,
+    an ``@``): ``in`` tells that far sooner than the pattern's own scan (0.15 µs against ~1.3 µs for 300
+    characters), so the rules that can match are looked up once per request (`candidates`) from four lists made at
+    load."""
+
+    __slots__ = ("_needy", "_plain", "_rules", "reject")
 
     def __init__(self, guard: RegexGuard) -> None:
         self.reject = guard.action == "reject"
-        rules: list[tuple[re.Pattern[str], str, Callable[[str], bool] | None]] = []
+        #: every rule in config order with its needles (none for a pattern) and whether they are looked for in the
+        #: text's shape (number builtins) or in the text (email)
+        rules: list[tuple[Rule, tuple[Any, ...], bool]] = []
         for rule in guard.rules:
             if rule.builtin is not None:
-                pattern, replacement, check = _BUILTINS[rule.builtin]
-                rules.append((re.compile(pattern), replacement, check))
+                pattern, replacement, check, needles = _BUILTINS[rule.builtin]
+                shaped = rule.builtin != "email"
+                found: tuple[Any, ...] = tuple(n.encode() for n in needles) if shaped else needles
+                rules.append(((re.compile(pattern), replacement, check), found, shaped))
             else:
                 assert rule.pattern is not None
-                rules.append((re.compile(rule.pattern), "<masked>", None))
+                rules.append(((re.compile(rule.pattern), "<masked>", None), (), False))
         self._rules = tuple(rules)
+        #: the rules that need nothing (patterns): all that can match a text with no digit and no "@"
+        self._plain = tuple(rule for rule, needles, _ in rules if not needles)
+        self._needy = len(self._plain) != len(rules)
 
-    def found(self, text: str) -> bool:
+    def candidates(self, text: str) -> tuple[Rule, ...]:
+        """The rules that can match ``text`` (or any part of it: pass the texts joined), in config order."""
+        if not self._needy:
+            return self._plain
+        digit = _has_digit(text)
+        if not digit and "@" not in text:
+            return self._plain
+        shape = _shape(text) if digit else b""
+        out = []
+        for rule, needles, shaped in self._rules:
+            if needles:
+                hay: Any = shape if shaped else text
+                for needle in needles:
+                    if needle in hay:
+                        break
+                else:
+                    continue
+            out.append(rule)
+        return tuple(out)
+
+    def found(self, text: str, candidates: tuple[Rule, ...] | None = None) -> bool:
         """Whether any rule matches ``text`` (the reject check; stops at the first match)."""
-        for pattern, _, check in self._rules:
+        for pattern, _, check in self.candidates(text) if candidates is None else candidates:
             if check is None:
                 if pattern.search(text) is not None:
                     return True
@@ -140,11 +217,12 @@ class RegexRules:
                 return True
         return False
 
-    def spans(self, text: str) -> list[Span]:
+    def spans(self, text: str, candidates: tuple[Rule, ...] | None = None) -> list[Span]:
         """Every non-empty match as ``(start, end, replacement)``, sorted, overlaps joined (an earlier rule's
         replacement wins where they overlap)."""
         found: list[tuple[int, int, int, str]] = []
-        for order, (pattern, replacement, check) in enumerate(self._rules):
+        rules = self.candidates(text) if candidates is None else candidates
+        for order, (pattern, replacement, check) in enumerate(rules):
             for match in pattern.finditer(text):
                 start, end = match.span()
                 if start != end and (check is None or check(match.group())):
@@ -161,9 +239,15 @@ class RegexRules:
                 merged.append((start, end, replacement))
         return merged
 
-    def mask(self, text: str) -> str | None:
-        """``text`` with every match replaced; None when nothing matched."""
-        spans = self.spans(text)
+    def mask(self, text: str, candidates: tuple[Rule, ...] | None = None) -> str | None:
+        """``text`` with every match replaced; None when nothing matched (found by one search per rule)."""
+        rules = self.candidates(text) if candidates is None else candidates
+        for pattern, _, _ in rules:
+            if pattern.search(text) is not None:
+                break
+        else:
+            return None
+        spans = self.spans(text, rules)
         return _replace(text, spans, len(text)) if spans else None
 
 
@@ -435,19 +519,25 @@ class Guardrails:
             return request
         body = request.body
         texts: list[str] | None = None
+        joined = ""
         changed = False
         for guard in self.request:
             if guard.rules is not None:
                 if texts is None:
                     texts = request_texts(body, api)
+                    joined = "".join(texts)
                 rules = guard.rules
+                candidates = rules.candidates(joined)
+                if not candidates:
+                    continue
                 if rules.reject:
-                    if any(rules.found(text) for text in texts):
+                    if any(rules.found(text, candidates) for text in texts):
                         raise _rejection(guard.rejection)
                     continue
-                masked = [rules.mask(text) for text in texts]
+                masked = [rules.mask(text, candidates) for text in texts]
                 if any(m is not None for m in masked):
                     texts = [m if m is not None else t for m, t in zip(masked, texts, strict=True)]
+                    joined = "".join(texts)
                     changed = True
                 continue
             if changed:
@@ -709,48 +799,49 @@ def guard_responses(exchange: Exchange, send: Send, client: Any) -> Send:
     """``send`` with the response guards of the backend that answers applied to a 200 chat answer: whole answers
     are held until their body (masked, or replaced by the rejection); streams, when the guards are enabled on
     streams, go through a StreamGuard frame by frame. Other answers (errors, other APIs) pass untouched."""
+    passing = False
+    start: Message | None = None
+    guards: Guardrails | None = None
+    stream: StreamGuard | None = None
     state: dict[str, Any] = {}
 
     async def guarded(message: Message) -> None:
+        nonlocal passing, start, guards, stream
+        if passing:
+            await send(message)
+            return
         kind = message["type"]
         if kind == "http.response.start":
             guards = _guards_of(exchange) if message.get("status") == 200 and exchange.api == "chat" else None
-            if guards is None:
-                state["pass"] = True
+            if guards is None or (exchange.streamed and not guards.streaming):
+                passing = True
                 await send(message)
             elif exchange.streamed:
-                if not guards.streaming:
-                    state["pass"] = True
-                else:
-                    state["stream"] = guards.stream()
+                stream = guards.stream()
                 await send(message)
             else:
-                state["start"], state["guards"] = message, guards
+                start = message
             return
-        if kind != "http.response.body" or state.get("pass"):
+        if kind != "http.response.body":
             await send(message)
-            return
-        stream: StreamGuard | None = state.get("stream")
-        if stream is not None:
+        elif stream is not None:
             await _send_stream(stream, message, state, exchange, send)
-            return
-        start = state.pop("start", None)
-        if start is None:
+        elif start is not None and guards is not None:
+            head, start = start, None
+            try:
+                body = await guards.check_answer(message.get("body", b""), exchange.request, exchange, client)
+            except GatewayError as exc:
+                logger.info("a response guard refused the answer for %s: %s", exchange.client_model, exc.message)
+                exchange.status = exc.status
+                exchange.facts.error, exchange.facts.error_type = exc.message, exc.code
+                headers = [h for h in head["headers"] if h[0] == b"content-type" or h[0].startswith(b"x-")]
+                await send({**head, "status": exc.status, "headers": headers + exc.headers})
+                await send({"type": "http.response.body", "body": exc.body()})
+                return
+            await send(head)
+            await send({**message, "body": body} if body is not message.get("body") else message)
+        else:
             await send(message)
-            return
-        guards = state["guards"]
-        try:
-            body = await guards.check_answer(message.get("body", b""), exchange.request, exchange, client)
-        except GatewayError as exc:
-            logger.info("a response guard refused the answer for %s: %s", exchange.client_model, exc.message)
-            exchange.status = exc.status
-            exchange.facts.error, exchange.facts.error_type = exc.message, exc.code
-            headers = [h for h in start["headers"] if h[0] == b"content-type" or h[0].startswith(b"x-")]
-            await send({**start, "status": exc.status, "headers": headers + exc.headers})
-            await send({"type": "http.response.body", "body": exc.body()})
-            return
-        await send(start)
-        await send({**message, "body": body})
 
     return guarded
 
