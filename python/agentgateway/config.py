@@ -1155,6 +1155,18 @@ def _unserved(config: GatewayConfig, document: dict[str, Any], source: str, line
                     "serving port; only gateways.<name>.port is used)",
                 )
             )
+    for index, entry in enumerate(config.llm.models):
+        if entry.params.tokenize:
+            notices.append(
+                _located(
+                    source,
+                    lines,
+                    ("llm", "models", index, "params", "tokenize"),
+                    "accepted but not served: input tokens are not counted before sending (tiktoken's encodings "
+                    "are not available offline); token rate limits use the gateway's estimate (request bytes / 4 "
+                    "plus max_tokens) and are settled with the upstream's reported usage",
+                )
+            )
     for key in sorted(config.frontend_policies or {}):
         notices.append(_located(source, lines, ("frontendPolicies", key), "accepted but not served by this gateway"))
     return tuple(notices)
