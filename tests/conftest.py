@@ -32,9 +32,10 @@ TEST_KEY = "sk-test-secret-key-0123456789"
 _OPEN_CLIENTS: list[openai.OpenAI] = []
 
 
-def openai_client(base_url: str) -> openai.OpenAI:
-    """A real openai client (no retries, so upstream errors show as they are), closed after the test."""
-    client = openai.OpenAI(base_url=base_url, api_key="sk-client", max_retries=0)
+def openai_client(base_url: str, api_key: str = "sk-client", **options: Any) -> openai.OpenAI:
+    """A real openai client (no retries, so upstream errors show as they are), closed after the test: a client left
+    to the garbage collector leaks its sockets, and their ResourceWarning fails whichever test runs then."""
+    client = openai.OpenAI(base_url=base_url, api_key=api_key, max_retries=0, **options)
     _OPEN_CLIENTS.append(client)
     return client
 

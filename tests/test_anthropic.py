@@ -13,7 +13,7 @@ import openai
 import orjson
 import pytest
 from conftest import TEST_KEY, RunningGateway, openai_client, run_openai_npm, start_gateway
-from fakes.anthropic_upstream import FIXTURE, NEW_VERSION, USAGE, FakeAnthropic, start_fake_anthropic
+from fakes.anthropic_upstream import NEW_VERSION, USAGE, FakeAnthropic, start_fake_anthropic
 
 PNG = base64.b64encode(b"\x89PNG\r\n\x1a\n" + b"\0" * 16).decode()
 WEATHER_TOOL = {
@@ -302,7 +302,7 @@ def test_client_version_and_beta_headers_win(gateway: RunningGateway, fake: Fake
 
 
 def test_without_a_configured_key_the_clients_key_is_used(gateway: RunningGateway, fake: FakeAnthropic) -> None:
-    keyed = openai.OpenAI(base_url=gateway.url, api_key=TEST_KEY, max_retries=0)
+    keyed = openai_client(gateway.url, TEST_KEY)
     with keyed:
         completion = keyed.chat.completions.create(model="keyless-haiku", messages=[{"role": "user", "content": "k"}])
     assert completion.choices[0].message.content == "You said: k"
@@ -475,7 +475,6 @@ def test_a_dropped_thinking_block_is_rejected_upstream_and_reported(gateway: Run
 # -- recorded capture ------------------------------------------------------------------------------------------------
 
 
-@pytest.mark.skipif(not FIXTURE.exists(), reason="shared fixtures not present")
 def test_recorded_stream_replays_into_openai_chunks(gateway: RunningGateway) -> None:
     chunks = list(
         client(gateway).chat.completions.create(

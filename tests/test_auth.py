@@ -18,7 +18,7 @@ import openai
 import pytest
 from agentgateway.config import load_config
 from agentgateway.errors import ConfigError
-from conftest import TEST_KEY, RunningGateway, free_port, start_gateway
+from conftest import TEST_KEY, RunningGateway, free_port, openai_client, start_gateway
 from cryptography.hazmat.primitives.asymmetric import rsa
 from fakes.openai_upstream import FakeOpenAI
 from jwt.algorithms import RSAAlgorithm
@@ -45,7 +45,7 @@ def _models(upstream: str) -> str:
 
 
 def _client(gateway: RunningGateway, key: str) -> openai.OpenAI:
-    return openai.OpenAI(base_url=gateway.url, api_key=key, max_retries=0)
+    return openai_client(gateway.url, key)
 
 
 @pytest.fixture(scope="module")

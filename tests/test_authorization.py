@@ -9,7 +9,7 @@ from typing import Any
 
 import openai
 import pytest
-from conftest import _OPEN_CLIENTS, TEST_KEY, RunningGateway, start_gateway
+from conftest import TEST_KEY, RunningGateway, openai_client, start_gateway
 from fakes.openai_upstream import FakeOpenAI, start_fake_openai
 
 MESSAGES: Any = [{"role": "user", "content": "hi"}]
@@ -57,9 +57,7 @@ llm:
 
 
 def client(gateway: RunningGateway, key: str, **headers: str) -> openai.OpenAI:
-    made = openai.OpenAI(base_url=gateway.url, api_key=key, max_retries=0, default_headers=headers)
-    _OPEN_CLIENTS.append(made)  # closed after the test (conftest)
-    return made
+    return openai_client(gateway.url, key, default_headers=headers)
 
 
 def test_the_gateway_wide_rules_admit_by_key_metadata_or_header(gateway: RunningGateway) -> None:

@@ -522,7 +522,6 @@ def test_stream_failures_reach_the_client_as_errors(client: openai.OpenAI, model
     assert caught.value.body["status"] == status  # type: ignore[index]
 
 
-@pytest.mark.skipif(not (FIXTURES / "bedrock").is_dir(), reason="shared fixtures absent")
 def test_recorded_model_stream_error_reaches_the_client(client: openai.OpenAI) -> None:
     stream = client.chat.completions.create(model="m-stream-fixture", messages=user("Hi"), stream=True)
     with pytest.raises(openai.APIError) as caught:
@@ -575,8 +574,6 @@ def test_fixture_replays_through_the_core_translator() -> None:
     from agentgateway._core import StreamTranslator
 
     path = FIXTURES / "bedrock" / "stream_exception_model_stream_error.bin"
-    if not path.exists():
-        pytest.skip("shared fixtures absent")
     data = path.read_bytes()
     translator = StreamTranslator("bedrock", "m", True)
     out = b"".join(translator.feed(data[i : i + 5]) for i in range(0, len(data), 5)) + translator.finish()

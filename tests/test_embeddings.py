@@ -15,7 +15,7 @@ from typing import Any
 import httpx
 import openai
 import pytest
-from conftest import TEST_KEY, RunningGateway, free_port, start_gateway
+from conftest import TEST_KEY, RunningGateway, free_port, openai_client, start_gateway
 from fakes.bedrock_upstream import FakeBedrock, start_fake_bedrock
 from fakes.embedding_vectors import decode_base64, fake_vector
 from fakes.gemini_upstream import FakeGoogle, start_fake_google
@@ -58,7 +58,7 @@ class Served:
     stats: int
 
     def client(self, key: str = KEY_ALL, v1: bool = False) -> openai.OpenAI:
-        return openai.OpenAI(base_url=self.gateway.url + ("/v1" if v1 else ""), api_key=key, max_retries=0)
+        return openai_client(self.gateway.url + ("/v1" if v1 else ""), key)
 
     def metrics(self) -> dict[str, Any]:
         text = httpx.get(f"http://127.0.0.1:{self.stats}/metrics", timeout=10).text

@@ -15,7 +15,7 @@ import orjson
 import pytest
 from agentgateway.providers.gemini import THOUGHT_SEPARATOR, split_tool_call_id
 from conftest import TEST_KEY, RunningGateway, openai_client, start_gateway
-from fakes.gemini_upstream import FIXTURE, USAGE, FakeGoogle, start_fake_google
+from fakes.gemini_upstream import USAGE, FakeGoogle, start_fake_google
 
 PNG = base64.b64encode(b"\x89PNG\r\n\x1a\n" + b"\0" * 16).decode()
 WEATHER_TOOL = {
@@ -307,7 +307,7 @@ def test_reasoning_effort_becomes_a_thinking_config(
 
 
 def test_without_a_configured_key_the_clients_key_is_used(gateway: RunningGateway, fake: FakeGoogle) -> None:
-    keyed = openai.OpenAI(base_url=gateway.url, api_key=TEST_KEY, max_retries=0)
+    keyed = openai_client(gateway.url, TEST_KEY)
     with keyed:
         completion = keyed.chat.completions.create(model="keyless-gemini", messages=user("mine"))
     assert completion.choices[0].message.content == "You said: mine"
@@ -559,7 +559,6 @@ def test_a_stream_without_finish_reason_is_reported_truncated(gateway: RunningGa
             pass
 
 
-@pytest.mark.skipif(not FIXTURE.exists(), reason="../shared/fixtures is absent")
 def test_recorded_gemini3_stream_replays_into_openai_chunks(gateway: RunningGateway) -> None:
     chunks = list(
         client(gateway).chat.completions.create(

@@ -21,7 +21,7 @@ from agentgateway.errors import ConfigError, GatewayError
 from agentgateway.policy.limits import compile_limits
 from agentgateway.policy.redis_store import Breaker, RedisStore
 from agentgateway.policy.shm import TABLE_ENV, Bucket, SharedTable, gateway_table, wait_ns
-from conftest import TEST_KEY, RunningGateway, start_gateway
+from conftest import TEST_KEY, RunningGateway, openai_client, start_gateway
 from fakes.openai_upstream import STORY, FakeOpenAI
 from redis_server import RedisServer
 
@@ -192,7 +192,7 @@ def _estimate(**body: Any) -> int:
 
 
 def test_a_refused_request_is_an_openai_429_the_sdk_knows_with_retry_after(limited: RunningGateway) -> None:
-    client = openai.OpenAI(base_url=limited.url, api_key="sk-requests", max_retries=0)
+    client = openai_client(limited.url, "sk-requests")
     first = client.chat.completions.with_raw_response.create(model="gpt-4o-mini", messages=MESSAGES)
     assert first.headers["x-ratelimit-limit"] == "2"
     assert first.headers["x-ratelimit-remaining"] == "1"
@@ -359,7 +359,7 @@ def test_fail_closed_answers_503_while_redis_hangs_or_is_dead_and_recovers_witho
     try:
         assert _post(running.url).status_code == 200
         redis_server.pause()  # kill -STOP: connections open, nothing answers
-        client = openai.OpenAI(base_url=running.url, api_key="x", max_retries=0, timeout=10)
+        client = openai_client(running.url, "x", timeout=10)
         for _ in range(5):  # never held for the client's timeout: the command timeout and then the breaker
             with pytest.raises(openai.InternalServerError) as caught:
                 client.chat.completions.create(model="gpt-4o-mini", messages=MESSAGES)

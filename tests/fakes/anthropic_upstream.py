@@ -13,7 +13,7 @@ Behaviour by the model name the upstream receives:
 - ``*-429``        429 rate_limit_error with ``retry-after: 7`` and Anthropic's rate-limit headers
 - ``*-overloaded`` 529 overloaded_error; in a stream, text and then an ``error`` event after the 200
 - ``*-max``        stops with ``max_tokens``; ``*-refusal`` stops with ``refusal``
-- ``*-fixture``    streams the recorded capture ``shared/fixtures/anthropic/stream_text_then_tool_use.sse`` as is
+- ``*-fixture``    streams the recorded capture ``tests/data/fixtures/anthropic/stream_text_then_tool_use.sse`` as is
 - ``*-200-error``  HTTP 200 whose body is an ``overloaded_error`` (plain requests)
 - ``*-truncated``  a stream that stops after its first text pieces (no message_delta, no message_stop)
 - ``*-garbage``    a stream whose fifth event is not JSON
@@ -46,7 +46,7 @@ from typing_extensions import is_typeddict
 
 from .server import serve_in_thread, stream_in_pieces
 
-FIXTURE = Path(__file__).resolve().parents[3] / "shared" / "fixtures" / "anthropic" / "stream_text_then_tool_use.sse"
+FIXTURE = Path(__file__).resolve().parents[1] / "data" / "fixtures" / "anthropic" / "stream_text_then_tool_use.sse"
 
 
 def _forbid_extra_fields() -> None:

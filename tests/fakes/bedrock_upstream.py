@@ -56,7 +56,7 @@ from .anthropic_upstream import stream_events as claude_stream_events
 from .embedding_vectors import fake_vector, token_count
 from .server import serve_in_thread
 
-FIXTURES = Path(__file__).resolve().parents[3] / "shared" / "fixtures"
+FIXTURES = Path(__file__).resolve().parents[1] / "data" / "fixtures"
 _SERVICE_MODEL = get_session().get_service_model("bedrock-runtime")
 INPUT_SHAPES = {
     "converse": _SERVICE_MODEL.operation_model("Converse").input_shape,

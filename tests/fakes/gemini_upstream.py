@@ -29,7 +29,7 @@ Behaviour by model name (Gemini):
 - ``*-truncated`` a stream that ends without a finishReason
 - ``*-503``       503 UNAVAILABLE (plain and streamed)
 - ``*-first-error``  a stream whose FIRST event is an error JSON event (HTTP 200)
-- ``*-fixture``   streams ``shared/fixtures/gemini/stream_text_thought_signature.sse`` as recorded
+- ``*-fixture``   streams ``tests/data/fixtures/gemini/stream_text_thought_signature.sse`` as recorded
 - ``candidateCount`` N > 1: N candidates (indexes 0..N-1) in every chunk, candidate i's texts ending `` #i``
 - otherwise       "You said: <last user text>"
 """
@@ -70,7 +70,7 @@ from .anthropic_upstream import stream as claude_stream
 from .embedding_vectors import fake_vector, token_count
 from .server import serve_in_thread, stream_in_pieces
 
-FIXTURE = Path(__file__).resolve().parents[3] / "shared" / "fixtures" / "gemini" / "stream_text_thought_signature.sse"
+FIXTURE = Path(__file__).resolve().parents[1] / "data" / "fixtures" / "gemini" / "stream_text_thought_signature.sse"
 GOOGLE_TOKEN_URI = "https://oauth2.googleapis.com/token"
 CLOUD_PLATFORM = "https://www.googleapis.com/auth/cloud-platform"
 USAGE = {

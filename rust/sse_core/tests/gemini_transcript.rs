@@ -1,4 +1,4 @@
-//! Gemini streams through the translator: the recorded Gemini 3 capture from `../shared/fixtures`
+//! Gemini streams through the translator: the recorded Gemini 3 capture (`tests/data/`, from `../shared/fixtures`)
 //! (when present) and a transcript with thoughts, a signed function call and a split UTF-8 text,
 //! give the same client events whatever the split points of the upstream bytes.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)]
@@ -38,13 +38,8 @@ fn translate(pieces: &[&[u8]]) -> Vec<Value> {
         .collect()
 }
 
-fn fixture() -> Option<Vec<u8>> {
-    let path = concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/../../../shared/fixtures/gemini/stream_text_thought_signature.sse"
-    );
-    std::fs::read(path).ok()
-}
+/// The recorded capture, copied into `tests/data/` (source and licence in its README).
+const RECORDED: &[u8] = include_bytes!("data/gemini_text_thought_signature.sse");
 
 #[test]
 fn transcript_events() {
@@ -71,11 +66,7 @@ fn transcript_events() {
 
 #[test]
 fn recorded_gemini3_stream() {
-    let Some(bytes) = fixture() else {
-        eprintln!("../shared/fixtures absent: skipped");
-        return;
-    };
-    let frames = translate(&[&bytes]);
+    let frames = translate(&[RECORDED]);
     let text: String = frames
         .iter()
         .filter_map(|f| {
@@ -117,15 +108,13 @@ fn every_single_split_gives_the_same_events() {
             "cut at {cut}"
         );
     }
-    if let Some(fixture) = fixture() {
-        let whole = translate(&[&fixture]);
-        for cut in 0..=fixture.len() {
-            assert_eq!(
-                translate(&[&fixture[..cut], &fixture[cut..]]),
-                whole,
-                "cut at {cut}"
-            );
-        }
+    let whole = translate(&[RECORDED]);
+    for cut in 0..=RECORDED.len() {
+        assert_eq!(
+            translate(&[&RECORDED[..cut], &RECORDED[cut..]]),
+            whole,
+            "cut at {cut}"
+        );
     }
 }
 
