@@ -14,7 +14,9 @@ id and, when tracing samples it, its trace ids) and the ``traceparent`` an attem
 
 from __future__ import annotations
 
+import asyncio
 import importlib.util
+import logging
 import os
 import time
 from typing import TYPE_CHECKING, Any
@@ -32,6 +34,8 @@ if TYPE_CHECKING:
     from ._tracing import Tracer
 
 __all__ = ["FAMILIES", "STATS_ADDR_ENV", "STATS_DIR_ENV", "Telemetry", "stats_address"]
+
+logger = logging.getLogger("agentgateway")
 
 #: Wins over ``config.statsAddr`` (as agentgateway's).
 STATS_ADDR_ENV = "STATS_ADDR"
@@ -71,6 +75,8 @@ class Telemetry:
         self._readiness: WorkerTable | None = None
         self._id_prefix = ""
         self._id_count = 0
+        #: exchanges settled in this loop iteration, with when: recorded at its end (observe).
+        self._pending: list[tuple[Exchange, float]] = []
 
     def reconfigure(self, router: Router) -> None:
         """A reloaded config's router (reload.py): metric labels follow its model names. The rest of ``config:``
@@ -100,6 +106,9 @@ class Telemetry:
             self._readiness.set_ready(True)
 
     def shutdown(self) -> None:
+        self.settle_pending()
+        if self.access_log is not None:
+            self.access_log.flush()
         if self.recorder is not None:
             self.recorder.close()
         if self._readiness is not None:
@@ -149,8 +158,36 @@ class Telemetry:
             exchange.trace = tracer.start(headers)
 
     def observe(self, exchange: Exchange) -> None:
-        """The observer: metrics, the access-log line and spans of one settled exchange."""
-        ended = time.monotonic()
+        """The observer: metrics, the access-log line and spans of one settled exchange. They are made at the end
+        of the event-loop iteration, for every exchange that settled in it (``settle_pending``): one pass over the
+        same tables and code while they are still in the caches, and one ``write()`` of the access-log lines
+        (benches/README.md, 2026-12-01). Without a running loop (the app called in-process), at once."""
+        pending = self._pending
+        pending.append((exchange, time.monotonic()))
+        if len(pending) == 1:
+            try:
+                loop = asyncio.get_running_loop()
+            except RuntimeError:
+                self.settle_pending()
+                return
+            loop.call_soon(self.settle_pending)
+
+    def settle_pending(self) -> None:
+        """Records the exchanges observed since the last call."""
+        pending = self._pending
+        if not pending:
+            return
+        self._pending = []
+        observe = self._observe
+        for exchange, ended in pending:
+            try:
+                observe(exchange, ended)
+            except Exception:
+                logger.exception("an observer failed while settling a request")
+        if self.access_log is not None:
+            self.access_log.flush()
+
+    def _observe(self, exchange: Exchange, ended: float) -> None:
         elapsed = ended - exchange.started
         facts = exchange.facts
         usage = facts.usage
@@ -160,19 +197,13 @@ class Telemetry:
         cost: float | None = None
         if usage is not None:
             tokens = _tokens(usage)
-            if last is not None:
+            if last is not None and self.catalog:
                 price = self.catalog.price(last.backend.entry.params.model, last.model, exchange.client_model)
                 if price is not None:
                     cost = Catalog.cost(price, tokens)
         recorder = self.recorder
         if recorder is not None:
-            recorder.record(
-                exchange,
-                elapsed,
-                (tokens.input, tokens.output, tokens.cached, tokens.cache_write) if tokens is not None else None,
-                cost,
-                recorder.caller_label(exchange) if recorder.caller else "",
-            )
+            recorder.record(exchange, elapsed, tokens, cost, recorder.caller_label(exchange) if recorder.caller else "")
         if self.access_log is not None:
             identity = exchange.identity
             self.access_log.write(

@@ -3,9 +3,13 @@
 Fields: time, request id, the upstream's request id, caller name, model asked, backend used, attempts, status,
 input / output / cached / reasoning tokens, cost (USD), duration and time to first token (seconds), error type.
 Never a key, a header value or message text: what the client sent appears only as the model name it asked for,
-quoted. Each line is written with one ``write()`` on the file descriptor (whole lines, even with N workers
-writing to one pipe or file), not through ``logging``: a LogRecord and its formatting alone cost more than the
-whole budget of the line.
+quoted. Lines are written with ``write()`` on the file descriptor, not through ``logging``: a LogRecord and its
+formatting alone cost more than the whole budget of the line.
+
+`write` adds a line; `flush` writes the lines added since in one ``write()`` (Telemetry flushes once per
+event-loop iteration, benches/README.md 2026-12-01: a ``write()`` per request releases the GIL for the system
+call, and granian's threads under load take it each time). A batch never exceeds ``PIPE_BUF`` (4096 bytes), so
+whole lines stay whole with N workers writing to one pipe or file.
 """
 
 from __future__ import annotations
@@ -37,26 +41,50 @@ def _text(value: str | None) -> str:
     return quoted
 
 
-def _number(value: float | None) -> str:
-    return "-" if value is None else f"{value:.6g}"
+def _id(value: str | None) -> str:
+    """A request id (ours are hex, an upstream's mostly letters, digits, ``-`` and ``_``): unique per request, so
+    checked without the memo, which they would only fill."""
+    if value is None:
+        return "-"
+    if value.isalnum() and value.isascii():
+        return value
+    return value if value and _SAFE.issuperset(value) else orjson.dumps(value).decode()
+
+
+#: Writes of at most this many bytes to a pipe are atomic (POSIX PIPE_BUF; 4096 on Linux).
+_BATCH_BYTES = 4096
 
 
 class AccessLog:
-    __slots__ = ("_fd", "_json", "_second", "_stamp")
+    __slots__ = ("_fd", "_json", "_middle", "_millis", "_pending", "_second", "_size", "_stamp", "_stamp_ms",
+                 "flushes")  # fmt: skip
 
     def __init__(self, fmt: str, fd: int = 1) -> None:
         self._json = fmt == "json"
         self._fd = fd
         self._second = -1
         self._stamp = ""
+        self._millis = -1
+        self._stamp_ms = ""
+        #: ``caller=.. model=.. backend=..`` per (caller, model, backend): bounded like the quoting memo.
+        self._middle: dict[tuple[str | None, str | None, str | None], str] = {}
+        self._pending: list[bytes] = []
+        self._size = 0
+        #: how many writes the batches took (benches read it).
+        self.flushes = 0
 
     def _time(self) -> str:
         now = time.time()
-        second = int(now)
+        millis = int(now * 1000)
+        if millis == self._millis:
+            return self._stamp_ms
+        second = millis // 1000
         if second != self._second:
             self._second = second
             self._stamp = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(second))
-        return f"{self._stamp}.{int((now - second) * 1000):03d}Z"
+        self._millis = millis
+        stamp = self._stamp_ms = f"{self._stamp}.{millis - second * 1000:03d}Z"
+        return stamp
 
     def write(
         self,
@@ -98,14 +126,36 @@ class AccessLog:
                 fields["error"] = error
             line = orjson.dumps(fields, option=orjson.OPT_APPEND_NEWLINE)
         else:
+            key = (caller, model, backend)
+            middle = self._middle.get(key)
+            if middle is None:
+                middle = f"caller={_text(caller)} model={_text(model)} backend={_text(backend)}"
+                if len(self._middle) >= 4096:  # clients choose model names
+                    self._middle.clear()
+                self._middle[key] = middle
             if tokens is None:
                 counts = "input=- output=- cached=- reasoning=-"
             else:
                 counts = f"input={tokens[0]} output={tokens[1]} cached={tokens[2]} reasoning={tokens[3]}"
             line = (
-                f"{stamp} request id={_text(request_id)} upstream_id={_text(upstream_id)} caller={_text(caller)} "
-                f"model={_text(model)} backend={_text(backend)} attempts={attempts} status={status} {counts} "
-                f"cost={_number(cost)} duration={duration:.6f} ttft={_number(ttft)} error={_text(error)}\n"
+                f"{stamp} request id={_id(request_id)} upstream_id={_id(upstream_id)} {middle} attempts={attempts}"
+                f" status={status} {counts} cost={'-' if cost is None else format(cost, '.6g')}"
+                f" duration={duration:.6f} ttft={'-' if ttft is None else format(ttft, '.6g')}"
+                f" error={'-' if error is None else _text(error)}\n"
             ).encode()
+        if self._size + len(line) > _BATCH_BYTES:
+            self.flush()
+        self._pending.append(line)
+        self._size += len(line)
+
+    def flush(self) -> None:
+        """Writes the lines that wait (each batch at most ``_BATCH_BYTES``, or one longer line alone)."""
+        pending = self._pending
+        if not pending:
+            return
+        data = pending[0] if len(pending) == 1 else b"".join(pending)
+        pending.clear()
+        self._size = 0
+        self.flushes += 1
         with contextlib.suppress(OSError):  # a closed stdout must not fail requests
-            os.write(self._fd, line)
+            os.write(self._fd, data)

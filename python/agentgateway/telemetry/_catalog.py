@@ -61,17 +61,21 @@ class Catalog:
         ranked = sorted(enumerate(entries), key=lambda item: (NamePattern(item[1].name).rank, item[0]))
         self._entries = [(NamePattern(entry.name), Price.of(entry)) for _, entry in ranked]
         # Keys include the client's model when a pattern entry forwards it as it is: bounded like the router's.
-        self._memo: BoundedMemo[tuple[str, ...], Price | None] = BoundedMemo(self._find, 4096)
+        self._memo: BoundedMemo[tuple[str | None, ...], Price | None] = BoundedMemo(self._find, 4096)
 
     def __bool__(self) -> bool:
         return bool(self._entries)
 
     def price(self, *names: str | None) -> Price | None:
         """The price of the first of ``names`` the catalog knows (None: unpriced)."""
-        return self._memo.get(tuple(name for name in names if name))
+        if not self._entries:
+            return None
+        return self._memo.get(names)
 
-    def _find(self, names: tuple[str, ...]) -> Price | None:
+    def _find(self, names: tuple[str | None, ...]) -> Price | None:
         for name in names:
+            if not name:
+                continue
             for pattern, price in self._entries:
                 if pattern.matches(name):
                     return price

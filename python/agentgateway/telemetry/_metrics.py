@@ -38,6 +38,7 @@ from ._table import SeriesKey, WorkerTable, read_table
 if TYPE_CHECKING:
     from ..backend import Backend
     from ..exchange import Attempt, Exchange
+    from ._catalog import Tokens
 
 __all__ = ["FAMILIES", "Aggregator", "Family", "Recorder", "provider_label"]
 
@@ -143,6 +144,8 @@ _ERROR_NAMES = {
 }  # fmt: skip
 KNOWN_ERRORS = frozenset(_ERROR_NAMES)
 _CALLER_LIMIT = 256
+#: attempt outcomes that may have evicted the backend (``_attempt`` checks).
+_FAILED = frozenset(("failover", "failed"))
 
 
 def outcome_of(attempt: Attempt, last: Attempt | None) -> str:
@@ -237,14 +240,17 @@ class Recorder:
         self,
         exchange: Exchange,
         elapsed: float,
-        tokens: tuple[int, int, int, int] | None,
+        tokens: Tokens | None,
         cost: float | None,
         caller: str,
     ) -> None:
-        """``tokens``: (input, output, cache read, cache write); ``cost``: None when the model has no price."""
+        """``cost``: None when the model has no price."""
         attempts = exchange.attempts
-        last = attempts[-1] if attempts else None
-        backend = last.backend if last is not None else None
+        if attempts:
+            last: Attempt | None = attempts[-1]
+            backend: Backend | None = last.backend  # type: ignore[union-attr]
+        else:
+            last = backend = None
         facts = exchange.facts
         status = exchange.status
         error = facts.error_type
@@ -252,15 +258,16 @@ class Recorder:
             error = "client_closed"
         elif error is not None and error not in KNOWN_ERRORS:
             error = "other"
-        key = (exchange.api, backend, exchange.route.name if exchange.route is not None else None, status, error,
-               caller)  # fmt: skip
+        route = exchange.route
+        key = (exchange.api, backend, route.name if route is not None else None, status, error, caller)
         group = self._groups.get(key)
         if group is None:
             group = self._group(exchange, backend, last.model if last is not None else "", status, error or "", caller)
             if len(self._groups) > 8192:  # keys hold route names: bounded like the router's memo
                 self._groups.clear()
             self._groups[key] = group
-        values = self.table.values
+        table = self._table
+        values = (table if table is not None else self.table).values
         values[group.requests] += 1
         base = group.duration
         values[base + bisect_left(HTTP_DURATION_BUCKETS, elapsed)] += 1
@@ -271,13 +278,26 @@ class Recorder:
         values[base + bisect_left(GENAI_DURATION_BUCKETS, elapsed)] += 1
         values[base + _GENAI_SUM] += elapsed
         if tokens is not None:
+            # input and output always; cache reads and writes when there were some
             bases = group.tokens
-            for index in (0, 1, 2, 3):
-                count = tokens[index]
-                if count or index < 2:  # input and output always; cache reads and writes when there were some
-                    base = bases[index]
-                    values[base + bisect_left(TOKEN_BUCKETS, count)] += 1
-                    values[base + _TOKEN_SUM] += count
+            count = tokens.input
+            base = bases[0]
+            values[base + bisect_left(TOKEN_BUCKETS, count)] += 1
+            values[base + _TOKEN_SUM] += count
+            count = tokens.output
+            base = bases[1]
+            values[base + bisect_left(TOKEN_BUCKETS, count)] += 1
+            values[base + _TOKEN_SUM] += count
+            count = tokens.cached
+            if count:
+                base = bases[2]
+                values[base + bisect_left(TOKEN_BUCKETS, count)] += 1
+                values[base + _TOKEN_SUM] += count
+            count = tokens.cache_write
+            if count:
+                base = bases[3]
+                values[base + bisect_left(TOKEN_BUCKETS, count)] += 1
+                values[base + _TOKEN_SUM] += count
             if cost is None:
                 values[group.unpriced] += 1
             elif cost:
@@ -285,12 +305,20 @@ class Recorder:
         ttft = facts.ttft
         if exchange.streamed and ttft is not None:
             _observe(values, group.ttft, TTFT_BUCKETS, ttft)
-            if tokens is not None and tokens[1] > 1:
-                _observe(values, group.tpot, TPOT_BUCKETS, (elapsed - ttft) / (tokens[1] - 1))
+            if tokens is not None and tokens.output > 1:
+                _observe(values, group.tpot, TPOT_BUCKETS, (elapsed - ttft) / (tokens.output - 1))
         for attempt in attempts:
-            self._attempt(values, attempt.backend, outcome_of(attempt, last), attempt.status)
+            outcome = attempt.outcome or "aborted"
+            slots = self._attempts.get((attempt.backend.index, outcome, attempt.status))
+            if slots is None or outcome in _FAILED:
+                self._attempt(values, attempt.backend, outcome, attempt.status)
+                continue
+            values[slots[0]] += 1
+            if slots[1] >= 0:
+                values[slots[1]] += 1
 
     def _attempt(self, values: Any, backend: Backend, outcome: str, status: int | None) -> None:
+        """One attempt's counts (``record`` inlines the common case: slots known, no failure)."""
         key = (backend.index, outcome, status)
         slots = self._attempts.get(key)
         if slots is None:
