@@ -6,6 +6,7 @@ the router's decisions themselves, where eviction and restore can be driven by a
 
 from __future__ import annotations
 
+import asyncio
 import math
 from types import SimpleNamespace
 from typing import Any
@@ -270,3 +271,24 @@ def test_an_api_key_can_come_from_a_file(tmp_path: Any) -> None:
             "llm:\n  models:\n  - {name: a, provider: openAI, params: {apiKey: {file: /nonexistent/key}}}\n", "x.yaml"
         )
     assert "x.yaml:3: llm.models[0].params.apiKey: cannot read the key file '/nonexistent/key'" in str(caught.value)
+
+
+def test_a_virtual_model_whose_targets_match_no_entry_for_these_headers_is_a_404_not_a_bug() -> None:
+    router = _router(
+        """
+  - name: gold-only
+    routing:
+      failover: {targets: [{model: tiered, priority: 0}]}
+"""
+    )
+    exchange = _exchange(headers={"x-tier": "iron"})
+    exchange.attempts = []
+    route = router.route("gold-only")
+    assert route.targets(exchange) == []
+    from agentgateway.exchange import Exchange
+
+    real = Exchange({"method": "POST", "path": "/v1/chat/completions", "headers": [(b"x-tier", b"iron")]}, [])
+    body = {"model": "gold-only", "messages": [{"role": "user", "content": "x"}]}
+    request = ChatRequest(orjson.dumps(body), body, "gold-only", False, False, None, real.request_headers)
+    with pytest.raises(ModelNotFound):
+        asyncio.run(real.serve(None, route, request, None))  # type: ignore[arg-type]

@@ -26,7 +26,7 @@ import orjson
 
 from ._core import CoreError, StreamTranslator, UpstreamReportedError, translate_response
 from .backend import Backend
-from .errors import GatewayError, UpstreamHTTPError, UpstreamProtocolError, anthropic_status
+from .errors import GatewayError, ModelNotFound, UpstreamHTTPError, UpstreamProtocolError, anthropic_status
 from .health import retry_after_seconds
 from .providers import ChatRequest
 from .providers.messages_input import estimate_input_tokens
@@ -200,6 +200,11 @@ class Exchange:
         self.route = route
         self.streamed = request.stream
         targets = route.targets(self)
+        if not targets:  # a virtual model none of whose targets' entries match this request's headers
+            raise ModelNotFound(
+                f"No target of the model {route.name!r} serves this request: their entries' 'matches' do not hold.",
+                param="model",
+            )
         if any(backend.authorization is not None for backend, _ in targets):
             targets = self._authorized(targets)
         last: GatewayError | None = None
