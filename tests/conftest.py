@@ -196,8 +196,15 @@ def impatient_gateway(fake_openai: FakeOpenAI, tmp_path_factory: pytest.TempPath
 
 def process_tree(pid: int) -> list[int]:
     pids = [pid]
-    for task in Path(f"/proc/{pid}/task").iterdir():
-        children = (task / "children").read_text().split()
+    try:
+        tasks = list(Path(f"/proc/{pid}/task").iterdir())
+    except FileNotFoundError:  # the process ended meanwhile
+        return pids
+    for task in tasks:
+        try:
+            children = (task / "children").read_text().split()
+        except FileNotFoundError:  # a thread (or the process) ended between the listing and the read
+            continue
         for child in children:
             pids += process_tree(int(child))
     return pids
