@@ -203,13 +203,26 @@ class StreamTranslator:
             the upstream's; ``None`` keeps the upstream's.
         include_usage: whether the client asked for ``stream_options.include_usage`` (OpenAI clients).
         client_api: the client's API, one of `CLIENT_APIS`: ``"openai"`` or ``"anthropic"``.
+        choice: write the answer as choice ``choice`` of one the gateway merges from several upstream answers
+            (``n`` > 1 on providers that answer one choice per call, exchange.py's fan-out): every chunk carries
+            that ``index``, and the stream ends without ``data: [DONE]`` (the merged stream writes one, and the
+            summed usage chunk: pass ``include_usage=False``). Decoded OpenAI streams only (not ``"openai"``'s
+            pass-through, nor Anthropic clients).
+        completion_id: with `choice`, the ``id`` of every chunk instead of the upstream's ("" keeps it).
 
     Raises:
-        CoreError: unknown provider or client API.
+        CoreError: unknown provider or client API, or a `choice` this translator cannot write.
     """
 
     def __new__(
-        cls, provider: str, client_model: str | None, include_usage: bool, client_api: str = "openai"
+        cls,
+        provider: str,
+        client_model: str | None,
+        include_usage: bool,
+        client_api: str = "openai",
+        *,
+        choice: int | None = None,
+        completion_id: str = "",
     ) -> StreamTranslator: ...
     def feed(self, chunk: bytes) -> bytes:
         """Translate one chunk of the upstream body.

@@ -123,17 +123,26 @@ fn client_api(name: &str) -> Result<ClientApi, Error> {
 #[pymethods]
 impl PyStreamTranslator {
     #[new]
-    #[pyo3(signature = (provider, client_model, include_usage, client_api="openai"))]
+    #[pyo3(signature = (provider, client_model, include_usage, client_api="openai", *, choice=None, completion_id=""))]
     fn new(
         provider: &str,
         client_model: Option<String>,
         include_usage: bool,
         client_api: &str,
+        choice: Option<u32>,
+        completion_id: &str,
     ) -> PyResult<Self> {
         let api = self::client_api(client_api)?;
-        let inner = guarded(|| {
+        let mut inner = guarded(|| {
             providers::new_stream_translator_for(provider, client_model, include_usage, api)
         })?;
+        if let Some(index) = choice {
+            if !guarded(|| Ok(inner.as_choice(index, completion_id)))? {
+                return Err(CoreError::new_err(format!(
+                    "the {provider} translator for {client_api} clients cannot write one choice of a merged answer"
+                )));
+            }
+        }
         Ok(Self {
             inner,
             out: Vec::new(),

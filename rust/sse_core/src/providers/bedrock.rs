@@ -312,6 +312,11 @@ impl<W: Encoder> BedrockStream<W> {
         &self.state.writer
     }
 
+    /// The shared writer, to configure it before the first chunk ([`Encoder::as_choice`]).
+    pub fn writer_mut(&mut self) -> &mut W {
+        &mut self.state.writer
+    }
+
     /// Translate one chunk of the upstream body (any split), appending complete frames to `out`.
     pub fn feed_into(&mut self, chunk: &[u8], out: &mut Vec<u8>) -> Result<(), CoreError> {
         let state = &mut self.state;

@@ -167,6 +167,13 @@ pub struct StreamWriter {
     id: Option<String>,
     /// The choice being written (`index`), 0 unless the upstream answers several (`n` > 1).
     choice: u32,
+    /// Added to every choice index written: this stream is choice `base` of an answer merged from
+    /// several upstream answers (the gateway's fan-out of `n` > 1, [`Encoder::as_choice`]).
+    base: u32,
+    /// Whether [`Encoder::end`] writes `[DONE]` (not for one choice of a merged answer).
+    end_marker: bool,
+    /// The id was given by [`Encoder::as_choice`]: the upstream's is not used.
+    id_fixed: bool,
     /// Its state.
     state: ChoiceState,
     /// The state of the other choices seen, by index.
@@ -198,6 +205,9 @@ impl StreamWriter {
             prefix: Vec::new(),
             id: None,
             choice: 0,
+            base: 0,
+            end_marker: true,
+            id_fixed: false,
             state: ChoiceState::default(),
             others: Vec::new(),
             usage: None,
@@ -225,11 +235,12 @@ impl StreamWriter {
 
     /// `{"index":N,"delta":`
     fn write_choice_open(&self, out: &mut Vec<u8>) {
-        if self.choice == 0 {
+        let index = self.choice.saturating_add(self.base);
+        if index == 0 {
             out.extend_from_slice(CHOICE_OPEN);
         } else {
             out.extend_from_slice(b"{\"index\":");
-            out.extend_from_slice(self.choice.to_string().as_bytes());
+            out.extend_from_slice(index.to_string().as_bytes());
             out.extend_from_slice(b",\"delta\":");
         }
     }
@@ -259,9 +270,21 @@ impl Encoder for StreamWriter {
 
     /// Use the upstream's id for the chunks (ignored once the first chunk is out).
     fn set_id(&mut self, id: &str) {
-        if self.prefix.is_empty() && !id.is_empty() {
+        if self.prefix.is_empty() && !id.is_empty() && !self.id_fixed {
             self.id = Some(id.to_owned());
         }
+    }
+
+    /// Choice `index` of a merged answer: that index in every chunk, `id` (when not empty) as the
+    /// chunks' id whatever the upstream's, and no `[DONE]` at the end.
+    fn as_choice(&mut self, index: u32, id: &str) -> bool {
+        self.base = index;
+        self.end_marker = false;
+        if !id.is_empty() && self.prefix.is_empty() {
+            self.id = Some(id.to_owned());
+            self.id_fixed = true;
+        }
+        true
     }
 
     /// Write the next pieces to choice `index` (an upstream that answers `n` > 1 choices); each
@@ -406,7 +429,9 @@ impl Encoder for StreamWriter {
             }
         }
         self.done = true;
-        write_done(out);
+        if self.end_marker {
+            write_done(out);
+        }
     }
 
     /// End the stream with an error the upstream reported: `status` is the HTTP status it stands
@@ -504,6 +529,9 @@ pub struct Choice {
     pub thinking_blocks: Vec<ThinkingBlock>,
     pub tool_calls: Vec<ToolCall>,
     pub finish_reason: FinishReason,
+    /// The stop sequence that matched, when the upstream says which (Anthropic's
+    /// `stop_sequence`; OpenAI's format has no place for it).
+    pub stop_sequence: Option<String>,
 }
 
 impl Default for Choice {
@@ -514,6 +542,7 @@ impl Default for Choice {
             thinking_blocks: Vec::new(),
             tool_calls: Vec::new(),
             finish_reason: FinishReason::Stop,
+            stop_sequence: None,
         }
     }
 }
@@ -706,6 +735,38 @@ mod tests {
         );
         assert_eq!(events[6], "[DONE]");
         assert!(w.done());
+    }
+
+    #[test]
+    fn one_choice_of_a_merged_answer_has_its_index_the_given_id_and_no_done() {
+        let mut w = StreamWriter::new("claude".into(), false);
+        let mut out = Vec::new();
+        assert!(w.as_choice(3, "chatcmpl-merged"));
+        w.set_id("msg_upstream");
+        w.text(&mut out, "Hi");
+        let index = w.tool_call_start(&mut out, "toolu_1", "f");
+        w.tool_call_arguments(&mut out, index, "{}");
+        w.set_finish_reason(FinishReason::ToolCalls);
+        w.set_usage(Usage::default());
+        w.end(&mut out);
+        let events = frames(&out);
+        assert_eq!(
+            events.len(),
+            4,
+            "text, tool call, arguments, finish; no usage, no [DONE]"
+        );
+        for event in &events {
+            assert_eq!(event["id"], "chatcmpl-merged");
+            assert_eq!(event["choices"][0]["index"], 3);
+        }
+        assert_eq!(events[0]["choices"][0]["delta"]["role"], "assistant");
+        assert_eq!(
+            events[1]["choices"][0]["delta"]["tool_calls"][0]["index"],
+            0
+        );
+        assert_eq!(events[3]["choices"][0]["finish_reason"], "tool_calls");
+        assert!(w.done());
+        assert_eq!(w.finish_reason(), Some("tool_calls"));
     }
 
     #[test]

@@ -7,7 +7,8 @@
 //!
 //! The vocabulary: role, text, reasoning (text pieces), a whole thinking block with its signature
 //! (sent when the block ends, after its reasoning pieces), tool call start (id, name) and
-//! arguments (JSON text in pieces), finish reason, usage, end, error; several choices
+//! arguments (JSON text in pieces), finish reason (and the stop sequence that matched, where the
+//! upstream says which), usage, end, error; several choices
 //! (`select_choice`) for the encoders that have them. The encoder also keeps the facts the gateway
 //! reads at the end of a stream (usage, finish reason in OpenAI's terms, error, done, failed).
 
@@ -66,6 +67,16 @@ pub trait Encoder: Debug + Send + Sync {
     /// Write the next pieces to choice `index` (an upstream answering `n` > 1 choices).
     fn select_choice(&mut self, index: u32);
 
+    /// Write this stream as choice `index` of an answer the gateway merges from several upstream
+    /// answers (its fan-out of `n` > 1 for providers that answer one choice per call): every chunk
+    /// carries that index and, when `id` is not empty, that id; the stream ends without the API's
+    /// end marker (the merged stream has one). Call before the first event. False when the
+    /// client API has no choices (nothing changed).
+    fn as_choice(&mut self, index: u32, id: &str) -> bool {
+        let _ = (index, id);
+        false
+    }
+
     /// Whether the stream is over on the client's side (ended or an error sent).
     fn closed(&self) -> bool;
 
@@ -93,6 +104,12 @@ pub trait Encoder: Debug + Send + Sync {
 
     /// Record why the model stopped (the current choice); written by [`Self::end`].
     fn set_finish_reason(&mut self, reason: FinishReason);
+
+    /// Record which stop sequence matched (the current choice), when the upstream says it: with
+    /// [`FinishReason::StopSequence`]. Only the Anthropic encoder has a place for it.
+    fn set_stop_sequence(&mut self, sequence: &str) {
+        let _ = sequence;
+    }
 
     /// Whether every choice seen has a finish reason (and one was seen).
     fn every_choice_finished(&self) -> bool;

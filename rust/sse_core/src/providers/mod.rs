@@ -161,6 +161,12 @@ pub trait Translate: std::fmt::Debug + Send + Sync {
     fn done(&self) -> bool;
     /// Whether an untranslatable upstream chunk ended the stream with an error event.
     fn failed(&self) -> bool;
+    /// Write the answer as choice `index` of a merged one ([`Encoder::as_choice`]); false when
+    /// this translator cannot (a pass-through, or a client API without choices).
+    fn as_choice(&mut self, index: u32, id: &str) -> bool {
+        let _ = (index, id);
+        false
+    }
 }
 
 impl<T: sse_stream::SseEvents + std::fmt::Debug + Send + Sync, W: Encoder> Translate
@@ -187,6 +193,9 @@ impl<T: sse_stream::SseEvents + std::fmt::Debug + Send + Sync, W: Encoder> Trans
     fn failed(&self) -> bool {
         self.writer().failed()
     }
+    fn as_choice(&mut self, index: u32, id: &str) -> bool {
+        self.writer_mut().as_choice(index, id)
+    }
 }
 
 impl<W: Encoder> Translate for bedrock::BedrockStream<W> {
@@ -210,6 +219,9 @@ impl<W: Encoder> Translate for bedrock::BedrockStream<W> {
     }
     fn failed(&self) -> bool {
         self.writer().failed()
+    }
+    fn as_choice(&mut self, index: u32, id: &str) -> bool {
+        self.writer_mut().as_choice(index, id)
     }
 }
 
@@ -396,6 +408,14 @@ impl StreamTranslator {
     pub fn failed(&self) -> bool {
         self.0.failed()
     }
+
+    /// Write the answer as choice `index` of one the gateway merges from several upstream answers
+    /// (`n` > 1 on providers that answer one choice per call): that index in every chunk, `id`
+    /// (when not empty) as their id, no `[DONE]`. Call before the first chunk. False when this
+    /// translator cannot (OpenAI's pass-through, Anthropic Messages clients).
+    pub fn as_choice(&mut self, index: u32, id: &str) -> bool {
+        self.0.as_choice(index, id)
+    }
 }
 
 #[cfg(test)]
@@ -425,6 +445,47 @@ mod tests {
             Some(ClientApi::Anthropic)
         );
         assert_eq!(ClientApi::from_name("nope"), None);
+    }
+
+    #[test]
+    #[allow(clippy::unwrap_used, clippy::indexing_slicing)]
+    fn a_decoded_stream_can_be_one_choice_of_a_merged_answer_and_a_pass_through_cannot() {
+        let upstream = concat!(
+            "event: message_start\n",
+            r#"data: {"type":"message_start","message":{"id":"msg_1","type":"message","role":"assistant","model":"claude-x","content":[],"stop_reason":null,"usage":{"input_tokens":10,"output_tokens":1}}}"#,
+            "\n\nevent: content_block_start\n",
+            r#"data: {"type":"content_block_start","index":0,"content_block":{"type":"text","text":""}}"#,
+            "\n\nevent: content_block_delta\n",
+            r#"data: {"type":"content_block_delta","index":0,"delta":{"type":"text_delta","text":"Hi"}}"#,
+            "\n\nevent: message_delta\n",
+            r#"data: {"type":"message_delta","delta":{"stop_reason":"end_turn"},"usage":{"output_tokens":3}}"#,
+            "\n\nevent: message_stop\n",
+            r#"data: {"type":"message_stop"}"#,
+            "\n\n",
+        );
+        for provider in ["anthropic", "bedrock", "gemini"] {
+            let mut t = new_stream_translator(provider, Some("m".into()), false).unwrap();
+            assert!(t.as_choice(2, "chatcmpl-1"), "{provider}");
+        }
+        let mut t = new_stream_translator("anthropic", Some("m".into()), false).unwrap();
+        assert!(t.as_choice(2, "chatcmpl-1"));
+        let mut out = t.feed(upstream.as_bytes()).unwrap();
+        out.extend(t.finish().unwrap());
+        let text = String::from_utf8(out).unwrap();
+        assert!(!text.contains("[DONE]"), "{text}");
+        let frames = encoder::test_support::frames(text.as_bytes());
+        assert_eq!(frames.len(), 3, "{text}");
+        for frame in &frames {
+            assert_eq!(frame["id"], "chatcmpl-1");
+            assert_eq!(frame["choices"][0]["index"], 2);
+        }
+        assert!(t.done());
+        assert_eq!(t.usage().map(|u| u.as_tuple()), Some((10, 3, 13)));
+        let mut passthrough = new_stream_translator("openai", None, false).unwrap();
+        assert!(!passthrough.as_choice(1, ""));
+        let mut anthropic =
+            new_stream_translator_for("anthropic", None, false, ClientApi::Anthropic).unwrap();
+        assert!(!anthropic.as_choice(1, ""));
     }
 
     #[test]

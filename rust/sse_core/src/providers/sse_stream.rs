@@ -89,6 +89,11 @@ impl<T: SseEvents, W: Encoder> SseStream<T, W> {
         &self.writer
     }
 
+    /// The shared writer, to configure it before the first chunk ([`Encoder::as_choice`]).
+    pub fn writer_mut(&mut self) -> &mut W {
+        &mut self.writer
+    }
+
     fn drain_events(&mut self, out: &mut Vec<u8>) {
         let mut events = std::mem::take(&mut self.events);
         for event in &events {
