@@ -16,7 +16,7 @@ from typing import Any
 import orjson
 
 from .authorization import Authorization, RequestTransformations
-from .config import GatewayConfig, load_config, load_config_file
+from .config import DEFAULT_MAX_REQUEST_BYTES, GatewayConfig, load_config, load_config_file
 from .cors import Cors
 from .embeddings import EMBEDDINGS, EmbeddingsApi
 from .errors import GatewayError
@@ -39,7 +39,13 @@ Send = Callable[[Message], Awaitable[None]]
 
 logger = logging.getLogger("agentgateway")
 
-MAX_REQUEST_BYTES = 10 * 1024 * 1024
+#: the request size limit when the config sets none (``frontendPolicies.http.maxBufferSize`` sets it)
+MAX_REQUEST_BYTES = DEFAULT_MAX_REQUEST_BYTES
+#: An oversized body is still read (and thrown away) up to this many bytes, or twice the limit when that is more,
+#: before the 413 is sent: a client that writes its whole body before it reads (the openai SDKs, curl without
+#: ``Expect``) would otherwise hit a reset connection ("broken pipe") instead of the answer. Beyond it the 413 goes
+#: out at once and the connection closes.
+DISCARD_BYTES = 64 * 1024 * 1024
 
 # Environment variables through which the CLI hands the config to granian's worker processes.
 CONFIG_FILE_ENV = "AGENTGATEWAY_CONFIG_FILE"
@@ -73,6 +79,8 @@ class Gateway:
         self.config = config
         self.router = Router(config, source)
         self.timeouts = config.llm.timeouts
+        #: frontendPolicies.http.maxBufferSize (issue 21): the largest request body read
+        self.max_request_bytes = config.frontend_policies.max_request_bytes
         #: llm.policies cors, authorization and transformations (issue 21), compiled once
         self.cors, self.authorization, self.transformations = _request_policies(config)
         #: whether any model entry guards answers (guardrails.py): only then is ``send`` wrapped
@@ -171,6 +179,7 @@ class Gateway:
             config, router, config.llm.timeouts, guard, observers
         )  # fmt: skip
         self.cors, self.authorization, self.transformations = _request_policies(config)
+        self.max_request_bytes = config.frontend_policies.max_request_bytes
         self.response_guards = has_response_guards(router)
         self.model_names = [*router.exact_names, *router.virtual_names]
         self.models_body = _models_body(self.model_names)
@@ -274,7 +283,7 @@ class Gateway:
                     # The client's credentials were for the gateway: no backend, CEL condition or header match
                     # sees them (a provider with no apiKey of its own forwards nothing).
                     exchange.request_headers = headers = guard.upstream_headers(headers)
-                raw = await _read_body(scope, receive)
+                raw = await _read_body(scope, receive, self.max_request_bytes)
                 if transformations is not None:
                     # Before the model is chosen: `matches` on headers see what they computed.
                     exchange.request_headers = headers = transformations.apply(
@@ -380,20 +389,34 @@ async def _send_json(send: Send, status: int, body: bytes, headers: list[tuple[b
     await send({"type": "http.response.body", "body": body})
 
 
-async def _read_body(scope: Scope, receive: Receive) -> bytes:
+async def _read_body(scope: Scope, receive: Receive, limit: int = MAX_REQUEST_BYTES) -> bytes:
+    """The request body, at most ``limit`` bytes. A larger one is a 413 (in the inbound API's shape: the caller
+    sends it): refused on its ``Content-Length`` before anything is kept, and for a body without one (chunked) as
+    soon as it grows past the limit. Either way the rest of it is read and thrown away first, up to the discard
+    bound (DISCARD_BYTES), so that the client reads the 413 rather than a reset connection."""
+    declared = -1
+    expects_continue = False
     for name, value in scope["headers"]:
         if name == b"content-length":
-            if value.isdigit() and int(value) > MAX_REQUEST_BYTES:
-                raise _too_large()
+            if value.isdigit():
+                declared = int(value)
         elif name == b"content-type":
             _check_content_type(value)
+        elif name == b"expect":
+            expects_continue = value.lower() == b"100-continue"
+    if declared > limit:
+        # A client waiting for "100 Continue" has sent nothing yet: refusing now spares it the upload (the server
+        # sends 100 only when the body is read).
+        if not expects_continue and declared <= max(DISCARD_BYTES, 2 * limit):
+            await _discard(receive, declared)
+        raise _too_large(limit)
     message = await receive()
     if message["type"] == "http.disconnect":
         raise _ClientDisconnected
     body: bytes = message.get("body", b"")
     if not message.get("more_body", False):
-        if len(body) > MAX_REQUEST_BYTES:
-            raise _too_large()
+        if len(body) > limit:
+            raise _too_large(limit)
         return body
     chunks = [body]
     size = len(body)
@@ -403,11 +426,25 @@ async def _read_body(scope: Scope, receive: Receive) -> bytes:
             raise _ClientDisconnected
         body = message.get("body", b"")
         size += len(body)
-        if size > MAX_REQUEST_BYTES:
-            raise _too_large()
+        if size > limit:
+            if message.get("more_body", False):
+                await _discard(receive, max(DISCARD_BYTES, 2 * limit) - size)
+            raise _too_large(limit)
         chunks.append(body)
         if not message.get("more_body", False):
             return b"".join(chunks)
+
+
+async def _discard(receive: Receive, bound: int) -> None:
+    """Reads and drops the rest of a request body, at most ``bound`` more bytes (a body that goes on beyond them is
+    left unread: the answer is sent and the connection closes)."""
+    while bound > 0:
+        message = await receive()
+        if message["type"] == "http.disconnect":
+            raise _ClientDisconnected
+        bound -= len(message.get("body", b""))
+        if not message.get("more_body", False):
+            return
 
 
 def _check_content_type(value: bytes) -> None:
@@ -425,9 +462,9 @@ def _check_content_type(value: bytes) -> None:
     )
 
 
-def _too_large() -> GatewayError:
+def _too_large(limit: int) -> GatewayError:
     return GatewayError(
-        f"The request body is larger than {MAX_REQUEST_BYTES} bytes.",
+        f"The request body is larger than {limit} bytes (the gateway's limit, frontendPolicies.http.maxBufferSize).",
         status=413,
         type_="invalid_request_error",
         code="request_too_large",

@@ -41,11 +41,14 @@ from .provider_presets import PRESETS
 
 __all__ = [
     "BUILTIN_PROVIDERS",
+    "DEFAULT_MAX_REQUEST_BYTES",
     "ApiKeyEntry",
     "ApiKeyPolicy",
     "CatalogEntry",
     "ConfigSection",
     "CustomProvider",
+    "FrontendHttp",
+    "FrontendPolicies",
     "GatewayConfig",
     "JwtAuthPolicy",
     "LlmConfig",
@@ -1025,13 +1028,44 @@ class GatewayListener(BaseModel):
     port: Annotated[int, Field(ge=1, le=65535)] | None = None
 
 
+#: the largest request body accepted when ``frontendPolicies.http.maxBufferSize`` is not set, in bytes
+DEFAULT_MAX_REQUEST_BYTES = 10 * 1024 * 1024
+
+
+class FrontendHttp(_Model):
+    """agentgateway's ``frontendPolicies.http`` (its ``types/frontend.rs`` ``HTTP``). ``maxBufferSize`` is served:
+    the largest request body accepted, in bytes (a larger one is a 413; agentgateway's default is 2 MiB, ours
+    stays DEFAULT_MAX_REQUEST_BYTES so that requests with images keep passing). Its HTTP/1 and HTTP/2 connection
+    tuning (``http1MaxHeaders``, ``http2WindowSize``, ...) is granian's: accepted, each named at start-up as not
+    served."""
+
+    model_config = ConfigDict(extra="allow", alias_generator=to_camel, populate_by_name=True, frozen=True)
+
+    max_buffer_size: Annotated[int, Field(ge=1, strict=True)] | None = None
+
+
+class FrontendPolicies(_Model):
+    """agentgateway's ``frontendPolicies``: ``http.maxBufferSize`` is served; other keys are accepted and named at
+    start-up as not served (``_unserved``)."""
+
+    model_config = ConfigDict(extra="allow", alias_generator=to_camel, populate_by_name=True, frozen=True)
+
+    http: FrontendHttp | None = None
+
+    @property
+    def max_request_bytes(self) -> int:
+        """The request size limit these policies set."""
+        limit = self.http.max_buffer_size if self.http is not None else None
+        return DEFAULT_MAX_REQUEST_BYTES if limit is None else limit
+
+
 class GatewayConfig(_Model):
     llm: LlmConfig
     config: ConfigSection = ConfigSection()
     # agentgateway's sections outside an LLM gateway's job: accepted, each named once at start-up as not served
     # (UNSERVED_SECTIONS); gateways.<name>.port picks the serving port.
     gateways: dict[str, GatewayListener] | None = None
-    frontend_policies: dict[str, Any] | None = None
+    frontend_policies: FrontendPolicies = FrontendPolicies()
     mcp: Any = None
     ui: Any = None
     binds: Any = None
@@ -1167,8 +1201,19 @@ def _unserved(config: GatewayConfig, document: dict[str, Any], source: str, line
                     "plus max_tokens) and are settled with the upstream's reported usage",
                 )
             )
-    for key in sorted(config.frontend_policies or {}):
+    frontend = config.frontend_policies
+    for key in sorted(frontend.model_extra or {}):
         notices.append(_located(source, lines, ("frontendPolicies", key), "accepted but not served by this gateway"))
+    for key in sorted(frontend.http.model_extra or {} if frontend.http is not None else {}):
+        notices.append(
+            _located(
+                source,
+                lines,
+                ("frontendPolicies", "http", key),
+                "accepted but not served: HTTP connection tuning is the HTTP server's (granian); only "
+                "frontendPolicies.http.maxBufferSize is used",
+            )
+        )
     return tuple(notices)
 
 
