@@ -11,7 +11,10 @@
 //! block of its own; redacted reasoning → a `redacted_thinking` block; each tool call → a
 //! `tool_use` block (the upstream's id, or a generated `toolu_…` one) with `input_json_delta`s.
 //! Each block gets its `content_block_stop` when the next starts or the answer ends. The end is
-//! `message_delta` (`stop_reason`, `stop_sequence: null`, the whole usage: Anthropic clients read
+//! `message_delta` (`stop_reason`; `stop_sequence`: the sequence that matched when the upstream
+//! says which — Bedrock Converse's `additionalModelResponseFields.stop_sequence`, an
+//! OpenAI-compatible server's `stop_reason` / `matched_stop` string — else `null`; the whole usage:
+//! Anthropic clients read
 //! input and cache counts there too, which an OpenAI upstream gives only at its end) and
 //! `message_stop`. An error is `event: error` with `{"type":"error","error":{"type","message"}}`,
 //! its type the one its HTTP status stands for
@@ -150,10 +153,25 @@ pub fn message_json(completion: &Completion) -> Vec<u8> {
     }
     out.extend_from_slice(b"],\"stop_reason\":\"");
     out.extend_from_slice(choice.finish_reason.anthropic_str().as_bytes());
-    out.extend_from_slice(b"\",\"stop_sequence\":null,\"usage\":");
+    out.extend_from_slice(b"\",\"stop_sequence\":");
+    write_stop_sequence(
+        &mut out,
+        choice.finish_reason,
+        choice.stop_sequence.as_deref(),
+    );
+    out.extend_from_slice(b",\"usage\":");
     write_usage(&mut out, completion.usage.as_ref());
     out.push(b'}');
     out
+}
+
+/// `stop_sequence`: the sequence that matched when the model stopped on one and the upstream
+/// said which, else `null` (Anthropic sends `null` for every other stop reason).
+fn write_stop_sequence(out: &mut Vec<u8>, reason: FinishReason, sequence: Option<&str>) {
+    match sequence {
+        Some(sequence) if reason == FinishReason::StopSequence => write_str(out, sequence),
+        _ => out.extend_from_slice(b"null"),
+    }
 }
 
 /// The content block being written.
@@ -182,6 +200,8 @@ pub struct MessagesWriter {
     /// Pieces of a choice other than 0 are dropped.
     ignoring: bool,
     finish_reason: Option<FinishReason>,
+    /// The stop sequence that matched, when the upstream said which.
+    stop_sequence: Option<String>,
     usage: Option<Usage>,
     error: Option<String>,
     done: bool,
@@ -222,6 +242,7 @@ impl MessagesWriter {
             tools: Vec::new(),
             ignoring: false,
             finish_reason: None,
+            stop_sequence: None,
             usage: None,
             error: None,
             done: false,
@@ -427,6 +448,12 @@ impl Encoder for MessagesWriter {
         }
     }
 
+    fn set_stop_sequence(&mut self, sequence: &str) {
+        if !self.ignoring {
+            self.stop_sequence = Some(sequence.to_owned());
+        }
+    }
+
     fn every_choice_finished(&self) -> bool {
         self.finish_reason.is_some()
     }
@@ -446,7 +473,9 @@ impl Encoder for MessagesWriter {
         open_event(out, "message_delta");
         out.extend_from_slice(b"{\"type\":\"message_delta\",\"delta\":{\"stop_reason\":\"");
         out.extend_from_slice(reason.anthropic_str().as_bytes());
-        out.extend_from_slice(b"\",\"stop_sequence\":null},\"usage\":");
+        out.extend_from_slice(b"\",\"stop_sequence\":");
+        write_stop_sequence(out, reason, self.stop_sequence.as_deref());
+        out.extend_from_slice(b"},\"usage\":");
         write_usage(out, self.usage.as_ref());
         out.extend_from_slice(b"}\n\nevent: message_stop\ndata: {\"type\":\"message_stop\"}\n\n");
         self.done = true;

@@ -9,7 +9,11 @@
 //!   output: its input is the answer's content, and it does not count as a tool call.
 //! * `stopReason` → `finish_reason`: `end_turn`, `stop_sequence` → stop; `max_tokens`,
 //!   `model_context_window_exceeded` → length; `tool_use` → tool_calls; `guardrail_intervened`,
-//!   `content_filtered` → content_filter.
+//!   `content_filtered` → content_filter. A `stop_sequence` stop is Anthropic's `stop_sequence`
+//!   for a Messages client; which sequence matched is read from
+//!   `additionalModelResponseFields.stop_sequence` (the whole answer's, or `messageStop`'s) when
+//!   the answer has it (Claude models return it when the request names `/stop_sequence` in
+//!   `additionalModelResponseFieldPaths`), else it is `null`.
 //! * Usage: prompt = input + cacheRead + cacheWrite, cached = cacheRead, completion = output,
 //!   total = totalTokens.
 //!
@@ -148,6 +152,25 @@ struct Output<'a> {
     message: Option<OutputMessage<'a>>,
 }
 
+/// `additionalModelResponseFields`: the model's own response fields a request named in
+/// `additionalModelResponseFieldPaths` (Claude's `/stop_sequence` is the one read here).
+#[derive(Debug, Deserialize)]
+struct AdditionalFields<'a> {
+    #[serde(borrow, default)]
+    stop_sequence: Option<Cow<'a, str>>,
+}
+
+/// The matched stop sequence of a `stop_sequence` stop, when the answer carries it.
+fn stop_sequence<'a>(
+    reason: FinishReason,
+    fields: Option<&'a AdditionalFields<'_>>,
+) -> Option<&'a str> {
+    if reason != FinishReason::StopSequence {
+        return None;
+    }
+    fields?.stop_sequence.as_deref().filter(|s| !s.is_empty())
+}
+
 #[derive(Debug, Deserialize)]
 #[serde(rename_all = "camelCase")]
 struct ConverseResponse<'a> {
@@ -155,6 +178,8 @@ struct ConverseResponse<'a> {
     output: Option<Output<'a>>,
     #[serde(borrow, default)]
     stop_reason: Option<Cow<'a, str>>,
+    #[serde(borrow, default)]
+    additional_model_response_fields: Option<AdditionalFields<'a>>,
     #[serde(default)]
     usage: Option<BedrockUsage>,
 }
@@ -178,6 +203,8 @@ struct Event<'a> {
     delta: Option<Block<'a>>,
     #[serde(borrow, default)]
     stop_reason: Option<Cow<'a, str>>,
+    #[serde(borrow, default)]
+    additional_model_response_fields: Option<AdditionalFields<'a>>,
     #[serde(default)]
     usage: Option<BedrockUsage>,
 }
@@ -256,6 +283,9 @@ pub fn decode_response(body: &[u8], client_model: Option<&str>) -> Result<Comple
         reason = FinishReason::Stop;
     }
     completion.choice.finish_reason = reason;
+    completion.choice.stop_sequence =
+        stop_sequence(reason, response.additional_model_response_fields.as_ref())
+            .map(str::to_owned);
     completion.usage = response.usage.map(BedrockUsage::to_openai);
     Ok(completion)
 }
@@ -458,8 +488,12 @@ impl<W: Encoder> State<W> {
                 }
             }
             "messageStop" => {
-                if let Some(reason) = event.stop_reason.as_deref() {
-                    self.writer.set_finish_reason(finish_reason(reason));
+                if let Some(reason) = event.stop_reason.as_deref().map(finish_reason) {
+                    self.writer.set_finish_reason(reason);
+                    let fields = event.additional_model_response_fields.as_ref();
+                    if let Some(sequence) = stop_sequence(reason, fields) {
+                        self.writer.set_stop_sequence(sequence);
+                    }
                 }
                 self.stop_seen = true;
             }
@@ -570,7 +604,7 @@ mod tests {
     use super::*;
     use crate::framing::eventstream::{encode_event, encode_message};
     use crate::providers::encoder::test_support::frames;
-    use serde_json::Value;
+    use serde_json::{json, Value};
 
     fn event(kind: &str, payload: &str) -> Vec<u8> {
         encode_event(kind, payload.as_bytes())
@@ -885,6 +919,57 @@ mod tests {
         assert_eq!(v["choices"][0]["message"]["content"], "{\"answer\":42}");
         assert!(v["choices"][0]["message"].get("tool_calls").is_none());
         assert_eq!(v["choices"][0]["finish_reason"], "stop");
+    }
+
+    #[test]
+    fn a_stop_sequence_stop_names_the_sequence_for_a_messages_client_when_bedrock_says_it() {
+        use crate::providers::anthropic_encoder::{message_json, test_support, MessagesWriter};
+        let stream = |stop: &str| {
+            [
+                event("messageStart", r#"{"role":"assistant"}"#),
+                event(
+                    "contentBlockDelta",
+                    r#"{"contentBlockIndex":0,"delta":{"text":"1, 2, 3"}}"#,
+                ),
+                event("contentBlockStop", r#"{"contentBlockIndex":0}"#),
+                event("messageStop", stop),
+                event(
+                    "metadata",
+                    r#"{"usage":{"inputTokens":3,"outputTokens":5,"totalTokens":8}}"#,
+                ),
+            ]
+            .concat()
+        };
+        let named = stream(
+            r#"{"stopReason":"stop_sequence","additionalModelResponseFields":{"stop_sequence":", 4"}}"#,
+        );
+        let unnamed = stream(r#"{"stopReason":"stop_sequence"}"#);
+        for (input, sequence) in [(named, json!(", 4")), (unnamed, Value::Null)] {
+            let mut t = BedrockStream::<MessagesWriter>::new(Some("m".into()), true);
+            let mut out = Vec::new();
+            for byte in &input {
+                t.feed_into(std::slice::from_ref(byte), &mut out).unwrap();
+            }
+            t.finish_into(&mut out).unwrap();
+            let events = test_support::events(&out);
+            let delta = &events.iter().find(|(n, _)| n == "message_delta").unwrap().1;
+            assert_eq!(delta["delta"]["stop_reason"], "stop_sequence");
+            assert_eq!(delta["delta"]["stop_sequence"], sequence);
+            assert_eq!(t.writer().finish_reason(), Some("stop"));
+        }
+        let body = br#"{"output":{"message":{"role":"assistant","content":[{"text":"1, 2, 3"}]}},"stopReason":"stop_sequence","additionalModelResponseFields":{"stop_sequence":", 4"},"usage":{"inputTokens":3,"outputTokens":5,"totalTokens":8}}"#;
+        let message: Value =
+            serde_json::from_slice(&message_json(&decode_response(body, Some("m")).unwrap()))
+                .unwrap();
+        assert_eq!(message["stop_reason"], "stop_sequence");
+        assert_eq!(message["stop_sequence"], ", 4");
+        // end_turn keeps null even when the fields name a sequence
+        let body = br#"{"output":{"message":{"role":"assistant","content":[{"text":"x"}]}},"stopReason":"end_turn","additionalModelResponseFields":{"stop_sequence":", 4"}}"#;
+        let message: Value =
+            serde_json::from_slice(&message_json(&decode_response(body, Some("m")).unwrap()))
+                .unwrap();
+        assert_eq!(message["stop_reason"], "end_turn");
+        assert_eq!(message["stop_sequence"], Value::Null);
     }
 
     #[test]

@@ -23,6 +23,8 @@
 //!   anything else (`MALFORMED_FUNCTION_CALL`, `UNEXPECTED_TOOL_CALL`, `OTHER`, `LANGUAGE`,
 //!   `NO_IMAGE`, `FINISH_REASON_UNSPECIFIED`, newer values) → stop: the model did end, and
 //!   Chat Completions has no closer reason (a malformed call simply yields no tool call).
+//!   Gemini's `STOP` covers a natural end and a matched stop sequence alike (and the matched
+//!   text is not sent), so a Messages client reads `end_turn` with `stop_sequence: null`.
 //! * A prompt blocked by `promptFeedback.blockReason` has no candidates: the answer is a
 //!   content_filter one whose content says what was blocked and why.
 //! * Usage: prompt = `promptTokenCount`; completion = `candidatesTokenCount + thoughtsTokenCount`;
