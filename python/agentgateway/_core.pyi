@@ -90,10 +90,13 @@ class CoreError(ValueError):
     """An upstream response the core cannot translate, or an internal error of the core.
 
     Raised for: an unknown provider name; a whole response body (`translate_response`) that is not
-    valid JSON or not a JSON object; an internal error of the core (a caught panic, message starting
-    with ``"internal error in the stream translator"``). A bad *stream* chunk does not raise: see
-    `StreamTranslator.failed`. After `StreamTranslator.feed` or `StreamTranslator.finish` raised,
-    the stream is over: send the client an error event and close.
+    valid JSON or not a JSON object; an internal error of the core: a caught panic in any entry point,
+    its message naming what failed (``"the Bedrock eventstream translator failed: ..."``, ``"the
+    HTTP/1.1 response parser failed: ..."``, ``"the SigV4 signer failed: ..."``). An object that
+    panicked (translator, response parser, signer) is poisoned: every later call raises, its getters
+    report it as failed. A bad *stream* chunk does not raise: see `StreamTranslator.failed`. After
+    `StreamTranslator.feed` or `StreamTranslator.finish` raised, the stream is over: send the client
+    an error event and close.
     """
 
 class UpstreamReportedError(CoreError):
@@ -264,7 +267,8 @@ class StreamTranslator:
     @property
     def error(self) -> str | None:
         """The message of the first error recorded: an upstream error payload, a chunk that
-        could not be translated, or the truncation message. ``None`` for a clean stream."""
+        could not be translated, the truncation message, or the panic that poisoned the translator.
+        ``None`` for a clean stream."""
 
     @property
     def done(self) -> bool:
@@ -273,8 +277,8 @@ class StreamTranslator:
 
     @property
     def failed(self) -> bool:
-        """Whether an untranslatable upstream chunk ended the client's stream with an error frame:
-        stop reading the upstream (later input is ignored)."""
+        """Whether an untranslatable upstream chunk ended the client's stream with an error frame
+        (or the translator panicked): stop reading the upstream (later input is ignored)."""
 
 @final
 class ResponseParser:
@@ -307,13 +311,13 @@ class ResponseParser:
 
     @property
     def complete(self) -> bool:
-        """Whether the whole response has been read."""
+        """Whether the whole response has been read (false once the parser panicked)."""
 
     @property
     def keep_alive(self) -> bool:
         """Whether the connection may carry another request: the response is complete, is not
         close-delimited, did not say ``Connection: close`` (HTTP/1.1; HTTP/1.0 needs ``keep-alive``),
-        and no bytes followed it."""
+        and no bytes followed it; false once the parser panicked (the connection is never reused)."""
 
 def translate_response(
     provider: str, body: bytes, client_model: str | None, client_api: str = "openai"

@@ -43,8 +43,13 @@ pub enum CoreError {
     },
     /// The upstream's AWS event stream is malformed (bad CRC, bad length, bad headers).
     EventStream(String),
-    /// A bug in the core (for instance a caught panic); the stream cannot go on.
-    Internal(String),
+    /// A bug in the core (for instance a caught panic, `guard.rs`); the call cannot go on.
+    Internal {
+        /// What failed: "the SigV4 signer", "the Bedrock eventstream translator", ...
+        what: &'static str,
+        /// Why (the panic's message).
+        detail: String,
+    },
 }
 
 impl CoreError {
@@ -84,15 +89,18 @@ impl CoreError {
             Self::UnknownProvider(_)
             | Self::UnknownClientApi(_)
             | Self::UnknownErrorKind(_)
-            | Self::Internal(_) => ErrorKind::Internal,
+            | Self::Internal { .. } => ErrorKind::Internal,
         }
     }
 
-    /// An internal error (a bug in the core) described by `detail`.
+    /// An internal error (a bug in the core): `what` failed, `detail` says how.
     #[cold]
     #[inline(never)]
-    pub fn internal(detail: impl fmt::Display) -> Self {
-        Self::Internal(detail.to_string())
+    pub fn internal(what: &'static str, detail: impl fmt::Display) -> Self {
+        Self::Internal {
+            what,
+            detail: detail.to_string(),
+        }
     }
 }
 
@@ -111,9 +119,7 @@ impl fmt::Display for CoreError {
             }
             Self::Http(detail) | Self::EventStream(detail) => write!(f, "{detail}"),
             Self::Upstream { message, .. } => write!(f, "{message}"),
-            Self::Internal(detail) => {
-                write!(f, "internal error in the stream translator: {detail}")
-            }
+            Self::Internal { what, detail } => write!(f, "{what} failed: {detail}"),
         }
     }
 }

@@ -5,6 +5,7 @@
 pub mod error;
 pub mod error_kind;
 pub mod framing;
+pub mod guard;
 mod json;
 pub mod providers;
 pub mod sigv4;

@@ -1,10 +1,9 @@
 //! The `agentgateway._core` extension module: a thin binding over the pure-Rust core.
 //! Errors are converted in one place (`From<CoreError> for PyErr`), and every entry point runs
-//! under `catch_unwind`, so a bug hit by one stream raises `CoreError` for that stream only instead
-//! of pyo3's `PanicException` (a `BaseException` that would escape the gateway's handlers).
-
-use std::any::Any;
-use std::panic::{catch_unwind, AssertUnwindSafe};
+//! under the panic guard (`guard.rs`), so a bug hit by one stream raises `CoreError` for that
+//! stream only instead of pyo3's `PanicException` (a `BaseException` that would escape the
+//! gateway's handlers); the error names what failed, and a stateful object that panicked is
+//! poisoned: it refuses further calls, and its getters report it as failed.
 
 use pyo3::create_exception;
 use pyo3::exceptions::PyValueError;
@@ -14,6 +13,7 @@ use pyo3::types::PyBytes;
 use crate::error::CoreError as Error;
 use crate::error_kind::{self as kinds, ErrorKind};
 use crate::framing::http1;
+use crate::guard::{self, guarded, Poison};
 use crate::providers::{self, ClientApi, Usage};
 use crate::sigv4;
 
@@ -48,20 +48,10 @@ impl From<Error> for PyErr {
 /// Keep the scratch output buffer between calls, unless one call made it this big.
 const MAX_KEPT_CAPACITY: usize = 1 << 20;
 
-#[cold]
-#[inline(never)]
-fn panic_error(payload: &(dyn Any + Send)) -> Error {
-    let message = payload
-        .downcast_ref::<&str>()
-        .copied()
-        .or_else(|| payload.downcast_ref::<String>().map(String::as_str))
-        .unwrap_or("panic");
-    Error::internal(message)
-}
-
-fn guarded<T>(f: impl FnOnce() -> Result<T, Error>) -> Result<T, Error> {
-    catch_unwind(AssertUnwindSafe(f)).unwrap_or_else(|payload| Err(panic_error(&*payload)))
-}
+const ERROR_WRITER: &str = "the error event writer";
+const ERROR_VOCABULARY: &str = "the error vocabulary";
+const RESPONSE_PARSER: &str = "the HTTP/1.1 response parser";
+const SIGNER: &str = "the SigV4 signer";
 
 /// `(prompt, completion, total, cached, cache_write, reasoning)`: the last three None when the
 /// provider did not say.
@@ -86,8 +76,12 @@ pub struct PyStreamTranslator {
     inner: providers::StreamTranslator,
     /// Scratch buffer for the frames of one call.
     out: Vec<u8>,
-    /// A panic left `inner` in an unknown state: refuse further calls.
-    poisoned: bool,
+    /// What this translator is called in an error ("the Bedrock eventstream translator").
+    name: &'static str,
+    /// A panic left `inner` in an unknown state: further calls are refused.
+    poison: Poison,
+    /// The error of that panic, reported by the `error` getter.
+    broken: Option<String>,
 }
 
 impl PyStreamTranslator {
@@ -96,22 +90,38 @@ impl PyStreamTranslator {
         py: Python<'py>,
         f: impl FnOnce(&mut providers::StreamTranslator, &mut Vec<u8>) -> Result<(), Error>,
     ) -> PyResult<Bound<'py, PyBytes>> {
-        if self.poisoned {
-            return Err(Error::internal("the translator failed earlier in this stream").into());
-        }
         self.out.clear();
         let (inner, out) = (&mut self.inner, &mut self.out);
-        let result = catch_unwind(AssertUnwindSafe(|| f(inner, out)));
-        let result = result.unwrap_or_else(|payload| {
-            self.poisoned = true;
-            Err(panic_error(&*payload))
-        });
+        let result = self.poison.guarded(self.name, || f(inner, out));
+        if let Err(err) = &result {
+            self.note_panic(err);
+        }
         result?;
         let bytes = PyBytes::new(py, &self.out);
         if self.out.capacity() > MAX_KEPT_CAPACITY {
             self.out = Vec::new();
         }
         Ok(bytes)
+    }
+
+    #[cold]
+    fn note_panic(&mut self, err: &Error) {
+        if self.poison.is_poisoned() && self.broken.is_none() {
+            self.broken = Some(err.to_string());
+        }
+    }
+
+    /// A fact read from the translator; `broken` once it panicked (now or earlier): a getter
+    /// never raises, so the gateway's clean-up after a failed stream still reads its facts.
+    fn fact<T>(&mut self, broken: T, f: impl FnOnce(&providers::StreamTranslator) -> T) -> T {
+        let inner = &self.inner;
+        match self.poison.guarded_value(self.name, || f(inner)) {
+            Ok(value) => value,
+            Err(err) => {
+                self.note_panic(&err);
+                broken
+            }
+        }
     }
 }
 
@@ -133,11 +143,12 @@ impl PyStreamTranslator {
         completion_id: &str,
     ) -> PyResult<Self> {
         let api = self::client_api(client_api)?;
-        let mut inner = guarded(|| {
+        let name = guard::stream_translator_name(provider);
+        let mut inner = guarded(name, || {
             providers::new_stream_translator_for(provider, client_model, include_usage, api)
         })?;
         if let Some(index) = choice {
-            if !guarded(|| Ok(inner.as_choice(index, completion_id)))? {
+            if !guarded(name, || Ok(inner.as_choice(index, completion_id)))? {
                 return Err(CoreError::new_err(format!(
                     "the {provider} translator for {client_api} clients cannot write one choice of a merged answer"
                 )));
@@ -146,7 +157,9 @@ impl PyStreamTranslator {
         Ok(Self {
             inner,
             out: Vec::new(),
-            poisoned: false,
+            name,
+            poison: Poison::default(),
+            broken: None,
         })
     }
 
@@ -162,33 +175,37 @@ impl PyStreamTranslator {
 
     /// `(prompt, completion, total, cached, cache_write, reasoning)` of the last non-null usage,
     /// or None.
+    /// None once the translator panicked.
     #[getter]
-    fn usage(&self) -> Option<UsageTuple> {
-        usage_tuple(self.inner.usage())
+    fn usage(&mut self) -> Option<UsageTuple> {
+        self.fact(None, |inner| usage_tuple(inner.usage()))
     }
 
     /// The last non-null `finish_reason`, or None.
     #[getter]
-    fn finish_reason(&self) -> Option<&str> {
-        self.inner.finish_reason()
+    fn finish_reason(&mut self) -> Option<String> {
+        self.fact(None, |inner| inner.finish_reason().map(str::to_owned))
     }
 
-    /// The first error recorded (upstream error, failed chunk, truncation), or None.
+    /// The first error recorded (upstream error, failed chunk, truncation; the panic's error once
+    /// the translator panicked), or None.
     #[getter]
-    fn error(&self) -> Option<&str> {
-        self.inner.error()
+    fn error(&mut self) -> Option<String> {
+        let error = self.fact(None, |inner| inner.error().map(str::to_owned));
+        error.or_else(|| self.broken.clone())
     }
 
     /// Whether `data: [DONE]` was sent.
     #[getter]
-    fn done(&self) -> bool {
-        self.inner.done()
+    fn done(&mut self) -> bool {
+        self.fact(false, providers::StreamTranslator::done)
     }
 
-    /// Whether an untranslatable upstream chunk ended the stream with an error frame.
+    /// Whether an untranslatable upstream chunk ended the stream with an error frame (true once
+    /// the translator panicked).
     #[getter]
-    fn failed(&self) -> bool {
-        self.inner.failed()
+    fn failed(&mut self) -> bool {
+        self.fact(true, providers::StreamTranslator::failed) || self.poison.is_poisoned()
     }
 }
 
@@ -203,16 +220,18 @@ fn translate_response<'py>(
     client_api: &str,
 ) -> PyResult<(Bound<'py, PyBytes>, Option<UsageTuple>)> {
     let api = self::client_api(client_api)?;
-    let (out, usage) =
-        guarded(|| providers::translate_response_for(provider, body, client_model, api))?;
+    let (out, usage) = guarded(guard::response_translator_name(provider), || {
+        providers::translate_response_for(provider, body, client_model, api)
+    })?;
     Ok((PyBytes::new(py, &out), usage_tuple(usage)))
 }
 
 /// `(status, OpenAI type, code)` of the error kind `name` (see `error_kind.rs`).
 #[pyfunction(name = "error_kind")]
 fn py_error_kind(name: &str) -> PyResult<(u16, &'static str, Option<&'static str>)> {
-    let kind =
-        ErrorKind::from_name(name).ok_or_else(|| Error::UnknownErrorKind(name.to_owned()))?;
+    let kind = guarded(ERROR_VOCABULARY, || {
+        ErrorKind::from_name(name).ok_or_else(|| Error::UnknownErrorKind(name.to_owned()))
+    })?;
     Ok((kind.status(), kind.openai_type(), kind.code()))
 }
 
@@ -220,10 +239,13 @@ fn py_error_kind(name: &str) -> PyResult<(u16, &'static str, Option<&'static str
 #[pyfunction(name = "error_type_for_status")]
 #[pyo3(signature = (status, client_api="openai"))]
 fn py_error_type_for_status(status: u16, client_api: &str) -> PyResult<&'static str> {
-    Ok(match self::client_api(client_api)? {
-        ClientApi::OpenAI => kinds::error_type_for_status(status),
-        ClientApi::Anthropic => kinds::anthropic_error_type_for_status(status),
-    })
+    let api = self::client_api(client_api)?;
+    Ok(guarded(ERROR_VOCABULARY, || {
+        Ok(match api {
+            ClientApi::OpenAI => kinds::error_type_for_status(status),
+            ClientApi::Anthropic => kinds::anthropic_error_type_for_status(status),
+        })
+    })?)
 }
 
 /// Anthropic's error body `{"type":"error","error":{"type","message"}}` (`event=False`), or its
@@ -235,14 +257,17 @@ fn py_anthropic_error<'py>(
     message: &str,
     status: u16,
     event: bool,
-) -> Bound<'py, PyBytes> {
-    let mut out = Vec::with_capacity(96 + message.len());
-    if event {
-        kinds::write_anthropic_error_event(&mut out, message, status);
-    } else {
-        kinds::write_anthropic_error(&mut out, message, status);
-    }
-    PyBytes::new(py, &out)
+) -> PyResult<Bound<'py, PyBytes>> {
+    let out = guarded(ERROR_WRITER, || {
+        let mut out = Vec::with_capacity(96 + message.len());
+        if event {
+            kinds::write_anthropic_error_event(&mut out, message, status);
+        } else {
+            kinds::write_anthropic_error(&mut out, message, status);
+        }
+        Ok(out)
+    })?;
+    Ok(PyBytes::new(py, &out))
 }
 
 /// The one in-stream error event: `data: {"error": {"message", "type", "param": null, "code",
@@ -255,13 +280,16 @@ fn py_error_event<'py>(
     r#type: &str,
     code: Option<&str>,
     status: Option<u16>,
-) -> Bound<'py, PyBytes> {
-    let status = status
-        .or_else(|| kinds::status_for_error_type(r#type))
-        .unwrap_or(ErrorKind::Internal.status());
-    let mut out = Vec::with_capacity(96 + message.len());
-    kinds::write_error_event(&mut out, message, status, r#type, code);
-    PyBytes::new(py, &out)
+) -> PyResult<Bound<'py, PyBytes>> {
+    let out = guarded(ERROR_WRITER, || {
+        let status = status
+            .or_else(|| kinds::status_for_error_type(r#type))
+            .unwrap_or(ErrorKind::Internal.status());
+        let mut out = Vec::with_capacity(96 + message.len());
+        kinds::write_error_event(&mut out, message, status, r#type, code);
+        Ok(out)
+    })?;
+    Ok(PyBytes::new(py, &out))
 }
 
 type HeadTuple<'py> = (u16, Vec<(Bound<'py, PyBytes>, Bound<'py, PyBytes>)>);
@@ -272,6 +300,9 @@ pub struct PyResponseParser {
     inner: http1::ResponseParser,
     /// Scratch buffer for the body bytes of one call.
     body: Vec<u8>,
+    /// A panic left `inner` in an unknown state: further calls raise, and the connection is
+    /// never reused (`complete` and `keep_alive` are false).
+    poison: Poison,
 }
 
 #[pymethods]
@@ -281,6 +312,7 @@ impl PyResponseParser {
         Self {
             inner: http1::ResponseParser::new(),
             body: Vec::new(),
+            poison: Poison::default(),
         }
     }
 
@@ -293,7 +325,9 @@ impl PyResponseParser {
     ) -> PyResult<(Option<HeadTuple<'py>>, Bound<'py, PyBytes>)> {
         self.body.clear();
         let (inner, body) = (&mut self.inner, &mut self.body);
-        let head = guarded(|| inner.feed(data, body))?;
+        let head = self
+            .poison
+            .guarded(RESPONSE_PARSER, || inner.feed(data, body))?;
         let head = head.map(|head| {
             let headers = head
                 .headers
@@ -312,20 +346,26 @@ impl PyResponseParser {
     /// The connection closed: a close-delimited body ends; anything else unfinished raises.
     fn finish(&mut self) -> PyResult<()> {
         let inner = &mut self.inner;
-        guarded(|| inner.finish())?;
+        self.poison.guarded(RESPONSE_PARSER, || inner.finish())?;
         Ok(())
     }
 
-    /// Whether the whole response has been read.
+    /// Whether the whole response has been read (false once the parser panicked).
     #[getter]
-    fn complete(&self) -> bool {
-        self.inner.is_complete()
+    fn complete(&mut self) -> bool {
+        let inner = &self.inner;
+        self.poison
+            .guarded_value(RESPONSE_PARSER, || inner.is_complete())
+            .unwrap_or(false)
     }
 
-    /// Whether the connection may carry another request now.
+    /// Whether the connection may carry another request now (false once the parser panicked).
     #[getter]
-    fn keep_alive(&self) -> bool {
-        self.inner.keep_alive()
+    fn keep_alive(&mut self) -> bool {
+        let inner = &self.inner;
+        self.poison
+            .guarded_value(RESPONSE_PARSER, || inner.keep_alive())
+            .unwrap_or(false)
     }
 }
 
@@ -335,18 +375,22 @@ pub struct PySigV4Signer {
     inner: sigv4::SigV4Signer,
     host: String,
     content_type: String,
+    /// A panic left the signing-key cache in an unknown state: further calls raise.
+    poison: Poison,
 }
 
 #[pymethods]
 impl PySigV4Signer {
     #[new]
     #[pyo3(signature = (region, service, host, content_type))]
-    fn new(region: &str, service: &str, host: &str, content_type: &str) -> Self {
-        Self {
-            inner: sigv4::SigV4Signer::new(region, service),
+    fn new(region: &str, service: &str, host: &str, content_type: &str) -> PyResult<Self> {
+        let inner = guarded(SIGNER, || Ok(sigv4::SigV4Signer::new(region, service)))?;
+        Ok(Self {
+            inner,
             host: host.to_owned(),
             content_type: content_type.to_owned(),
-        }
+            poison: Poison::default(),
+        })
     }
 
     /// The header lines `X-Amz-Date`, `X-Amz-Security-Token` (with a session token) and
@@ -363,47 +407,75 @@ impl PySigV4Signer {
         session_token: Option<&str>,
         amz_date: Option<&str>,
     ) -> PyResult<Bound<'py, PyBytes>> {
-        let bad = |s: &str| s.bytes().any(|b| b.is_ascii_control());
-        if bad(access_key) || session_token.is_some_and(bad) || amz_date.is_some_and(bad) {
-            return Err(Error::internal("AWS credentials contain control characters").into());
-        }
-        let now;
-        let amz_date = match amz_date {
-            Some(date) => date,
-            None => {
-                let seconds = std::time::SystemTime::now()
-                    .duration_since(std::time::UNIX_EPOCH)
-                    .map_or(0, |d| d.as_secs());
-                now = sigv4::amz_date(seconds);
-                &now
-            }
-        };
-        let request = sigv4::Request {
-            host: &self.host,
-            path,
-            content_type: &self.content_type,
-            body,
-        };
-        let credentials = sigv4::Credentials {
-            access_key,
-            secret_key,
-            session_token,
-        };
-        let signature = self.inner.sign(&request, &credentials, amz_date);
-        let mut out = Vec::with_capacity(160 + signature.authorization.len());
-        out.extend_from_slice(b"X-Amz-Date: ");
-        out.extend_from_slice(signature.amz_date.as_bytes());
-        out.extend_from_slice(b"\r\n");
-        if let Some(token) = session_token.filter(|t| !t.is_empty()) {
-            out.extend_from_slice(b"X-Amz-Security-Token: ");
-            out.extend_from_slice(token.as_bytes());
-            out.extend_from_slice(b"\r\n");
-        }
-        out.extend_from_slice(b"Authorization: ");
-        out.extend_from_slice(signature.authorization.as_bytes());
-        out.extend_from_slice(b"\r\n");
+        let (inner, host, content_type) = (&mut self.inner, &self.host, &self.content_type);
+        let out = self.poison.guarded(SIGNER, || {
+            sign_headers(
+                inner,
+                host,
+                content_type,
+                path,
+                body,
+                (access_key, secret_key, session_token),
+                amz_date,
+            )
+        })?;
         Ok(PyBytes::new(py, &out))
     }
+}
+
+/// The signed header lines of `PySigV4Signer.headers` (run under the panic guard).
+fn sign_headers(
+    signer: &mut sigv4::SigV4Signer,
+    host: &str,
+    content_type: &str,
+    path: &str,
+    body: &[u8],
+    (access_key, secret_key, session_token): (&str, &str, Option<&str>),
+    amz_date: Option<&str>,
+) -> Result<Vec<u8>, Error> {
+    let bad = |s: &str| s.bytes().any(|b| b.is_ascii_control());
+    if bad(access_key) || session_token.is_some_and(bad) || amz_date.is_some_and(bad) {
+        return Err(Error::internal(
+            SIGNER,
+            "the AWS credentials contain control characters",
+        ));
+    }
+    let now;
+    let amz_date = match amz_date {
+        Some(date) => date,
+        None => {
+            let seconds = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_secs());
+            now = sigv4::amz_date(seconds);
+            &now
+        }
+    };
+    let request = sigv4::Request {
+        host,
+        path,
+        content_type,
+        body,
+    };
+    let credentials = sigv4::Credentials {
+        access_key,
+        secret_key,
+        session_token,
+    };
+    let signature = signer.sign(&request, &credentials, amz_date);
+    let mut out = Vec::with_capacity(160 + signature.authorization.len());
+    out.extend_from_slice(b"X-Amz-Date: ");
+    out.extend_from_slice(signature.amz_date.as_bytes());
+    out.extend_from_slice(b"\r\n");
+    if let Some(token) = session_token.filter(|t| !t.is_empty()) {
+        out.extend_from_slice(b"X-Amz-Security-Token: ");
+        out.extend_from_slice(token.as_bytes());
+        out.extend_from_slice(b"\r\n");
+    }
+    out.extend_from_slice(b"Authorization: ");
+    out.extend_from_slice(signature.authorization.as_bytes());
+    out.extend_from_slice(b"\r\n");
+    Ok(out)
 }
 
 #[pymodule]
