@@ -101,6 +101,27 @@ class Invalid(Exception):
 INVOKE_SHAPE = _SERVICE_MODEL.operation_model("InvokeModel").input_shape
 
 
+def stop_at_sequences(
+    blocks: list[dict[str, Any]], stop_reason: str, body: dict[str, Any]
+) -> tuple[list[dict[str, Any]], str, dict[str, Any] | None]:
+    """What Converse does with ``inferenceConfig.stopSequences``: the text ends before the first sequence it holds
+    (the sequence itself is not sent), ``stopReason: stop_sequence``; the model's own ``stop_sequence`` field comes
+    back in ``additionalModelResponseFields`` only when ``additionalModelResponseFieldPaths`` asked for it."""
+    sequences = (body.get("inferenceConfig") or {}).get("stopSequences") or []
+    for position, block in enumerate(blocks):
+        text = block.get("text")
+        if not isinstance(text, str):
+            continue
+        found = [(text.find(s), s) for s in sequences if s and s in text]
+        if not found:
+            continue
+        at, sequence = min(found)
+        cut = [*blocks[:position], {"text": text[:at]}] if text[:at] else blocks[:position]
+        asked = "/stop_sequence" in (body.get("additionalModelResponseFieldPaths") or [])
+        return cut, "stop_sequence", {"stop_sequence": sequence} if asked else None
+    return blocks, stop_reason, None
+
+
 def embedding_family(model_id: str) -> str | None:
     """``titan`` / ``cohere`` for the embedding models the fake serves through InvokeModel (issue 19)."""
     if "amazon.titan-embed-text" in model_id:
@@ -372,6 +393,7 @@ class FakeBedrock:
         if model_id.endswith("-unavailable"):
             return self._error(503, "ServiceUnavailableException", "Bedrock is unable to process your request.")
         blocks, stop_reason = self.answer(model_id, body)
+        blocks, stop_reason, fields = stop_at_sequences(blocks, stop_reason, body)
         if operation == "converse":
             return web.Response(
                 content_type="application/json",
@@ -380,12 +402,13 @@ class FakeBedrock:
                     {
                         "output": {"message": {"role": "assistant", "content": blocks}},
                         "stopReason": stop_reason,
+                        **({"additionalModelResponseFields": fields} if fields else {}),
                         "usage": USAGE,
                         "metrics": {"latencyMs": 42},
                     }
                 ),
             )
-        return await self.stream(request, model_id, blocks, stop_reason)
+        return await self.stream(request, model_id, blocks, stop_reason, fields)
 
     async def invoke_embeddings(self, request: web.Request, model_id: str, raw: bytes) -> web.Response:
         """``InvokeModel`` on a Titan Text Embeddings or Cohere Embed model (issue 19): SigV4 checked as for
@@ -519,7 +542,12 @@ class FakeBedrock:
         return blocks, stop
 
     async def stream(
-        self, request: web.Request, model_id: str, blocks: list[dict[str, Any]], stop_reason: str
+        self,
+        request: web.Request,
+        model_id: str,
+        blocks: list[dict[str, Any]],
+        stop_reason: str,
+        fields: dict[str, Any] | None = None,
     ) -> web.StreamResponse:
         response = web.StreamResponse(
             headers={"Content-Type": "application/vnd.amazon.eventstream", "x-amzn-RequestId": "req-fake-stream"}
@@ -591,7 +619,10 @@ class FakeBedrock:
                 out.append(exception("throttlingException", "Too many tokens, please wait before trying again."))
                 break
         else:
-            out.append(event("messageStop", {"stopReason": stop_reason}))
+            stop: dict[str, Any] = {"stopReason": stop_reason}
+            if fields:
+                stop["additionalModelResponseFields"] = fields
+            out.append(event("messageStop", stop))
             out.append(event("metadata", {"usage": USAGE, "metrics": {"latencyMs": 42}}))
         data = b"".join(out)
         if model_id.endswith("-corrupt"):

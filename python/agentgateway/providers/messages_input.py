@@ -705,6 +705,9 @@ def converse_body(request: MessagesInput, model_id: str, default_max_tokens: int
         inference["topP"] = request.top_p
     if request.stop:
         inference["stopSequences"] = request.stop
+        # Which sequence matched comes back only when asked for, as the model's own response field (Claude's
+        # ``stop_sequence``); Converse ignores a path the model's response lacks, so asking costs nothing elsewhere.
+        out["additionalModelResponseFieldPaths"] = ["/stop_sequence"]
     if inference:
         out["inferenceConfig"] = inference
     if request.effort is not None and request.effort != "none":
