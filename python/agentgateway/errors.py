@@ -34,6 +34,7 @@ stream began), status kept, the ``type`` the one the status stands for (`anthrop
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 import orjson
@@ -53,6 +54,7 @@ __all__ = [
     "anthropic_error_type",
     "anthropic_status",
     "error_body",
+    "redact_frames",
     "stream_error_event",
 ]
 
@@ -94,6 +96,18 @@ def stream_error_event(message: str, type_: str, code: str | None = None, status
     """The final SSE event of a stream that failed after it began, written by the core as its own are (with
     ``status``; by default the one ``type_`` stands for): the openai SDKs raise APIError on it."""
     return error_event(message, type_, code, status)
+
+
+def redact_frames(frames: bytes, secrets: Sequence[str]) -> bytes:
+    """``frames`` (bytes written for the client: a stream's events) with every secret replaced, as written raw and
+    as JSON escapes it inside a string. The in-stream twin of the providers' ``redact`` of messages: an upstream's
+    error event may quote the key it refused (issue 20)."""
+    for secret in secrets:
+        raw = secret.encode()
+        for form in (raw, orjson.dumps(secret)[1:-1]):
+            if form in frames:
+                frames = frames.replace(form, b"[redacted]")
+    return frames
 
 
 class GatewayError(Exception):

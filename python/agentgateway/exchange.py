@@ -26,7 +26,14 @@ import orjson
 
 from ._core import CoreError, StreamTranslator, UpstreamReportedError, translate_response
 from .backend import Backend
-from .errors import GatewayError, ModelNotFound, UpstreamHTTPError, UpstreamProtocolError, anthropic_status
+from .errors import (
+    GatewayError,
+    ModelNotFound,
+    UpstreamHTTPError,
+    UpstreamProtocolError,
+    anthropic_status,
+    redact_frames,
+)
 from .health import retry_after_seconds
 from .providers import ChatRequest
 from .providers.messages_input import estimate_input_tokens
@@ -485,6 +492,10 @@ class Exchange:
                     response.abort()
                     self._failed(attempt, error, error.status, [])
                     return False
+            # An upstream error event may quote the key it refused: redacted as its logged copy is (issue 20).
+            secrets = provider.secrets
+            if secrets and translator.error is not None:
+                out = redact_frames(out, secrets)
             self._succeeded(attempt)
             headers = self._response_headers(backend, response)
             start_headers = _SSE_HEADERS + headers + self.client_headers
@@ -498,10 +509,14 @@ class Exchange:
                     while chunk := await response.read_chunk():
                         out = translator.feed(chunk)
                         if out:
+                            if secrets and translator.error is not None:
+                                out = redact_frames(out, secrets)
                             await send({"type": "http.response.body", "body": out, "more_body": True})
                         if translator.failed:
                             break  # the upstream sent something unreadable; the error frame is already out
                 tail = translator.finish()  # b"" when the first read already ended the stream
+                if secrets and translator.error is not None:
+                    tail = redact_frames(tail, secrets)
             except GatewayError as exc:
                 # Timeouts, resets and framing errors after the stream began: the client gets them as the last event.
                 logger.warning("stream from %s failed: %s", backend.name, exc.message)
