@@ -14,9 +14,9 @@ from typing import Any
 import openai
 import orjson
 import pytest
-from agentgateway.config import RegexGuard, load_config
+from agentgateway.config import GuardRejection, RegexGuard, load_config
 from agentgateway.errors import ConfigError
-from agentgateway.guardrails import HOLD_BACK, RegexRules, StreamGuard
+from agentgateway.guardrails import HOLD_BACK, GuardRejected, MessagesStreamGuard, RegexRules, StreamGuard
 from aiohttp import web
 from conftest import TEST_KEY, RunningGateway, openai_client, start_gateway
 from fakes.server import serve_in_thread
@@ -423,6 +423,75 @@ def test_the_stream_guard_masks_the_same_whatever_the_chunking(piece: int) -> No
         out = guard.feed(frames[:cut]) + guard.feed(frames[cut:]) + guard.finish()
         assert _content(out) == expected
         assert out.endswith(b"data: [DONE]\n\n")
+
+
+def _messages_frames(blocks: list[str], piece: int) -> bytes:
+    """An Anthropic Messages stream with one text block per entry of ``blocks`` (a tool_use block between them), the
+    text in ``piece``-character ``text_delta`` events."""
+
+    def event(name: str, payload: dict[str, Any]) -> bytes:
+        return b"event: " + name.encode() + b"\ndata: " + orjson.dumps({"type": name, **payload}) + b"\n\n"
+
+    out = event("message_start", {"message": {"id": "msg_1"}}) + event("ping", {})
+    index = 0
+    for text in blocks:
+        out += event("content_block_start", {"index": index, "content_block": {"type": "text", "text": ""}})
+        for start in range(0, len(text), piece):
+            delta = {"type": "text_delta", "text": text[start : start + piece]}
+            out += event("content_block_delta", {"index": index, "delta": delta})
+        out += event("content_block_stop", {"index": index})
+        tool = {"type": "tool_use", "id": "toolu_1", "name": "f", "input": {}}
+        out += event("content_block_start", {"index": index + 1, "content_block": tool})
+        json_delta = {"type": "input_json_delta", "partial_json": '{"card": "4111 1111 1111 1111"}'}
+        out += event("content_block_delta", {"index": index + 1, "delta": json_delta})
+        out += event("content_block_stop", {"index": index + 1})
+        index += 2
+    delta = {"delta": {"stop_reason": "end_turn", "stop_sequence": None}, "usage": {"output_tokens": 5}}
+    return out + event("message_delta", delta) + event("message_stop", {})
+
+
+def _block_texts(frames: bytes) -> dict[int, str]:
+    """Each block's text from the ``text_delta`` events, checking each arrives before its block's stop."""
+    texts: dict[int, str] = {}
+    stopped: set[int] = set()
+    for frame in frames.split(b"\n\n"):
+        if not frame:
+            continue
+        event = orjson.loads(frame.partition(b"\ndata: ")[2])
+        if event["type"] == "content_block_stop":
+            stopped.add(event["index"])
+        elif event["type"] == "content_block_delta" and event["delta"]["type"] == "text_delta":
+            assert event["index"] not in stopped, "text after its block's content_block_stop"
+            assert event["delta"]["text"], "an empty text_delta was sent"
+            texts[event["index"]] = texts.get(event["index"], "") + event["delta"]["text"]
+    return texts
+
+
+@pytest.mark.parametrize("piece", [1, 3, 7, 40])
+def test_the_messages_stream_guard_masks_text_deltas_the_same_whatever_the_chunking(piece: int) -> None:
+    rules = _rules({"builtin": "email"}, {"builtin": "creditCard"})
+    first = f"mail a.b@example.org, pay {CARD}; " + "filler " * 30 + "and z@q.io"
+    second = f"again {CARD}"
+    frames = _messages_frames([first, second], piece)
+    expected = {0: rules.mask(first), 2: rules.mask(second)}
+    for split in range(0, len(frames), max(1, len(frames) // 30)):
+        guard = MessagesStreamGuard([(rules, None)])  # type: ignore[list-item]
+        cut = frames.rfind(b"\n\n", 0, split) + 2 if split else 0
+        out = guard.feed(frames[:cut]) + guard.feed(frames[cut:]) + guard.finish()
+        assert _block_texts(out) == expected
+        assert out.count(b'"partial_json":"{\\"card\\": \\"4111 1111 1111 1111\\"}"') == 2  # tool input untouched
+        assert out.endswith(b'event: message_stop\ndata: {"type":"message_stop"}\n\n')
+
+
+def test_the_messages_stream_guard_rejects_before_the_match_is_sent() -> None:
+    rules = _rules({"pattern": "FORBIDDEN-WORD"}, action="reject")
+    frames = _messages_frames(["it says FORBIDDEN-WORD here"], 3)
+    guard = MessagesStreamGuard([(rules, GuardRejection())])
+    sent = b""
+    with pytest.raises(GuardRejected):
+        for frame in frames.split(b"\n\n"):
+            sent += guard.feed(frame + b"\n\n")
+    assert b"FORBIDDEN" not in sent and b"FORB" not in sent
 
 
 def test_the_needles_never_change_what_the_builtins_find() -> None:

@@ -1,5 +1,6 @@
 """``stop_sequences`` on /v1/messages to decoded providers (issue 19): what a Messages client reads as
-``stop_reason`` and ``stop_sequence`` when a non-Claude backend stops on one, whole and streamed, through the anthropic SDK.
+``stop_reason`` and ``stop_sequence`` when a non-Claude backend stops on one, whole and streamed, through the
+anthropic SDK.
 
 - Bedrock Converse says ``stopReason: stop_sequence``; which sequence comes back in ``additionalModelResponseFields``
   because the gateway asks for ``/stop_sequence`` (the fake answers as Converse does: only when asked).

@@ -57,7 +57,7 @@ if TYPE_CHECKING:
     from .router import Router
     from .upstream import UpstreamClient
 
-__all__ = ["HOLD_BACK", "Guardrails", "RegexRules", "guard_responses", "has_response_guards"]
+__all__ = ["HOLD_BACK", "Guardrails", "MessagesStreamGuard", "RegexRules", "guard_responses", "has_response_guards"]
 
 logger = logging.getLogger("agentgateway")
 
@@ -268,12 +268,19 @@ def _replace(text: str, spans: list[Span], upto: int) -> str:
 
 
 def _content_texts(content: Any) -> Iterator[str]:
+    """The texts of a ``content``: the string, or its text parts in order -- and, in the Messages API, the text of
+    each ``tool_result`` block's own content (what a tool returned reaches the model as prompt too)."""
     if isinstance(content, str):
         yield content
     elif isinstance(content, list):
         for part in content:
-            if isinstance(part, dict) and part.get("type") == "text" and isinstance(part.get("text"), str):
+            if not isinstance(part, dict):
+                continue
+            kind = part.get("type")
+            if kind == "text" and isinstance(part.get("text"), str):
                 yield part["text"]
+            elif kind == "tool_result" and "content" in part:
+                yield from _content_texts(part["content"])
 
 
 def request_texts(body: dict[str, Any], api: str) -> list[str]:
@@ -293,12 +300,41 @@ def _with_content(content: Any, texts: Iterator[str]) -> Any:
     if isinstance(content, list):
         parts = []
         for part in content:
-            if isinstance(part, dict) and part.get("type") == "text" and isinstance(part.get("text"), str):
+            kind = part.get("type") if isinstance(part, dict) else None
+            if kind == "text" and isinstance(part.get("text"), str):
                 parts.append({**part, "text": next(texts)})
+            elif kind == "tool_result" and "content" in part:
+                parts.append({**part, "content": _with_content(part["content"], texts)})
             else:
                 parts.append(part)
         return parts
     return content
+
+
+def _with_text(content: Any, text: str) -> Any:
+    """``content`` with its text replaced by ``text`` (a webhook's masked message): a string content becomes
+    ``text``; in a block list the first text block takes it and the other text blocks go, the other blocks
+    (images, tool use and results, thinking) stay where they are. Unchanged when its text already is ``text``."""
+    if not isinstance(content, list):
+        return text
+    if "".join(part["text"] for part in content if _is_text_block(part)) == text:
+        return content
+    out: list[Any] = []
+    placed = False
+    for part in content:
+        if _is_text_block(part):
+            if not placed:
+                out.append({**part, "text": text})
+                placed = True
+        else:
+            out.append(part)
+    if not placed:
+        out.insert(0, {"type": "text", "text": text})
+    return out
+
+
+def _is_text_block(part: Any) -> bool:
+    return isinstance(part, dict) and part.get("type") == "text" and isinstance(part.get("text"), str)
 
 
 def with_request_texts(body: dict[str, Any], api: str, texts: list[str]) -> dict[str, Any]:
@@ -602,14 +638,22 @@ class Guardrails:
             out = []
             for message in messages:
                 content = next(contents, None) if isinstance(message, dict) else None
-                out.append({**message, "content": content} if content is not None else message)
+                if content is None:
+                    out.append(message)
+                elif isinstance(content, str) and request.api == "messages":
+                    out.append({**message, "content": _with_text(message.get("content"), content)})
+                else:
+                    out.append({**message, "content": content})
             return {**body, "messages": out}
         return None
 
     # -- answers -----------------------------------------------------------------------------------------------
 
     async def check_answer(self, body: bytes, request: ChatRequest | None, exchange: Exchange, client: Any) -> bytes:
-        """A whole OpenAI answer with the response guards applied: masked, or the rejection raised."""
+        """A whole OpenAI answer (an Anthropic ``message`` for /v1/messages) with the response guards applied:
+        masked, or the rejection raised."""
+        if exchange.api == "messages":
+            return await self.check_message(body, request, exchange, client)
         try:
             answer = orjson.loads(body)
             choices = answer["choices"]
@@ -665,7 +709,60 @@ class Guardrails:
                         changed = True
         return orjson.dumps(answer) if changed else body
 
-    def stream(self) -> StreamGuard:
+    async def check_message(self, body: bytes, request: ChatRequest | None, exchange: Exchange, client: Any) -> bytes:
+        """A whole Anthropic ``message`` with the response guards applied to its text blocks (thinking, tool input
+        and the other blocks are left as they came: a signature vouches for the thinking text)."""
+        try:
+            answer = orjson.loads(body)
+            content = answer["content"]
+        except (orjson.JSONDecodeError, KeyError, TypeError):
+            return body
+        if not isinstance(content, list):
+            return body
+        changed = False
+        for guard in self.response:
+            if guard.rules is not None:
+                rules = guard.rules
+                for position, block in enumerate(content):
+                    if not _is_text_block(block) or not block["text"]:
+                        continue
+                    if rules.reject:
+                        if rules.found(block["text"]):
+                            raise _rejection(guard.rejection)
+                        continue
+                    masked = rules.mask(block["text"])
+                    if masked is not None:
+                        content[position] = {**block, "text": masked}
+                        changed = True
+                continue
+            webhook = guard.webhook
+            assert webhook is not None and request is not None
+            text = "".join(block["text"] for block in content if _is_text_block(block))
+            payload = {"body": {"choices": [{"message": {"role": "assistant", "content": text}}]}}
+            try:
+                reply = await webhook.call(client, "/response", payload, request, exchange)
+            except GatewayError as exc:
+                if webhook.fail_open:
+                    logger.warning("guardrail webhook unavailable, failing open: %s", exc.message)
+                    continue
+                raise
+            kind, action = _webhook_action(reply)
+            if kind == "reject":
+                status = action.get("status_code")
+                valid = isinstance(status, int) and 400 <= status <= 599
+                raise _rejection(guard.rejection, status if valid else None, action["body"])
+            if kind == "mask":
+                choices = action.get("choices") or []
+                new = ((choices[0] or {}).get("message") or {}).get("content") if choices else None
+                if isinstance(new, str) and new != text:
+                    content = answer["content"] = _with_text(content, new)
+                    changed = True
+        return orjson.dumps(answer) if changed else body
+
+    def stream(self, api: str = "chat") -> StreamGuard | MessagesStreamGuard:
+        """The guard of one streamed answer, for the client API's frames."""
+        if api == "messages":
+            return MessagesStreamGuard(self.stream_rules)
         return StreamGuard(self.stream_rules)
 
 
@@ -775,6 +872,78 @@ class StreamGuard:
         return self._flush()
 
 
+class MessagesStreamGuard:
+    """The regex response guards of one Anthropic Messages stream (/v1/messages, issue 21): the same hold-back as
+    `StreamGuard`, over the ``text_delta`` pieces of each text block (by its ``index``), whatever the backend (a
+    Claude pass-through's events or the core's Anthropic encoder). What is held of a block is flushed, masked, as one
+    more ``text_delta`` just before that block's ``content_block_stop`` (and before ``message_delta``,
+    ``message_stop`` or ``error``, should a block not be closed); a delta whose text is all held back is not sent.
+    Thinking, signatures, tool input and citations pass untouched. A reject raises the rejection (the exchange ends
+    the stream with it as the ``event: error``)."""
+
+    __slots__ = ("_text",)
+
+    def __init__(self, rules: Sequence[tuple[RegexRules | None, GuardRejection]]) -> None:
+        #: the hold-back machinery, keyed by content block index instead of choice index
+        self._text = StreamGuard(rules)
+
+    def feed(self, frames: bytes) -> bytes:
+        if b'"text_delta"' not in frames and b"content_block_stop" not in frames and not self._text._held:
+            return frames
+        out: list[bytes] = []
+        for frame in frames.split(b"\n\n"):
+            if frame:
+                out.append(self._frame(frame))
+        return b"".join(part for part in out if part)
+
+    def _frame(self, frame: bytes) -> bytes:
+        name, _, data = frame.partition(b"\ndata: ")
+        if not name.startswith(b"event: ") or not data:
+            return frame + b"\n\n"
+        name = name[7:]
+        if name == b"content_block_delta":
+            if b'"text_delta"' not in data:
+                return frame + b"\n\n"
+            try:
+                event = orjson.loads(data)
+                index, delta = event["index"], event["delta"]
+                text = delta["text"]
+            except (orjson.JSONDecodeError, KeyError, TypeError):
+                return frame + b"\n\n"
+            if not isinstance(text, str) or not isinstance(index, int):
+                return frame + b"\n\n"
+            released = self._text._release(index, text, False)
+            if released == text:
+                return frame + b"\n\n"
+            return _text_delta(index, released) if released else b""
+        if name == b"content_block_stop":
+            try:
+                index = orjson.loads(data)["index"]
+            except (orjson.JSONDecodeError, KeyError, TypeError):
+                return frame + b"\n\n"
+            return self._flush(index) + frame + b"\n\n"
+        if name in (b"message_delta", b"message_stop", b"error"):
+            return self.finish() + frame + b"\n\n"
+        return frame + b"\n\n"
+
+    def _flush(self, index: Any) -> bytes:
+        if not self._text._held.get(index):
+            self._text._held.pop(index, None)
+            return b""
+        released = self._text._release(index, "", True)
+        self._text._held.pop(index, None)
+        self._text._sent.pop(index, None)
+        return _text_delta(index, released) if released else b""
+
+    def finish(self) -> bytes:
+        return b"".join(self._flush(index) for index in sorted(self._text._held))
+
+
+def _text_delta(index: int, text: str) -> bytes:
+    payload = {"type": "content_block_delta", "index": index, "delta": {"type": "text_delta", "text": text}}
+    return b"event: content_block_delta\ndata: " + orjson.dumps(payload) + b"\n\n"
+
+
 def _union(a: list[Span], b: list[Span]) -> list[Span]:
     """Two sorted span lists as one, overlaps joined (``a``'s replacement wins)."""
     merged: list[Span] = []
@@ -802,7 +971,7 @@ def guard_responses(exchange: Exchange, send: Send, client: Any) -> Send:
     passing = False
     start: Message | None = None
     guards: Guardrails | None = None
-    stream: StreamGuard | None = None
+    stream: StreamGuard | MessagesStreamGuard | None = None
     state: dict[str, Any] = {}
 
     async def guarded(message: Message) -> None:
@@ -812,12 +981,13 @@ def guard_responses(exchange: Exchange, send: Send, client: Any) -> Send:
             return
         kind = message["type"]
         if kind == "http.response.start":
-            guards = _guards_of(exchange) if message.get("status") == 200 and exchange.api == "chat" else None
+            guarded_api = exchange.api in _GUARDED_APIS
+            guards = _guards_of(exchange) if message.get("status") == 200 and guarded_api else None
             if guards is None or (exchange.streamed and not guards.streaming):
                 passing = True
                 await send(message)
             elif exchange.streamed:
-                stream = guards.stream()
+                stream = guards.stream(exchange.api)
                 await send(message)
             else:
                 start = message
@@ -836,7 +1006,8 @@ def guard_responses(exchange: Exchange, send: Send, client: Any) -> Send:
                 exchange.facts.error, exchange.facts.error_type = exc.message, exc.code
                 headers = [h for h in head["headers"] if h[0] == b"content-type" or h[0].startswith(b"x-")]
                 await send({**head, "status": exc.status, "headers": headers + exc.headers})
-                await send({"type": "http.response.body", "body": exc.body()})
+                body = exc.anthropic_body() if exchange.api == "messages" else exc.body()
+                await send({"type": "http.response.body", "body": body})
                 return
             await send(head)
             await send({**message, "body": body} if body is not message.get("body") else message)
@@ -847,14 +1018,15 @@ def guard_responses(exchange: Exchange, send: Send, client: Any) -> Send:
 
 
 async def _send_stream(
-    stream: StreamGuard, message: Message, state: dict[str, Any], exchange: Exchange, send: Send
+    stream: StreamGuard | MessagesStreamGuard, message: Message, state: dict[str, Any], exchange: Exchange, send: Send
 ) -> None:
     more = message.get("more_body", False)
     if state.get("rejected"):
         # The stream was refused: only its end (the exchange's error event, written from our rejection) goes out.
         if not more:
             body = message.get("body", b"")
-            await send({**message, "body": body if body.startswith(b'data: {"error"') else b""})
+            error = body.startswith((b'data: {"error"', b"event: error\n"))
+            await send({**message, "body": body if error else b""})
         return
     try:
         body = stream.feed(message.get("body", b""))
@@ -866,10 +1038,15 @@ async def _send_stream(
         if more:
             raise  # the exchange stops reading the upstream and ends the stream with this error
         exchange.facts.error, exchange.facts.error_type = exc.message, exc.code
-        await send({**message, "body": exc.stream_event()})
+        event = exc.anthropic_stream_event() if exchange.api == "messages" else exc.stream_event()
+        await send({**message, "body": event})
         return
     if body or not more:
         await send({**message, "body": body})
+
+
+#: the inbound APIs whose answers the response guards read (chat completions, Anthropic Messages)
+_GUARDED_APIS = frozenset(("chat", "messages"))
 
 
 def _guards_of(exchange: Exchange) -> Guardrails | None:

@@ -39,7 +39,7 @@ from .._core import SigV4Signer
 from ..config import ModelEntry
 from ..errors import ConfigError, GatewayError, InvalidRequest, UpstreamHTTPError
 from ..memo import BoundedMemo
-from ..prompt_caching import converse_cache_points
+from ..prompt_caching import anthropic_cache_points, converse_cache_points
 from ..upstream import Endpoint, UpstreamRequest, encode_headers
 from .base import ChatRequest, Provider, header_value
 from .bedrock_anthropic import count_tokens_input, invoke_body, is_claude_model
@@ -642,10 +642,11 @@ class BedrockProvider(Provider):
             operation, payload = "count-tokens", count_tokens_input(request, converse)
         elif claude:
             operation = "invoke-with-response-stream" if request.stream else "invoke"
-            payload = invoke_body(request)
+            payload = anthropic_cache_points(invoke_body(request), self.entry.prompt_caching)  # promptCaching, issue 21
         else:
             operation = "converse-stream" if request.stream else "converse"
             payload = messages_converse_body(read_messages(request.body), model_id, self.max_tokens)
+            payload = converse_cache_points(payload, model_id, self.entry.prompt_caching)  # promptCaching, issue 21
         endpoint, path = self._operation_endpoints.get((model_id, operation))
         body = orjson.dumps(payload)
         return UpstreamRequest(endpoint, await self.signed_headers(path, body), body)
