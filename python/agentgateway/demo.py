@@ -8,6 +8,7 @@ usage (words counted as tokens) and ``stream_options.include_usage`` honoured, s
 from __future__ import annotations
 
 import asyncio
+import logging
 import threading
 import time
 import uuid
@@ -20,6 +21,8 @@ from aiohttp import web
 __all__ = ["DEMO_UPSTREAM_ENV", "demo_config_text", "start_demo_upstream_thread"]
 
 DEMO_UPSTREAM_ENV = "AGENTGATEWAY_DEMO_UPSTREAM"
+
+logger = logging.getLogger("agentgateway.demo")
 
 
 def demo_config_text() -> str:
@@ -116,23 +119,28 @@ async def _chat_completions(request: web.Request) -> web.StreamResponse:
             payload["usage"] = None
         return b"data: " + orjson.dumps(payload) + b"\n\n"
 
-    await response.write(chunk({"role": "assistant", "content": ""}, None))
-    for i, word in enumerate(words):
-        await response.write(chunk({"content": word if i == 0 else " " + word}, None))
-        await asyncio.sleep(0.02)  # a visible, model-like pace
-    await response.write(chunk({}, "stop"))
-    if include_usage:
-        final = {
-            "id": completion_id,
-            "object": "chat.completion.chunk",
-            "created": created,
-            "model": model,
-            "choices": [],
-            "usage": usage,
-        }
-        await response.write(b"data: " + orjson.dumps(final) + b"\n\n")
-    await response.write(b"data: [DONE]\n\n")
-    await response.write_eof()
+    try:
+        await response.write(chunk({"role": "assistant", "content": ""}, None))
+        for i, word in enumerate(words):
+            await response.write(chunk({"content": word if i == 0 else " " + word}, None))
+            await asyncio.sleep(0.02)  # a visible, model-like pace
+        await response.write(chunk({}, "stop"))
+        if include_usage:
+            final = {
+                "id": completion_id,
+                "object": "chat.completion.chunk",
+                "created": created,
+                "model": model,
+                "choices": [],
+                "usage": usage,
+            }
+            await response.write(b"data: " + orjson.dumps(final) + b"\n\n")
+        await response.write(b"data: [DONE]\n\n")
+        await response.write_eof()
+    except ConnectionError:
+        # The gateway drops the connection when its client leaves a stream (DESIGN.md: the upstream stops too):
+        # an everyday event, not an error with a traceback (aiohttp's ClientConnectionResetError is one of these).
+        logger.info("demo upstream: a client left a stream early")
     return response
 
 
