@@ -14,6 +14,7 @@ import re
 import signal
 import threading
 import time
+import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -27,6 +28,7 @@ from aiohttp import web
 from conftest import TEST_KEY, RunningGateway, free_port, openai_client, start_gateway
 from fakes.bedrock_upstream import FakeBedrock, start_fake_bedrock
 from fakes.gemini_upstream import start_fake_google
+from fakes.openai_upstream import FakeOpenAI
 from fakes.server import serve_in_thread
 from prometheus_client.parser import text_string_to_metric_families
 from test_bedrock import AWS_ENV_VARS, aws_env
@@ -402,5 +404,259 @@ def test_config_synchronized_and_model_labels_follow_reloads(tmp_path: Path, ups
             gateway,
         )
         assert metric("agentgateway_upstream_attempts_total", backend="m") == 1
+    finally:
+        gateway.stop()
+
+
+# -- files the config refers to: secrets and the model catalog (issue 21: params.apiKey {file}) ------------------
+
+
+def upstream_key(fake: FakeOpenAI, model: str) -> str:
+    """The Authorization header of the last request the fake received for the upstream model ``model``."""
+    headers = fake.for_model(model)[-1].headers
+    return next(value for name, value in headers.items() if name.lower() == "authorization")
+
+
+def uses_key(gateway: RunningGateway, fake: FakeOpenAI, model: str, key: str) -> Callable[[], bool]:
+    def check() -> bool:
+        try:
+            answer(openai_client(gateway.url), "secret")
+        except openai.APIError:
+            return False
+        return upstream_key(fake, model) == f"Bearer {key}"
+
+    return check
+
+
+def test_a_changed_secret_file_alone_is_picked_up_by_every_worker_and_sighup_reads_it_again(
+    tmp_path: Path, fake_openai: FakeOpenAI
+) -> None:
+    model = f"secret-{uuid.uuid4().hex[:8]}"
+    key_file = tmp_path / "openai.key"
+    write(key_file, "sk-first-0001\n")
+    path = tmp_path / "config.yaml"
+    path.write_text(
+        f"""llm:
+  models:
+  - name: secret
+    provider: openAI
+    params: {{model: {model}, baseUrl: "{fake_openai.base_url}", apiKey: {{file: {key_file}}}}}
+"""
+    )
+    config_stat = os.stat(path)
+    gateway = start_gateway(None, tmp_path, "-f", str(path), workers=2)
+    try:
+        client = openai_client(gateway.url)
+        assert answer(client, "secret")
+        assert upstream_key(fake_openai, model) == "Bearer sk-first-0001"
+
+        # Only the secret changes (as a Kubernetes Secret volume does: a new file renamed into place).
+        write(key_file, "sk-second-002\n")
+        wait_for("the new key sent", uses_key(gateway, fake_openai, model, "sk-second-002"), gateway)
+        wait_for(
+            "both workers on generation 2", lambda: sorted(worker_generations(gateway).values()) == [2, 2], gateway
+        )
+        for _ in range(10):  # whichever worker answers
+            answer(openai_client(gateway.url), "secret")
+            assert upstream_key(fake_openai, model) == "Bearer sk-second-002"
+        assert os.stat(path).st_mtime_ns == config_stat.st_mtime_ns, "the config file itself was not touched"
+
+        # Changed in place with its size, inode and modification time kept: only SIGHUP makes the gateway look.
+        before = os.stat(key_file)
+        with open(key_file, "r+") as handle:
+            handle.write("sk-third-0003\n")
+        os.utime(key_file, ns=(before.st_atime_ns, before.st_mtime_ns))
+        gateway.process.send_signal(signal.SIGHUP)
+        wait_for("the key after SIGHUP", uses_key(gateway, fake_openai, model, "sk-third-0003"), gateway)
+
+        # A secret file that goes away is a refused change: logged once with file:line: path, the last good key
+        # is still used, and no key is ever logged.
+        key_file.unlink()
+        wait_for("the refusal logged", lambda: "config change refused" in gateway.log(), gateway)
+        assert re.search(
+            rf"{re.escape(str(path))}:5: llm\.models\[0\]\.params\.apiKey: cannot read the key file", gateway.log()
+        )
+        answer(openai_client(gateway.url), "secret")
+        assert upstream_key(fake_openai, model) == "Bearer sk-third-0003"
+        write(key_file, "sk-fourth-004")
+        wait_for("the key back", uses_key(gateway, fake_openai, model, "sk-fourth-004"), gateway)
+        assert gateway.log().count("config change refused") == 1
+        log = gateway.log()
+        for secret in ("sk-first-0001", "sk-second-002", "sk-third-0003", "sk-fourth-004"):
+            assert secret not in log
+        assert "gracefully respawning" not in log
+    finally:
+        gateway.stop()
+
+
+def test_an_inbound_key_file_change_is_picked_up(tmp_path: Path, upstreams: tuple[Tagged, Tagged]) -> None:
+    a, _ = upstreams
+    key_file = tmp_path / "team.key"
+    write(key_file, "team-key-one\n")
+    path = tmp_path / "config.yaml"
+    path.write_text(
+        config(entry("m", a))
+        + f"  policies:\n    apiKey:\n      keys: [{{key: {{file: {key_file}}}, metadata: {{name: t}}}}]\n"
+    )
+    gateway = start_gateway(None, tmp_path, "-f", str(path), workers=1)
+    try:
+        assert answer(openai_client(gateway.url, "team-key-one"), "m") == "A:m"
+        write(key_file, "team-key-two\n")
+
+        def new_key_works() -> bool:
+            try:
+                return answer(openai_client(gateway.url, "team-key-two"), "m") == "A:m"
+            except openai.AuthenticationError:
+                return False
+
+        wait_for("the new inbound key accepted", new_key_works, gateway)
+        with pytest.raises(openai.AuthenticationError):
+            answer(openai_client(gateway.url, "team-key-one"), "m")
+    finally:
+        gateway.stop()
+
+
+# -- config: changes live (issue 16): logging, metrics fields, the catalog; addresses need a restart -------------
+
+
+def at_latest(gateway: RunningGateway, least: int) -> bool:
+    """Whether every worker serves the generation the main process published last, and that it is ``least`` or
+    later."""
+    published = [int(n) for n in re.findall(r"generation (\d+) published to the workers", gateway.log())]
+    generations = list(worker_generations(gateway).values())
+    return bool(published) and published[-1] >= least and generations.count(published[-1]) == 2
+
+
+def access_line(gateway: RunningGateway, request_id: str) -> str:
+    deadline = time.monotonic() + DEADLINE
+    while True:
+        for line in gateway.log().splitlines():
+            if f'"id":"{request_id}"' in line or f" id={request_id} " in line:
+                return line
+        assert time.monotonic() < deadline, f"no access-log line for {request_id}\n{gateway.log()}"
+        time.sleep(0.05)
+
+
+def test_logging_metrics_fields_and_the_catalog_change_live_and_metric_counts_go_on(
+    tmp_path: Path, upstreams: tuple[Tagged, Tagged]
+) -> None:
+    a, _ = upstreams
+    stats = free_port()
+    catalog = tmp_path / "prices.json"
+    write(catalog, orjson.dumps([{"name": "m", "input": 1, "output": 0}]).decode())  # USD per 1M tokens
+    keys = "  policies:\n    apiKey:\n      keys: [{key: team-key, metadata: {name: team-a}}]\n"
+
+    def section(logging: str, metrics: str = "[]") -> str:
+        return (
+            f'config:\n  statsAddr: "127.0.0.1:{stats}"\n  readinessAddr: "off"\n  modelCatalog: {{file: {catalog}}}\n'
+            f"  logging: {logging}\n  metrics: {{fields: {metrics}}}\n"
+        )
+
+    path = tmp_path / "config.yaml"
+    path.write_text(config(entry("m", a)) + keys + section("{format: text}"))
+    gateway = start_gateway(None, tmp_path, "-f", str(path), workers=2)
+    client = openai_client(gateway.url, "team-key")
+    made: list[str] = []
+
+    def request(**headers: str) -> str:
+        made.append("")
+        raw = client.chat.completions.with_raw_response.create(
+            model="m", messages=[{"role": "user", "content": "hi"}], extra_headers=headers
+        )
+        raw.parse()
+        return raw.headers["x-request-id"]
+
+    def requests_total(**labels: str) -> float:
+        text = httpx.get(f"http://127.0.0.1:{stats}/metrics", timeout=10).text
+        return sum(
+            sample.value
+            for family in text_string_to_metric_families(text)
+            for sample in family.samples
+            if sample.name == "agentgateway_requests_total"
+            and all(sample.labels.get(k) == v for k, v in labels.items())
+        )
+
+    try:
+        line = access_line(gateway, request())
+        assert " cost=1e-06 " in line, line  # 1 input token at 1 USD per 1M
+        wait_for("counted", lambda: requests_total() == 1, gateway)
+
+        # format json, a CEL field, the caller as a label, and new prices -- in one edit, served by both workers.
+        path.write_text(
+            config(entry("m", a))
+            + keys
+            + section("""{format: json, fields: {add: {team: 'request.headers["x-team"]'}}}""", "[caller]")
+        )
+        write(catalog, orjson.dumps([{"name": "m", "input": 2, "output": 0}]).decode())
+        wait_for(
+            "the catalog file's new price served",
+            lambda: (
+                access_line(gateway, request(**{"x-team": "ml"})).startswith("{")
+                and orjson.loads(access_line(gateway, request(**{"x-team": "ml"}))).get("cost") == 2e-06
+            ),
+            gateway,
+        )
+        wait_for("both workers on the last generation published", lambda: at_latest(gateway, 2), gateway)
+        for _ in range(6):  # whichever worker answers
+            found = orjson.loads(access_line(gateway, request(**{"x-team": "ml"})))
+            assert (found["team"], found["cost"], found["caller"]) == ("ml", 2e-06, "team-a")
+        # The counts made before the change are kept; the new series carry the caller.
+        wait_for("every request counted", lambda: requests_total() == len(made), gateway)
+        assert requests_total(caller="team-a") >= 6
+        assert requests_total() - requests_total(caller="team-a") >= 1, "the series made before the change kept theirs"
+
+        # level warn turns the access log off (agentgateway's: its lines are info records of "request"); the
+        # gateway's own log (agentgateway=info) says when the workers switched.
+        path.write_text(config(entry("m", a)) + keys + section("{format: json, level: 'warn,agentgateway=info'}"))
+        generation = max(worker_generations(gateway).values())
+        wait_for(
+            "next generation", lambda: sorted(worker_generations(gateway).values()) == [generation + 1] * 2, gateway
+        )
+        quiet = [request() for _ in range(4)]
+        path.write_text(
+            config(entry("m", a)) + keys + section("{format: json, level: 'warn,request=info,agentgateway=info'}")
+        )
+        wait_for(
+            "next generation", lambda: sorted(worker_generations(gateway).values()) == [generation + 2] * 2, gateway
+        )
+        access_line(gateway, request())
+        for request_id in quiet:
+            assert request_id not in gateway.log()
+    finally:
+        gateway.stop()
+
+
+def test_a_changed_stats_or_readiness_address_is_one_warning_that_a_restart_is_needed_and_serving_goes_on(
+    tmp_path: Path, upstreams: tuple[Tagged, Tagged]
+) -> None:
+    a, b = upstreams
+    stats, ready, other = free_port(), free_port(), free_port()
+    path = tmp_path / "config.yaml"
+
+    def text(stats_port: int, *entries: str) -> str:
+        return (
+            config(*entries) + f'config: {{statsAddr: "127.0.0.1:{stats_port}", readinessAddr: "127.0.0.1:{ready}"}}\n'
+        )
+
+    path.write_text(text(stats, entry("m", a)))
+    gateway = start_gateway(None, tmp_path, "-f", str(path), workers=1)
+    try:
+        write(path, text(other, entry("m", b)))
+        wait_for("the rest of the change served", answers_with(gateway, "m", "B:m"), gateway)
+        wait_for("the warning", lambda: "needs a restart" in gateway.log(), gateway)
+        warnings = [line for line in gateway.log().splitlines() if "needs a restart" in line]
+        assert len(warnings) == 1, warnings
+        assert f"config.statsAddr changed to 127.0.0.1:{other}" in warnings[0]
+        assert f"keeps listening on 127.0.0.1:{stats}" in warnings[0]
+        assert "WARNING" in warnings[0]
+        # Still served where it was bound; nothing listens on the new address.
+        assert httpx.get(f"http://127.0.0.1:{stats}/metrics", timeout=10).status_code == 200
+        with pytest.raises(httpx.TransportError):
+            httpx.get(f"http://127.0.0.1:{other}/metrics", timeout=2)
+        # Back to the bound address: no new warning.
+        write(path, text(stats, entry("m", a)))
+        wait_for("served again", answers_with(gateway, "m", "A:m"), gateway)
+        assert sum("needs a restart" in line for line in gateway.log().splitlines()) == 1
+        assert "gracefully respawning" not in gateway.log()
     finally:
         gateway.stop()

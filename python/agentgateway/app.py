@@ -170,9 +170,14 @@ class Gateway:
             guard = Guard(config, worker=True)
             self._count_policy(guard)
             await guard.startup()
-        observers = [observer for observer in self.observers if observer != old_guard.settle]
+        # config: (the access log, metrics labels, tracing, catalog) follows too; it may turn telemetry on or off.
+        telemetry = self.telemetry
+        telemetry.reconfigure(config, router)
+        observers = [o for o in self.observers if o not in (old_guard.settle, telemetry.observe)]
         if guard.limited:
             observers.insert(0, guard.settle)
+        if telemetry.active:
+            observers.append(telemetry.observe)
         if self.client is not None:
             self.client.reconfigure(config.llm.timeouts)
         self.config, self.router, self.timeouts, self.guard, self.observers = (
@@ -184,7 +189,6 @@ class Gateway:
         self.model_names = [*router.exact_names, *router.virtual_names]
         self.models_body = _models_body(self.model_names)
         self._models_by_key = {}
-        self.telemetry.reconfigure(router)
         self.config_generation = generation
         if guard is not old_guard:
             # Requests admitted by the old guard may still settle through it: close it once they are done.
@@ -527,7 +531,7 @@ def create_app() -> Gateway:
         # The document the main process validated last (never the user's file), then followed for changes.
         follower = Follower(snapshot)
         document = follower.current()
-        gateway = Gateway(load_config(document.text, document.source), document.source, worker=True)
+        gateway = Gateway(document.load(), document.source, worker=True)
         gateway.follower, gateway.config_generation = follower, document.generation
         return gateway
     inline = os.environ.get(CONFIG_INLINE_ENV)

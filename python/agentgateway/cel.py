@@ -100,7 +100,8 @@ logging.getLogger("cel").addFilter(_DropCallbackWarnings())
 # Every variable agentgateway defines; only these are provided here (the others are undeclared at run time, as
 # agentgateway's are when their policy is not configured). ``jwt`` (the caller's token claims) and ``apiKey`` (the
 # caller's key metadata) are set by authorization.py for the authorization rules and the transformations.
-PROVIDED_VARIABLES = frozenset({"request", "llmRequest", "response", "jwt", "apiKey"})
+# ``llm`` and ``backend`` are provided to the access log's expressions (telemetry/_fields.py).
+PROVIDED_VARIABLES = frozenset({"request", "llmRequest", "response", "jwt", "apiKey", "llm", "backend"})
 KNOWN_VARIABLES = PROVIDED_VARIABLES | frozenset(
     {
         "jwt",

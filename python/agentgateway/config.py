@@ -16,8 +16,11 @@ Errors carry ``source:line: path: problem`` so that the file, the place and the 
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
 import os
 import re
+from collections.abc import Iterator, Mapping
 from typing import Annotated, Any, Literal
 from urllib.parse import urlsplit
 
@@ -63,6 +66,8 @@ __all__ = [
     "TracingConfig",
     "load_config",
     "load_config_file",
+    "parse_log_level",
+    "reading_files",
 ]
 
 #: every provider name a model entry may use (the OpenAI-compatible presets: provider_presets.py)
@@ -90,12 +95,52 @@ class Timeouts(_Model):
     idle: Annotated[float, Field(gt=0)] = 300.0
 
 
+#: The files a config load reads (``apiKey: {file}``, a ``modelCatalog`` file): path -> text (None: unreadable),
+#: filled while `reading_files` is active -- the reload watcher watches them (reload.py).
+_FILES_READ: contextvars.ContextVar[dict[str, str | None] | None] = contextvars.ContextVar("files_read", default=None)
+#: Texts to use for those files instead of reading them: a worker loads the config with exactly the contents the
+#: main process validated (reload.py's snapshot), never the files as they may be now.
+_FILES_GIVEN: contextvars.ContextVar[Mapping[str, str] | None] = contextvars.ContextVar("files_given", default=None)
+
+
+@contextlib.contextmanager
+def reading_files(given: Mapping[str, str] | None = None) -> Iterator[dict[str, str | None]]:
+    """While active (in this thread or task), config loads record every file they read into the dict yielded,
+    and take the text of a path in ``given`` from there instead of reading it."""
+    read: dict[str, str | None] = {}
+    token_read, token_given = _FILES_READ.set(read), _FILES_GIVEN.set(given)
+    try:
+        yield read
+    finally:
+        _FILES_READ.reset(token_read)
+        _FILES_GIVEN.reset(token_given)
+
+
+def _read_referenced(path: str) -> str:
+    """A file the config refers to, as `reading_files` says (OSError when it cannot be read)."""
+    given = _FILES_GIVEN.get()
+    read = _FILES_READ.get()
+    if given is not None and path in given:
+        text = given[path]
+    else:
+        try:
+            with open(path, encoding="utf-8") as handle:
+                text = handle.read()
+        except OSError:
+            if read is not None:
+                read[path] = None
+            raise
+    if read is not None:
+        read[path] = text
+    return text
+
+
 def _secret_from_file(value: Any) -> Any:
-    """agentgateway's ``apiKey: {file: path}``: the key is the file's content (its trailing newline dropped)."""
+    """agentgateway's ``apiKey: {file: path}``: the key is the file's content (its trailing newline dropped).
+    Read again on every reload, and the reload watcher watches the file (reload.py)."""
     if isinstance(value, dict) and set(value) == {"file"} and isinstance(value["file"], str):
         try:
-            with open(value["file"], encoding="utf-8") as handle:
-                return handle.read().rstrip("\r\n")
+            return _read_referenced(value["file"]).rstrip("\r\n")
         except OSError as exc:
             raise ValueError(f"cannot read the key file {value['file']!r}: {exc.strerror or exc}") from None
     return value
@@ -786,9 +831,10 @@ class RateLimit(_Model):
 
 
 class ApiKeyEntry(_Model):
-    """One inbound key: ``key`` (the secret itself, usually ``$VAR``) or ``keyHash: sha256:<64 hex>``."""
+    """One inbound key: ``key`` (the secret itself, usually ``$VAR``, or ext ``{file: path}`` as ``params.apiKey``
+    takes it) or ``keyHash: sha256:<64 hex>``."""
 
-    key: SecretStr | None = None
+    key: Annotated[SecretStr, BeforeValidator(_secret_from_file)] | None = None
     key_hash: str | None = None
     #: shown in logs, metrics and traces as the caller (``name``), and handed to the identity; never the key.
     metadata: dict[str, Any] = {}
@@ -945,10 +991,73 @@ class TracingConfig(_Model):
     max_queue_size: Annotated[int, Field(ge=1)] = 2048
 
 
-class LoggingConfig(_Model):
-    """``config.logging``: the access log, one line per request."""
+_LEVELS = {"trace": 5, "debug": 10, "info": 20, "warn": 30, "warning": 30, "error": 40, "off": 100}
 
-    format: Literal["text", "json"] = "text"
+
+def parse_log_level(value: str | None) -> tuple[int | None, bool]:
+    """agentgateway's ``config.logging.level`` (its log filter: ``info``, or directives such as
+    ``warn,request=info``): ``(the level of the gateway's own log -- None: the command line's --log-level --,
+    whether access-log lines are written)``. As agentgateway's, an access-log line is an ``info`` record of the
+    target ``request``: a level above info (``warn``, ``error``, ``off``) turns them off unless ``request=info``
+    (or lower) says otherwise; ``agentgateway=<level>`` (its crate, our logger's name) sets the gateway's own log
+    apart from the access log. Other targets (agentgateway's other module names) are accepted and have no effect
+    here. ValueError for a level it does not know."""
+    if value is None:
+        return None, True
+    default: int | None = None
+    request: int | None = None
+    own: int | None = None
+    for part in value.split(","):
+        directive = part.strip()
+        if not directive:
+            continue
+        target, sep, level = directive.rpartition("=") if "=" in directive else ("", "", directive)
+        number = _LEVELS.get(level.strip().lower())
+        if number is None:
+            raise ValueError(
+                f"unknown log level {level.strip()!r} in {value!r} (trace, debug, info, warn, error, off; "
+                "directives as target=level)"
+            )
+        if not sep:
+            default = number
+        elif target.strip() == "request":
+            request = number
+        elif target.strip() == "agentgateway":
+            own = number
+    effective = request if request is not None else default
+    return own if own is not None else default, effective is None or effective <= _LEVELS["info"]
+
+
+def _check_log_level(value: str | None) -> str | None:
+    parse_log_level(value)
+    return value
+
+
+def _field_names(value: dict[str, Any] | list[str]) -> Any:
+    from .telemetry._fields import FIELD_NAME
+
+    for name in value:
+        if not FIELD_NAME.fullmatch(name):
+            raise ValueError(f"{name!r} is not a field name (letters, digits, '_', '.', '-'; a letter or '_' first)")
+    return value
+
+
+class LogFields(_Model):
+    """agentgateway's ``fields``: ``add`` (field name -> CEL expression, in order) and ``remove`` (names)."""
+
+    add: Annotated[dict[str, Expression], AfterValidator(_field_names)] = {}
+    remove: list[str] = []
+
+
+class LoggingConfig(_Model):
+    """``config.logging``: the access log, one line per request, and the level of the gateway's own log."""
+
+    format: Annotated[Literal["text", "json"], BeforeValidator(lambda v: "text" if v is None else v)] = "text"
+    #: agentgateway's log filter (``info``, ``warn,request=info``): parse_log_level
+    level: Annotated[str, AfterValidator(_check_log_level)] | None = None
+    #: agentgateway's older spelling of ``frontendPolicies.accessLog`` (telemetry/_fields.py)
+    filter: Expression | None = None
+    fields: LogFields = LogFields()
     #: ext: false turns the access log off.
     access_log: bool = True
 
@@ -973,8 +1082,7 @@ def _catalog_source(value: Any) -> Any:
         value = value["models"]
     if isinstance(value, str):
         try:
-            with open(value, encoding="utf-8") as handle:
-                loaded = yaml.safe_load(handle)  # JSON is YAML
+            loaded = yaml.safe_load(_read_referenced(value))  # JSON is YAML; watched for reloads (reload.py)
         except (OSError, yaml.YAMLError) as exc:
             raise ValueError(f"cannot read the model catalog {value!r}: {exc}") from None
         if isinstance(loaded, dict) and "models" in loaded:
@@ -1044,13 +1152,26 @@ class FrontendHttp(_Model):
     max_buffer_size: Annotated[int, Field(ge=1, strict=True)] | None = None
 
 
+class AccessLogPolicy(_Model):
+    """agentgateway's ``frontendPolicies.accessLog``: ``filter`` (CEL: log the request only when true), ``add``
+    (field name -> CEL, added to the line), ``remove`` (the line's own fields left out); telemetry/_fields.py.
+    Its other keys (``otlp``, ``database``: other sinks) are accepted and named at start-up as not served."""
+
+    model_config = ConfigDict(extra="allow", alias_generator=to_camel, populate_by_name=True, frozen=True)
+
+    filter: Expression | None = None
+    add: Annotated[dict[str, Expression], AfterValidator(_field_names)] = {}
+    remove: list[str] = []
+
+
 class FrontendPolicies(_Model):
-    """agentgateway's ``frontendPolicies``: ``http.maxBufferSize`` is served; other keys are accepted and named at
-    start-up as not served (``_unserved``)."""
+    """agentgateway's ``frontendPolicies``: ``http.maxBufferSize`` and ``accessLog`` are served; other keys are
+    accepted and named at start-up as not served (``_unserved``)."""
 
     model_config = ConfigDict(extra="allow", alias_generator=to_camel, populate_by_name=True, frozen=True)
 
     http: FrontendHttp | None = None
+    access_log: AccessLogPolicy | None = None
 
     @property
     def max_request_bytes(self) -> int:
@@ -1212,6 +1333,15 @@ def _unserved(config: GatewayConfig, document: dict[str, Any], source: str, line
                 ("frontendPolicies", "http", key),
                 "accepted but not served: HTTP connection tuning is the HTTP server's (granian); only "
                 "frontendPolicies.http.maxBufferSize is used",
+            )
+        )
+    for key in sorted(frontend.access_log.model_extra or {} if frontend.access_log is not None else {}):
+        notices.append(
+            _located(
+                source,
+                lines,
+                ("frontendPolicies", "accessLog", key),
+                "accepted but not served: the access log is written to standard output only",
             )
         )
     return tuple(notices)

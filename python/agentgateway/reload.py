@@ -14,6 +14,16 @@ reuses the Backend of every unchanged model entry (`reusable`), so its provider 
 (eviction state) and, through the UpstreamClient the Gateway keeps, its connection pools carry over. The router is
 swapped between requests; a request keeps the route it was given. A worker that granian (re)starts reads the
 snapshot's current document, so it serves what was last validated.
+
+Files the config refers to -- ``params.apiKey: {file}`` and inbound ``keys[].key: {file}`` secrets, a
+``modelCatalog`` file -- are part of what is validated: the watcher watches them beside the config file (a new
+secret in a Kubernetes Secret volume, nothing else edited, is a change), SIGHUP reads them again, and the snapshot
+carries the contents validated, which workers load instead of reading the files themselves.
+
+The rest of ``config:`` changes live too (``Telemetry.reconfigure``: logging format, level and fields, metrics
+fields, tracing, the catalog). What the main process bound at start-up does not: a change of ``statsAddr``,
+``readinessAddr`` or the serving port is logged once as a warning that a restart is needed; the rest of that
+change is served.
 """
 
 from __future__ import annotations
@@ -29,7 +39,7 @@ import signal
 import struct
 import tempfile
 import threading
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -40,7 +50,7 @@ from .errors import ConfigError
 if TYPE_CHECKING:
     from .app import Gateway
     from .backend import Backend
-    from .config import ModelEntry
+    from .config import GatewayConfig, ModelEntry
 
 __all__ = [
     "POLL_INTERVAL",
@@ -51,6 +61,7 @@ __all__ = [
     "Follower",
     "Publisher",
     "follow",
+    "restart_needed",
     "reusable",
 ]
 
@@ -69,17 +80,34 @@ _DOCUMENT = "config.yaml"
 _CONTROL_FORMAT = struct.Struct("<QB7x")
 
 
+#: Files a config refers to: path -> the text validated.
+Files = dict[str, str]
+
+
 @dataclass(frozen=True, slots=True)
 class Document:
-    """One validated config: the text exactly as validated, where it came from, and its generation."""
+    """One validated config: the text exactly as validated, where it came from, its generation, and the files it
+    refers to as they were validated (None: published without them, the files are read where it is loaded)."""
 
     generation: int
     source: str
     text: str
+    files: Files | None = None
+
+    def load(self) -> GatewayConfig:
+        """The config, its files taken from the document, never from the disk (a file may have changed since)."""
+        from .config import load_config, reading_files
+
+        with reading_files(self.files):
+            return load_config(self.text, self.source)
 
 
-def _digest(text: str) -> str:
-    return hashlib.sha256(text.encode("utf-8")).hexdigest()
+def _digest(text: str, files: Mapping[str, str | None] | None = None) -> str:
+    digest = hashlib.sha256(text.encode("utf-8"))
+    for path, content in sorted((files or {}).items()):
+        digest.update(b"\0" + path.encode("utf-8", "surrogateescape") + b"\0")
+        digest.update(b"\1" if content is None else b"\2" + content.encode("utf-8", "surrogateescape"))
+    return digest.hexdigest()
 
 
 class Publisher:
@@ -98,10 +126,13 @@ class Publisher:
         finally:
             os.close(fd)
 
-    def publish(self, text: str, source: str) -> int:
-        """Makes ``text`` (validated) the current document; returns its generation."""
+    def publish(self, text: str, source: str, files: Files | None = None) -> int:
+        """Makes ``text`` (validated, with the ``files`` it refers to) the current document; returns its
+        generation."""
         generation = self.generation + 1
-        header = orjson.dumps({"generation": generation, "source": source, "sha256": _digest(text)})
+        header = orjson.dumps(
+            {"generation": generation, "source": source, "sha256": _digest(text, files), "files": files}
+        )
         fd, temporary = tempfile.mkstemp(dir=self.directory, prefix=".config-")
         try:
             with os.fdopen(fd, "wb") as handle:
@@ -157,9 +188,10 @@ class Follower:
             raise ConfigError(f"{path}: cannot read the gateway's config snapshot: {exc.strerror or exc}") from None
         meta = orjson.loads(header)
         text = body.decode("utf-8")
-        if _digest(text) != meta["sha256"]:
+        files = meta.get("files")
+        if _digest(text, files) != meta["sha256"]:
             raise ConfigError(f"{path}: the config snapshot does not match its hash")
-        return Document(int(meta["generation"]), str(meta["source"]), text)
+        return Document(int(meta["generation"]), str(meta["source"]), text, files)
 
     def close(self) -> None:
         with contextlib.suppress(ValueError, BufferError):
@@ -173,19 +205,36 @@ Listener = Callable[[bool, int], None]
 
 
 class ConfigWatcher:
-    """In the main process: watches the config file, validates each change, publishes the good ones.
+    """In the main process: watches the config file and the files it refers to, validates each change, publishes
+    the good ones.
 
     ``generation`` and ``ok`` are the hook for ``agentgateway_config_synchronized``; ``listeners`` are called after
     each change looked at (from the watcher's thread)."""
 
     def __init__(self, path: str, text: str, validate: Validate, publisher: Publisher) -> None:
+        from .config import reading_files
+
         self.path = path
         self.validate = validate
         self.publisher = publisher
         self.listeners: list[Listener] = []
-        publisher.publish(text, path)
-        self._good = _digest(text)
-        self._refused: str | None = None  # the text last refused: logged once, not again each poll
+        # The start-up config once more, to learn the files it reads (the CLI validated it a moment ago).
+        config: GatewayConfig | None = None
+        # (A file that changed in that moment: published without the files, the next look settles it.)
+        with reading_files() as read, contextlib.suppress(ConfigError):
+            config = _loaded(text, path)
+        files = _present(read) if config is not None else None
+        publisher.publish(text, path, files)
+        self.publisher_files = files
+        #: the config served (restart_needed compares with it) and the addresses bound at start-up
+        self._config = config
+        self._bound = _bound_settings(config) if config is not None else {}
+        if config is not None:
+            _apply_main_settings(config)
+        #: the files the last config looked at read (a refused one included): watched with the config file
+        self._files: list[str] = sorted(read)
+        self._good = _digest(text, dict(read))
+        self._refused: str | None = None  # the change last refused: logged once, not again each poll
         self._stat = self._signature()
         self._wake = threading.Event()
         self._stop = threading.Event()
@@ -198,6 +247,11 @@ class ConfigWatcher:
     @property
     def ok(self) -> bool:
         return self.publisher.ok
+
+    @property
+    def files(self) -> list[str]:
+        """The files watched beside the config file."""
+        return list(self._files)
 
     def start(self) -> None:
         self._thread = threading.Thread(target=self._run, name="agentgateway-config-watch", daemon=True)
@@ -218,13 +272,8 @@ class ConfigWatcher:
         if self._thread is not None:
             self._thread.join(5)
 
-    def _signature(self) -> tuple[int, int, int, int] | None:
-        try:
-            # stat follows symlinks: a Kubernetes ConfigMap's ..data swap changes the inode seen here.
-            st = os.stat(self.path)
-        except OSError:
-            return None
-        return (st.st_ino, st.st_dev, st.st_size, st.st_mtime_ns)
+    def _signature(self) -> tuple[tuple[int, int, int, int] | None, ...]:
+        return tuple(_stat(path) for path in (self.path, *self._files))
 
     def _run(self) -> None:
         while not self._stop.is_set():
@@ -235,24 +284,26 @@ class ConfigWatcher:
             signature = self._signature()
             if not forced and signature == self._stat:
                 continue
-            self._stat = signature
             try:
                 self.check(forced=forced)
             except Exception:  # the watcher must outlive any bug of ours
                 logger.exception("checking %s for changes failed", self.path)
+            self._stat = self._signature()  # of the files now watched (a change may add or drop some)
 
     def check(self, *, forced: bool = False) -> None:
-        """Reads the file once; publishes it when it changed and validates."""
+        """Reads the file and the files it refers to once; publishes them when they changed and validate."""
+        from .config import reading_files
+
         try:
             with open(self.path, encoding="utf-8") as handle:
                 text = handle.read()
         except OSError as exc:
             self._refuse(f"{self.path}: cannot read the config file: {exc.strerror or exc}", f"oserror:{exc.errno}")
             return
-        digest = _digest(text)
+        digest = _digest(text, {path: _read(path) for path in self._files})
         if digest == self._good:
             if not self.publisher.ok:  # changed back to the config being served
-                self.publisher.publish(text, self.path)
+                self.publisher.publish(text, self.path, self.publisher_files)
                 self._refused = None
                 logger.info("config %s is the one served again (generation %d)", self.path, self.generation)
                 self._tell()
@@ -261,16 +312,31 @@ class ConfigWatcher:
             return
         if digest == self._refused:
             return
-        try:
-            self.validate(text, self.path)
-        except ConfigError as exc:
-            self._refuse(str(exc), digest)
-            return
-        generation = self.publisher.publish(text, self.path)
-        self._good = digest
+        with reading_files() as read:
+            try:
+                config = self.validate(text, self.path)
+            except ConfigError as exc:
+                self._files = sorted(read)
+                self._refuse(str(exc), _digest(text, dict(read)))
+                return
+        self._files = sorted(read)
+        files = _present(read)
+        if not _is_config(config):
+            with reading_files(files):
+                config = _loaded(text, self.path)
+        generation = self.publisher.publish(text, self.path, files)
+        self.publisher_files = files
+        self._good = _digest(text, dict(read))
         self._refused = None
         logger.info("config %s changed: generation %d published to the workers", self.path, generation)
+        for line in restart_needed(self._bound, self._config, config):
+            logger.warning("config %s: %s", self.path, line)
+        self._config = config
+        _apply_main_settings(config)
         self._tell()
+
+    #: the files of the document published last (published again when the file changes back to it)
+    publisher_files: Files | None = None
 
     def _refuse(self, problem: str, key: str) -> None:
         if key == self._refused:
@@ -287,6 +353,84 @@ class ConfigWatcher:
                 listener(self.publisher.ok, self.publisher.generation)
             except Exception:
                 logger.exception("a config listener failed")
+
+
+def _stat(path: str) -> tuple[int, int, int, int] | None:
+    try:
+        # stat follows symlinks: a Kubernetes ConfigMap's or Secret's ..data swap changes the inode seen here.
+        st = os.stat(path)
+    except OSError:
+        return None
+    return (st.st_ino, st.st_dev, st.st_size, st.st_mtime_ns)
+
+
+def _read(path: str) -> str | None:
+    try:
+        with open(path, encoding="utf-8") as handle:
+            return handle.read()
+    except (OSError, UnicodeDecodeError):
+        return None
+
+
+def _present(read: dict[str, str | None]) -> Files:
+    return {path: text for path, text in read.items() if text is not None}
+
+
+def _is_config(value: Any) -> bool:
+    from .config import GatewayConfig
+
+    return isinstance(value, GatewayConfig)
+
+
+def _loaded(text: str, source: str) -> GatewayConfig:
+    from .config import load_config
+
+    return load_config(text, source)
+
+
+def _bound_settings(config: GatewayConfig) -> dict[str, str]:
+    """What the main process bound at start-up from ``config``, by the config key that sets it (environment
+    variables win over the config: then a change of the key changes nothing)."""
+    from .telemetry import stats_address
+
+    settings = {
+        "config.statsAddr": stats_address(config),
+        "config.readinessAddr": os.environ.get("READINESS_ADDR") or config.config.readiness_addr,
+    }
+    if config.llm.port is not None:
+        settings["llm.port"] = str(config.llm.port)
+    return settings
+
+
+def restart_needed(bound: dict[str, str], old: GatewayConfig | None, new: GatewayConfig) -> list[str]:
+    """One line for each setting that only a restart applies and that ``new`` changes from ``old``: the
+    addresses the main process listens on (``bound``: what it bound at start-up)."""
+    if old is None:
+        return []
+    before, after = _bound_settings(old), _bound_settings(new)
+    lines = []
+    for key in ("config.statsAddr", "config.readinessAddr", "llm.port"):
+        was, now = before.get(key), after.get(key)
+        if was == now:
+            continue
+        listening = bound.get(key, "its start-up value")
+        if now == bound.get(key):
+            lines.append(f"{key} is {now} again: the address the gateway listens on")
+            continue
+        what = "the serving port (--port, when given, wins)" if key == "llm.port" else "this address"
+        lines.append(
+            f"{key} changed to {now or 'its default'}, which needs a restart: the gateway keeps listening on "
+            f"{listening} until it is restarted ({what} is bound at start-up); the rest of the change is served"
+        )
+    return lines
+
+
+def _apply_main_settings(config: GatewayConfig) -> None:
+    """The main process's own part of ``config:``: the level of its log (the workers apply theirs)."""
+    from .config import parse_log_level
+    from .telemetry import apply_log_level
+
+    apply_log_level(parse_log_level(config.config.logging.level)[0])
 
 
 def reusable(old: Sequence[Backend]) -> Callable[[ModelEntry], Backend | None]:
@@ -307,8 +451,6 @@ def reusable(old: Sequence[Backend]) -> Callable[[ModelEntry], Backend | None]:
 async def follow(gateway: Gateway, follower: Follower) -> None:
     """A worker's one task: every POLL_INTERVAL, one read of the shared generation; a new one is loaded from the
     snapshot and handed to ``gateway.reconfigure``. Nothing of this runs per request."""
-    from .config import load_config
-
     applied = gateway.config_generation
     while True:
         await asyncio.sleep(POLL_INTERVAL)
@@ -321,7 +463,7 @@ async def follow(gateway: Gateway, follower: Follower) -> None:
             document = follower.current()
             # Parsing and validating is pure: off the event loop. Building the router is not (it makes the
             # providers' asyncio locks), and is quick: on it.
-            config = await asyncio.to_thread(load_config, document.text, document.source)
+            config = await asyncio.to_thread(document.load)
             before = {id(backend) for backend in gateway.router.backends}
             await gateway.reconfigure(config, document.source, document.generation)
         except Exception as exc:

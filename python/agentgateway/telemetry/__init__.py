@@ -18,13 +18,15 @@ import asyncio
 import importlib.util
 import logging
 import os
+import threading
 import time
 from typing import TYPE_CHECKING, Any
 
-from ..config import GatewayConfig
+from ..config import GatewayConfig, TracingConfig, parse_log_level
 from ..errors import ConfigError
 from ._access_log import AccessLog
 from ._catalog import Catalog, Tokens
+from ._fields import LogFields
 from ._metrics import FAMILIES, STATS_DIR_ENV, Recorder, provider_label
 from ._table import WorkerTable
 
@@ -33,7 +35,7 @@ if TYPE_CHECKING:
     from ..router import Router
     from ._tracing import Tracer
 
-__all__ = ["FAMILIES", "STATS_ADDR_ENV", "STATS_DIR_ENV", "Telemetry", "stats_address"]
+__all__ = ["FAMILIES", "STATS_ADDR_ENV", "STATS_DIR_ENV", "Telemetry", "apply_log_level", "stats_address"]
 
 logger = logging.getLogger("agentgateway")
 
@@ -48,6 +50,11 @@ def stats_address(config: GatewayConfig) -> str:
     return os.environ.get(STATS_ADDR_ENV) or config.config.stats_addr
 
 
+def apply_log_level(level: int | None) -> None:
+    """``config.logging.level``: the level of the gateway's own log (None: as the command line set it)."""
+    logging.getLogger("agentgateway").setLevel(logging.NOTSET if level is None else level)
+
+
 def _tokens(usage: tuple[Any, ...]) -> Tokens:
     """``Facts.usage``: (prompt, completion, total, cached, cache write, reasoning); a count not reported is 0."""
     if len(usage) < 6:
@@ -59,30 +66,77 @@ class Telemetry:
     """One per worker process (the Gateway's)."""
 
     def __init__(self, config: GatewayConfig, router: Router) -> None:
-        section = config.config
         configured = {*router.exact_names, *router.patterns, *router.virtual_names}
         self.recorder: Recorder | None = None
+        # Whether there is a recorder is the stats address's, which only a restart changes (reload.py warns).
         if stats_address(config) != "off":
-            self.recorder = Recorder(configured, caller="caller" in section.metrics.fields)
-        self.access_log = AccessLog(section.logging.format) if section.logging.access_log else None
-        self.catalog = Catalog(section.model_catalog)
-        self._tracing = section.tracing
-        if self._tracing is not None and importlib.util.find_spec("opentelemetry.sdk") is None:
-            raise ConfigError(
-                "config.tracing needs opentelemetry-sdk and its OTLP exporters: pip install 'agentgateway-llm[tracing]'"
-            )
+            self.recorder = Recorder(configured, caller="caller" in config.config.metrics.fields)
+        self.access_log: AccessLog | None = None
+        #: accessLog.filter / add / remove compiled (_fields.py); None: the plain line, nothing evaluated.
+        self.fields: LogFields | None = None
+        self.catalog = Catalog(())
+        self._catalog_entries: tuple[Any, ...] = ()
+        self._tracing: TracingConfig | None = None
         self.tracer: Tracer | None = None
+        self._levels: tuple[int | None, bool] = (None, True)
+        self._running = False
         self._readiness: WorkerTable | None = None
         self._id_prefix = ""
         self._id_count = 0
         #: exchanges settled in this loop iteration, with when: recorded at its end (observe).
         self._pending: list[tuple[Exchange, float]] = []
+        self._configure(config)
 
-    def reconfigure(self, router: Router) -> None:
-        """A reloaded config's router (reload.py): metric labels follow its model names. The rest of ``config:``
-        (stats address, tracing, logging, catalog) is read at start-up only (README: "Reloading the config")."""
+    def _configure(self, config: GatewayConfig) -> None:
+        """What of ``config:`` may change while serving: the access log (format, level, fields), the metrics'
+        opt-in labels, tracing and the model catalog (README: "Reloading the config")."""
+        section = config.config
+        tracing = section.tracing
+        if tracing is not None and importlib.util.find_spec("opentelemetry.sdk") is None:
+            raise ConfigError(
+                "config.tracing needs opentelemetry-sdk and its OTLP exporters: pip install 'agentgateway-llm[tracing]'"
+            )
+        logging_ = section.logging
+        self._levels = parse_log_level(logging_.level)
+        fields = LogFields.of(config)
+        fmt = logging_.format
+        if logging_.access_log and self._levels[1]:
+            remove = fields.remove if fields is not None else frozenset()
+            current = self.access_log
+            if current is None or current.format != fmt or current.remove != remove:
+                if current is not None:
+                    current.flush()
+                self.access_log = AccessLog(fmt, remove=remove)
+        else:
+            if self.access_log is not None:
+                self.access_log.flush()
+            self.access_log = None
+        self.fields = fields
+        entries = tuple(section.model_catalog)
+        if entries != self._catalog_entries:
+            self.catalog, self._catalog_entries = Catalog(entries), entries
+        if tracing != self._tracing:
+            old, self.tracer, self._tracing = self.tracer, None, tracing
+            if old is not None:
+                # Its queued spans are exported (or given up) on a thread of their own: never on the event loop.
+                threading.Thread(target=old.shutdown, name="agentgateway-otlp-old", daemon=True).start()
+            if self._running and tracing is not None:
+                self._start_tracer()
+
+    def reconfigure(self, config: GatewayConfig, router: Router) -> None:
+        """A reloaded config (reload.py): metric labels follow its model names and ``config.metrics.fields``;
+        the access log, tracing and catalog follow ``config:`` (a new exporter when tracing changed). The
+        metric tables are kept: counts go on. The stats and readiness addresses are the main process's, bound at
+        start-up (its watcher logs that a change of them needs a restart)."""
+        self.settle_pending()  # what settled before the change is recorded as it was configured then
+        self._configure(config)
         if self.recorder is not None:
-            self.recorder.reconfigure({*router.exact_names, *router.patterns, *router.virtual_names})
+            self.recorder.reconfigure(
+                {*router.exact_names, *router.patterns, *router.virtual_names},
+                caller="caller" in config.config.metrics.fields,
+            )
+        if self._running:
+            apply_log_level(self._levels[0])
 
     def _new_prefix(self) -> None:
         self._id_prefix = os.urandom(6).hex()
@@ -92,12 +146,18 @@ class Telemetry:
     def active(self) -> bool:
         return self.recorder is not None or self.access_log is not None or self._tracing is not None
 
+    def _start_tracer(self) -> None:
+        from ._tracing import Tracer
+
+        assert self._tracing is not None
+        self.tracer = Tracer(self._tracing, self._spans_dropped)
+
     def startup(self) -> None:
         """In the worker, once its loop runs (lifespan start-up)."""
+        self._running = True
+        apply_log_level(self._levels[0])
         if self._tracing is not None and self.tracer is None:
-            from ._tracing import Tracer
-
-            self.tracer = Tracer(self._tracing, self._spans_dropped)
+            self._start_tracer()
         if self.recorder is not None:
             self.recorder.ready(True)
         elif self._readiness is None and os.environ.get(STATS_DIR_ENV):
@@ -204,9 +264,19 @@ class Telemetry:
         recorder = self.recorder
         if recorder is not None:
             recorder.record(exchange, elapsed, tokens, cost, recorder.caller_label(exchange) if recorder.caller else "")
-        if self.access_log is not None:
+        access_log = self.access_log
+        if access_log is not None:
+            added: list[tuple[str, Any]] | None = None
+            fields = self.fields
+            if fields is not None:
+                activation = fields.activation(exchange, tokens)
+                if not fields.keep(activation):
+                    access_log = None
+                elif fields.add:
+                    added = fields.values(activation)
+        if access_log is not None:
             identity = exchange.identity
-            self.access_log.write(
+            access_log.write(
                 exchange.request_id,
                 exchange.upstream_request_id,
                 getattr(identity, "name", None) if identity is not None else None,
@@ -219,6 +289,7 @@ class Telemetry:
                 elapsed,
                 facts.ttft,
                 "client_closed" if exchange.status == 499 else facts.error_type,
+                added,
             )
         trace = exchange.trace
         if trace is not None and self.tracer is not None:

@@ -55,12 +55,42 @@ def _id(value: str | None) -> str:
 _BATCH_BYTES = 4096
 
 
+def _value(value: Any) -> str:
+    """An added (CEL) field's value in a text line: numbers and booleans as they are, strings as `_text` quotes
+    them (without its memo: values are per request), anything else as quoted JSON; None is ``-``."""
+    if value is None:
+        return "-"
+    if value is True or value is False:
+        return "true" if value else "false"
+    if isinstance(value, (int, float)):
+        return repr(value)
+    if isinstance(value, str):
+        return value if value and _SAFE.issuperset(value) else orjson.dumps(value).decode()
+    return orjson.dumps(_json_value(value)).decode()
+
+
+def _json_value(value: Any) -> Any:
+    """An added field's value as JSON can hold it (CEL bytes as text, other foreign values as their string)."""
+    if isinstance(value, (bytes, bytearray)):
+        return bytes(value).decode("utf-8", "replace")
+    if isinstance(value, dict):
+        return {str(key): _json_value(item) for key, item in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_json_value(item) for item in value]
+    if value is None or isinstance(value, (str, int, float, bool)):
+        return value
+    return str(value)
+
+
 class AccessLog:
     __slots__ = ("_fd", "_json", "_middle", "_millis", "_pending", "_second", "_size", "_stamp", "_stamp_ms",
-                 "flushes")  # fmt: skip
+                 "flushes", "format", "remove")  # fmt: skip
 
-    def __init__(self, fmt: str, fd: int = 1) -> None:
+    def __init__(self, fmt: str, fd: int = 1, remove: frozenset[str] = frozenset()) -> None:
+        self.format = fmt
         self._json = fmt == "json"
+        #: own fields left out of every line (``accessLog.remove``, and those an ``add`` replaces).
+        self.remove = remove
         self._fd = fd
         self._second = -1
         self._stamp = ""
@@ -100,10 +130,34 @@ class AccessLog:
         duration: float,
         ttft: float | None,
         error: str | None,
+        added: list[tuple[str, Any]] | None = None,
     ) -> None:
-        """One line; in text, ``-`` stands for a value that is not known (no usage, no upstream, ...)."""
+        """One line; in text, ``-`` stands for a value that is not known (no usage, no upstream, ...). ``added``:
+        the CEL fields of ``accessLog.add``, written after the own fields (telemetry/_fields.py)."""
         stamp = self._time()
-        if self._json:
+        if added is not None or self.remove:
+            line = self._custom(
+                stamp,
+                {
+                    "id": request_id,
+                    "upstream_id": upstream_id,
+                    "caller": caller,
+                    "model": model,
+                    "backend": backend,
+                    "attempts": attempts,
+                    "status": status,
+                    "input": tokens[0] if tokens is not None else None,
+                    "output": tokens[1] if tokens is not None else None,
+                    "cached": tokens[2] if tokens is not None else None,
+                    "reasoning": tokens[3] if tokens is not None else None,
+                    "cost": cost,
+                    "duration": round(duration, 6),
+                    "ttft": round(ttft, 6) if ttft is not None else None,
+                    "error": error,
+                },
+                added or [],
+            )
+        elif self._json:
             fields: dict[str, Any] = {"time": stamp, "id": request_id}
             if upstream_id is not None:
                 fields["upstream_id"] = upstream_id
@@ -143,6 +197,31 @@ class AccessLog:
                 f" duration={duration:.6f} ttft={'-' if ttft is None else format(ttft, '.6g')}"
                 f" error={'-' if error is None else _text(error)}\n"
             ).encode()
+        self._add(line)
+
+    def _custom(self, stamp: str, own: dict[str, Any], added: list[tuple[str, Any]]) -> bytes:
+        """A line with fields removed or added: the general (slower) way, only for configs that ask for it."""
+        for name in self.remove:
+            own.pop(name, None)
+        if self._json:
+            fields: dict[str, Any] = {"time": stamp}
+            fields.update((name, value) for name, value in own.items() if value is not None)
+            fields.update((name, _json_value(value)) for name, value in added)
+            return orjson.dumps(fields, option=orjson.OPT_APPEND_NEWLINE)
+        parts = [stamp, "request"]
+        for name, value in own.items():
+            if name == "cost" and value is not None:
+                parts.append(f"cost={format(value, '.6g')}")
+            elif name == "duration":
+                parts.append(f"duration={value:.6f}")
+            elif name in ("id", "upstream_id"):
+                parts.append(f"{name}={_id(value)}")
+            else:
+                parts.append(f"{name}={'-' if value is None else _text(value) if isinstance(value, str) else value}")
+        parts.extend(f"{name}={_value(value)}" for name, value in added)
+        return (" ".join(parts) + "\n").encode()
+
+    def _add(self, line: bytes) -> None:
         if self._size + len(line) > _BATCH_BYTES:
             self.flush()
         self._pending.append(line)

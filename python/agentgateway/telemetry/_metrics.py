@@ -188,10 +188,16 @@ class Recorder:
         self._http_names = (*_HTTP, "caller") if caller else _HTTP
         self._genai_names = (*_GENAI, "caller") if caller else _GENAI
 
-    def reconfigure(self, configured_models: Iterable[str]) -> None:
-        """A reloaded config: its model names bound the labels now, and the series cached per backend and per
-        model-entry index (which now name other entries) are looked up again."""
+    def reconfigure(self, configured_models: Iterable[str], *, caller: bool | None = None) -> None:
+        """A reloaded config: its model names bound the labels now (and ``caller``, when given, whether the caller
+        is one: ``config.metrics.fields``), and the series cached per backend and per model-entry index (which now
+        name other entries) are looked up again. The table stays: series made before keep their counts."""
         self._configured = frozenset(configured_models)
+        if caller is not None and caller != self.caller:
+            self.caller = caller
+            self._callers.clear()
+            self._http_names = (*_HTTP, "caller") if caller else _HTTP
+            self._genai_names = (*_GENAI, "caller") if caller else _GENAI
         self._groups.clear()
         self._attempts.clear()
         self._evicted_until.clear()
@@ -479,7 +485,9 @@ def _alive(pid: int) -> bool:
 
 
 def families(totals: dict[SeriesKey, list[float]]) -> Iterator[Any]:
-    """prometheus-client metric families of the summed series (for its text exposition)."""
+    """prometheus-client metric families of the summed series (for its text exposition). A family's series may
+    have different label names (``config.metrics.fields`` changed by a reload: the series made before keep theirs
+    and their counts)."""
     from prometheus_client.core import CounterMetricFamily, HistogramMetricFamily
 
     grouped: dict[str, list[tuple[tuple[str, ...], tuple[str, ...], list[float]]]] = {}
@@ -487,24 +495,21 @@ def families(totals: dict[SeriesKey, list[float]]) -> Iterator[Any]:
         grouped.setdefault(name, []).append((names, labels, values))
     for family in _LIST:
         rows = grouped.get(family.name, [])
-        names = rows[0][0] if rows else ()
         if family.kind == "counter":
-            counter = CounterMetricFamily(family.name, family.help, labels=names)
-            for row_names, labels, values in rows:
-                if row_names == names:
-                    counter.add_metric(labels, values[0])
+            counter = CounterMetricFamily(family.name, family.help)
+            for names, labels, values in rows:
+                counter.add_sample(family.name + "_total", dict(zip(names, labels, strict=True)), values[0])
             yield counter
         else:
-            histogram = HistogramMetricFamily(family.name, family.help, labels=names)
-            for row_names, labels, values in rows:
-                if row_names != names:
-                    continue
+            histogram = HistogramMetricFamily(family.name, family.help)
+            for names, labels, values in rows:
+                base = dict(zip(names, labels, strict=True))
                 cumulative = 0.0
-                buckets = []
                 for bound, count in zip((*family.buckets, float("inf")), values, strict=False):
                     cumulative += count
-                    buckets.append((_bound(bound), cumulative))
-                histogram.add_metric(labels, buckets, values[-1])
+                    histogram.add_sample(family.name + "_bucket", {**base, "le": _bound(bound)}, cumulative)
+                histogram.add_sample(family.name + "_count", base, cumulative)
+                histogram.add_sample(family.name + "_sum", base, values[-1])
             yield histogram
 
 
