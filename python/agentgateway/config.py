@@ -179,7 +179,8 @@ class ModelParams(_Model):
     #: an unquoted ``2024-10-21`` is a date to YAML: it is taken as the version it spells
     azure_api_version: Annotated[str, BeforeValidator(_date_as_text)] | None = None
     azure_project_name: str | None = None
-    #: count the request's input tokens before sending it, for token rate limits (tokenize.py; issue 21)
+    #: count the request's input tokens before admission with OpenAI's vocabularies, for token rate limits
+    #: (tokenize.py: exact for OpenAI models, a cl100k_base estimate for others)
     tokenize: bool = False
 
     @field_validator(
@@ -1308,18 +1309,6 @@ def _unserved(config: GatewayConfig, document: dict[str, Any], source: str, line
                     ("gateways", name, key),
                     "accepted but not served: listener details (the gateway serves plain HTTP on --host and the "
                     "serving port; only gateways.<name>.port is used)",
-                )
-            )
-    for index, entry in enumerate(config.llm.models):
-        if entry.params.tokenize:
-            notices.append(
-                _located(
-                    source,
-                    lines,
-                    ("llm", "models", index, "params", "tokenize"),
-                    "accepted but not served: input tokens are not counted before sending (tiktoken's encodings "
-                    "are not available offline); token rate limits use the gateway's estimate (request bytes / 4 "
-                    "plus max_tokens) and are settled with the upstream's reported usage",
                 )
             )
     frontend = config.frontend_policies

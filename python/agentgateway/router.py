@@ -44,13 +44,16 @@ _CACHE_LIMIT = 4096
 class Route:
     """Where one request may go, best first. ``name`` is the model the client asked for."""
 
-    __slots__ = ("name",)
+    __slots__ = ("name", "tokenize")
 
     #: Whether more than one target may be tried (failover can happen).
     virtual = False
 
     def __init__(self, name: str) -> None:
         self.name = name
+        #: the model whose vocabulary counts a request's input tokens before admission (``params.tokenize`` of
+        #: the first entry that has it, tokenize.py); None: the byte estimate is used
+        self.tokenize: str | None = None
 
     def targets(self, exchange: Exchange) -> Sequence[Target]:
         raise NotImplementedError
@@ -93,16 +96,16 @@ class _ByHeaders(Route):
 class _TargetRef:
     """A virtual model's target: a model name resolved against llm.models (internal entries included)."""
 
-    __slots__ = ("_candidates", "model", "static")
+    __slots__ = ("candidates", "model", "static")
 
     def __init__(self, model: str, candidates: tuple[Backend, ...]) -> None:
         self.model = model
-        self._candidates = candidates
+        self.candidates = candidates
         #: the target when no header can change it (its best entry has no ``matches``): resolved once
         self.static: Target | None = (candidates[0], model) if not candidates[0].has_matches else None
 
     def resolve(self, headers: Headers) -> Backend | None:
-        for backend in self._candidates:
+        for backend in self.candidates:
             if backend.matches(headers):
                 return backend
         return None
@@ -236,6 +239,17 @@ class _Conditional(Route):
         )
 
 
+def _tokenize_model(targets: Sequence[tuple[str, Sequence[Backend]]]) -> str | None:
+    """The upstream model of the first target entry with ``params.tokenize`` (its ``params.model``, else the name
+    the target asks for), or None when none has it."""
+    for model, backends in targets:
+        for backend in backends:
+            params = backend.entry.params
+            if params.tokenize:
+                return params.model or model
+    return None
+
+
 class Router:
     def __init__(
         self,
@@ -295,9 +309,13 @@ class Router:
         candidates = self.candidates(model, internal=False)
         if not candidates:
             return None
-        if not candidates[0].has_matches:
-            return _Direct(model, candidates[0])
-        return _ByHeaders(model, candidates)
+        route: Route = _Direct(model, candidates[0]) if not candidates[0].has_matches else _ByHeaders(model, candidates)
+        route.tokenize = _tokenize_model([(model, candidates)])
+        return route
+
+    def tokenize_models(self) -> set[str]:
+        """The upstream models whose vocabularies ``params.tokenize`` entries count with (loaded at start-up)."""
+        return {entry.params.model or entry.name for entry in (b.entry for b in self.backends) if entry.params.tokenize}
 
     def _virtual_route(self, virtual: VirtualModel, where: str) -> Route:
         routing = virtual.routing
@@ -313,14 +331,22 @@ class Router:
             groups = [
                 [ref(t.model) for t in routing.failover.targets if t.priority == priority] for priority in priorities
             ]
-            return _Failover(virtual.name, groups)
+            route: Route = _Failover(virtual.name, groups)
+            route.tokenize = _tokenize_model([(r.model, r.candidates) for group in groups for r in group])
+            return route
         if routing.weighted is not None:
             targets = [t for t in routing.weighted.targets if t.weight > 0]
-            return _Weighted(virtual.name, [ref(t.model) for t in targets], [t.weight for t in targets])
+            refs = [ref(t.model) for t in targets]
+            route = _Weighted(virtual.name, refs, [t.weight for t in targets])
+            route.tokenize = _tokenize_model([(r.model, r.candidates) for r in refs])
+            return route
         assert routing.conditional is not None
         conditional = routing.conditional.targets
         whens = [compile_expression(t.when) if t.when is not None else None for t in conditional]
-        return _Conditional(virtual.name, [ref(t.model) for t in conditional], whens)
+        refs = [ref(t.model) for t in conditional]
+        route = _Conditional(virtual.name, refs, whens)
+        route.tokenize = _tokenize_model([(r.model, r.candidates) for r in refs])
+        return route
 
     def _not_found_message(self, model: str) -> str:
         served = ", ".join([*self.exact_names, *self.virtual_names]) or "(none by exact name)"

@@ -184,7 +184,9 @@ class Guard:
 
     # -- how much -------------------------------------------------------------------------------------------------
 
-    async def admit(self, exchange: Exchange, request: ChatRequest) -> None:
+    async def admit(self, exchange: Exchange, request: ChatRequest, tokenize: str | None = None) -> None:
+        """Takes what ``request`` costs from every limit of its caller, or raises the 429. ``tokenize``: the model
+        whose vocabulary counts its input tokens for token limits (the route's ``params.tokenize``)."""
         store = self.store
         if store is None:
             return
@@ -197,7 +199,7 @@ class Guard:
             return
         tokens: list[tuple[Limit, int]] | None = None
         if items is None:  # token limits: the cost is this request's estimate
-            estimate = estimate_tokens(request)
+            estimate = estimate_tokens(request, tokenize)
             items = []
             tokens = []
             for limit in limits:

@@ -85,11 +85,17 @@ def compile_limits(entries: Sequence[RateLimit], scope: str, where: str) -> tupl
     return tuple(limits)
 
 
-def estimate_tokens(request: ChatRequest) -> int:
-    """What a request may cost before it is answered: its input bytes / 4, plus the output it allows."""
-    estimate = len(request.raw) // 4 if request.raw else 0
-    if not estimate:
-        estimate = len(str(request.body.get("messages", ""))) // 4
+def estimate_tokens(request: ChatRequest, tokenize: str | None = None) -> int:
+    """What a request may cost before it is answered: its input bytes / 4 (or, with ``tokenize``, its input tokens
+    counted with that model's vocabulary: tokenize.py), plus the output it allows."""
+    if tokenize is not None:
+        from ..tokenize import count_input_tokens  # only configs with params.tokenize load the vocabularies
+
+        estimate = count_input_tokens(tokenize, request.body)
+    else:
+        estimate = len(request.raw) // 4 if request.raw else 0
+        if not estimate:
+            estimate = len(str(request.body.get("messages", ""))) // 4
     body = request.body
     limit = body.get("max_completion_tokens")
     if not isinstance(limit, int):

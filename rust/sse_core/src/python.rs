@@ -487,6 +487,14 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
         m.py().get_type::<UpstreamReportedError>(),
     )?;
     m.add_class::<PyStreamTranslator>()?;
+    m.add_function(wrap_pyfunction!(
+        crate::tokenize::python::count_chat_tokens,
+        m
+    )?)?;
+    m.add_function(wrap_pyfunction!(
+        crate::tokenize::python::load_tokenizer,
+        m
+    )?)?;
     m.add_class::<PyResponseParser>()?;
     m.add_class::<PySigV4Signer>()?;
     m.add_function(wrap_pyfunction!(translate_response, m)?)?;
