@@ -12,6 +12,12 @@ Starts on 127.0.0.1, each on a free port:
 * the gateway (``python -m agentgateway --workers $WORKERS``), model ``bench`` -> .../v1 and ``bench-stream`` ->
   .../stream/v1.
 
+With ``MESSAGES=<providers>`` (e.g. ``anthropic,openai,bedrock``), rows for the Anthropic Messages API in
+(issue 19) are added to the same run: wrk posts data/messages.lua to ``/v1/messages`` for the same models, so
+``messages → anthropic`` (the Claude pass-through) sits next to ``agentgateway anthropic`` (chat completions in,
+the same Anthropic upstream decoded), and ``messages → openai`` / ``messages → bedrock`` show the decoded paths
+through the core's Anthropic encoder.
+
 Every target must answer one plain and one streamed request correctly before it is loaded. Then, for $ROUNDS
 rounds (targets alternating), wrk (data/post.lua, one thread) loads each target at $CONNS connections for
 $DURATION seconds after a 2 s warm-up, and the CPU time (utime + stime from /proc) of the target's whole process
@@ -397,6 +403,50 @@ def eventstream_text(data: bytes) -> str:
     return "".join(text)
 
 
+def post_messages(url: str, model: str, stream: bool) -> bytes:
+    """POST the Messages request data/messages.lua sends."""
+    body = json.dumps(
+        {
+            "model": model,
+            "system": "You are terse.",
+            "messages": [{"role": "user", "content": "Tell me a short story about a gateway."}],
+            "max_tokens": 64,
+            "stream": stream,
+        }
+    ).encode()
+    headers = {"Content-Type": "application/json", "Authorization": "Bearer x", "anthropic-version": "2023-06-01"}
+    request = urllib.request.Request(url, body, headers)
+    try:
+        with urllib.request.urlopen(request, timeout=10) as response:
+            return response.read()  # type: ignore[no-any-return]
+    except urllib.error.HTTPError as exc:
+        raise BenchError(f"POST {url} (model {model}) answered {exc.code}: {exc.read()[:500]!r}") from None
+    except OSError as exc:
+        raise BenchError(f"POST {url} (model {model}) failed: {exc}") from None
+
+
+def expected_text(stream_file: str) -> str:
+    upstream_stream = (DATA / stream_file).read_bytes()
+    return eventstream_text(upstream_stream) if stream_file.endswith(".bin") else streamed_text(upstream_stream)
+
+
+def check_messages_target(target: Target) -> None:
+    """A Messages row: a ``message`` with text, and a stream that ends with ``message_stop`` carrying the upstream's
+    text."""
+    answer = post_messages(target.urls["plain"], target.models["plain"], False)
+    try:
+        message = json.loads(answer)
+    except ValueError:
+        message = {}
+    if message.get("type") != "message" or not any(b.get("text") for b in message.get("content", [])):
+        raise BenchError(f"{target.name}: the plain answer is not a message with text: {answer[:500]!r}")
+    transcript = post_messages(target.urls[STREAM_CASE], target.models[STREAM_CASE], True)
+    if not transcript.rstrip().endswith(b'data: {"type":"message_stop"}'):
+        raise BenchError(f"{target.name}: the stream does not end with message_stop: ...{transcript[-300:]!r}")
+    if streamed_text(transcript) != expected_text(target.stream_file):
+        raise BenchError(f"{target.name}: the streamed text differs from the upstream's: {transcript[:500]!r}")
+
+
 def check_target(
     name: str, plain_url: str, plain_model: str, stream_url: str, stream_model: str, stream_file: str
 ) -> None:
@@ -410,9 +460,7 @@ def check_target(
     transcript = post(stream_url, stream_model, True)
     if not transcript.rstrip().endswith(b"data: [DONE]"):
         raise BenchError(f"{name}: the stream does not end with data: [DONE]: ...{transcript[-300:]!r}")
-    upstream_stream = (DATA / stream_file).read_bytes()
-    expected = eventstream_text(upstream_stream) if stream_file.endswith(".bin") else streamed_text(upstream_stream)
-    if streamed_text(transcript) != expected:
+    if streamed_text(transcript) != expected_text(stream_file):
         raise BenchError(f"{name}: the streamed text differs from the upstream's: {transcript[:500]!r}")
 
 
@@ -440,6 +488,7 @@ class Target:
     urls: dict[str, str]  # case -> url
     models: dict[str, str]  # case -> model
     stream_file: str  # the upstream's stream transcript (its text must come through)
+    script: str = "post.lua"  # the wrk script: the request's inbound API (messages.lua: Anthropic Messages)
 
 
 @dataclass
@@ -458,9 +507,9 @@ class Row:
     other_cores: float  # CPU used meanwhile by processes outside the bench, in cores
 
 
-def run_wrk(url: str, model: str, stream: bool, conns: int, seconds: int) -> str:
+def run_wrk(url: str, model: str, stream: bool, conns: int, seconds: int, script: str = "post.lua") -> str:
     env = {**os.environ, "MODEL": model, "STREAM": "1" if stream else "0", "KEY": "sk-bench"}
-    args = ["wrk", "-t1", f"-c{conns}", f"-d{seconds}s", "--timeout", "5s", "-s", str(DATA / "post.lua"), url]
+    args = ["wrk", "-t1", f"-c{conns}", f"-d{seconds}s", "--timeout", "5s", "-s", str(DATA / script), url]
     done = subprocess.run(args, env=env, capture_output=True, text=True, timeout=seconds + 30)
     if done.returncode != 0:
         raise BenchError(f"wrk failed ({done.returncode}): {done.stderr}")
@@ -477,13 +526,13 @@ def busy_ticks() -> int:
 def measure(case: str, target: Target, upstream_pid: int, conns: int, seconds: int) -> Row:
     stream = case == STREAM_CASE
     url, model = target.urls[case], target.models[case]
-    run_wrk(url, model, stream, conns, WARMUP_SECONDS)
+    run_wrk(url, model, stream, conns, WARMUP_SECONDS, target.script)
     upstream_before = cpu_ticks(process_tree(upstream_pid))
     wrk_before = resource.getrusage(resource.RUSAGE_CHILDREN)
     machine_before = busy_ticks()
     before = cpu_ticks(process_tree(target.pid))
     started = time.monotonic()
-    output = run_wrk(url, model, stream, conns, seconds)
+    output = run_wrk(url, model, stream, conns, seconds, target.script)
     elapsed = time.monotonic() - started
     tree = process_tree(target.pid)  # the same processes: a worker that died would show as errors
     after = cpu_ticks(tree)
@@ -698,7 +747,7 @@ def memory_run(targets: list[Target], total: int, conns: int) -> tuple[str, list
     while served < total:
         target, case = slices[index % len(slices)]
         index += 1
-        output = run_wrk(target.urls[case], target.models[case], case == STREAM_CASE, conns, 10)
+        output = run_wrk(target.urls[case], target.models[case], case == STREAM_CASE, conns, 10, target.script)
         match = RESULT_LINE.search(output)
         if match is None:
             raise BenchError(f"wrk printed no RESULT line:\n{output}")
@@ -742,7 +791,14 @@ def main() -> int:
     if unknown or not providers:
         print(f"PROVIDERS: choose from {', '.join(UPSTREAMS)} (got {sorted(unknown) or 'none'})", file=sys.stderr)
         return 1
-    return with_processes("agentgateway-bench-", lambda processes, root: _run(processes, root, settings, providers))
+    # The Messages API rows (issue 19): the providers behind /v1/messages (none unless asked for).
+    messages = [p.strip() for p in os.environ.get("MESSAGES", "").split(",") if p.strip()]
+    if set(messages) - set(UPSTREAMS):
+        print(f"MESSAGES: choose from {', '.join(UPSTREAMS)} (got {messages})", file=sys.stderr)
+        return 1
+    return with_processes(
+        "agentgateway-bench-", lambda processes, root: _run(processes, root, settings, providers, messages)
+    )
 
 
 def with_processes(prefix: str, run: Callable[[Processes, Path], int]) -> int:
@@ -765,11 +821,15 @@ def with_processes(prefix: str, run: Callable[[Processes, Path], int]) -> int:
         shutil.rmtree(root, ignore_errors=True)
 
 
-def _run(processes: Processes, root: Path, settings: dict[str, int], providers: list[str]) -> int:
+def _run(
+    processes: Processes, root: Path, settings: dict[str, int], providers: list[str], messages: list[str] | None = None
+) -> int:
     workers = settings["workers"]
+    messages = messages or []
     upstream_port, proxy_port, gateway_port = free_port(), free_port(), free_port()
     # The nginx proxy is the yardstick for every row: it always fronts the OpenAI files.
-    mock_providers = ["openai", *(p for p in providers if p != "openai")]
+    served = [*providers, *(p for p in messages if p not in providers)]
+    mock_providers = ["openai", *(p for p in served if p != "openai")]
     upstream = processes.start(
         "upstream", ["nginx", "-c", str(mock_upstream_conf(root / "upstream", upstream_port, mock_providers))]
     )
@@ -787,7 +847,7 @@ def _run(processes: Processes, root: Path, settings: dict[str, int], providers: 
     gateway_args = ["--host", "127.0.0.1", "--port", str(gateway_port), "--workers", str(workers)]
     gateway = processes.start(
         "gateway",
-        [sys.executable, "-m", "agentgateway", "-c", gateway_config(upstream_port, providers), *gateway_args],
+        [sys.executable, "-m", "agentgateway", "-c", gateway_config(upstream_port, served), *gateway_args],
         env=env,
     )
     wait_ready(processes, f"http://127.0.0.1:{gateway_port}/readyz")
@@ -817,6 +877,22 @@ def _run(processes: Processes, root: Path, settings: dict[str, int], providers: 
             for name in providers
         ),
     ]
+    messages_url = f"http://127.0.0.1:{gateway_port}/v1/messages"
+    messages_targets = [
+        Target(
+            f"agentgateway messages→{name} ({worker_label})",
+            gateway.pid,
+            {"plain": messages_url, STREAM_CASE: messages_url},
+            {"plain": f"bench-{name}-plain", STREAM_CASE: f"bench-{name}-stream"},
+            UPSTREAMS[name].stream_file,
+            "messages.lua",
+        )
+        for name in messages
+    ]
+    for target in messages_targets:
+        check_messages_target(target)
+    #: the chat targets with the provider whose mock answer each fetches (the latency phase's baseline)
+    chat_targets = list(zip(targets, ["openai", *providers], strict=True))
     for target in targets:
         check_target(
             target.name,
@@ -826,6 +902,7 @@ def _run(processes: Processes, root: Path, settings: dict[str, int], providers: 
             target.models[STREAM_CASE],
             target.stream_file,
         )
+    targets += messages_targets
     tree = process_tree(gateway.pid)
     print(f"gateway up on :{gateway_port}, process tree {tree}; nginx proxy :{proxy_port}; upstream :{upstream_port}")
 
@@ -868,6 +945,11 @@ def _run(processes: Processes, root: Path, settings: dict[str, int], providers: 
         anomalies.append(f"the gateway logged {len(gateway_log)} warning/error line(s), e.g. {gateway_log[0]!r}")
 
     streams = [f"{name}: {UPSTREAMS[name].describe}" for name in providers]
+    streams += [
+        f"messages→{name}: the {name} stream "
+        + ("passed through, model rewritten" if name == "anthropic" else "written as Anthropic Messages events")
+        for name in messages
+    ]
     table = report(rounds, settings, versions(), failures + anomalies, streams)
 
     if settings["rate"]:
@@ -877,7 +959,7 @@ def _run(processes: Processes, root: Path, settings: dict[str, int], providers: 
         else:
             latency_rows = []
             for case in ("plain", STREAM_CASE):
-                for target, provider in zip(targets, ["openai", *providers], strict=True):
+                for target, provider in chat_targets:
                     row = measure_latency(
                         vegeta,
                         root,

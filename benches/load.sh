@@ -2,6 +2,7 @@
 # The load bench: the gateway against an nginx proxy_pass, plain and streamed, in CPU µs per request.
 # Method and results: benches/README.md. Settings from the environment: DURATION (s, default 8), CONNS (32),
 # WORKERS (1), ROUNDS (3), RATE (requests/s of the latency phase, 1000; 0 skips it), LATENCY_SECONDS (10),
+# PROVIDERS (chat rows), MESSAGES (providers of the /v1/messages rows, none by default),
 # MEMORY_REQUESTS (requests of the memory run, 0 = none), PYTHON (python3; needs the gateway's dependencies).
 # Writes benches/results.md.
 # load.py stops every process it started on exit, on failure and on SIGINT/SIGTERM/SIGHUP.
