@@ -94,8 +94,9 @@ def test_bedrock_credentials_are_refreshed_in_the_background_while_still_valid(m
             assert without_waiting(credentials.get()) is first
         assert await asyncio.to_thread(source.started.wait, 30), "no background refresh started"
         source.release()
-        while source.calls < 2 or without_waiting(credentials.get()) is first:
-            await asyncio.sleep(0)  # let the refresh's thread result reach the loop
+        refresh = credentials._task  # the one refresh in flight: its end is the point to look again
+        assert refresh is not None
+        await refresh
         assert without_waiting(credentials.get()).access_key == "AKIA2"
         assert source.calls == 2
 
@@ -149,8 +150,9 @@ def test_google_tokens_are_refreshed_in_the_background_while_still_valid(monkeyp
             assert without_waiting(tokens.token()) == "token-1"
         assert await asyncio.to_thread(source.started.wait, 30), "no background refresh started"
         source.release()
-        while without_waiting(tokens.token()) == "token-1":
-            await asyncio.sleep(0)
+        refresh = tokens._background  # the one refresh in flight
+        assert refresh is not None
+        await refresh
         assert without_waiting(tokens.token()) == "token-2"
         assert source.calls == 2, "one refresh for all the requests in the window"
 
