@@ -4,6 +4,7 @@ trace and each attempt sends its own upstream; a collector that never answers ch
 
 from __future__ import annotations
 
+import os
 import socket
 import threading
 import time
@@ -57,8 +58,8 @@ class Spans:
                 for scope in resource.scope_spans:
                     self.spans.extend(scope.spans)
 
-    def of_trace(self, trace_id: bytes, count: int) -> list[trace_pb2.Span]:
-        deadline = time.monotonic() + 30
+    def of_trace(self, trace_id: bytes, count: int, timeout: float = 30) -> list[trace_pb2.Span]:
+        deadline = time.monotonic() + timeout
         while True:
             with self.lock:
                 found = [span for span in self.spans if span.trace_id == trace_id]
@@ -226,3 +227,57 @@ def test_a_collector_that_never_answers_changes_nothing_for_the_client(fake_open
     finally:
         gateway.stop()
         silent.close()
+
+
+def test_tracing_changes_live_a_new_endpoint_protocol_and_sampling_and_off_again(
+    fake_openai: FakeOpenAI, tmp_path: Path, http_receiver: tuple[str, Spans], grpc_receiver: tuple[str, Spans]
+) -> None:
+    """A reload (issue 16) rebuilds the exporter: spans go where the config now says, with its sampling."""
+    from test_reload import at_latest, wait_for, write
+
+    http_endpoint, over_http = http_receiver
+    grpc_endpoint, over_grpc = grpc_receiver
+    path = tmp_path / "config.yaml"
+    path.write_text(config(fake_openai.base_url, "null"))
+    gateway = start_gateway(None, tmp_path, "-f", str(path), workers=2)
+
+    def traced(trace_id: str | None = None) -> str | None:
+        """One request (with a sampled client traceparent when ``trace_id`` is given); the traceparent upstream."""
+        headers = {"traceparent": f"00-{trace_id}-{CLIENT_SPAN}-01"} if trace_id else {}
+        openai_client(gateway.url).chat.completions.create(
+            model="gpt-4o-mini", messages=MESSAGES, extra_headers=headers
+        )
+        return fake_openai.last().headers.get("traceparent")
+
+    def arrives(received: Spans) -> bool:
+        trace_id = os.urandom(16).hex()
+        traced(trace_id)
+        return len(received.of_trace(bytes.fromhex(trace_id), 2, timeout=2)) == 2
+
+    try:
+        untraced = os.urandom(16).hex()
+        assert traced(untraced) is None, "no tracing: no traceparent upstream"
+
+        write(path, config(fake_openai.base_url, f'{{otlpEndpoint: "{http_endpoint}", otlpProtocol: http}}'))
+        wait_for("spans over http", lambda: arrives(over_http), gateway)
+        wait_for("both workers on generation 2", lambda: at_latest(gateway, 2), gateway)
+        for _ in range(4):  # whichever worker serves it
+            assert arrives(over_http)
+
+        tracing = f'{{otlpEndpoint: "{grpc_endpoint}", otlpProtocol: grpc, randomSampling: false}}'
+        write(path, config(fake_openai.base_url, tracing))
+        wait_for("spans over grpc", lambda: arrives(over_grpc), gateway)
+        wait_for("both workers on generation 3", lambda: at_latest(gateway, 3), gateway)
+        sent_to_http = len(over_http.spans)
+        for _ in range(4):
+            assert arrives(over_grpc)
+            assert traced() is None, "randomSampling false: a request without a traceparent is not traced"
+        assert len(over_http.spans) == sent_to_http, "the old exporter gets nothing more"
+
+        write(path, config(fake_openai.base_url, "null"))
+        wait_for("both workers on generation 4", lambda: at_latest(gateway, 4), gateway)
+        for _ in range(4):
+            assert traced(os.urandom(16).hex()) is None
+        assert not over_http.of_trace(bytes.fromhex(untraced), 1, timeout=0)
+    finally:
+        gateway.stop()
