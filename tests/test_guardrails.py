@@ -11,12 +11,21 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
+import httpx
 import openai
 import orjson
 import pytest
 from agentgateway.config import GuardRejection, RegexGuard, load_config
 from agentgateway.errors import ConfigError
-from agentgateway.guardrails import HOLD_BACK, GuardRejected, MessagesStreamGuard, RegexRules, StreamGuard
+from agentgateway.guardrails import (
+    HOLD_BACK,
+    WEBHOOK_OVERLAP,
+    WEBHOOK_WINDOW,
+    GuardRejected,
+    MessagesStreamGuard,
+    RegexRules,
+    StreamGuard,
+)
 from aiohttp import web
 from conftest import TEST_KEY, RunningGateway, openai_client, start_gateway
 from fakes.server import serve_in_thread
@@ -173,6 +182,10 @@ llm:
     provider: openAI
     params: {{{params}, model: echo-5}}
     guardrails: {{request: [{{webhook: {{target: {{host: "{down}"}}, failureMode: failOpen}}}}]}}
+  - name: hooked-stream
+    provider: openAI
+    params: {{{params}, model: echo-7}}
+    guardrails: {{streaming: enabled, response: [{{webhook: {{target: {{host: "{host}"}}}}}}]}}
   - {{name: plain, provider: openAI, params: {{{params}, model: echo-5}}}}
 """
     running = start_gateway(config, tmp_path_factory.mktemp("gw-guard"))
@@ -323,6 +336,49 @@ def test_the_webhook_rejects_with_its_own_status_and_body(gateway: RunningGatewa
     assert _message(caught.value) == "the webhook refused it"
 
 
+def _raw_stream(gateway: RunningGateway, model: str, text: str) -> bytes:
+    body = {"model": model, "stream": True, "messages": [{"role": "user", "content": text}]}
+    with httpx.stream("POST", gateway.url + "/v1/chat/completions", json=body, timeout=30) as response:
+        assert response.status_code == 200
+        return response.read()
+
+
+def test_a_streaming_webhook_sees_the_answer_in_windows_and_passes_it(gateway: RunningGateway, fakes: Fakes) -> None:
+    text = "".join(f"sentence {i} of a long answer. " for i in range(80))  # about 2 500 characters: 3 windows
+    before = len(fakes.hooks)
+    pieces, _ = _streamed(gateway, "hooked-stream", text)
+    assert "".join(pieces) == text
+    windows = [h[2]["body"]["choices"][0]["message"]["content"] for h in fakes.hooks[before:] if h[0] == "/response"]
+    assert len(windows) == 3
+    assert windows[0] == text[: len(windows[0])] and len(windows[0]) >= WEBHOOK_WINDOW
+    # each later window starts with the last WEBHOOK_OVERLAP characters of the one before it
+    assert windows[1].startswith(windows[0][-WEBHOOK_OVERLAP:])
+    assert "".join([windows[0], *(w[WEBHOOK_OVERLAP:] for w in windows[1:])]) == text
+
+
+def test_a_streaming_webhook_rejects_a_window_and_its_text_is_never_sent(gateway: RunningGateway) -> None:
+    text = "x" * 1500 + " please REJECTME now"
+    raw = _raw_stream(gateway, "hooked-stream", text).decode()
+    frames = [f for f in raw.split("\n\n") if f]
+    sent = "".join(
+        (choice["delta"].get("content") or "")
+        for frame in frames
+        if frame.startswith("data: {") and '"choices"' in frame
+        for choice in orjson.loads(frame[6:])["choices"]
+    )
+    assert "REJECTME" not in sent and sent == text[: len(sent)]
+    assert len(sent) >= WEBHOOK_WINDOW  # the first window passed and went out before the rejection
+    error = orjson.loads(frames[-1][6:])["error"]
+    assert error["message"] == "the webhook refused it" and error["code"] == "guardrail_rejected"
+    short = _raw_stream(gateway, "hooked-stream", "REJECTME").decode()
+    assert short.count("data: ") == 1 and "the webhook refused it" in short  # nothing but the error
+
+
+def test_a_streaming_webhook_does_not_apply_a_mask(gateway: RunningGateway) -> None:
+    pieces, _ = _streamed(gateway, "hooked-stream", "a secret answer")
+    assert "".join(pieces) == "a secret answer"
+
+
 def test_moderation_rejects_a_flagged_prompt_and_passes_the_key(gateway: RunningGateway, fakes: Fakes) -> None:
     with pytest.raises(openai.PermissionDeniedError):
         _ask(gateway, "hooked", "something violent")
@@ -354,7 +410,6 @@ _MODEL = "{name: m, provider: openAI, params: {apiKey: k}, guardrails: %s}"
         ("{request: [{googleModelArmor: {templateId: t, projectId: p}}]}", "googleModelArmor is not supported"),
         ("{response: [{azureContentSafety: {endpoint: e}}]}", "azureContentSafety is not supported"),
         ("{response: [{openAIModeration: {}}]}", "openAIModeration checks prompts only"),
-        ("{streaming: enabled, response: [{webhook: {target: {host: 'h:1'}}}]}", "cannot run on streamed answers"),
         ("{request: [{regex: {rules: [{pattern: '(('}]}}]}", "invalid regex"),
         ("{request: [{regex: {rules: [{builtin: iban}]}}]}", "builtin"),
         ("missing", "no guardrails named 'missing'"),

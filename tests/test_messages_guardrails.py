@@ -70,6 +70,8 @@ llm:
   - {{name: "claude-hooked", {claude}, guardrails: {{request: [{{webhook: {{target: {{host: "{host}"}}}}}}],
       response: [{{webhook: {{target: {{host: "{host}"}}}}}}]}}}}
   - {{name: "claude-answer-hooked", {claude}, guardrails: {{response: [{{webhook: {{target: {{host: "{host}"}}}}}}]}}}}
+  - {{name: "claude-stream-hooked", {claude}, guardrails: {{streaming: enabled,
+      response: [{{webhook: {{target: {{host: "{host}"}}}}}}]}}}}
   - {{name: "claude-*", {claude}, guardrails: pii}}
   - {{name: "gpt-echo", {openai}, guardrails: pii}}
   - {{name: "us.anthropic.claude-*", {bedrock}, guardrails: pii, {caching}}}
@@ -199,6 +201,28 @@ def test_the_response_webhook_masks_whole_answers(client: anthropic.Anthropic, u
         client.messages.create(
             model="claude-answer-hooked", max_tokens=20, messages=[{"role": "user", "content": "REJECTME"}]
         )
+
+
+def test_a_streaming_webhook_passes_windows_and_ends_the_stream_on_a_rejection(
+    client: anthropic.Anthropic, upstreams: Upstreams
+) -> None:
+    text = "".join(f"sentence {i} of a long answer. " for i in range(60))
+    before = len(upstreams.guard.hooks)
+    pieces, final = _streamed(client, "claude-stream-hooked", text)
+    assert "".join(pieces) == "You said: " + text == _text(final)
+    windows = [h[2] for h in upstreams.guard.hooks[before:] if h[0] == "/response"]
+    assert len(windows) == 2  # about 1 900 characters: two windows of the text_delta pieces
+    seen = windows[0]["body"]["choices"][0]["message"]["content"]
+    assert seen.startswith("You said: sentence 0") and len(seen) >= 1024
+    with (
+        pytest.raises(anthropic.APIStatusError) as ended,
+        client.messages.stream(
+            model="claude-stream-hooked", max_tokens=20, messages=[{"role": "user", "content": "REJECTME"}]
+        ) as stream,
+    ):
+        for event in stream:
+            assert event.type not in ("content_block_delta", "text"), "text of a rejected window went out"
+    assert isinstance(ended.value.body, dict) and ended.value.body["error"]["message"] == "the webhook refused it"
 
 
 def test_bedrock_converse_answers_are_masked_whole_and_streamed(client: anthropic.Anthropic) -> None:

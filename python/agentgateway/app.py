@@ -136,7 +136,7 @@ class Gateway:
 
     async def startup(self) -> None:
         if self.client is None:
-            self.client = UpstreamClient(self.timeouts)
+            self.client = UpstreamClient(self.timeouts, pool=self.config.config.backend)
             for line in self.guard.describe():
                 logger.warning("%s", line)
             await self.guard.startup()
@@ -181,7 +181,7 @@ class Gateway:
         if telemetry.active:
             observers.append(telemetry.observe)
         if self.client is not None:
-            self.client.reconfigure(config.llm.timeouts)
+            self.client.reconfigure(config.llm.timeouts, config)
         self.config, self.router, self.timeouts, self.guard, self.observers = (
             config, router, config.llm.timeouts, guard, observers
         )  # fmt: skip

@@ -100,6 +100,7 @@ class Backend:
         "name",
         "provider",
         "response_headers",
+        "tls",
         "unhealthy",
     )
 
@@ -133,6 +134,8 @@ class Backend:
         guards = entry.guardrails
         self.guardrails = Guardrails(guards) if guards is not None and not isinstance(guards, str) else None
         self._request_headers = HeaderEdits(entry.request_headers) if entry.request_headers else None
+        #: the entry's backend TLS (``tls`` / ``backendTLS``), built when the config loaded; None: the default trust
+        self.tls = entry.tls.client if entry.tls is not None else None
         self.response_headers = HeaderEdits(entry.response_headers) if entry.response_headers else None
         self.unhealthy: Expression | None = None
         self.health = BackendHealth(_eviction_policy(entry.health), clock)
@@ -215,6 +218,8 @@ class Backend:
         upstream = await self.provider.prepare(request)
         if self._request_headers is not None:
             upstream = dataclasses.replace(upstream, headers=self._request_headers.apply_lines(upstream.headers))
+        if self.tls is not None:
+            upstream = dataclasses.replace(upstream, tls=self.tls)
         return upstream
 
     def is_failure(self, status: int, headers: Headers) -> bool:

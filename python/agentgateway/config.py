@@ -21,12 +21,13 @@ import contextvars
 import os
 import re
 from collections.abc import Iterator, Mapping
-from typing import Annotated, Any, Literal
+from typing import TYPE_CHECKING, Annotated, Any, Literal
 from urllib.parse import urlsplit
 
 import yaml
 from pydantic import (
     AfterValidator,
+    AliasChoices,
     BaseModel,
     BeforeValidator,
     ConfigDict,
@@ -42,11 +43,16 @@ from pydantic.alias_generators import to_camel
 from .errors import ConfigError
 from .provider_presets import PRESETS
 
+if TYPE_CHECKING:
+    from .upstream import ClientTLS
+
 __all__ = [
     "BUILTIN_PROVIDERS",
     "DEFAULT_MAX_REQUEST_BYTES",
     "ApiKeyEntry",
     "ApiKeyPolicy",
+    "BackendPool",
+    "BackendTLS",
     "CatalogEntry",
     "ConfigSection",
     "CustomProvider",
@@ -601,18 +607,8 @@ class PromptGuard(_Model):
 
     streaming: Annotated[Literal["enabled", "disabled"], BeforeValidator(_streaming_mode)] = "disabled"
     request: list[RequestGuard] = []
+    #: on streams, regex guards mask and reject; webhooks see the text in windows and pass or reject (guardrails.py)
     response: list[ResponseGuard] = []
-
-    @model_validator(mode="after")
-    def _stream_guards(self) -> PromptGuard:
-        if self.streaming == "enabled":
-            for index, guard in enumerate(self.response):
-                if guard.webhook is not None:
-                    raise ValueError(
-                        f"response[{index}]: a webhook response guard cannot run on streamed answers here (streaming: "
-                        "enabled supports regex response guards); leave streaming disabled to guard plain answers"
-                    )
-        return self
 
 
 class PromptCaching(_Model):
@@ -625,6 +621,111 @@ class PromptCaching(_Model):
     cache_tools: bool = False
     min_tokens: Annotated[int, Field(ge=0)] | None = 1024
     cache_message_offset: Annotated[int, Field(ge=0)] = 0
+
+
+# -- backend TLS of a model entry or provider (issue 16): agentgateway's LocalBackendTLS -----------------------------
+
+
+def _explicit_bool(value: Any) -> Any:
+    """Turning certificate checks off must be written out as a YAML boolean (``insecure: true``): ``"true"``, ``1``
+    or a ``$VAR`` that expands to a string are refused, so that a typo or an environment cannot switch it on."""
+    if not isinstance(value, bool):
+        raise ValueError(f"must be written out as true or false (a YAML boolean), got {value!r}")
+    return value
+
+
+ExplicitBool = Annotated[bool, BeforeValidator(_explicit_bool)]
+
+
+def _read_tls_file(path: str) -> str:
+    try:
+        return _read_referenced(path)  # a worker gets the text the main process validated (reload.py)
+    except OSError as exc:
+        raise ValueError(f"cannot read {path!r}: {exc.strerror or exc}") from None
+    except UnicodeDecodeError:
+        raise ValueError(f"{path!r} is not a PEM file (it is not text)") from None
+
+
+def _pem_file(kind: str, marker: str) -> Any:
+    def check(path: str) -> str:
+        if marker not in _read_tls_file(path):
+            raise ValueError(f"{path!r} is not a PEM {kind} (no '-----BEGIN {marker}' line)")
+        return path
+
+    return AfterValidator(check)
+
+
+class BackendTLS(_Model):
+    """agentgateway's backend TLS (its ``LocalBackendTLS``): ``tls`` (or its alias ``backendTLS``) of a model
+    entry, or of a provider in ``llm.providers`` for the models that reference it. ``root``: a PEM bundle that
+    replaces the system trust (as agentgateway's; ext ``systemRoots: true`` keeps the system trust beside it);
+    without ``root`` the system trust, which ``SSL_CERT_FILE`` / ``SSL_CERT_DIR`` replace as usual. ``cert`` and
+    ``key``: the client certificate for mTLS. ``hostname``: the name sent as SNI and checked. ``insecure``: no
+    certificate check at all, ``insecureHost``: the chain is checked, the name is not -- both must be written out
+    as ``true`` and are named as a warning at start-up. The files are read and the SSLContext is built here, once
+    per load (upstream.client_tls), never per request."""
+
+    root: Annotated[str, _pem_file("certificate bundle", "CERTIFICATE")] | None = None
+    cert: Annotated[str, _pem_file("certificate", "CERTIFICATE")] | None = None
+    key: Annotated[str, _pem_file("private key", "PRIVATE KEY")] | None = None
+    hostname: Annotated[str, Field(min_length=1)] | None = None
+    insecure: ExplicitBool = False
+    insecure_host: ExplicitBool = False
+    #: the gateway speaks HTTP/1.1 to upstreams: only ``http/1.1`` may be offered
+    alpn: list[Literal["http/1.1"]] | None = None
+    #: ext: with ``root``, trust the system store (or SSL_CERT_FILE) too
+    system_roots: ExplicitBool = False
+    # agentgateway's, refused by name (below): accepting them unserved would weaken what the operator asked for
+    subject_alt_names: Any = None
+    key_exchange_groups: Any = None
+    spiffe: Any = None
+    #: a common spelling elsewhere (Go's InsecureSkipVerify): refused with agentgateway's name
+    insecure_skip_verify: Any = None
+
+    _client: Any = PrivateAttr(default=None)
+
+    @field_validator("subject_alt_names", "key_exchange_groups", "spiffe", "insecure_skip_verify")
+    @classmethod
+    def _refused(cls, value: Any, info: Any) -> Any:
+        if value is None:
+            return value
+        if info.field_name == "insecure_skip_verify":
+            raise ValueError("to skip certificate verification write 'insecure: true' (agentgateway's name)")
+        reasons = {
+            "subject_alt_names": "extra accepted names are not checked by this gateway's TLS client; use hostname",
+            "key_exchange_groups": "the key exchange groups are OpenSSL's defaults here",
+            "spiffe": "SPIFFE workload identities are not part of this gateway",
+        }
+        raise ValueError(f"not supported: {reasons[info.field_name]}")
+
+    @model_validator(mode="after")
+    def _build(self) -> BackendTLS:
+        from .upstream import client_tls
+
+        if self.insecure and self.insecure_host:
+            raise ValueError("give insecure (no check at all) or insecureHost (no host name check), not both")
+        if self.system_roots and self.root is None:
+            raise ValueError("systemRoots adds the system trust beside root: give root too (or leave both out)")
+        self._client = client_tls(
+            root=(self.root, _read_tls_file(self.root)) if self.root is not None else None,
+            system_roots=self.system_roots,
+            cert=(self.cert, _read_tls_file(self.cert)) if self.cert is not None else None,
+            key=(self.key, _read_tls_file(self.key)) if self.key is not None else None,
+            hostname=self.hostname,
+            insecure=self.insecure,
+            insecure_host=self.insecure_host,
+        )
+        return self
+
+    @property
+    def client(self) -> ClientTLS:
+        """The connection settings built from this (upstream.ClientTLS)."""
+        client: ClientTLS = self._client
+        return client
+
+
+#: ``tls``, and agentgateway's alias ``backendTLS``
+_TLS_ALIASES = AliasChoices("tls", "backendTLS")
 
 
 class ProviderReference(_Model):
@@ -674,6 +775,8 @@ class ProviderEntry(_Model):
     provider: str | CustomProvider
     params: ModelParams = ModelParams()
     defaults: ProviderDefaults | None = None
+    #: backend TLS for every model that references the provider (a model's own ``tls`` wins)
+    tls: BackendTLS | None = Field(None, validation_alias=_TLS_ALIASES)
 
     @field_validator("provider", mode="before")
     @classmethod
@@ -709,11 +812,23 @@ class ModelEntry(_Model):
     guardrails: str | PromptGuard | None = None
     #: cache points inserted for Anthropic, Bedrock and Vertex AI Claude (prompt_caching.py)
     prompt_caching: PromptCaching | None = None
+    #: agentgateway's ``tls`` (alias ``backendTLS``): trust, client certificate and checks towards the upstream
+    tls: BackendTLS | None = Field(None, validation_alias=_TLS_ALIASES)
 
     @field_validator("provider", mode="before")
     @classmethod
     def _check_provider(cls, value: Any) -> Any:
         return _canonical_provider(value)
+
+    @model_validator(mode="after")
+    def _tls_needs_https(self) -> ModelEntry:
+        base_url = self.params.base_url
+        if self.tls is not None and base_url is not None and urlsplit(base_url).scheme == "http":
+            raise ValueError(
+                f"tls is set but params.baseUrl is {base_url!r}: use an https:// URL (TLS is spoken to https "
+                "upstreams only)"
+            )
+        return self
 
     @model_validator(mode="after")
     def _check_params(self) -> ModelEntry:
@@ -1101,6 +1216,22 @@ class MetricsConfig(_Model):
     fields: list[Literal["caller"]] = []
 
 
+class BackendPool(_Model):
+    """agentgateway's ``config.backend``: connections to upstreams, per origin (scheme, host, port and backend TLS).
+    ``poolMaxSize`` (idle connections kept) and ``poolIdleTimeout`` (how long one is kept) are agentgateway's;
+    ``maxConnections`` is ours (ext): connections open at once, as aiohttp's limit -- a request past it waits for
+    one, up to ``llm.timeouts.connect``, then gets a 504. agentgateway's other keys (``keepalives``,
+    ``connectTimeout``) are accepted and named at start-up as not served. Reloadable: a change applies to the
+    pools at once (a lower cap as connections close)."""
+
+    #: ext: open connections per origin (upstream.DEFAULT_MAX_CONNECTIONS)
+    max_connections: Annotated[int, Field(ge=1, strict=True)] = 100
+    pool_max_size: Annotated[int, Field(ge=0, strict=True)] | None = None
+    pool_idle_timeout: Annotated[float, BeforeValidator(_duration), Field(gt=0)] = 30.0
+    keepalives: Any = None
+    connect_timeout: Any = None
+
+
 class ConfigSection(_Model):
     """The top-level ``config:`` section (agentgateway's): settings of the gateway itself, not of the LLM traffic."""
 
@@ -1113,6 +1244,8 @@ class ConfigSection(_Model):
     logging: LoggingConfig = LoggingConfig()
     model_catalog: Annotated[list[CatalogEntry], BeforeValidator(_catalog_source)] = []
     metrics: MetricsConfig = MetricsConfig()
+    #: connections to upstreams (upstream.UpstreamClient)
+    backend: BackendPool = BackendPool()
 
 
 class LlmConfig(_Model):
@@ -1311,6 +1444,7 @@ def _unserved(config: GatewayConfig, document: dict[str, Any], source: str, line
                     "serving port; only gateways.<name>.port is used)",
                 )
             )
+    notices.extend(_backend_notices(config, source, lines))
     frontend = config.frontend_policies
     for key in sorted(frontend.model_extra or {}):
         notices.append(_located(source, lines, ("frontendPolicies", key), "accepted but not served by this gateway"))
@@ -1334,6 +1468,38 @@ def _unserved(config: GatewayConfig, document: dict[str, Any], source: str, line
             )
         )
     return tuple(notices)
+
+
+_BACKEND_UNSERVED = {
+    "keepalives": "TCP keepalives are the operating system's defaults",
+    "connect_timeout": "the connect timeout is llm.timeouts.connect",
+}
+
+
+def _backend_notices(config: GatewayConfig, source: str, lines: dict[Path, int]) -> list[str]:
+    """Start-up warnings for backend connections: each entry whose upstream certificate is not (fully) checked,
+    and config.backend keys not served. Logged once by the main process, with the other notices."""
+    notices = []
+    for index, entry in enumerate(config.llm.models):
+        tls = entry.tls
+        if tls is None or not (tls.insecure or tls.insecure_host):
+            continue
+        key = "insecure" if tls.insecure else "insecureHost"
+        what = "NOT verified at all" if tls.insecure else "verified without its host name"
+        notices.append(
+            _located(
+                source,
+                lines,
+                ("llm", "models", index, "tls", key),
+                f"warning: {key}: true -- the upstream's TLS certificate is {what}; anyone on the network path "
+                "can impersonate the upstream and read the prompts and keys sent to it",
+            )
+        )
+    for name, why in _BACKEND_UNSERVED.items():
+        if getattr(config.config.backend, name) is not None:
+            path: Path = ("config", "backend", to_camel(name))
+            notices.append(_located(source, lines, path, f"accepted but not served: {why}"))
+    return notices
 
 
 def _validation_problems(exc: ValidationError, source: str, lines: dict[Path, int], prefix: Path) -> list[str]:
@@ -1381,6 +1547,8 @@ def _resolve_references(
         merged: dict[str, Any] = dict(entry)
         merged["provider"] = provider.provider
         merged["params"] = provider.params.model_copy(update={"model": entry.params.model or provider.params.model})
+        if merged["tls"] is None:
+            merged["tls"] = provider.tls
         inherited = provider.defaults
         if inherited is not None:
             for name in _INHERITED:

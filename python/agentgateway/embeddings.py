@@ -171,6 +171,7 @@ class EmbeddingsApi:
         attempt = request if model == request.model else request.derive(model)
         calls = calls_for(backend.provider, attempt, client_model)
         calls.header_edits = backend._request_headers  # the entry's requestHeaders, as Backend.prepare applies them
+        calls.tls = backend.tls  # and its backend TLS
         return calls
 
 

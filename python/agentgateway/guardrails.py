@@ -10,7 +10,8 @@ Guard kinds:
   ``caSin`` with a Luhn check) or ``pattern``; ``action: mask`` replaces each match (``<SSN>``, ``<CREDIT_CARD>``,
   ``<PHONE_NUMBER>``, ``<EMAIL_ADDRESS>``, ``<CA_SIN>``, a pattern's ``<masked>``), ``reject`` refuses the text.
   Compiled once, at load. Requests: the text of every message (``content`` strings and text parts; the Messages
-  API's ``system`` too). Answers: each choice's ``message.content``.
+  API's ``system`` and the text inside ``tool_result`` blocks too). Answers: each choice's ``message.content``;
+  for /v1/messages, the ``text`` blocks of the ``message`` (thinking, tool input and other blocks as they came).
 * ``webhook``: agentgateway's guardrail webhook protocol. ``POST /request`` ``{"body": {"messages": [{role,
   content}]}}`` / ``POST /response`` ``{"body": {"choices": [{"message": {role, content}}]}}``; the answer's
   ``action`` passes, masks (``body`` with the new messages / choices) or rejects (``body``, ``status_code``).
@@ -22,22 +23,29 @@ Guard kinds:
   ``policies.backendAuth.key``; a flagged result rejects the request. An unreachable service fails the request
   (503), as agentgateway's error does.
 
-A rejection is ``rejection.status`` (default 403) with an OpenAI error whose message is ``rejection.body`` and
-code ``guardrail_rejected`` (agentgateway sends the body as it is; here every error keeps OpenAI's shape so the
-SDKs read it), plus ``rejection.headers`` ``set`` / ``add``.
+A rejection is ``rejection.status`` (default 403) with an error whose message is ``rejection.body``, in the inbound
+API's shape: OpenAI's with code ``guardrail_rejected``, or Anthropic's (``{"type": "error", "error": {type,
+message}}``) on /v1/messages (agentgateway sends the body as it is; here the SDKs read it), plus
+``rejection.headers`` ``set`` / ``add``.
 
-Streams (``streaming: enabled``): regex response guards run on the OpenAI SSE frames the core writes, per choice.
+Streams (``streaming: enabled``): regex response guards run on the OpenAI SSE frames the core writes, per choice
+(`StreamGuard`), or on an Anthropic Messages stream's ``text_delta`` events, per content block
+(`MessagesStreamGuard`: whatever the backend, a Claude pass-through or a decoded one).
 Text is held back by at most ``HOLD_BACK`` characters (and a match that reaches into them) so that a match split
 across chunks is still masked whole; the rest of each chunk goes out at once, and what is held is flushed (masked)
 before the chunk with the choice's ``finish_reason`` (or before ``[DONE]``, or the stream's end). Matches longer than
 ``HOLD_BACK`` characters that arrive split are not guaranteed to be seen. ``reject`` on a stream ends it with the
 rejection as its error event (nothing of the match is sent). Usage and the other facts come from the core, so
-they stay exact. Response guards without ``streaming: enabled`` leave streams alone (agentgateway's default).
+they stay exact. Webhook response guards see a stream in windows of `WEBHOOK_WINDOW` characters of its text
+(`WebhookWindows`, agentgateway's windowed evaluation): each window's frames are held until every webhook passed it,
+a rejection ends the stream with its error event; a webhook's mask is not applied to a stream. Response guards
+without ``streaming: enabled`` leave streams alone (agentgateway's default).
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import re
 from collections.abc import Awaitable, Callable, Iterator, MutableMapping, Sequence
@@ -57,7 +65,17 @@ if TYPE_CHECKING:
     from .router import Router
     from .upstream import UpstreamClient
 
-__all__ = ["HOLD_BACK", "Guardrails", "MessagesStreamGuard", "RegexRules", "guard_responses", "has_response_guards"]
+__all__ = [
+    "HOLD_BACK",
+    "WEBHOOK_OVERLAP",
+    "WEBHOOK_WINDOW",
+    "Guardrails",
+    "MessagesStreamGuard",
+    "RegexRules",
+    "WebhookWindows",
+    "guard_responses",
+    "has_response_guards",
+]
 
 logger = logging.getLogger("agentgateway")
 
@@ -362,6 +380,9 @@ def _message_text(content: Any) -> str:
 class GuardRejected(GatewayError):
     """A guard refused the request or the answer: the configured status, body as the message."""
 
+    #: on a stream: what had passed the guards in the same read, to send ahead of the error event
+    passed: bytes = b""
+
 
 def _rejection(rejection: GuardRejection, status: int | None = None, body: str | None = None) -> GuardRejected:
     headers: Headers = []
@@ -536,7 +557,7 @@ def _webhook_action(answer: Any) -> tuple[str, Any]:
 class Guardrails:
     """The guards one backend runs (``models[].guardrails`` resolved, ``llm.policies.guardrails`` first)."""
 
-    __slots__ = ("request", "response", "stream_rules", "streaming")
+    __slots__ = ("request", "response", "stream_hooks", "stream_rules", "streaming")
 
     def __init__(self, config: PromptGuard) -> None:
         self.request = [_compile(guard) for guard in config.request]
@@ -544,6 +565,8 @@ class Guardrails:
         self.streaming = config.streaming == "enabled" and bool(self.response)
         #: (rules, rejection) of the regex response guards, for streams
         self.stream_rules = [(g.rules, g.rejection) for g in self.response if g.rules is not None]
+        #: the webhook response guards, which see streams window by window (`WebhookWindows`)
+        self.stream_hooks = [g for g in self.response if g.webhook is not None]
 
     # -- requests ----------------------------------------------------------------------------------------------
 
@@ -939,6 +962,116 @@ class MessagesStreamGuard:
         return b"".join(self._flush(index) for index in sorted(self._text._held))
 
 
+#: characters of streamed text a webhook response guard sees at once (agentgateway's eval threshold), and how many
+#: characters of the window before it go with each window so that a match across two windows is seen whole
+WEBHOOK_WINDOW = 1024
+WEBHOOK_OVERLAP = 256
+
+
+def _stream_text(frames: bytes, api: str) -> str:
+    """The answer text in complete SSE frames: OpenAI chunks' ``delta.content`` (every choice), or an Anthropic
+    stream's ``text_delta`` pieces."""
+    if api == "messages":
+        if b'"text_delta"' not in frames:
+            return ""
+        texts = []
+        for frame in frames.split(b"\n\n"):
+            data = frame.partition(b"\ndata: ")[2]
+            if b'"text_delta"' in data:
+                with contextlib.suppress(orjson.JSONDecodeError, KeyError, TypeError):
+                    delta = orjson.loads(data)["delta"]
+                    if delta.get("type") == "text_delta" and isinstance(delta.get("text"), str):
+                        texts.append(delta["text"])
+        return "".join(texts)
+    if b'"content"' not in frames:
+        return ""
+    texts = []
+    for frame in frames.split(b"\n\n"):
+        if frame.startswith(b"data: {") and b'"content"' in frame:
+            with contextlib.suppress(orjson.JSONDecodeError, KeyError, TypeError, AttributeError):
+                for choice in orjson.loads(frame[6:])["choices"]:
+                    content = (choice.get("delta") or {}).get("content")
+                    if isinstance(content, str):
+                        texts.append(content)
+    return "".join(texts)
+
+
+class WebhookWindows:
+    """The webhook response guards of one stream (``streaming: enabled``), as agentgateway runs them: the stream's
+    frames are held while their text adds up to `WEBHOOK_WINDOW` characters (or the stream ends); then each webhook
+    is POSTed that window (with the last `WEBHOOK_OVERLAP` characters of the previous one ahead of it) as a
+    ``/response`` call with one choice. Every webhook passing it, the held frames go out; one rejecting it, they are
+    dropped and the rejection raised (the stream ends with it as its error event). What went out with earlier
+    windows stays sent. A webhook's ``mask`` verdict cannot be applied to a stream and is ignored (agentgateway
+    does the same); ``failureMode`` is honoured."""
+
+    __slots__ = ("_api", "_client", "_exchange", "_guards", "_held", "_pending", "_request", "_tail")
+
+    def __init__(self, guards: list[_Compiled], api: str, request: ChatRequest, exchange: Exchange, client: Any):
+        self._guards, self._api, self._request, self._exchange, self._client = guards, api, request, exchange, client
+        self._held: list[bytes] = []
+        self._pending = ""
+        self._tail = ""
+
+    async def feed(self, frames: bytes, final: bool) -> bytes:
+        """What may go out now of ``frames`` (complete SSE frames) and of what was held; raises GuardRejected. A
+        window closes at the frame that fills it, wherever the network read ended."""
+        out: list[bytes] = []
+        try:
+            await self._feed(frames, final, out)
+        except GuardRejected as exc:
+            exc.passed = b"".join(out)  # the windows of this read that passed still go out, ahead of the error
+            raise
+        return b"".join(out)
+
+    async def _feed(self, frames: bytes, final: bool, out: list[bytes]) -> None:
+        if frames:
+            if len(self._pending) + len(frames) < WEBHOOK_WINDOW:
+                # cannot fill a window, whatever its frames hold (text is no longer than the bytes carrying it)
+                self._held.append(frames)
+                self._pending += _stream_text(frames, self._api)
+            else:
+                for frame in frames.split(b"\n\n"):
+                    if not frame:
+                        continue
+                    self._held.append(frame + b"\n\n")
+                    self._pending += _stream_text(frame, self._api)
+                    if len(self._pending) >= WEBHOOK_WINDOW:
+                        out.append(await self._window())
+        if final:
+            out.append(await self._window())
+
+    async def _window(self) -> bytes:
+        """Every webhook's verdict on the text pending (its frames released when all pass)."""
+        if self._pending:
+            window = self._tail + self._pending
+            self._tail, self._pending = window[-WEBHOOK_OVERLAP:], ""
+            for guard in self._guards:
+                await self._check(guard, window)
+        out = b"".join(self._held)
+        self._held.clear()
+        return out
+
+    async def _check(self, guard: _Compiled, window: str) -> None:
+        webhook = guard.webhook
+        assert webhook is not None
+        payload = {"body": {"choices": [{"message": {"role": "assistant", "content": window}}]}}
+        try:
+            reply = await webhook.call(self._client, "/response", payload, self._request, self._exchange)
+        except GatewayError as exc:
+            if webhook.fail_open:
+                logger.warning("guardrail webhook unavailable, failing open: %s", exc.message)
+                return
+            raise _rejection(guard.rejection, exc.status, exc.message) from None
+        kind, action = _webhook_action(reply)
+        if kind == "reject":
+            status = action.get("status_code")
+            valid = isinstance(status, int) and 400 <= status <= 599
+            raise _rejection(guard.rejection, status if valid else None, action["body"])
+        if kind == "mask":
+            logger.debug("a webhook's mask of a streamed answer is not applied (streams are passed or rejected)")
+
+
 def _text_delta(index: int, text: str) -> bytes:
     payload = {"type": "content_block_delta", "index": index, "delta": {"type": "text_delta", "text": text}}
     return b"event: content_block_delta\ndata: " + orjson.dumps(payload) + b"\n\n"
@@ -995,6 +1128,12 @@ def guard_responses(exchange: Exchange, send: Send, client: Any) -> Send:
         if kind != "http.response.body":
             await send(message)
         elif stream is not None:
+            if "windows" not in state:
+                hooks = guards.stream_hooks if guards is not None else []
+                request = exchange.request
+                state["windows"] = (
+                    WebhookWindows(hooks, exchange.api, request, exchange, client) if hooks and request else None
+                )
             await _send_stream(stream, message, state, exchange, send)
         elif start is not None and guards is not None:
             head, start = start, None
@@ -1032,14 +1171,19 @@ async def _send_stream(
         body = stream.feed(message.get("body", b""))
         if not more:
             body += stream.finish()
+        windows: WebhookWindows | None = state.get("windows")
+        if windows is not None:
+            body = await windows.feed(body, not more)
     except GuardRejected as exc:
         state["rejected"] = True
         logger.info("a response guard refused the stream for %s: %s", exchange.client_model, exc.message)
         if more:
+            if exc.passed:
+                await send({**message, "body": exc.passed})
             raise  # the exchange stops reading the upstream and ends the stream with this error
         exchange.facts.error, exchange.facts.error_type = exc.message, exc.code
         event = exc.anthropic_stream_event() if exchange.api == "messages" else exc.stream_event()
-        await send({**message, "body": event})
+        await send({**message, "body": exc.passed + event})
         return
     if body or not more:
         await send({**message, "body": body})

@@ -5,15 +5,18 @@ per request, twice the gateway's whole budget; writing the request ourselves and
 the core's sans-IO ``ResponseParser`` costs ~20 µs (numbers in benches/README.md). The gateway only ever sends
 one kind of request -- a POST with a body to a fixed endpoint -- so the client stays small:
 
-- one pool of idle keep-alive connections per origin (scheme, host, port), reused last-in first-out;
-- TLS with the system's trust store and certificate checks (``ssl.create_default_context``);
+- one pool of idle keep-alive connections per origin (backend TLS, scheme, host, port), reused last-in first-out;
+- TLS with the system's trust store (or ``SSL_CERT_FILE``) and certificate checks (``ssl.create_default_context``),
+  or a model entry's backend TLS (``tls`` / ``backendTLS``: its CA bundle, client certificate for mTLS, host name;
+  `ClientTLS`, built once when the config loads); a refused certificate is a 502 that says why;
 - timeouts: ``connect``; ``first_byte`` until the response head; ``idle`` between two reads of the body;
 - bodies flow back as they arrive (one ``read_chunk`` per network read), with flow control so that a slow client
   never makes the gateway buffer an upstream's whole answer;
 - a reused connection that the server closed before answering (the keep-alive race) is retried once on a fresh
   connection: the server never saw the request. A request that got any byte back is never retried;
-- at most ``max_connections`` (default 100, as aiohttp's) open connections per origin: past that a request waits
-  for one to come back, for up to the connect timeout, instead of opening one connection per request in flight;
+- at most ``max_connections`` (``config.backend.maxConnections``, default 100 as aiohttp's) open connections per
+  origin: past that a request waits for one to come back, for up to the connect timeout, instead of opening one
+  connection per request in flight;
 - ``HTTPS_PROXY`` / ``HTTP_PROXY`` / ``NO_PROXY`` (lower-case forms first, as urllib reads them -- the same rules
   the Google and AWS token fetches follow): https upstreams through an HTTP ``CONNECT`` tunnel, http upstreams as
   absolute-form requests; credentials in the proxy URL are sent as ``Proxy-Authorization: Basic`` (never logged);
@@ -28,8 +31,13 @@ from __future__ import annotations
 import asyncio
 import base64
 import collections
+import hashlib
+import os
+import re
 import ssl
+import tempfile
 import urllib.request
+import weakref
 import zlib
 from dataclasses import dataclass
 from typing import Any, NoReturn
@@ -37,10 +45,19 @@ from urllib.parse import unquote, urlsplit
 
 from . import __version__
 from ._core import CoreError, ResponseParser
-from .config import Timeouts
+from .config import BackendPool, GatewayConfig, Timeouts
 from .errors import UpstreamProtocolError, UpstreamTimeout, UpstreamUnreachable
 
-__all__ = ["Endpoint", "UpstreamClient", "UpstreamRequest", "UpstreamResponse", "encode_headers", "header_line"]
+__all__ = [
+    "ClientTLS",
+    "Endpoint",
+    "UpstreamClient",
+    "UpstreamRequest",
+    "UpstreamResponse",
+    "client_tls",
+    "encode_headers",
+    "header_line",
+]
 
 # Flow control: stop reading from the upstream while this much decoded body waits for the client.
 # A whole (non-streamed) answer is held in memory to be translated: past this size it is refused.
@@ -57,6 +74,8 @@ DEFAULT_MAX_CONNECTIONS = 100
 _DECODE_STEP = 1024 * 1024
 # The largest head a proxy may answer CONNECT with.
 _MAX_PROXY_HEAD = 16384
+# OpenSSL's source location at the end of an SSLError's text: noise to a user.
+_SSL_SOURCE = re.compile(r"\s*\(_ssl\.c:\d+\)$")
 
 
 @dataclass(frozen=True, slots=True)
@@ -87,12 +106,151 @@ class Endpoint:
         return cls(url, tls, parts.hostname, port, start)
 
 
+# -- backend TLS: the trust and client certificate of one model entry, built once when the config loads ------------
+
+#: ALPN we offer: the client speaks HTTP/1.1 only.
+_ALPN = ["http/1.1"]
+
+
+class ClientTLS:
+    """How to make TLS connections to one backend (``tls`` / ``backendTLS`` of a model entry, config.BackendTLS):
+    the SSLContext -- built once, when the config loads, never per request -- and the name checked in the
+    upstream's certificate. Equal settings over equal file contents are one object (`client_tls` keeps them), so
+    pools keyed by it survive a reload and two entries with different settings never share a connection."""
+
+    __slots__ = ("__weakref__", "client_certificate", "context", "fingerprint", "insecure", "server_hostname", "trust")
+
+    def __init__(
+        self,
+        context: ssl.SSLContext,
+        server_hostname: str | None,
+        trust: str,
+        insecure: bool,
+        fingerprint: bytes,
+        client_certificate: bool = False,
+    ) -> None:
+        self.context = context
+        #: whether a client certificate is presented (mTLS)
+        self.client_certificate = client_certificate
+        #: SNI and the name verified (agentgateway's ``hostname``); None: the endpoint's host
+        self.server_hostname = server_hostname
+        #: what the certificate is checked against, for error messages (paths, never contents)
+        self.trust = trust
+        self.insecure = insecure
+        self.fingerprint = fingerprint
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, ClientTLS) and other.fingerprint == self.fingerprint
+
+    def __hash__(self) -> int:
+        return hash(self.fingerprint)
+
+    def __repr__(self) -> str:
+        return f"ClientTLS(trust={self.trust!r}, server_hostname={self.server_hostname!r})"
+
+
+_CLIENT_TLS: weakref.WeakValueDictionary[bytes, ClientTLS] = weakref.WeakValueDictionary()
+
+
+def system_trust() -> str:
+    """The trust a default connection uses, for messages: the system store, or what SSL_CERT_FILE / SSL_CERT_DIR
+    name instead (OpenSSL reads them; ``ssl.create_default_context`` honours them)."""
+    named = [f"{var}={os.environ[var]}" for var in ("SSL_CERT_FILE", "SSL_CERT_DIR") if os.environ.get(var)]
+    return f"the system trust store ({', '.join(named)})" if named else "the system trust store"
+
+
+def client_tls(
+    *,
+    root: tuple[str, str] | None = None,
+    system_roots: bool = False,
+    cert: tuple[str, str] | None = None,
+    key: tuple[str, str] | None = None,
+    hostname: str | None = None,
+    insecure: bool = False,
+    insecure_host: bool = False,
+) -> ClientTLS:
+    """The TLS of one backend. ``root``, ``cert`` and ``key`` are ``(path, PEM text)``: the caller reads the files
+    (config.py, so that a worker gets the texts the main process validated). ``root`` replaces the system trust
+    (as agentgateway's), ``system_roots`` keeps the system trust beside it. ValueError names what is wrong."""
+    digest = hashlib.sha256()
+    for part in (
+        root[1] if root else "",
+        cert[1] if cert else "",
+        key[1] if key else "",
+        hostname or "",
+        f"{system_roots or root is None}{insecure}{insecure_host}",
+        system_trust(),
+    ):
+        digest.update(part.encode() + b"\0")
+    fingerprint = digest.digest()
+    found = _CLIENT_TLS.get(fingerprint)
+    if found is not None:
+        return found
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)  # TLS 1.2+, CERT_REQUIRED, host names checked
+    trusts = []
+    if root is None or system_roots:
+        context.load_default_certs(ssl.Purpose.SERVER_AUTH)
+        trusts.append(system_trust())
+    if root is not None:
+        path, text = root
+        try:
+            context.load_verify_locations(cadata=text)
+        except ssl.SSLError as exc:
+            raise ValueError(f"{path}: not a PEM certificate bundle ({exc.reason or exc})") from None
+        trusts.append(path)
+    if (cert is None) != (key is None):
+        raise ValueError("cert and key go together: give both (the client certificate and its private key)")
+    if cert is not None and key is not None:
+        _load_client_certificate(context, cert, key)
+    if insecure:
+        context.check_hostname = False
+        context.verify_mode = ssl.CERT_NONE
+    elif insecure_host:
+        context.check_hostname = False
+    context.set_alpn_protocols(_ALPN)
+    trust = " and ".join(trusts)
+    if insecure:
+        trust = "nothing (insecure: true)"
+    elif insecure_host:
+        trust += ", host name not checked (insecureHost: true)"
+    made = ClientTLS(context, hostname, trust, insecure or insecure_host, fingerprint, cert is not None)
+    _CLIENT_TLS[fingerprint] = made
+    return made
+
+
+def _load_client_certificate(context: ssl.SSLContext, cert: tuple[str, str], key: tuple[str, str]) -> None:
+    """``load_cert_chain`` reads files only: the texts go through a private temporary directory, removed at once."""
+
+    def no_password() -> bytes:
+        raise ValueError(f"{key[0]}: the private key is encrypted; give an unencrypted PEM key")
+
+    with tempfile.TemporaryDirectory(prefix="agentgateway-tls-") as directory:  # mode 0700
+        cert_file, key_file = os.path.join(directory, "cert.pem"), os.path.join(directory, "key.pem")
+        for path, text in ((cert_file, cert[1]), (key_file, key[1])):
+            descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+            with os.fdopen(descriptor, "w", encoding="utf-8") as handle:
+                handle.write(text)
+        try:
+            context.load_cert_chain(cert_file, key_file, password=no_password)
+        except ssl.SSLError as exc:
+            reason = exc.reason or str(exc)
+            if reason == "KEY_VALUES_MISMATCH":
+                problem = f"{key[0]} is not the private key of the certificate in {cert[0]}"
+            elif "PEM" in reason or "NO_START_LINE" in reason or reason.startswith("X509"):
+                problem = f"{cert[0]} / {key[0]}: not a PEM certificate and private key ({reason})"
+            else:
+                problem = f"{cert[0]} / {key[0]}: cannot be used as a client certificate ({reason})"
+            raise ValueError(problem) from None
+
+
 @dataclass(slots=True)
 class UpstreamRequest:
     endpoint: Endpoint
     #: Encoded header lines (``Name: value\r\n`` each), built with `encode_headers` / `header_line`.
     headers: bytes
     body: bytes
+    #: the model entry's backend TLS (Backend.prepare sets it); None: the system trust (or SSL_CERT_FILE)
+    tls: ClientTLS | None = None
 
 
 def header_line(name: bytes, value: bytes) -> bytes:
@@ -260,7 +418,9 @@ class _Connection(asyncio.Protocol):
                 self.complete = True
             except CoreError as error:
                 where = "before answering" if self.head is None else "in the middle of the response"
-                reason = f": {exc}" if exc is not None else ""
+                reason = f": {_SSL_SOURCE.sub('', str(exc))}" if exc is not None else ""
+                if self.head is None and not self.received_any:
+                    reason += self.pool.tls_hint(exc)
                 self.error = UpstreamUnreachable(f"The upstream connection failed {where} ({error}){reason}")
         self._wake()
 
@@ -387,11 +547,25 @@ class _Pool:
         ssl_context: ssl.SSLContext | None,
         proxy: Proxy | None = None,
         max_connections: int = DEFAULT_MAX_CONNECTIONS,
+        *,
+        server_hostname: str | None = None,
+        trust: str = "",
+        client_certificate: bool = False,
+        max_idle: int = _MAX_IDLE_PER_ORIGIN,
+        idle_expiry: float = _IDLE_EXPIRY,
     ) -> None:
         self.endpoint = endpoint
         self.timeouts = timeouts
         self.ssl_context = ssl_context
+        #: the name sent as SNI and checked in the certificate (backend TLS ``hostname``, else the endpoint's host)
+        self.server_hostname = server_hostname or endpoint.host
+        #: what the upstream's certificate is checked against (for the message when it is refused)
+        self.trust = trust
+        #: whether a client certificate (mTLS) is presented, for the message when the upstream hangs up
+        self.client_certificate = client_certificate
         self.proxy = proxy
+        self.max_idle = max_idle
+        self.idle_expiry = idle_expiry
         self.loop = asyncio.get_running_loop()
         self.idle: list[_Connection] = []
         self.max_connections = max_connections
@@ -400,6 +574,23 @@ class _Pool:
         self.waiters: collections.deque[asyncio.Future[_Connection | None]] = collections.deque()
         #: an http upstream through a proxy: the request line in absolute form, per endpoint (None: direct).
         self.absolute: dict[bytes, bytes] | None = {} if proxy is not None and ssl_context is None else None
+
+    def tls_hint(self, exc: Exception | None) -> str:
+        """What to check when a new TLS connection ends before any byte of the answer: a server that wants a
+        client certificate says so with an alert (TLS 1.3 sends it after the handshake, so it arrives here) or,
+        for some servers, just closes."""
+        if self.ssl_context is None:
+            return ""
+        if isinstance(exc, ssl.SSLError) and "CERTIFICATE_REQUIRED" in (exc.reason or ""):
+            if self.client_certificate:
+                return " -- the upstream did not accept the client certificate of tls.cert"
+            return " -- the upstream requires a client certificate (mTLS): set tls.cert and tls.key"
+        if exc is None and not self.client_certificate:
+            return (
+                " -- an upstream that requires a client certificate (mTLS) may hang up like this, and none is "
+                "presented (tls.cert, tls.key)"
+            )
+        return ""
 
     def head(self, request: UpstreamRequest) -> bytes:
         start = request.endpoint.request_start
@@ -478,9 +669,10 @@ class _Pool:
             timer.cancel()
 
     def slot_freed(self) -> None:
-        """A connection closed (or failed to open): its slot goes to the first waiting request, if any."""
+        """A connection closed (or failed to open): its slot goes to the first waiting request, if any -- unless a
+        reload lowered the cap below what is open: then the slot is gone."""
         waiters = self.waiters
-        while waiters:
+        while waiters and self.open <= self.max_connections:
             waiter = waiters.popleft()
             if not waiter.done():
                 waiter.set_result(None)
@@ -494,7 +686,7 @@ class _Pool:
             connection = self.idle.pop()
             if connection.closed:
                 continue
-            if now - connection.idle_since > _IDLE_EXPIRY:
+            if now - connection.idle_since > self.idle_expiry:
                 connection.close()
                 continue
             return connection
@@ -516,7 +708,7 @@ class _Pool:
                         endpoint.host,
                         endpoint.port,
                         ssl=self.ssl_context,
-                        server_hostname=endpoint.host if self.ssl_context is not None else None,
+                        server_hostname=self.server_hostname if self.ssl_context is not None else None,
                     ),
                     self.timeouts.connect,
                 )
@@ -532,8 +724,19 @@ class _Pool:
             raise UpstreamTimeout(
                 f"Connecting to the upstream {where} took longer than {self.timeouts.connect:g}s."
             ) from None
+        except ssl.SSLCertVerificationError as exc:
+            # e.g. "certificate verify failed: unable to get local issuer certificate" (a CA not trusted) or
+            # "Hostname mismatch, certificate is not valid for 'x'": say which, and what it was checked against.
+            raise UpstreamUnreachable(
+                f"The TLS handshake with the upstream {where} failed: certificate verify failed: "
+                f"{exc.verify_message or exc.reason} [{exc.reason}]; the certificate was checked against "
+                f"{self.trust or system_trust()}."
+            ) from None
         except ssl.SSLError as exc:
-            raise UpstreamUnreachable(f"The TLS handshake with the upstream {where} failed: {exc}") from None
+            # e.g. "[SSL: TLSV13_ALERT_CERTIFICATE_REQUIRED] tlsv13 alert certificate required": no client
+            # certificate (mTLS) was configured, or the upstream did not accept it.
+            problem = _SSL_SOURCE.sub("", exc.strerror or str(exc))
+            raise UpstreamUnreachable(f"The TLS handshake with the upstream {where} failed: {problem}") from None
         except OSError as exc:
             target = f"the proxy {proxy.where}" if proxy is not None else f"the upstream {where}"
             raise UpstreamUnreachable(f"Could not connect to {target}: {exc.strerror or exc}") from None
@@ -555,7 +758,9 @@ class _Pool:
                     f"{' '.join(parts[1:]) or repr(status_line)}"
                 )
             assert self.ssl_context is not None
-            secure = await self.loop.start_tls(transport, tunnel, self.ssl_context, server_hostname=endpoint.host)
+            secure = await self.loop.start_tls(
+                transport, tunnel, self.ssl_context, server_hostname=self.server_hostname
+            )
         except BaseException:
             transport.abort()
             raise
@@ -567,13 +772,16 @@ class _Pool:
         return connection
 
     def give_back(self, connection: _Connection) -> None:
+        if self.open > self.max_connections:  # a reload lowered the cap: shrink as connections come back
+            connection.close()
+            return
         waiters = self.waiters
         while waiters:  # a request waits for a connection (the cap was reached): it gets this one
             waiter = waiters.popleft()
             if not waiter.done():
                 waiter.set_result(connection)
                 return
-        if len(self.idle) >= _MAX_IDLE_PER_ORIGIN:
+        if len(self.idle) >= self.max_idle:
             connection.close()
             return
         connection.idle_since = self.loop.time()
@@ -582,6 +790,24 @@ class _Pool:
     def close_idle(self) -> None:
         while self.idle:
             self.idle.pop().close()
+
+    def retire(self) -> None:
+        """No entry uses this pool any more: connections given back close instead of waiting idle."""
+        self.max_idle = 0
+        self.close_idle()
+
+    def resize(self, max_connections: int, max_idle: int, idle_expiry: float) -> None:
+        """A reloaded config's limits. A higher cap lets waiting requests open connections at once; a lower one
+        takes effect as connections close (none is cut in the middle of an answer)."""
+        self.max_connections, self.max_idle, self.idle_expiry = max_connections, max_idle, idle_expiry
+        while len(self.idle) > max_idle:
+            self.idle.pop(0).close()  # the oldest first
+        waiters = self.waiters
+        while waiters and self.open < max_connections:
+            waiter = waiters.popleft()
+            if not waiter.done():
+                self.open += 1
+                waiter.set_result(None)  # a slot: the request opens its own connection
 
 
 class UpstreamResponse:
@@ -723,40 +949,86 @@ class _DecodingResponse(UpstreamResponse):
 
 
 class UpstreamClient:
-    """One per worker process: the pools of every upstream origin the config names."""
+    """One per worker process: the pools of every upstream origin the config names, one per (backend TLS, scheme,
+    host, port) -- two entries with different TLS settings to the same host never share a connection.
 
-    def __init__(self, timeouts: Timeouts, *, max_connections: int = DEFAULT_MAX_CONNECTIONS) -> None:
+    ``pool``: ``config.backend`` -- connections per origin (``maxConnections``, ext), idle ones kept
+    (``poolMaxSize``) and for how long (``poolIdleTimeout``)."""
+
+    def __init__(
+        self,
+        timeouts: Timeouts,
+        *,
+        max_connections: int = DEFAULT_MAX_CONNECTIONS,
+        pool: BackendPool | None = None,
+    ) -> None:
         self.timeouts = timeouts
         self.max_connections = max_connections
-        self._pools: dict[tuple[bool, str, int], _Pool] = {}
+        self.max_idle = _MAX_IDLE_PER_ORIGIN
+        self.idle_expiry = _IDLE_EXPIRY
+        if pool is not None:
+            self._limits(pool)
+        self._pools: dict[tuple[ClientTLS | None, bool, str, int], _Pool] = {}
         self._ssl_context: ssl.SSLContext | None = None
         self.user_agent = f"agentgateway/{__version__}"
         # Read once: the environment of the process (HTTPS_PROXY, HTTP_PROXY, NO_PROXY and lower-case forms).
         self._proxies = urllib.request.getproxies_environment()
 
-    def reconfigure(self, timeouts: Timeouts) -> None:
-        """A reloaded config's timeouts, for the next exchange of every pool (the pools themselves are kept)."""
-        self.timeouts = timeouts
-        for pool in self._pools.values():
-            pool.timeouts = timeouts
+    def _limits(self, pool: BackendPool) -> None:
+        self.max_connections = pool.max_connections
+        size = pool.pool_max_size
+        self.max_idle = _MAX_IDLE_PER_ORIGIN if size is None else min(size, _MAX_IDLE_PER_ORIGIN)
+        self.idle_expiry = pool.pool_idle_timeout
 
-    def _pool(self, endpoint: Endpoint) -> _Pool:
-        key = (endpoint.tls, endpoint.host, endpoint.port)
+    def reconfigure(self, timeouts: Timeouts, config: GatewayConfig | None = None) -> None:
+        """A reloaded config's timeouts and ``config.backend`` limits, for the next exchange of every pool (the
+        pools and their connections are kept). The pools of a backend TLS no entry uses any more are retired: their
+        idle connections close now, the busy ones when their answer ends."""
+        self.timeouts = timeouts
+        in_use: set[ClientTLS] | None = None
+        if config is not None:
+            self._limits(config.config.backend)
+            in_use = {entry.tls.client for entry in config.llm.models if entry.tls is not None}
+        for key, each in list(self._pools.items()):
+            each.timeouts = timeouts
+            if in_use is not None and key[0] is not None and key[0] not in in_use:
+                del self._pools[key]
+                each.retire()
+            elif config is not None:
+                each.resize(self.max_connections, self.max_idle, self.idle_expiry)
+
+    def _pool(self, endpoint: Endpoint, tls: ClientTLS | None) -> _Pool:
+        key = (tls, endpoint.tls, endpoint.host, endpoint.port)
         pool = self._pools.get(key)
         if pool is None:
             context = None
+            server_hostname = trust = None
             if endpoint.tls:
-                if self._ssl_context is None:
-                    self._ssl_context = ssl.create_default_context()
-                    self._ssl_context.set_alpn_protocols(["http/1.1"])
-                context = self._ssl_context
+                if tls is not None:
+                    context, server_hostname, trust = tls.context, tls.server_hostname, tls.trust
+                else:
+                    if self._ssl_context is None:
+                        self._ssl_context = ssl.create_default_context()
+                        self._ssl_context.set_alpn_protocols(_ALPN)
+                    context = self._ssl_context
             proxy = proxy_for(endpoint.tls, endpoint.host, endpoint.port, self._proxies)
-            pool = self._pools[key] = _Pool(endpoint, self.timeouts, context, proxy, self.max_connections)
+            pool = self._pools[key] = _Pool(
+                endpoint,
+                self.timeouts,
+                context,
+                proxy,
+                self.max_connections,
+                server_hostname=server_hostname,
+                trust=trust or "",
+                client_certificate=tls is not None and tls.client_certificate,
+                max_idle=self.max_idle,
+                idle_expiry=self.idle_expiry,
+            )
         return pool
 
     async def send(self, request: UpstreamRequest) -> UpstreamResponse:
         """Sends the request and waits for the response head; raises the GatewayError a client should see."""
-        pool = self._pool(request.endpoint)
+        pool = self._pool(request.endpoint, request.tls)
         head = pool.head(request)
         for attempt in range(2):
             connection, reused = await pool.acquire()

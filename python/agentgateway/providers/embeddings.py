@@ -45,6 +45,7 @@ row answers 400 naming ``input``, as does a ``dimensions`` the model cannot hono
 from __future__ import annotations
 
 import base64
+import dataclasses
 import sys
 from array import array
 from collections.abc import Sequence
@@ -157,7 +158,7 @@ class EmbeddingCalls:
     Built from the request (pure, may raise the client's 400 before anything is sent); `prepare` adds credentials
     (it may wait for a token), `answer` joins the answers, in call order, into the client's body and its usage."""
 
-    __slots__ = ("client_model", "encoding_base64", "header_edits", "provider")
+    __slots__ = ("client_model", "encoding_base64", "header_edits", "provider", "tls")
 
     #: Calls in flight at once for this attempt.
     concurrency = CONCURRENCY
@@ -168,12 +169,16 @@ class EmbeddingCalls:
         self.encoding_base64 = request.body.get("encoding_format") == "base64"
         #: the backend's ``requestHeaders`` (its HeaderEdits), applied to every call
         self.header_edits: Any = None
+        #: the backend's TLS (upstream.ClientTLS), for every call; None: the default trust
+        self.tls: Any = None
 
     async def prepare(self) -> list[UpstreamRequest]:
         requests = await self._prepare()
         edits = self.header_edits
         if edits is not None:
             requests = [UpstreamRequest(r.endpoint, edits.apply_lines(r.headers), r.body) for r in requests]
+        if self.tls is not None:
+            requests = [dataclasses.replace(r, tls=self.tls) for r in requests]
         return requests
 
     async def _prepare(self) -> list[UpstreamRequest]:
