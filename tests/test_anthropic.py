@@ -558,7 +558,7 @@ def test_error_event_mid_stream_reaches_the_client(gateway: RunningGateway) -> N
             {},
             "messages[0].content[0].type",
         ),
-        ([{"role": "user", "content": "x"}], {"n": 2}, "n"),
+        ([{"role": "user", "content": "x"}], {"n": 9}, "n"),
         ([{"role": "system", "content": "only a system prompt"}], {}, "messages"),
         (
             [
@@ -576,7 +576,7 @@ def test_error_event_mid_stream_reaches_the_client(gateway: RunningGateway) -> N
         (
             [{"role": "user", "content": "x"}],
             {"reasoning_effort": "low", "tools": [WEATHER_TOOL], "tool_choice": "required"},
-            "tool_choice",
+            "reasoning_effort",
         ),
         (
             [{"role": "user", "content": "x"}],

@@ -532,7 +532,7 @@ def test_recorded_model_stream_error_reaches_the_client(client: openai.OpenAI) -
 
 def test_client_mistakes_are_400s_naming_the_field(client: openai.OpenAI) -> None:
     cases: list[tuple[dict[str, Any], str]] = [
-        ({"n": 2}, "n"),
+        ({"n": 9}, "n"),
         (
             {"messages": [{"role": "user", "content": [{"type": "input_audio", "input_audio": {}}]}]},
             "messages[0].content[0].type",

@@ -56,7 +56,7 @@ def test_the_reserved_tool_name_is_refused() -> None:
     tool = {"type": "function", "function": {"name": JSON_TOOL_NAME}}
     with pytest.raises(InvalidRequest) as caught:
         converse_body({"messages": user("x"), "tools": [tool]}, CLAUDE)
-    assert caught.value.param == "tools[0]"
+    assert caught.value.param == "tools[0].function.name"
 
 
 @pytest.mark.parametrize(

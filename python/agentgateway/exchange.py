@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import time
 from collections.abc import Awaitable, Callable, MutableMapping, Sequence
 from dataclasses import dataclass
@@ -34,6 +35,7 @@ from .errors import (
     anthropic_status,
     redact_frames,
 )
+from .fanout import DONE, FanOut, MergedStream, open_all, single_choice, usage_chunk
 from .health import retry_after_seconds
 from .providers import ChatRequest
 from .providers.messages_input import estimate_input_tokens
@@ -228,8 +230,15 @@ class Exchange:
                 if attempt_request.api == "count_tokens" and not backend.provider.counts_tokens(attempt_request):
                     await self._estimated(backend, model, attempt_request, send)
                     return
-                response = await self._send(client, backend, model, attempt_request, more)
-                if response is not None:
+                fan_out = backend.provider.fan_out(attempt_request) if attempt_request.api == "chat" else 1
+                if fan_out > 1:  # n > 1 on a provider that answers one choice per call (fanout.py, issue 20)
+                    if request.stream:
+                        done = await self._fan_out_stream(client, backend, model, attempt_request, fan_out, send, more)
+                    else:
+                        done = await self._whole(FanOut(fan_out), client, backend, model, attempt_request, send, more)
+                    if done:
+                        return
+                elif (response := await self._send(client, backend, model, attempt_request, more)) is not None:
                     if request.stream:
                         done = await self._stream(backend, attempt_request, response, send, more)
                     else:
@@ -540,6 +549,124 @@ class Exchange:
             facts.usage = translator.usage
             facts.finish_reason = translator.finish_reason
         response.release()
+        return True
+
+    async def _fan_out_stream(
+        self, client: UpstreamClient, backend: Backend, model: str, request: ChatRequest, n: int, send: Send, more: bool
+    ) -> bool:
+        """One attempt of a stream with ``n`` > 1 on a provider that answers one choice per call: ``n`` calls at once,
+        merged into one stream (fanout.py says how). Failover, health and credential renewal as for one call (`_send`,
+        `_stream`): the first call refused, or failing in its first frames, fails the attempt and stops the others."""
+        provider = backend.provider
+        single = single_choice(request)
+        renewed = False
+        while True:
+            attempt = Attempt(backend, model, time.monotonic())
+            self.attempts.append(attempt)
+            try:
+                prepared = await backend.prepare(single)
+                if self.trace is not None:
+                    prepared = self.trace.inject(prepared, len(self.attempts) - 1)
+                responses, refused = await open_all(client, prepared, n)
+            except GatewayError as exc:
+                self._failed(attempt, exc, None, [])
+                if exc.retryable and more:
+                    return False
+                raise
+            except BaseException:
+                attempt.ended = time.monotonic()
+                attempt.outcome = "aborted"
+                raise
+            if refused is None:
+                break
+            attempt.status = refused.status
+            if (
+                not renewed
+                and provider.rejects_credentials(refused.status, refused.headers)
+                and await provider.credentials_rejected()
+            ):
+                logger.info("upstream for %s refused its credentials; retrying once with new ones", backend.name)
+                attempt.ended = time.monotonic()
+                attempt.outcome = "renewed"
+                renewed = True
+                await _discard(refused)
+                continue
+            # The refusal read as one call's (_stream): its status, message and headers reach the client.
+            return await self._stream(backend, single, refused, send, more)
+        attempt.status = responses[0].status
+        facts = self.facts
+        completion_id = "chatcmpl-" + os.urandom(12).hex()
+        translator = provider.translator_for(single)
+        client_model = provider.response_model(self.client_model or "", single)
+        merged = MergedStream(
+            responses,
+            [
+                StreamTranslator(translator, client_model, False, choice=index, completion_id=completion_id)
+                for index in range(n)
+            ],
+        )
+        try:
+            try:
+                firsts = await merged.first_frames()
+            except GatewayError as exc:
+                merged.abort()
+                self._failed(attempt, exc, None, [])
+                if exc.retryable and more:
+                    return False
+                raise
+            for index, out in enumerate(firsts):
+                error_message = merged.translators[index].error
+                if error_message is not None and more and not _generated_before_error(out):
+                    error = _first_event_error(out, provider.redact(error_message))
+                    if error.retryable:
+                        merged.abort()
+                        self._failed(attempt, error, error.status, [])
+                        return False
+            self._succeeded(attempt)
+            headers = self._response_headers(backend, responses[0])
+            await send(
+                {"type": "http.response.start", "status": 200, "headers": _SSE_HEADERS + headers + self.client_headers}
+            )
+            self.status = 200
+            facts.ttft = time.monotonic() - self.started
+            stopped = next((index for index in range(n) if merged.stopped(index)), None)
+            tail = b""
+            try:
+                if stopped is not None:  # a call's first frames ended with its error event: nothing may follow
+                    tail = b"".join(firsts[: stopped + 1])
+                else:
+                    await send({"type": "http.response.body", "body": b"".join(firsts), "more_body": True})
+                    async for index, out in merged.rest():
+                        if merged.stopped(index):
+                            stopped, tail = index, out
+                            break
+                        await send({"type": "http.response.body", "body": out, "more_body": True})
+                    else:
+                        usage = merged.usage
+                        if request.include_usage and usage is not None:
+                            tail = usage_chunk(completion_id, client_model or single.model, usage)
+                        tail += DONE
+            except GatewayError as exc:
+                logger.warning("stream from %s failed: %s", backend.name, exc.message)
+                tail = exc.stream_event()
+                facts.error, facts.error_type = exc.message, exc.code or exc.type
+            except CoreError as exc:
+                logger.exception("stream from %s failed in the core", backend.name)
+                error = GatewayError(f"The stream failed in the gateway: {exc}")
+                tail = error.stream_event()
+                facts.error, facts.error_type = error.message, error.code or error.type
+            if stopped is not None and facts.error is None:
+                facts.error = provider.redact(merged.translators[stopped].error or "")
+                facts.error_type = "upstream_error"
+                logger.warning("stream from %s ended with an error: %s", backend.name, facts.error)
+            await send({"type": "http.response.body", "body": tail, "more_body": False})
+        except BaseException:
+            merged.abort()
+            raise
+        finally:
+            facts.usage = merged.usage
+            facts.finish_reason = merged.translators[0].finish_reason
+        merged.close()
         return True
 
     async def _counted(self, attempt: Attempt, count: int | None, send: Send, headers: Headers) -> bool:

@@ -8,6 +8,8 @@ expects success fails loudly.
 
 Behaviour by the model name the upstream receives:
 - ``*-tool``       tool_use blocks (two parallel calls) unless the last turn holds tool results: then text about them
+- a ``tool_choice`` that forces a tool (``tool``; ``any``: the last tool listed): that tool's call alone, input
+  ``{"answer": 42}`` for the gateway's ``agentgateway_json_output``, else ``{"city": "Paris"}``
 - ``*-think``      a thinking block (signed) before the answer; with ``-tool`` too, thinking then tool use
 - ``*-json``       answers a JSON text (structured output must have been requested)
 - ``*-429``        429 rate_limit_error with ``retry-after: 7`` and Anthropic's rate-limit headers
@@ -238,6 +240,13 @@ def check_rules(body: dict[str, Any]) -> None:
     for system_block in body.get("system", []):
         if not system_block["text"]:
             raise Rejected("system: text content blocks must be non-empty")
+    choice = body.get("tool_choice") or {}
+    if choice and not body.get("tools"):
+        raise Rejected("tool_choice: may only be specified while providing tools")
+    if choice.get("type") == "tool" and choice["name"] not in {tool["name"] for tool in body["tools"]}:
+        raise Rejected(f"tool_choice.name: tool {choice['name']!r} not found in tools")
+    if thinking and choice.get("type") in ("any", "tool"):
+        raise Rejected("Thinking may not be enabled when tool_choice forces tool use.")
 
 
 def error_response(status: int, kind: str, message: str, headers: dict[str, str] | None = None) -> web.Response:
@@ -269,7 +278,14 @@ def answer(model: str, body: dict[str, Any]) -> dict[str, Any]:
         content.append({"type": "thinking", "thinking": thought, "signature": signature_of(thought)})
     last = body["messages"][-1]
     results = [b for b in last["content"] if isinstance(b, dict) and b["type"] == "tool_result"]
-    if "-tool" in model and not results:
+    forced = body.get("tool_choice") or {}
+    if forced.get("type") in ("tool", "any") and not results:
+        # A forced tool: Claude answers with that tool's call alone (``any``: the last tool, the gateway's JSON tool).
+        name = forced["name"] if forced["type"] == "tool" else body["tools"][-1]["name"]
+        tool_input = {"answer": 42} if name == "agentgateway_json_output" else {"city": "Paris"}
+        content.append({"type": "tool_use", "id": "toolu_01F", "name": name, "input": tool_input})
+        stop_reason = "tool_use"
+    elif "-tool" in model and not results:
         tool = body["tools"][0]["name"]
         content.append({"type": "text", "text": "Let me check both cities."})
         content.append({"type": "tool_use", "id": "toolu_01A", "name": tool, "input": {"city": "Paris"}})

@@ -521,13 +521,10 @@ class FakeBedrock:
             forced = tools[0]["name"]
         if forced is not None:
             tool_input = {"answer": 42} if forced == "agentgateway_json_output" else {"city": "Paris"}
-            return (
-                [
-                    {"text": "Let me check."},
-                    {"toolUse": {"toolUseId": "tooluse_fake1", "name": forced, "input": tool_input}},
-                ],
-                "tool_use",
-            )
+            call = {"toolUse": {"toolUseId": "tooluse_fake1", "name": forced, "input": tool_input}}
+            # Claude writes no text before a call that toolChoice forces (tool or any), only when it chose to call.
+            text = [] if "tool" in choice or "any" in choice else [{"text": "Let me check."}]
+            return [*text, call], "tool_use"
         if "outputConfig" in body:
             return [{"text": '{"answer": 42}'}], "end_turn"
         blocks: list[dict[str, Any]] = []

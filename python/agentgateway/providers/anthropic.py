@@ -20,16 +20,19 @@ Mapping (WIRE.md section 2):
 - ``max_completion_tokens`` / ``max_tokens`` → ``max_tokens`` (required by Anthropic: ``params.maxTokens`` or
   4096 when the client sends none); ``stop`` → ``stop_sequences``; ``user`` → ``metadata.user_id``.
 - ``response_format`` json_schema → native structured output, ``output_config.format`` (the answer's text is the
-  JSON; models without structured-output support answer 400). ``json_object`` has no Anthropic equivalent and is
-  dropped.
+  JSON; models without structured-output support answer 400). ``json_object`` (no JSON mode on Claude) → a forced
+  tool ``agentgateway_json_output`` with the open schema ``{"type": "object"}``, whose input the core returns as the
+  answer's content with finish reason ``stop`` -- the same on Bedrock and Vertex AI; with client tools the model
+  calls one of them or that tool (``any``); with ``reasoning_effort`` a 400 (Claude cannot think while forced).
 - ``reasoning_effort``: API version 2023-06-01 → extended thinking with the budget of providers/reasoning.py's
   one table (shared with Bedrock and Vertex AI; ``max_tokens`` raised above the budget when the client did not set
   it); newer versions → adaptive thinking with ``output_config.effort``. ``none`` turns thinking off.
 - ``temperature`` (capped at 1, Anthropic's maximum) and ``top_p`` are sent on 2023-06-01 only, and not with
   thinking, which requires the defaults.
 - Dropped on purpose (no Anthropic equivalent): ``seed``, ``presence_penalty``, ``frequency_penalty``,
-  ``logit_bias``, ``logprobs``, ``top_logprobs``, ``response_format`` json_object, ``service_tier``, ``store``,
-  ``modalities``, ``audio``, ``prediction``, ``web_search_options``, ``metadata``. ``n`` above 1 is refused (400).
+  ``logit_bias``, ``logprobs``, ``top_logprobs``, ``service_tier``, ``store``, ``modalities``, ``audio``,
+  ``prediction``, ``web_search_options``, ``metadata``. ``n`` from 2 to 8: one request per choice, merged by the
+  gateway (fanout.py); above 8 a 400.
 
 The API version is the client's ``anthropic-version`` header, else ``params.anthropicVersion``, else 2023-06-01.
 2023-06-01 authenticates with ``x-api-key``; later versions with ``Authorization: Bearer``. A client's
@@ -51,17 +54,21 @@ from ..config import ModelEntry
 from ..errors import GatewayError, InvalidRequest, UpstreamHTTPError
 from ..prompt_caching import anthropic_cache_points
 from ..upstream import Endpoint, UpstreamRequest, encode_headers, header_line
-from .base import ChatRequest, Provider, header_value
+from .base import ChatRequest, Provider, client_key, header_value
 from .messages_input import claude_body, claude_count_body
 from .openai_input import (
+    JSON_TOOL_NAME,
     append_turn,
     invalid,
     parse_data_url,
+    read_choice_count,
     read_function_tool,
     read_reasoning,
+    read_stop,
     read_tool_call,
     read_tool_choice,
     text_of,
+    thinking_while_forced,
 )
 from .reasoning import EFFORTS, claude_thinking, read_effort
 
@@ -76,6 +83,12 @@ _ADAPTIVE_VERSIONS_FROM = "2026-10-21"
 _VERSION_DATE = re.compile(r"\d{4}-\d{2}-\d{2}")
 
 _IMAGE_TYPES = frozenset(("image/jpeg", "image/png", "image/gif", "image/webp"))
+#: The forced tool that serves ``response_format`` json_object (see `translate_request`).
+JSON_TOOL: dict[str, Any] = {
+    "name": JSON_TOOL_NAME,
+    "description": "Answer by calling this tool with the response, a JSON object, as its input.",
+    "input_schema": {"type": "object"},
+}
 
 
 def is_adaptive_version(version: str) -> bool:
@@ -98,13 +111,7 @@ def translate_request(
     if system:
         out["system"] = system
 
-    n = body.get("n")
-    if n is not None and n != 1:
-        raise InvalidRequest(
-            "Anthropic models return one choice per request: 'n' must be 1 (send several requests instead).",
-            code="unsupported_value",
-            param="n",
-        )
+    # ``n``: one choice per request; n > 1 is served by the gateway's fan-out (fanout.py), never sent.
     max_tokens = body.get("max_completion_tokens")
     if max_tokens is None:
         max_tokens = body.get("max_tokens")
@@ -134,36 +141,34 @@ def translate_request(
         if top_p is not None:
             out["top_p"] = top_p
 
-    stop = body.get("stop")
-    if stop is not None:
-        sequences = [stop] if isinstance(stop, str) else stop
-        for index, sequence in enumerate(sequences):
-            if not isinstance(sequence, str):
-                raise InvalidRequest(
-                    f"Invalid type for 'stop[{index}]': expected a string.", code="invalid_type", param="stop"
-                )
-        # Anthropic refuses whitespace-only stop sequences; they cannot match a visible end anyway.
-        sequences = [s for s in sequences if s.strip()]
-        if sequences:
-            out["stop_sequences"] = sequences
+    sequences = read_stop(body, None, "Anthropic models")
+    if sequences:
+        out["stop_sequences"] = sequences
 
+    response_format = body.get("response_format")
+    json_object = isinstance(response_format, dict) and response_format.get("type") == "json_object"
     tools = body.get("tools")
-    if tools:
-        out["tools"] = [_translate_tool(index, tool) for index, tool in enumerate(tools)]
-        tool_choice = _translate_tool_choice(body.get("tool_choice"))
+    if tools or json_object:
+        specs = [_translate_tool(index, tool) for index, tool in enumerate(tools or [])]
+        tool_choice: dict[str, Any] = _translate_tool_choice(body.get("tool_choice")) if tools else {"type": "auto"}
+        if json_object:
+            # No JSON mode on Claude: the answer is the input of a forced tool with an open object schema, which
+            # the core turns back into the answer's content (JSON_TOOL_NAME). With tools the model may call, it
+            # calls one of them or answers; a named tool_choice stays the client's.
+            specs.append(JSON_TOOL)
+            if tool_choice["type"] in ("auto", "any") and tools:
+                tool_choice = {**tool_choice, "type": "any"}
+            elif tool_choice["type"] != "tool":
+                tool_choice = {"type": "tool", "name": JSON_TOOL_NAME}
         if body.get("parallel_tool_calls") is False and tool_choice.get("type") != "none":
             tool_choice["disable_parallel_tool_use"] = True
         if thinking and tool_choice["type"] in ("any", "tool"):
-            raise InvalidRequest(
-                "Anthropic models cannot think while forced to call a tool: use 'tool_choice' 'auto' or 'none' "
-                "with 'reasoning_effort', or leave 'reasoning_effort' out.",
-                code="unsupported_value",
-                param="tool_choice",
-            )
+            forced_by = "tool_choice" if not json_object else "response_format json_object (served by a forced tool)"
+            raise thinking_while_forced(forced_by)
+        out["tools"] = specs
         if tool_choice != {"type": "auto"}:
             out["tool_choice"] = tool_choice
 
-    response_format = body.get("response_format")
     if isinstance(response_format, dict) and response_format.get("type") == "json_schema":
         json_schema = response_format.get("json_schema")
         schema = json_schema.get("schema") if isinstance(json_schema, dict) else None
@@ -398,13 +403,6 @@ class AnthropicProvider(Provider):
             return version_line + header_line(b"Authorization", b"Bearer " + key.encode("latin-1"))
         return version_line + header_line(b"x-api-key", key.encode("latin-1"))
 
-    def _client_key(self, request: ChatRequest) -> str:
-        key = header_value(request.headers, b"x-api-key")
-        if key is None and request.authorization is not None:
-            scheme, _, token = request.authorization.partition(b" ")
-            key = token.strip() if scheme.lower() == b"bearer" else None
-        return key.decode("latin-1") if key else ""
-
     async def prepare(self, request: ChatRequest) -> UpstreamRequest:
         client_version = header_value(request.headers, b"anthropic-version")
         version = client_version.decode("latin-1") if client_version else self.version
@@ -412,7 +410,9 @@ class AnthropicProvider(Provider):
             if self.api_key is not None and version == self.version:
                 headers = self.default_headers
             else:
-                headers = self.content_type + self._credentials(version, self.api_key or self._client_key(request))
+                headers = self.content_type + self._credentials(
+                    version, self.api_key or client_key(request, b"x-api-key").decode("latin-1")
+                )
             beta = header_value(request.headers, b"anthropic-beta")
             if beta:
                 headers += header_line(b"anthropic-beta", beta)
@@ -428,6 +428,11 @@ class AnthropicProvider(Provider):
         body = translate_request(request, model=model, version=version, default_max_tokens=self.max_tokens)
         body = anthropic_cache_points(body, self.entry.prompt_caching)  # promptCaching (issue 21)
         return UpstreamRequest(self.endpoint, headers, orjson.dumps(body))
+
+    def fan_out(self, request: ChatRequest) -> int:
+        return (
+            read_choice_count(request.body, "Anthropic models", "one request per choice") if "n" in request.body else 1
+        )
 
     def counts_tokens(self, request: ChatRequest) -> bool:
         return True

@@ -13,7 +13,7 @@ from ..config import ModelEntry
 from ..errors import GatewayError, UpstreamHTTPError
 from ..upstream import UpstreamRequest
 
-__all__ = ["ChatRequest", "Provider", "header_value"]
+__all__ = ["ChatRequest", "Provider", "client_key", "header_value"]
 
 
 @dataclass(slots=True)
@@ -54,6 +54,16 @@ def header_value(headers: list[tuple[bytes, bytes]], name: bytes) -> bytes | Non
     return None
 
 
+def client_key(request: ChatRequest, header: bytes) -> bytes:
+    """The client's own key, for a provider entry with no configured key: its ``header`` (``x-api-key``,
+    ``x-goog-api-key``), else the token of its ``Authorization: Bearer``; ``b""`` when it sent neither."""
+    key = header_value(request.headers, header)
+    if key is None and request.authorization is not None:
+        scheme, _, token = request.authorization.partition(b" ")
+        key = token.strip() if scheme.lower() == b"bearer" else None
+    return key or b""
+
+
 class Provider:
     """One configured model entry's upstream. Subclasses live one per file in this package."""
 
@@ -83,6 +93,11 @@ class Provider:
     def translator_for(self, request: ChatRequest) -> str:
         """The core translator that reads the answer to ``request`` (Vertex AI picks one by model)."""
         return self.translator
+
+    def fan_out(self, request: ChatRequest) -> int:
+        """How many upstream calls answer the Chat Completions ``request``: 1 for a provider that serves ``n``
+        itself; a provider that answers one choice per call returns the request's ``n`` (fanout.py, issue 20)."""
+        return 1
 
     def counts_tokens(self, request: ChatRequest) -> bool:
         """Whether ``/v1/messages/count_tokens`` is asked upstream (`prepare` builds that call for a request with

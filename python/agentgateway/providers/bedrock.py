@@ -45,16 +45,28 @@ from .base import ChatRequest, Provider, header_value
 from .bedrock_anthropic import count_tokens_input, invoke_body, is_claude_model
 from .messages_input import converse_body as messages_converse_body
 from .messages_input import read_messages
-from .openai_input import append_turn, parse_data_url, read_reasoning, text_of
+from .openai_input import (
+    JSON_TOOL_NAME,
+    append_turn,
+    invalid,
+    parse_data_url,
+    read_choice_count,
+    read_function_tool,
+    read_reasoning,
+    read_stop,
+    read_tool_call,
+    read_tool_choice,
+    text_of,
+    thinking_while_forced,
+)
 from .reasoning import EFFORTS, claude_thinking, read_effort
 
 __all__ = ["BedrockProvider", "converse_body"]
 
 logger = logging.getLogger("agentgateway.bedrock")
 
-#: The tool forced to get JSON out of models without native structured output; the core turns its input back into
-#: the answer's content (rust/sse_core/src/providers/bedrock.rs, JSON_TOOL_NAME).
-JSON_TOOL_NAME = "agentgateway_json_output"
+#: Converse's limit on ``inferenceConfig.stopSequences`` (the bedrock-runtime service model).
+MAX_STOP_SEQUENCES = 2500
 #: Bedrock's limit for one image (bytes, decoded).
 MAX_IMAGE_BYTES = 3_750_000
 _IMAGE_FORMATS = {
@@ -95,11 +107,11 @@ _SIGNED_WITH: contextvars.ContextVar[FrozenCredentials | None] = contextvars.Con
 
 def _image_block(url: Any, param: str) -> dict[str, Any]:
     if not isinstance(url, str):
-        raise InvalidRequest(f"'{param}' must be a string (a data: URL).", param=param)
+        raise invalid(f"'{param}' must be a string (a data: URL).", param=param)
     if not url.startswith("data:"):
         # Bedrock takes image bytes only. Fetching URLs from inside the gateway would make it an open proxy (SSRF)
         # and add an unbounded wait to the request, so the client sends the bytes.
-        raise InvalidRequest(
+        raise invalid(
             f"'{param}': Bedrock accepts images as bytes only; send a base64 data: URL "
             "(data:image/png;base64,...) instead of an http(s) URL.",
             param=param,
@@ -107,13 +119,13 @@ def _image_block(url: Any, param: str) -> dict[str, Any]:
     mime, data, size = parse_data_url(url, param)
     image_format = _IMAGE_FORMATS.get(mime)
     if image_format is None:
-        raise InvalidRequest(
+        raise invalid(
             f"'{param}': unsupported image type {mime or '(none)'!r}; Bedrock accepts image/png, image/jpeg, "
             "image/gif and image/webp.",
             param=param,
         )
     if size > MAX_IMAGE_BYTES:
-        raise InvalidRequest(
+        raise invalid(
             f"'{param}': the image is {size} bytes; Bedrock accepts at most {MAX_IMAGE_BYTES} per image.",
             param=param,
         )
@@ -130,12 +142,12 @@ def _user_blocks(content: Any, param: str) -> list[dict[str, Any]]:
     for index, part in enumerate(content):
         where = f"{param}[{index}]"
         if not isinstance(part, dict):
-            raise InvalidRequest(f"'{where}' must be an object.", param=where)
+            raise invalid(f"'{where}' must be an object.", param=where)
         kind = part.get("type")
         if kind == "text":
             text = part.get("text")
             if not isinstance(text, str):
-                raise InvalidRequest(f"'{where}.text' must be a string.", param=f"{where}.text")
+                raise invalid(f"'{where}.text' must be a string.", param=f"{where}.text")
             if text:
                 blocks.append({"text": text})
         elif kind == "image_url":
@@ -145,7 +157,7 @@ def _user_blocks(content: Any, param: str) -> list[dict[str, Any]]:
         elif kind == "file":
             blocks.append(_document_block(part.get("file"), len(blocks), f"{where}.file"))
         else:
-            raise InvalidRequest(
+            raise invalid(
                 f"'{where}.type': content parts of type {kind!r} are not supported by Bedrock through this gateway "
                 "(supported: text, image_url and file with a data: URL).",
                 param=f"{where}.type",
@@ -156,7 +168,7 @@ def _user_blocks(content: Any, param: str) -> list[dict[str, Any]]:
 def _document_block(file: Any, position: int, param: str) -> dict[str, Any]:
     data_url = file.get("file_data") if isinstance(file, dict) else None
     if not isinstance(data_url, str) or not data_url.startswith("data:"):
-        raise InvalidRequest(
+        raise invalid(
             f"'{param}.file_data': Bedrock needs the document's bytes: send a base64 data: URL "
             "(data:application/pdf;base64,...); uploaded file ids are not supported.",
             param=f"{param}.file_data",
@@ -164,13 +176,13 @@ def _document_block(file: Any, position: int, param: str) -> dict[str, Any]:
     mime, data, size = parse_data_url(data_url, f"{param}.file_data")
     document_format = _DOCUMENT_FORMATS.get(mime)
     if document_format is None:
-        raise InvalidRequest(
+        raise invalid(
             f"'{param}.file_data': unsupported document type {mime or '(none)'!r}; Bedrock accepts "
             f"{', '.join(sorted(_DOCUMENT_FORMATS))}.",
             param=f"{param}.file_data",
         )
     if size > MAX_DOCUMENT_BYTES:
-        raise InvalidRequest(
+        raise invalid(
             f"'{param}.file_data': the document is {size} bytes; Bedrock accepts at most {MAX_DOCUMENT_BYTES}.",
             param=f"{param}.file_data",
         )
@@ -205,38 +217,21 @@ def _assistant_blocks(message: dict[str, Any], message_index: int) -> list[dict[
                     blocks.append({"text": text})
             else:
                 where = f"{param}.content[{index}]"
-                raise InvalidRequest(f"'{where}': assistant content parts must be text.", param=where)
+                raise invalid(f"'{where}': assistant content parts must be text.", param=where)
     tool_calls = message.get("tool_calls")
     if tool_calls is not None:
         if not isinstance(tool_calls, list):
-            raise InvalidRequest(f"'{param}.tool_calls' must be an array.", param=f"{param}.tool_calls")
+            raise invalid(f"'{param}.tool_calls' must be an array.", param=f"{param}.tool_calls")
         for index, call in enumerate(tool_calls):
-            where = f"{param}.tool_calls[{index}]"
-            function = call.get("function") if isinstance(call, dict) else None
-            if not isinstance(function, dict) or not isinstance(call.get("id"), str):
-                raise InvalidRequest(f"'{where}' must have an 'id' and a 'function'.", param=where)
-            name = function.get("name")
-            if not isinstance(name, str) or not name:
-                raise InvalidRequest(f"'{where}.function.name' must be a non-empty string.", param=f"{where}.function")
-            arguments = function.get("arguments") or "{}"
-            try:
-                parsed = orjson.loads(arguments) if isinstance(arguments, str) else arguments
-            except orjson.JSONDecodeError:
-                parsed = None
-            if not isinstance(parsed, dict):
-                raise InvalidRequest(
-                    f"'{where}.function.arguments' must be a JSON object (as a string); Bedrock stores tool input "
-                    "as an object.",
-                    param=f"{where}.function.arguments",
-                )
-            blocks.append({"toolUse": {"toolUseId": call["id"], "name": name, "input": parsed}})
+            call_id, name, arguments = read_tool_call(call, f"{param}.tool_calls[{index}]")
+            blocks.append({"toolUse": {"toolUseId": call_id, "name": name, "input": arguments}})
     return blocks
 
 
 def _tool_result_block(message: dict[str, Any], param: str) -> dict[str, Any]:
     tool_call_id = message.get("tool_call_id")
     if not isinstance(tool_call_id, str) or not tool_call_id:
-        raise InvalidRequest(f"Missing required parameter: '{param}.tool_call_id'.", param=f"{param}.tool_call_id")
+        raise invalid(f"Missing required parameter: '{param}.tool_call_id'.", param=f"{param}.tool_call_id")
     text = text_of(message.get("content"), f"{param}.content", separator="")
     # Bedrock refuses empty text blocks: an empty result is an empty content list.
     return {"toolResult": {"toolUseId": tool_call_id, "content": [{"text": text}] if text else []}}
@@ -256,26 +251,13 @@ def _effort_fields(model_id: str, effort: str) -> dict[str, Any] | None:
 
 
 def _tool_spec(tool: Any, index: int) -> dict[str, Any]:
-    where = f"tools[{index}]"
-    function = tool.get("function") if isinstance(tool, dict) else None
-    if not isinstance(tool, dict) or tool.get("type", "function") != "function" or not isinstance(function, dict):
-        raise InvalidRequest(f"'{where}' must be {{'type': 'function', 'function': {{...}}}}.", param=where)
-    name = function.get("name")
-    if not isinstance(name, str) or not name:
-        raise InvalidRequest(f"'{where}.function.name' must be a non-empty string.", param=f"{where}.function.name")
-    if name == JSON_TOOL_NAME:
-        raise InvalidRequest(f"'{where}.function.name': {name!r} is reserved by the gateway.", param=where)
-    parameters = function.get("parameters")
-    if parameters is None:
-        parameters = {"type": "object", "properties": {}}
-    elif not isinstance(parameters, dict):
-        raise InvalidRequest(f"'{where}.function.parameters' must be an object.", param=f"{where}.function.parameters")
-    spec: dict[str, Any] = {"name": name, "inputSchema": {"json": parameters}}
-    description = function.get("description")
-    if isinstance(description, str) and description:
+    name, description, parameters = read_function_tool(index, tool)
+    spec: dict[str, Any] = {"name": name, "inputSchema": {"json": parameters or {"type": "object", "properties": {}}}}
+    if description:
         spec["description"] = description
-    if isinstance(function.get("strict"), bool):
-        spec["strict"] = function["strict"]
+    strict = tool["function"].get("strict")
+    if isinstance(strict, bool):
+        spec["strict"] = strict
     return {"toolSpec": spec}
 
 
@@ -305,15 +287,13 @@ def converse_body(body: dict[str, Any], model_id: str, default_max_tokens: int |
             turn_role, blocks = "user", [_tool_result_block(message, param)]
             has_tool_blocks = True
         else:
-            raise InvalidRequest(
+            raise invalid(
                 f"'{param}.role': {role!r} messages are not supported for Bedrock; use 'tool' messages.",
                 param=f"{param}.role",
             )
         append_turn(turns, turn_role, blocks)
     if not turns:
-        raise InvalidRequest(
-            "'messages' must contain at least one user or assistant message with content.", param="messages"
-        )
+        raise invalid("'messages' must contain at least one user or assistant message with content.", param="messages")
     out: dict[str, Any] = {"messages": turns}
     if system:
         out["system"] = system
@@ -328,17 +308,10 @@ def converse_body(body: dict[str, Any], model_id: str, default_max_tokens: int |
         inference["temperature"] = body["temperature"]
     if body.get("top_p") is not None:
         inference["topP"] = body["top_p"]
-    stop = body.get("stop")
-    if stop is not None:
-        sequences = [stop] if isinstance(stop, str) else stop
-        if not all(isinstance(s, str) for s in sequences):
-            raise InvalidRequest("'stop' must be a string or an array of strings.", param="stop")
-        sequences = [s for s in sequences if s]
-        if sequences:
-            inference["stopSequences"] = sequences
-    n = body.get("n")
-    if n is not None and n != 1:
-        raise InvalidRequest("'n': Bedrock returns one choice per request; send n=1 or leave it out.", param="n")
+    sequences = read_stop(body, MAX_STOP_SEQUENCES, "Bedrock models")
+    if sequences:
+        inference["stopSequences"] = sequences
+    # ``n``: Converse answers one choice per request; n > 1 is served by the gateway's fan-out (fanout.py).
 
     # reasoning_effort -> the model family's reasoning switch
     effort = read_effort(body)
@@ -360,25 +333,16 @@ def converse_body(body: dict[str, Any], model_id: str, default_max_tokens: int |
     # tools, tool_choice, response_format
     tools = body.get("tools") or []
     specs = [_tool_spec(tool, i) for i, tool in enumerate(tools)]
-    tool_choice = body.get("tool_choice")
+    mode, forced_name = read_tool_choice(body.get("tool_choice"))
     choice: dict[str, Any] | None = None
-    if tool_choice is None or tool_choice == "auto":
+    if mode == "auto":
         choice = {"auto": {}} if specs else None
-    elif tool_choice == "required":
+    elif mode == "required":
         choice = {"any": {}}
-    elif tool_choice == "none":
-        # Converse has no "none": leave the tools out (below, unless the history needs them), and no toolChoice.
-        choice = None
-    elif isinstance(tool_choice, dict) and isinstance(tool_choice.get("function"), dict):
-        name = tool_choice["function"].get("name")
-        if not isinstance(name, str) or not name:
-            raise InvalidRequest("'tool_choice.function.name' must be a non-empty string.", param="tool_choice")
-        choice = {"tool": {"name": name}}
-    else:
-        raise InvalidRequest(
-            "'tool_choice' must be 'auto', 'none', 'required' or {'type': 'function', 'function': {'name': ...}}.",
-            param="tool_choice",
-        )
+    elif mode == "function":
+        choice = {"tool": {"name": forced_name}}
+    # Converse has no "none": the tools are left out (below, unless the history needs them), and no toolChoice.
+    tool_choice = mode
     if tool_choice == "none":
         specs = [s for s in specs if s["toolSpec"]["name"] in history_tools] if has_tool_blocks else []
 
@@ -387,7 +351,7 @@ def converse_body(body: dict[str, Any], model_id: str, default_max_tokens: int |
         if response_format["type"] == "json_schema":
             json_schema = response_format.get("json_schema")
             if not isinstance(json_schema, dict) or not isinstance(json_schema.get("schema", {}), dict):
-                raise InvalidRequest(
+                raise invalid(
                     "'response_format.json_schema' must be an object with a 'schema' object.",
                     param="response_format.json_schema",
                 )
@@ -437,13 +401,10 @@ def converse_body(body: dict[str, Any], model_id: str, default_max_tokens: int |
             if "auto" not in choice and "thinking" in out.get("additionalModelRequestFields", {}):
                 # Claude refuses to think while forced to call a tool: say so instead of forwarding its 400.
                 forced_by = "tool_choice"
-                if tool_choice in (None, "auto", "none"):
-                    forced_by = "response_format (served by a forced tool on this model)"
-                raise InvalidRequest(
-                    f"'reasoning_effort' cannot be combined with {forced_by}: Claude cannot think while forced to "
-                    "call a tool. Leave out reasoning_effort or use tool_choice 'auto'.",
-                    param="reasoning_effort",
-                )
+                if tool_choice in ("auto", "none"):
+                    kind = response_format.get("type") if isinstance(response_format, dict) else ""
+                    forced_by = f"response_format {kind} (served by a forced tool)"
+                raise thinking_while_forced(forced_by)
         out["toolConfig"] = tool_config
     return out
 
@@ -655,6 +616,9 @@ class BedrockProvider(Provider):
         if request.api == "messages" and is_claude_model(self.upstream_model or request.model):
             return "bedrock-anthropic"  # InvokeModel's answers: Anthropic's own, in the event stream's chunks
         return self.translator
+
+    def fan_out(self, request: ChatRequest) -> int:
+        return read_choice_count(request.body, "Bedrock models", "one request per choice") if "n" in request.body else 1
 
     def counts_tokens(self, request: ChatRequest) -> bool:
         return True

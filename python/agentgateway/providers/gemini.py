@@ -65,7 +65,7 @@ from ..config import ModelEntry
 from ..errors import GatewayError, InvalidRequest, UpstreamHTTPError
 from ..memo import BoundedMemo
 from ..upstream import Endpoint, UpstreamRequest, encode_headers, header_line
-from .base import ChatRequest, Provider, header_value
+from .base import ChatRequest, Provider, client_key
 from .messages_input import gemini_body, read_messages
 from .openai_input import (
     append_turn,
@@ -73,6 +73,7 @@ from .openai_input import (
     parse_data_url,
     read_function_tool,
     read_reasoning,
+    read_stop,
     read_tool_call,
     read_tool_choice,
     text_of,
@@ -97,6 +98,8 @@ _GENERATED_ID = re.compile(r"call_[0-9a-f]{24}")
 _AUDIO_TYPES = {"wav": "audio/wav", "mp3": "audio/mp3"}
 #: Gemini's largest candidateCount (the core reads candidates 0-7 as choices, rust/sse_core/src/providers/gemini.rs).
 MAX_CHOICES = 8
+#: Gemini's limit on stopSequences.
+MAX_STOP_SEQUENCES = 5
 _MAX_MODEL_ENDPOINTS = 256
 
 
@@ -153,16 +156,9 @@ def translate_request(
                 param="n",
             )
         config["candidateCount"] = n
-    stop = body.get("stop")
-    if stop is not None:
-        sequences = [stop] if isinstance(stop, str) else stop
-        for index, sequence in enumerate(sequences):
-            if not isinstance(sequence, str):
-                raise InvalidRequest(
-                    f"Invalid type for 'stop[{index}]': expected a string.", code="invalid_type", param="stop"
-                )
-        if sequences:
-            config["stopSequences"] = sequences
+    sequences = read_stop(body, MAX_STOP_SEQUENCES, "Gemini models")
+    if sequences:
+        config["stopSequences"] = sequences
     response_format = body.get("response_format")
     if response_format is not None:
         kind = response_format.get("type")
@@ -470,19 +466,12 @@ class GeminiProvider(Provider):
         base = f"{self.root}/models/{model_path(model)}"
         return Endpoint.parse(base + ":generateContent"), Endpoint.parse(base + ":streamGenerateContent?alt=sse")
 
-    def _client_key(self, request: ChatRequest) -> bytes:
-        key = header_value(request.headers, b"x-goog-api-key")
-        if key is None and request.authorization is not None:
-            scheme, _, token = request.authorization.partition(b" ")
-            key = token.strip() if scheme.lower() == b"bearer" else None
-        return key or b""
-
     def auth_headers(self, request: ChatRequest) -> bytes:
         """The content type and the key (configured, else the client's): the headers of every call for
         ``request`` (``generateContent``, and ``batchEmbedContents`` for embeddings)."""
         headers = self.headers
         if self.forward_client_key:
-            key = self._client_key(request)
+            key = client_key(request, b"x-goog-api-key")
             if key:
                 try:
                     headers += header_line(b"x-goog-api-key", key)

@@ -17,15 +17,26 @@ import orjson
 from ..errors import InvalidRequest
 
 __all__ = [
+    "JSON_TOOL_NAME",
+    "MAX_CHOICES",
     "append_turn",
     "invalid",
     "parse_data_url",
+    "read_choice_count",
     "read_function_tool",
     "read_reasoning",
+    "read_stop",
     "read_tool_call",
     "read_tool_choice",
     "text_of",
+    "thinking_while_forced",
 ]
+
+#: The tool the gateway forces to get a JSON object out of Claude (``response_format`` json_object on every Claude
+#: path, json_schema on Bedrock models without native structured output); the core turns its input back into the
+#: answer's content (rust/sse_core/src/providers/bedrock.rs and anthropic.rs, JSON_TOOL_NAME). Reserved: a client
+#: tool of that name is a 400.
+JSON_TOOL_NAME = "agentgateway_json_output"
 
 #: Common aliases of media types, as clients send them, and the registered name every provider accepts.
 MEDIA_TYPE_ALIASES = {
@@ -38,6 +49,11 @@ MEDIA_TYPE_ALIASES = {
     "application/x-pdf": "application/pdf",
 }
 _DATA_URL = re.compile(r"data:([\w.+-]+/[\w.+-]+)?((?:;[\w.+-]+=[^;,]*)*)(;base64)?,(.*)", re.DOTALL)
+
+
+#: The most choices (``n``) one request may ask for: Gemini's own candidateCount limit, and the most calls the gateway
+#: fans one request out to on providers that answer one choice per call (fanout.py).
+MAX_CHOICES = 8
 
 
 def invalid(message: str, param: str) -> InvalidRequest:
@@ -78,6 +94,47 @@ def parse_data_url(url: str, param: str) -> tuple[str, str, int]:
     return MEDIA_TYPE_ALIASES.get(media_type, media_type), data, size
 
 
+def read_choice_count(body: dict[str, Any], models: str, how: str) -> int:
+    """The request's ``n`` (1 when absent); the 400 naming ``n`` outside 1 to `MAX_CHOICES`. ``models`` and ``how``
+    complete the message: "for Anthropic models (one request per choice)"."""
+    n = body.get("n")
+    if n is None:
+        return 1
+    if not 1 <= n <= MAX_CHOICES:
+        raise invalid(f"'n' must be between 1 and {MAX_CHOICES} for {models} ({how}).", "n")
+    return int(n)
+
+
+def read_stop(body: dict[str, Any], max_count: int | None, models: str) -> list[str]:
+    """The request's ``stop`` sequences, one rule for every provider: a string or an array of strings; blank ones
+    (empty or whitespace only: Anthropic refuses them, Bedrock refuses empty ones, and none can end visible text)
+    are left out; more than ``max_count`` (the provider's limit, None: none) is a 400 naming ``stop``."""
+    stop = body.get("stop")
+    if stop is None:
+        return []
+    sequences = [stop] if isinstance(stop, str) else stop
+    for index, sequence in enumerate(sequences):
+        if not isinstance(sequence, str):
+            raise InvalidRequest(
+                f"Invalid type for 'stop[{index}]': expected a string.", code="invalid_type", param="stop"
+            )
+    sequences = [sequence for sequence in sequences if sequence.strip()]
+    if max_count is not None and len(sequences) > max_count:
+        raise invalid(f"'stop' holds {len(sequences)} sequences; {models} take at most {max_count}.", "stop")
+    return sequences
+
+
+def thinking_while_forced(forced_by: str) -> InvalidRequest:
+    """The 400 for ``reasoning_effort`` with a forced tool call (``forced_by``: what forces it), which Claude refuses
+    on every path."""
+    return InvalidRequest(
+        f"'reasoning_effort' cannot be combined with {forced_by}: Claude cannot think while forced to call a tool. "
+        "Leave out reasoning_effort, or use tool_choice 'auto' or 'none'.",
+        code="unsupported_value",
+        param="reasoning_effort",
+    )
+
+
 def read_tool_call(call: Any, param: str) -> tuple[str, str, dict[str, Any]]:
     """``(id, function name, arguments object)`` of an assistant message's tool call."""
     function = call.get("function") if isinstance(call, dict) else None
@@ -106,6 +163,8 @@ def read_function_tool(index: int, tool: Any) -> tuple[str, str | None, dict[str
     name = function.get("name")
     if not isinstance(name, str) or not name:
         raise invalid(f"'{param}.function.name' must be a non-empty string.", f"{param}.function.name")
+    if name == JSON_TOOL_NAME:
+        raise invalid(f"'{param}.function.name': {name!r} is reserved by the gateway.", f"{param}.function.name")
     schema = function.get("parameters")
     if schema is not None and not isinstance(schema, dict):
         raise invalid(f"'{param}.function.parameters' must be a JSON Schema object.", f"{param}.function.parameters")

@@ -44,6 +44,7 @@ from .base import ChatRequest, Provider, header_value
 from .gemini import error_from_google_body, model_path
 from .gemini import translate_request as translate_gemini_request
 from .messages_input import claude_body, claude_count_body, gemini_body, read_messages
+from .openai_input import read_choice_count
 
 __all__ = ["VERTEX_ANTHROPIC_VERSION", "VertexProvider", "vertex_host"]
 
@@ -168,6 +169,12 @@ class VertexProvider(Provider):
         if model == "anthropic":
             return Endpoint.parse(f"{self.root}/anthropic/models/count-tokens:rawPredict")
         return Endpoint.parse(f"{self.root}/google/models/{model_path(model)}:countTokens")
+
+    def fan_out(self, request: ChatRequest) -> int:
+        # Gemini serves n itself (candidateCount); Claude answers one choice per call: fanned out (fanout.py).
+        if "n" not in request.body or not is_claude(self.upstream_model_for(request)):
+            return 1
+        return read_choice_count(request.body, "Claude models", "one request per choice")
 
     def counts_tokens(self, request: ChatRequest) -> bool:
         return True

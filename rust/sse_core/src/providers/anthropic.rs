@@ -9,6 +9,9 @@
 //!   `max_tokens`, `model_context_window_exceeded` → length; `tool_use` → tool_calls; `refusal` →
 //!   content_filter.
 //! * Usage: prompt = input + cache_read + cache_creation, cached = cache_read, completion = output.
+//! * A `tool_use` of [`JSON_TOOL_NAME`] is the tool the gateway forced to get a JSON object
+//!   (`response_format` `json_object`, providers/anthropic.py): its input is the answer's content
+//!   (streamed as content pieces), and the finish reason is `stop` when no other tool was called.
 //!
 //! Streams: `message_start` gives the id, the role chunk and the input usage; each `tool_use`
 //! block gets the next OpenAI tool-call index (tool calls are counted, not blocks);
@@ -21,6 +24,7 @@ use std::borrow::Cow;
 use serde::Deserialize;
 use serde_json::value::RawValue;
 
+pub use super::bedrock::JSON_TOOL_NAME;
 use super::encoder::{Completion, FinishReason, StreamWriter, ThinkingBlock, ToolCall};
 use super::events::Encoder;
 use super::sse_stream::{SseEvents, SseStream};
@@ -207,12 +211,18 @@ pub fn decode_response(body: &[u8], client_model: Option<&str>) -> Result<Comple
         .unwrap_or_default();
     let mut completion = Completion::new(model);
     completion.id = message.id.map(Cow::into_owned);
+    let mut json_tool = false;
     for block in &message.content {
         match block.kind.as_ref() {
             "text" => completion
                 .choice
                 .content
                 .push_str(block.text.as_deref().unwrap_or_default()),
+            "tool_use" if block.name.as_deref() == Some(JSON_TOOL_NAME) => {
+                json_tool = true;
+                let input = block.input.map_or("{}", RawValue::get);
+                completion.choice.content.push_str(input);
+            }
             "tool_use" => completion.choice.tool_calls.push(ToolCall {
                 id: block.id.as_deref().unwrap_or_default().to_owned(),
                 name: block.name.as_deref().unwrap_or_default().to_owned(),
@@ -240,10 +250,14 @@ pub fn decode_response(body: &[u8], client_model: Option<&str>) -> Result<Comple
             _ => {}
         }
     }
-    completion.choice.finish_reason = message
+    let mut reason = message
         .stop_reason
         .as_deref()
         .map_or(FinishReason::Stop, finish_reason);
+    if json_tool && reason == FinishReason::ToolCalls && completion.choice.tool_calls.is_empty() {
+        reason = FinishReason::Stop;
+    }
+    completion.choice.finish_reason = reason;
     completion.usage = message.usage.map(AnthropicUsage::to_openai);
     Ok(completion)
 }
@@ -255,6 +269,8 @@ enum OpenBlock {
     Tool { index: u32, sent_arguments: bool },
     /// Thinking: its text so far (sent again, whole, with the signature when the block ends).
     Thinking { text: String, signature: String },
+    /// The gateway's JSON tool ([`JSON_TOOL_NAME`]): its input is sent as content; whether any was.
+    Json { sent: bool },
     /// Text, redacted thinking, or a block type without an OpenAI equivalent.
     Other,
 }
@@ -270,6 +286,8 @@ pub struct AnthropicEvents {
     usage: AnthropicUsage,
     seen_usage: bool,
     stop_reason_seen: bool,
+    /// A [`JSON_TOOL_NAME`] block was seen: `tool_use` alone means the answer is complete.
+    json_tool: bool,
 }
 
 impl SseEvents for AnthropicEvents {
@@ -362,7 +380,14 @@ impl AnthropicEvents {
             }
             "message_delta" => {
                 if let Some(reason) = event.delta.as_ref().and_then(|d| d.stop_reason.as_deref()) {
-                    writer.set_finish_reason(finish_reason(reason));
+                    let mut reason = finish_reason(reason);
+                    if self.json_tool
+                        && reason == FinishReason::ToolCalls
+                        && writer.tool_call_count() == 0
+                    {
+                        reason = FinishReason::Stop;
+                    }
+                    writer.set_finish_reason(reason);
                     self.stop_reason_seen = true;
                 }
                 if let Some(usage) = event.usage {
@@ -403,6 +428,19 @@ impl AnthropicEvents {
                 // The start block's text is "" on the wire today; send it should that change.
                 writer.text(out, block.text.as_deref().unwrap_or_default());
                 OpenBlock::Other
+            }
+            "tool_use" if block.name.as_deref() == Some(JSON_TOOL_NAME) => {
+                self.json_tool = true;
+                let initial = block
+                    .input
+                    .map(RawValue::get)
+                    .filter(|raw| raw.trim() != "{}");
+                if let Some(initial) = initial {
+                    writer.text(out, initial);
+                }
+                OpenBlock::Json {
+                    sent: initial.is_some(),
+                }
             }
             "tool_use" => {
                 let index = writer.tool_call_start(
@@ -463,6 +501,9 @@ impl AnthropicEvents {
                     let index = *index;
                     *sent_arguments |= !piece.is_empty();
                     writer.tool_call_arguments(out, index, piece);
+                } else if let Some(OpenBlock::Json { sent }) = self.block_mut(index) {
+                    *sent |= !piece.is_empty();
+                    writer.text(out, piece);
                 }
             }
             Some("thinking_delta") => {
@@ -499,7 +540,9 @@ impl AnthropicEvents {
                 };
                 writer.thinking_block(out, &block);
             }
-            OpenBlock::Tool { .. } | OpenBlock::Other => {}
+            // The forced JSON tool streamed no input: the answer is the empty object.
+            OpenBlock::Json { sent: false } => writer.text(out, "{}"),
+            OpenBlock::Tool { .. } | OpenBlock::Json { .. } | OpenBlock::Other => {}
         }
     }
 }
@@ -720,6 +763,53 @@ mod tests {
                 code: "overloaded_error".to_owned(),
                 message: "Overloaded".to_owned()
             })
+        );
+    }
+
+    #[test]
+    fn the_forced_json_tool_is_the_answers_content_plain_and_streamed() {
+        let body = br#"{"id":"msg_j","type":"message","role":"assistant","model":"claude-x","content":[{"type":"tool_use","id":"toolu_j","name":"agentgateway_json_output","input":{"answer":42}}],"stop_reason":"tool_use","stop_sequence":null,"usage":{"input_tokens":5,"output_tokens":9}}"#;
+        let completion = decode_response(body, Some("m")).unwrap();
+        assert_eq!(completion.choice.content, r#"{"answer":42}"#);
+        assert!(completion.choice.tool_calls.is_empty());
+        assert_eq!(completion.choice.finish_reason, FinishReason::Stop);
+
+        let stream = sse(&[
+            ("message_start", START),
+            (
+                "content_block_start",
+                r#"{"type":"content_block_start","index":0,"content_block":{"type":"tool_use","id":"toolu_j","name":"agentgateway_json_output","input":{}}}"#,
+            ),
+            (
+                "content_block_delta",
+                r#"{"type":"content_block_delta","index":0,"delta":{"type":"input_json_delta","partial_json":"{\"answer\":"}}"#,
+            ),
+            (
+                "content_block_delta",
+                r#"{"type":"content_block_delta","index":0,"delta":{"type":"input_json_delta","partial_json":"42}"}}"#,
+            ),
+            (
+                "content_block_stop",
+                r#"{"type":"content_block_stop","index":0}"#,
+            ),
+            (
+                "message_delta",
+                r#"{"type":"message_delta","delta":{"stop_reason":"tool_use"},"usage":{"output_tokens":20}}"#,
+            ),
+            ("message_stop", r#"{"type":"message_stop"}"#),
+        ]);
+        let frames = AnthropicStream::<StreamWriter>::new(Some("m".into()), false).run(&stream);
+        let content: String = frames
+            .iter()
+            .filter_map(|f| f["choices"][0]["delta"]["content"].as_str())
+            .collect();
+        assert_eq!(content, r#"{"answer":42}"#);
+        assert!(frames
+            .iter()
+            .all(|f| f["choices"][0]["delta"].get("tool_calls").is_none()));
+        assert_eq!(
+            frames[frames.len() - 2]["choices"][0]["finish_reason"],
+            "stop"
         );
     }
 
