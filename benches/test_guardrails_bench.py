@@ -156,3 +156,44 @@ def test_whole_request_with_digits(benchmark: BenchmarkFixture) -> None:
         _run(send(answer))
 
     benchmark.pedantic(one, rounds=ROUNDS, warmup_rounds=200)
+
+
+MESSAGES_BODY = {
+    "model": "guarded",
+    "max_tokens": 256,
+    "system": "You are a helpful assistant who answers briefly.",
+    "messages": [{"role": "user", "content": QUESTION}],
+}
+MESSAGES_REQUEST = ChatRequest(orjson.dumps(MESSAGES_BODY), MESSAGES_BODY, "guarded", False, True, None, [], "messages")
+MESSAGES_ANSWER = orjson.dumps(
+    {
+        "id": "msg_1",
+        "type": "message",
+        "role": "assistant",
+        "model": "guarded",
+        "content": [{"type": "text", "text": ("Use two indices. " * 20)[:300]}],
+        "stop_reason": "end_turn",
+        "stop_sequence": None,
+        "usage": {"input_tokens": 80, "output_tokens": 70},
+    }
+)
+
+
+class _MessagesExchange(_Exchange):
+    api = "messages"
+    path = "/v1/messages"
+    request = MESSAGES_REQUEST
+
+
+def test_whole_messages_request(benchmark: BenchmarkFixture) -> None:
+    """The same guards on a /v1/messages request and its Anthropic ``message`` answer (issues 19, 21)."""
+    exchange: Any = _MessagesExchange()
+    answer = {"type": "http.response.body", "body": MESSAGES_ANSWER}
+
+    def one() -> None:
+        assert _run(GUARDS.check_request(MESSAGES_REQUEST, exchange, None)) is MESSAGES_REQUEST  # type: ignore[arg-type]
+        send = guard_responses(exchange, _sink, None)
+        _run(send(START))
+        _run(send(answer))
+
+    benchmark.pedantic(one, rounds=ROUNDS, warmup_rounds=200)
