@@ -27,6 +27,9 @@ Behaviour by model name (Gemini):
                   pretty-printed over several lines, bare (no ``data:``), then EOF
 - ``*-error-200`` (not streamed) an error body with HTTP 200
 - ``*-truncated`` a stream that ends without a finishReason
+- ``*-garbage``   a stream whose second event is not JSON (an HTML error page from a proxy), then more text
+- ``*-reset``     a stream whose connection is reset after its first event
+- ``*-stall``     a stream that goes silent after its first event until the gateway hangs up (30 s at most)
 - ``*-503``       503 UNAVAILABLE (plain and streamed)
 - ``*-first-error``  a stream whose FIRST event is an error JSON event (HTTP 200)
 - ``*-fixture``   streams ``tests/data/fixtures/gemini/stream_text_thought_signature.sse`` as recorded
@@ -313,6 +316,16 @@ class FakeGoogle:
                 break
             if model.endswith("-truncated") and "finishReason" in chunk["candidates"][0]:
                 break
+            if index == 1 and model.endswith("-garbage"):
+                await response.write(b"data: <html>502 Bad Gateway</html>\r\n\r\n")
+                await response.write(b"data: " + orjson.dumps(chunk) + b"\r\n\r\n")
+                return response
+            if index == 1 and model.endswith("-reset"):
+                assert request.transport is not None
+                request.transport.abort()
+                return response
+            if index == 1 and model.endswith("-stall"):
+                await asyncio.sleep(30)  # cancelled when the gateway closes the connection (handler_cancellation)
             await response.write(b"data: " + orjson.dumps(chunk) + b"\r\n\r\n")
             await asyncio.sleep(0)
         await response.write_eof()
