@@ -58,7 +58,8 @@ class Scripted:
     arrive (``#1`` first). Bodies are validated with the anthropic SDK's request types and the API's rules.
 
     - ``hold-fail``: #1 answers nothing (whole) or its message_start (stream), then waits until the gateway drops
-      its connection; #2 answers 529 overloaded_error.
+      its connection; #2 answers 529 overloaded_error. ``silent-fail``: the same, but #1 sends nothing (not even its
+      status line) in streams too.
     - ``mid-fail`` (streams): #1 sends message_start and text, then waits until its connection is dropped; #2 sends
       message_start, text and an ``error`` event.
     - ``interleave`` (streams): #1 sends its first text (``call 1 ``) and waits until the client saw #2's text
@@ -84,12 +85,12 @@ class Scripted:
         call = self.arrivals[model] = self.arrivals.get(model, 0) + 1
         message = answer("claude-x", body)
         message["content"] = [{"type": "text", "text": f"call {call} answers"}]
-        if model == "hold-fail":
+        if model in ("hold-fail", "silent-fail"):
             if call == 2:
                 return web.json_response(
                     {"type": "error", "error": {"type": "overloaded_error", "message": "Overloaded"}}, status=529
                 )
-            response = await self._start(request) if body.get("stream") else None
+            response = await self._start(request) if body.get("stream") and model == "hold-fail" else None
             if response is not None:
                 await response.write(stream_events(message)[0])
             return await self._hold(model, response)
@@ -197,6 +198,9 @@ llm:
   - name: scripted-with-fallback
     provider: anthropic
     params: {{model: hold-fail, apiKey: {TEST_KEY}, baseUrl: "{scripted.origin}"}}
+  - name: first-error
+    provider: anthropic
+    params: {{model: claude-firsterror, apiKey: {TEST_KEY}, baseUrl: "{anthropic_fake.origin}"}}
   - name: fallback
     provider: anthropic
     params: {{model: claude-fallback, apiKey: {TEST_KEY}, baseUrl: "{anthropic_fake.origin}"}}
@@ -204,6 +208,9 @@ llm:
   - name: failover
     routing:
       failover: {{targets: [{{model: scripted-with-fallback, priority: 0}}, {{model: fallback, priority: 1}}]}}
+  - name: stream-failover
+    routing:
+      failover: {{targets: [{{model: first-error, priority: 0}}, {{model: fallback, priority: 1}}]}}
 config:
   statsAddr: "127.0.0.1:{stats}"
 """
@@ -365,23 +372,23 @@ def test_streamed_choices_are_interleaved_as_they_arrive(gateway: RunningGateway
 # -- one call failing ---------------------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("stream", [False, True])
+@pytest.mark.parametrize(("stream", "model"), [(False, "hold-fail"), (True, "hold-fail"), (True, "silent-fail")])
 def test_one_call_refused_is_the_answer_and_the_others_are_cancelled(
-    gateway: RunningGateway, scripted: Scripted, stream: bool
+    gateway: RunningGateway, scripted: Scripted, stream: bool, model: str
 ) -> None:
-    scripted.arrivals.pop("hold-fail", None)
+    scripted.arrivals.pop(model, None)
     scripted.cancelled.clear()
     scripted.cancelled_event.clear()
     with pytest.raises(openai.APIStatusError) as caught:
         response = client(gateway).chat.completions.create(
-            model="scripted-hold-fail", messages=user("Hi"), n=2, stream=stream
+            model=f"scripted-{model}", messages=user("Hi"), n=2, stream=stream
         )
         if stream:
             list(response)  # type: ignore[arg-type]
     assert caught.value.status_code == 529
     assert "Overloaded" in str(caught.value)
     assert scripted.cancelled_event.wait(GIVE_UP), "the other call was not cancelled"
-    assert scripted.cancelled == ["hold-fail"]
+    assert scripted.cancelled == [model]
 
 
 def test_a_call_failing_mid_stream_ends_the_stream_with_its_error_and_cancels_the_others(
@@ -409,6 +416,21 @@ def test_a_refused_call_fails_the_attempt_over_to_the_next_target(
     completion = client(gateway).chat.completions.create(model="failover", messages=user("Hi"), n=2)
     assert [choice.message.content for choice in completion.choices] == ["You said: Hi"] * 2
     assert anthropic_fake.count("claude-fallback") - before == 2
+
+
+def test_a_stream_whose_call_fails_in_its_first_event_fails_over_before_a_byte_is_sent(
+    gateway: RunningGateway, anthropic_fake: FakeAnthropic
+) -> None:
+    before = anthropic_fake.count("claude-fallback"), anthropic_fake.count("claude-firsterror")
+    chunks = list(
+        client(gateway).chat.completions.create(model="stream-failover", messages=user("Hi"), n=2, stream=True)
+    )
+    texts = {0: "", 1: ""}
+    for chunk in chunks:
+        texts[chunk.choices[0].index] += chunk.choices[0].delta.content or ""
+    assert texts == {0: "You said: Hi", 1: "You said: Hi"}
+    assert anthropic_fake.count("claude-firsterror") - before[1] == 2
+    assert anthropic_fake.count("claude-fallback") - before[0] == 2
 
 
 def test_the_fanned_out_requests_carry_no_n(gateway: RunningGateway, scripted: Scripted) -> None:
