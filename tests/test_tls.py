@@ -530,3 +530,12 @@ def test_a_rotated_ca_file_is_served_after_reload_and_a_broken_one_keeps_the_las
         assert "Traceback" not in gateway.log()
     finally:
         gateway.stop()
+
+
+def test_tls_and_backend_tls_together_and_alpn_other_than_http11_are_refused(tmp_path: Path) -> None:
+    both = tls_config("insecure: false\n    backendTLS: {insecure: false}")
+    assert config_error(both, tmp_path) == (
+        "config.yaml:3: llm.models[0]: give tls or backendTLS (two spellings of one setting), not both"
+    )
+    assert "llm.models[0].tls.alpn[0]: Input should be 'http/1.1'" in config_error(tls_config("alpn: [h2]"), tmp_path)
+    assert load_config(tls_config("alpn: []")).llm.models[0].tls is not None

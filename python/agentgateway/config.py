@@ -671,7 +671,7 @@ class BackendTLS(_Model):
     hostname: Annotated[str, Field(min_length=1)] | None = None
     insecure: ExplicitBool = False
     insecure_host: ExplicitBool = False
-    #: the gateway speaks HTTP/1.1 to upstreams: only ``http/1.1`` may be offered
+    #: the gateway speaks HTTP/1.1 to upstreams: only ``http/1.1`` may be offered (the default); ``[]``: no ALPN
     alpn: list[Literal["http/1.1"]] | None = None
     #: ext: with ``root``, trust the system store (or SSL_CERT_FILE) too
     system_roots: ExplicitBool = False
@@ -714,6 +714,7 @@ class BackendTLS(_Model):
             hostname=self.hostname,
             insecure=self.insecure,
             insecure_host=self.insecure_host,
+            alpn=self.alpn != [],
         )
         return self
 
@@ -726,6 +727,13 @@ class BackendTLS(_Model):
 
 #: ``tls``, and agentgateway's alias ``backendTLS``
 _TLS_ALIASES = AliasChoices("tls", "backendTLS")
+
+
+def _one_tls_spelling(value: Any) -> Any:
+    """``tls`` and ``backendTLS`` are one setting: an entry that gives both would silently lose one."""
+    if isinstance(value, dict) and "tls" in value and "backendTLS" in value:
+        raise ValueError("give tls or backendTLS (two spellings of one setting), not both")
+    return value
 
 
 class ProviderReference(_Model):
@@ -778,6 +786,8 @@ class ProviderEntry(_Model):
     #: backend TLS for every model that references the provider (a model's own ``tls`` wins)
     tls: BackendTLS | None = Field(None, validation_alias=_TLS_ALIASES)
 
+    _one_tls = model_validator(mode="before")(_one_tls_spelling)
+
     @field_validator("provider", mode="before")
     @classmethod
     def _check_provider(cls, value: Any) -> Any:
@@ -814,6 +824,8 @@ class ModelEntry(_Model):
     prompt_caching: PromptCaching | None = None
     #: agentgateway's ``tls`` (alias ``backendTLS``): trust, client certificate and checks towards the upstream
     tls: BackendTLS | None = Field(None, validation_alias=_TLS_ALIASES)
+
+    _one_tls = model_validator(mode="before")(_one_tls_spelling)
 
     @field_validator("provider", mode="before")
     @classmethod

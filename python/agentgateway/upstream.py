@@ -168,17 +168,19 @@ def client_tls(
     hostname: str | None = None,
     insecure: bool = False,
     insecure_host: bool = False,
+    alpn: bool = True,
 ) -> ClientTLS:
     """The TLS of one backend. ``root``, ``cert`` and ``key`` are ``(path, PEM text)``: the caller reads the files
     (config.py, so that a worker gets the texts the main process validated). ``root`` replaces the system trust
-    (as agentgateway's), ``system_roots`` keeps the system trust beside it. ValueError names what is wrong."""
+    (as agentgateway's), ``system_roots`` keeps the system trust beside it; ``alpn`` False offers no ALPN (else
+    ``http/1.1``, the one protocol this client speaks). ValueError names what is wrong."""
     digest = hashlib.sha256()
     for part in (
         root[1] if root else "",
         cert[1] if cert else "",
         key[1] if key else "",
         hostname or "",
-        f"{system_roots or root is None}{insecure}{insecure_host}",
+        f"{system_roots or root is None}{insecure}{insecure_host}{alpn}",
         system_trust(),
     ):
         digest.update(part.encode() + b"\0")
@@ -207,7 +209,8 @@ def client_tls(
         context.verify_mode = ssl.CERT_NONE
     elif insecure_host:
         context.check_hostname = False
-    context.set_alpn_protocols(_ALPN)
+    if alpn:
+        context.set_alpn_protocols(_ALPN)
     trust = " and ".join(trusts)
     if insecure:
         trust = "nothing (insecure: true)"
