@@ -116,7 +116,12 @@ pub(crate) mod python {
     #[pyfunction]
     pub(crate) fn load_tokenizer(py: Python<'_>, model: &str) -> PyResult<&'static str> {
         let encoding = Encoding::for_model(model);
-        py.detach(|| guarded(TOKENIZER, || Ok(encoding.load())))?;
+        py.detach(|| {
+            guarded(TOKENIZER, || {
+                encoding.load();
+                Ok(())
+            })
+        })?;
         Ok(encoding.name())
     }
 }
