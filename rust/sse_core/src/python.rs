@@ -308,12 +308,12 @@ pub struct PyResponseParser {
 #[pymethods]
 impl PyResponseParser {
     #[new]
-    fn new() -> Self {
-        Self {
-            inner: http1::ResponseParser::new(),
+    fn new() -> PyResult<Self> {
+        Ok(Self {
+            inner: guarded(RESPONSE_PARSER, || Ok(http1::ResponseParser::new()))?,
             body: Vec::new(),
             poison: Poison::default(),
-        }
+        })
     }
 
     /// Parse one read: `(head if it completed now, else None; decoded body bytes of this read)`.
