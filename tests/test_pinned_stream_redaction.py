@@ -139,3 +139,15 @@ def test_the_raw_stream_bytes_hold_no_key(gateway: RunningGateway, tmp_path: Pat
             assert b"[redacted]" in raw, (model, path, raw)
             for secret in (SECRET, QUOTED_SECRET):
                 assert secret.encode() not in raw and json.dumps(secret)[1:-1].encode() not in raw, (model, path)
+
+
+def test_a_fanned_out_streams_error_event_does_not_quote_the_key(gateway: RunningGateway) -> None:
+    # n > 1 on a Claude path: n calls merged into one stream (fanout.py); the first call's error ends it.
+    client = openai_client(gateway.url)
+    stream = client.chat.completions.create(
+        model="claude-model", messages=[{"role": "user", "content": "hi"}], stream=True, n=2
+    )
+    with pytest.raises(openai.APIError) as caught:
+        for _ in stream:
+            pass
+    assert "[redacted]" in caught.value.message and SECRET not in caught.value.message
