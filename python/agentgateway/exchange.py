@@ -16,6 +16,7 @@ Renewing a refused cloud credential (an expired token: renew, send once more) is
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
 import time
@@ -636,16 +637,18 @@ class Exchange:
                     tail = b"".join(firsts[: stopped + 1])
                 else:
                     await send({"type": "http.response.body", "body": b"".join(firsts), "more_body": True})
-                    async for index, out in merged.rest():
-                        if merged.stopped(index):
-                            stopped, tail = index, out
-                            break
-                        await send({"type": "http.response.body", "body": out, "more_body": True})
-                    else:
-                        usage = merged.usage
-                        if request.include_usage and usage is not None:
-                            tail = usage_chunk(completion_id, client_model or single.model, usage)
-                        tail += DONE
+                    # Closed when left early (a call's error, a client gone), so that the reading tasks end.
+                    async with contextlib.aclosing(merged.rest()) as frames:
+                        async for index, out in frames:
+                            if merged.stopped(index):
+                                stopped, tail = index, out
+                                break
+                            await send({"type": "http.response.body", "body": out, "more_body": True})
+                        else:
+                            usage = merged.usage
+                            if request.include_usage and usage is not None:
+                                tail = usage_chunk(completion_id, client_model or single.model, usage)
+                            tail += DONE
             except GatewayError as exc:
                 logger.warning("stream from %s failed: %s", backend.name, exc.message)
                 tail = exc.stream_event()
@@ -659,8 +662,6 @@ class Exchange:
                 facts.error = provider.redact(merged.translators[stopped].error or "")
                 facts.error_type = "upstream_error"
                 logger.warning("stream from %s ended with an error: %s", backend.name, facts.error)
-            if stopped is not None and provider.secrets:  # the error event as its logged copy (issue 20)
-                tail = redact_frames(tail, provider.secrets)
             await send({"type": "http.response.body", "body": tail, "more_body": False})
         except BaseException:
             merged.abort()
