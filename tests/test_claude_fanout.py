@@ -17,7 +17,7 @@ import openai
 import orjson
 import pytest
 from aiohttp import web
-from conftest import TEST_KEY, RunningGateway, free_port, openai_client, start_gateway
+from conftest import TEST_KEY, RunningGateway, abort_stream, free_port, openai_client, start_gateway
 from fakes.anthropic_upstream import (
     _NON_STREAMING,
     _STREAMING,
@@ -62,6 +62,7 @@ class Scripted:
       status line) in streams too.
     - ``mid-fail`` (streams): #1 sends message_start and text, then waits until its connection is dropped; #2 sends
       message_start, text and an ``error`` event.
+    - ``both-hold`` (streams): every call sends message_start and text, then waits until its connection is dropped.
     - ``interleave`` (streams): #1 sends its first text (``call 1 ``) and waits until the client saw #2's text
       (``seen[2]``) before it sends the rest; #2 sends its message_start and waits until the client saw #1's text
       (``seen[1]``) before its own. Only a gateway that forwards each call's chunks as they arrive gets them through:
@@ -72,6 +73,8 @@ class Scripted:
     #: models whose held call's connection the gateway closed (the call was cancelled)
     cancelled: list[str] = field(default_factory=list)
     cancelled_event: threading.Event = field(default_factory=threading.Event)
+    #: released once per cancelled call
+    cancels: threading.Semaphore = field(default_factory=lambda: threading.Semaphore(0))
     seen: dict[int, threading.Event] = field(default_factory=lambda: {1: threading.Event(), 2: threading.Event()})
     bodies: list[dict[str, Any]] = field(default_factory=list)
     origin: str = ""
@@ -96,6 +99,9 @@ class Scripted:
             return await self._hold(model, response)
         response = await self._start(request)
         events = stream_events(message)
+        if model == "both-hold":
+            await response.write(b"".join(events[:5]))
+            return await self._hold(model, response)
         if model == "mid-fail":
             if call == 1:
                 for event in events[:5]:
@@ -128,6 +134,7 @@ class Scripted:
         except asyncio.CancelledError:  # aiohttp cancels the handler when the gateway drops the connection
             self.cancelled.append(model)
             self.cancelled_event.set()
+            self.cancels.release()
             raise
         return response or web.json_response({"type": "error", "error": {"type": "api_error", "message": "held"}})
 
@@ -406,6 +413,17 @@ def test_a_call_failing_mid_stream_ends_the_stream_with_its_error_and_cancels_th
     assert error["status"] == 529
     assert scripted.cancelled_event.wait(GIVE_UP), "the other call was not cancelled"
     assert scripted.cancelled == ["mid-fail"]
+
+
+def test_a_client_that_leaves_cancels_every_call(gateway: RunningGateway, scripted: Scripted) -> None:
+    scripted.cancelled.clear()
+    while scripted.cancels.acquire(blocking=False):  # drop the counts of earlier tests
+        pass
+    body = {"model": "scripted-both-hold", "messages": user("Hi"), "n": 2, "stream": True}
+    asyncio.run(abort_stream(gateway.port, body))
+    for _ in range(2):
+        assert scripted.cancels.acquire(timeout=GIVE_UP), f"cancelled: {scripted.cancelled}"
+    assert scripted.cancelled == ["both-hold", "both-hold"]
 
 
 def test_a_refused_call_fails_the_attempt_over_to_the_next_target(
