@@ -9,6 +9,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from typing import Any
 
+import httpx
 import openai
 import orjson
 import pytest
@@ -185,3 +186,73 @@ def test_the_json_tools_name_is_reserved_everywhere(gateway: RunningGateway, mod
     body = caught.value.body
     assert isinstance(body, dict)
     assert (body["param"], body["code"]) == ("tools[0].function.name", "invalid_value")
+
+
+# -- one reader per field: the same 400 on every Claude path (issue 20) ------------------------------------------
+
+BAD_TOOL_CALL = [
+    {"role": "user", "content": "x"},
+    {"role": "assistant", "tool_calls": [{"id": "a", "type": "function", "function": {"name": "f", "arguments": "{"}}]},
+    {"role": "tool", "tool_call_id": "a", "content": "r"},
+]
+
+
+MISTAKES: list[tuple[dict[str, Any], str, str]] = [
+    ({"stop": ["ok", 3]}, "stop", "invalid_type"),
+    ({"messages": BAD_TOOL_CALL}, "messages[1].tool_calls[0].function.arguments", "invalid_value"),
+    ({"tools": [{"type": "function", "function": {"name": ""}}]}, "tools[0].function.name", "invalid_value"),
+    ({"tools": [WEATHER_TOOL], "tool_choice": "sometimes"}, "tool_choice", "invalid_value"),
+    ({"tools": [{"type": "retrieval"}]}, "tools[0]", "invalid_value"),
+]
+
+
+@pytest.mark.parametrize(
+    ("model", "extra", "param", "code"),
+    [(model, *mistake) for model in MODELS for mistake in MISTAKES]
+    # above Converse's limit (Anthropic sets none)
+    + [("bedrock", {"stop": ["x"] * 2501}, "stop", "invalid_value")],
+)
+def test_field_mistakes_are_the_same_400_on_every_claude_path(
+    gateway: RunningGateway, model: str, extra: dict[str, Any], param: str, code: str
+) -> None:
+    body = {"model": model, "messages": user("x"), **extra}
+    response = httpx.post(gateway.url + "/v1/chat/completions", json=body, timeout=30)
+    assert response.status_code == 400, response.text
+    error = response.json()["error"]
+    assert (error["param"], error["code"]) == (param, code), error
+
+
+@pytest.mark.parametrize("model", MODELS)
+def test_blank_stop_sequences_are_left_out_and_a_string_is_one(
+    gateway: RunningGateway,
+    anthropic_fake: FakeAnthropic,
+    bedrock_fake: FakeBedrock,
+    google_fake: FakeGoogle,
+    model: str,
+) -> None:
+    client = openai_client(gateway.url)
+    client.chat.completions.create(model=model, messages=user("x"), stop=["  ", "", "END"])
+    if model == "bedrock":
+        sent = bedrock_fake.last().body["inferenceConfig"].get("stopSequences")
+    else:
+        sent = (anthropic_fake if model == "anthropic" else google_fake).last().body.get("stop_sequences")
+    assert sent == ["END"]
+    client.chat.completions.create(model=model, messages=user("x"), stop="  ")
+    if model == "bedrock":
+        assert "stopSequences" not in bedrock_fake.last().body.get("inferenceConfig", {})
+    else:
+        assert "stop_sequences" not in (anthropic_fake if model == "anthropic" else google_fake).last().body
+
+
+def test_gemini_takes_at_most_five_stop_sequences() -> None:
+    from agentgateway.errors import InvalidRequest
+    from agentgateway.providers import ChatRequest
+    from agentgateway.providers.gemini import translate_request
+
+    def request(stop: list[str]) -> ChatRequest:
+        return ChatRequest(b"", {"model": "g", "messages": user("x"), "stop": stop}, "g", False, False, None, [])
+
+    assert translate_request(request(["a"] * 5))["generationConfig"]["stopSequences"] == ["a"] * 5
+    with pytest.raises(InvalidRequest) as caught:
+        translate_request(request(["a"] * 6))
+    assert (caught.value.param, caught.value.code) == ("stop", "invalid_value")
