@@ -17,7 +17,11 @@ Anthropic Messages clients (``/v1/messages``, issue 19): Claude models through I
 other models through Converse from the shared model (providers/bedrock_anthropic.py says which and why).
 
 The request translation (OpenAI Chat Completions body -> Converse body) is here; the answer's (whole or the binary
-event stream) is in rust/sse_core/src/providers/bedrock.rs.
+event stream) is in rust/sse_core/src/providers/bedrock.rs. Tool calls, tools, ``tool_choice``, ``stop`` and data URLs
+are read by the readers every provider shares (openai_input.py), with their 400s. Converse answers one choice per
+request: ``n`` from 2 to 8 is served by the gateway's fan-out (fanout.py). ``response_format`` json_object is the
+forced tool ``agentgateway_json_output`` on every model, as on the other Claude paths; json_schema is native
+structured output on Claude 4.5 and later, that forced tool with the client's schema elsewhere.
 """
 
 from __future__ import annotations
