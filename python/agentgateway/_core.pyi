@@ -164,7 +164,9 @@ class StreamTranslator:
     (its ``{}`` arguments sent when it streamed none), then the finish chunk, the usage chunk when
     asked (prompt = input + cache read + cache creation tokens), and ``[DONE]``. An ``error`` event
     becomes the error event (``code``: its Anthropic type, ``status``: the HTTP status that type
-    stands for) and ends the stream.
+    stands for) and ends the stream. A ``tool_use`` of ``agentgateway_json_output`` (the tool the
+    gateway forces for ``response_format`` json_object) is written as ``content`` (its input), and
+    finish reason ``stop`` when no other tool was called -- as ``"bedrock"`` does.
 
     For ``"gemini"`` (the Gemini API and Gemini on Vertex AI, ``streamGenerateContent?alt=sse``):
     each event is a whole ``GenerateContentResponse``. Text → ``content``, thought parts →
