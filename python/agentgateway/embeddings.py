@@ -24,12 +24,12 @@ from __future__ import annotations
 from collections.abc import MutableMapping, Sequence
 from typing import TYPE_CHECKING, Any
 
-import orjson
-
 from .errors import InvalidRequest
 from .exchange import Exchange, Observer
 from .providers import ChatRequest, header_value
 from .providers.embeddings import EmbeddingCalls, calls_for
+from .providers.openai_input import invalid
+from .request import check_type, read_body, read_model, wrong_type
 
 if TYPE_CHECKING:
     from .backend import Backend
@@ -39,32 +39,6 @@ __all__ = ["EMBEDDINGS", "MAX_INPUTS", "EmbeddingsApi", "parse_embeddings_reques
 #: OpenAI's limit of inputs per request.
 MAX_INPUTS = 2048
 _ENCODINGS = ("float", "base64")
-
-_JSON_TYPE_NAMES = {
-    str: "a string",
-    int: "an integer",
-    float: "a number",
-    bool: "a boolean",
-    list: "an array",
-    dict: "an object",
-    type(None): "null",
-}
-
-
-def _type_name(value: Any) -> str:
-    return _JSON_TYPE_NAMES.get(type(value), type(value).__name__)
-
-
-def _wrong_type(param: str, expected: str, value: Any) -> InvalidRequest:
-    return InvalidRequest(
-        f"Invalid type for '{param}': expected {expected}, but got {_type_name(value)} instead.",
-        code="invalid_type",
-        param=param,
-    )
-
-
-def _invalid(message: str, param: str) -> InvalidRequest:
-    return InvalidRequest(message, code="invalid_value", param=param)
 
 
 def _is_token(value: Any) -> bool:
@@ -77,79 +51,58 @@ _INPUT_TYPES = "a string, an array of strings, an array of token ids or an array
 def _check_input(value: Any) -> None:
     if isinstance(value, str):
         if not value:
-            raise _invalid("'input' must not be empty.", "input")
+            raise invalid("'input' must not be empty.", "input")
         return
     if not isinstance(value, list):
-        raise _wrong_type("input", _INPUT_TYPES, value)
+        raise wrong_type("input", _INPUT_TYPES, value)
     if not value:
-        raise _invalid("'input' must not be an empty array.", "input")
+        raise invalid("'input' must not be an empty array.", "input")
     if len(value) > MAX_INPUTS:
-        raise _invalid(f"'input' holds {len(value)} items; at most {MAX_INPUTS} are allowed per request.", "input")
+        raise invalid(f"'input' holds {len(value)} items; at most {MAX_INPUTS} are allowed per request.", "input")
     first = value[0]
     if isinstance(first, str):
         for index, item in enumerate(value):
             if not isinstance(item, str):
-                raise _wrong_type(f"input[{index}]", "a string (like input[0])", item)
+                raise wrong_type(f"input[{index}]", "a string (like input[0])", item)
             if not item:
-                raise _invalid(f"'input[{index}]' must not be empty.", f"input[{index}]")
+                raise invalid(f"'input[{index}]' must not be empty.", f"input[{index}]")
     elif _is_token(first):
         for index, item in enumerate(value):
             if not _is_token(item):
-                raise _wrong_type(f"input[{index}]", "a token id (a non-negative integer, like input[0])", item)
+                raise wrong_type(f"input[{index}]", "a token id (a non-negative integer, like input[0])", item)
     elif isinstance(first, list):
         for index, item in enumerate(value):
             if not isinstance(item, list):
-                raise _wrong_type(f"input[{index}]", "an array of token ids (like input[0])", item)
+                raise wrong_type(f"input[{index}]", "an array of token ids (like input[0])", item)
             if not item:
-                raise _invalid(f"'input[{index}]' must not be an empty array.", f"input[{index}]")
+                raise invalid(f"'input[{index}]' must not be an empty array.", f"input[{index}]")
             for position, token in enumerate(item):
                 if not _is_token(token):
-                    raise _wrong_type(f"input[{index}][{position}]", "a token id (a non-negative integer)", token)
+                    raise wrong_type(f"input[{index}][{position}]", "a token id (a non-negative integer)", token)
     else:
-        raise _wrong_type("input[0]", "a string, a token id or an array of token ids", first)
+        raise wrong_type("input[0]", "a string, a token id or an array of token ids", first)
 
 
 def parse_embeddings_request(raw: bytes, headers: list[tuple[bytes, bytes]]) -> ChatRequest:
     """The checked request, carried as a `ChatRequest` (never streamed) whose body is the client's embeddings body."""
-    if not raw:
-        raise InvalidRequest(
-            "The request body is empty: send a JSON object with 'model' and 'input'.", code="invalid_json"
-        )
-    try:
-        body = orjson.loads(raw)
-    except orjson.JSONDecodeError as exc:
-        raise InvalidRequest(f"The request body is not valid JSON: {exc}.", code="invalid_json") from None
-    if not isinstance(body, dict):
-        raise InvalidRequest(
-            f"The request body must be a JSON object with 'model' and 'input', got {_type_name(body)}.",
-            code="invalid_json",
-        )
-    model = body.get("model")
-    if model is None:
-        raise InvalidRequest("Missing required parameter: 'model'.", code="missing_required_parameter", param="model")
-    if not isinstance(model, str):
-        raise _wrong_type("model", "a string", model)
-    if not model:
-        raise _invalid("'model' must not be empty.", "model")
+    body = read_body(raw, "'model' and 'input'")
+    model = read_model(body)
     if "input" not in body or body["input"] is None:
         raise InvalidRequest("Missing required parameter: 'input'.", code="missing_required_parameter", param="input")
     _check_input(body["input"])
     dimensions = body.get("dimensions")
-    if dimensions is not None and (not isinstance(dimensions, int) or isinstance(dimensions, bool)):
-        raise _wrong_type("dimensions", "an integer", dimensions)
+    check_type(dimensions, "dimensions", (int,), "an integer")
     if dimensions is not None and dimensions < 1:
-        raise _invalid(f"'dimensions' must be at least 1, got {dimensions}.", "dimensions")
+        raise invalid(f"'dimensions' must be at least 1, got {dimensions}.", "dimensions")
     encoding = body.get("encoding_format")
     if encoding is not None and encoding not in _ENCODINGS:
         if not isinstance(encoding, str):
-            raise _wrong_type("encoding_format", "a string", encoding)
-        raise _invalid(
+            raise wrong_type("encoding_format", "a string", encoding)
+        raise invalid(
             f"Invalid value for 'encoding_format': {encoding!r}. Supported values are: 'float' and 'base64'.",
             "encoding_format",
         )
-    user = body.get("user")
-    if user is not None and not isinstance(user, str):
-        raise _wrong_type("user", "a string", user)
+    check_type(body.get("user"), "user", (str,), "a string")
     return ChatRequest(raw, body, model, False, False, header_value(headers, b"authorization"), headers)
 
 

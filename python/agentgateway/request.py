@@ -3,6 +3,9 @@
 Hand-written checks rather than a pydantic model: they run on every request, they only look at the fields whose
 shape the gateway relies on (everything else passes through to the upstream, which knows its own rules), and
 each failure names the field the way OpenAI does (``messages[2].role``) so the client knows what to fix.
+
+The readers every OpenAI-shaped inbound body shares (the JSON object, ``model``, a field's JSON type and the 400
+naming it) are here once; embeddings.py reads its body with them.
 """
 
 from __future__ import annotations
@@ -13,8 +16,9 @@ import orjson
 
 from .errors import InvalidRequest
 from .providers import ChatRequest, header_value
+from .providers.openai_input import invalid
 
-__all__ = ["parse_chat_request"]
+__all__ = ["check_type", "parse_chat_request", "read_body", "read_model", "type_name", "wrong_type"]
 
 ROLES = frozenset(("system", "developer", "user", "assistant", "tool", "function"))
 
@@ -50,16 +54,51 @@ _JSON_TYPE_NAMES = {
 }
 
 
-def _type_name(value: Any) -> str:
+def type_name(value: Any) -> str:
+    """How a 400 names a JSON value's type: "a string", "an array", "null"."""
     return _JSON_TYPE_NAMES.get(type(value), type(value).__name__)
 
 
-def _wrong_type(param: str, expected: str, value: Any) -> InvalidRequest:
+def wrong_type(param: str, expected: str, value: Any) -> InvalidRequest:
+    """The 400 (``invalid_type``) naming ``param`` when it holds ``value`` where ``expected`` belongs."""
     return InvalidRequest(
-        f"Invalid type for '{param}': expected {expected}, but got {_type_name(value)} instead.",
+        f"Invalid type for '{param}': expected {expected}, but got {type_name(value)} instead.",
         code="invalid_type",
         param=param,
     )
+
+
+def check_type(value: Any, param: str, types: tuple[type, ...], expected: str) -> None:
+    """`wrong_type` unless ``value`` is absent (None) or one of ``types`` (a bool is no number here)."""
+    if value is not None and (not isinstance(value, types) or (isinstance(value, bool) and bool not in types)):
+        raise wrong_type(param, expected, value)
+
+
+def read_body(raw: bytes, fields: str) -> dict[str, Any]:
+    """The client's body as a JSON object; ``fields`` ("'model' and 'messages'") completes the 400 otherwise."""
+    if not raw:
+        raise InvalidRequest(f"The request body is empty: send a JSON object with {fields}.", code="invalid_json")
+    try:
+        body = orjson.loads(raw)
+    except orjson.JSONDecodeError as exc:
+        raise InvalidRequest(f"The request body is not valid JSON: {exc}.", code="invalid_json") from None
+    if not isinstance(body, dict):
+        raise InvalidRequest(
+            f"The request body must be a JSON object with {fields}, got {type_name(body)}.", code="invalid_json"
+        )
+    return body
+
+
+def read_model(body: dict[str, Any]) -> str:
+    """The body's ``model``: a non-empty string."""
+    model = body.get("model")
+    if model is None:
+        raise InvalidRequest("Missing required parameter: 'model'.", code="missing_required_parameter", param="model")
+    if not isinstance(model, str):
+        raise wrong_type("model", "a string", model)
+    if not model:
+        raise invalid("'model' must not be empty.", "model")
+    return model
 
 
 # What each content part type must hold (other part types pass through to providers that know them).
@@ -71,7 +110,7 @@ _PART_FIELDS: dict[str, tuple[str, type | tuple[type, ...], str]] = {
 
 def _check_part(part: Any, param: str) -> None:
     if not isinstance(part, dict):
-        raise _wrong_type(param, "a content part object", part)
+        raise wrong_type(param, "a content part object", part)
     kind = part.get("type")
     if not isinstance(kind, str):
         raise InvalidRequest(
@@ -85,31 +124,12 @@ def _check_part(part: Any, param: str) -> None:
             value = value.get("url")
             field, types, expected = "image_url.url", str, "a string"
         if not isinstance(value, types):
-            raise _wrong_type(f"{param}.{field}", expected, value)
+            raise wrong_type(f"{param}.{field}", expected, value)
 
 
 def parse_chat_request(raw: bytes, headers: list[tuple[bytes, bytes]]) -> ChatRequest:
-    if not raw:
-        raise InvalidRequest(
-            "The request body is empty: send a JSON object with 'model' and 'messages'.", code="invalid_json"
-        )
-    try:
-        body = orjson.loads(raw)
-    except orjson.JSONDecodeError as exc:
-        raise InvalidRequest(f"The request body is not valid JSON: {exc}.", code="invalid_json") from None
-    if not isinstance(body, dict):
-        raise InvalidRequest(
-            f"The request body must be a JSON object with 'model' and 'messages', got {_type_name(body)}.",
-            code="invalid_json",
-        )
-
-    model = body.get("model")
-    if model is None:
-        raise InvalidRequest("Missing required parameter: 'model'.", code="missing_required_parameter", param="model")
-    if not isinstance(model, str):
-        raise _wrong_type("model", "a string", model)
-    if not model:
-        raise InvalidRequest("'model' must not be empty.", code="invalid_value", param="model")
+    body = read_body(raw, "'model' and 'messages'")
+    model = read_model(body)
 
     messages = body.get("messages")
     if messages is None:
@@ -117,12 +137,12 @@ def parse_chat_request(raw: bytes, headers: list[tuple[bytes, bytes]]) -> ChatRe
             "Missing required parameter: 'messages'.", code="missing_required_parameter", param="messages"
         )
     if not isinstance(messages, list):
-        raise _wrong_type("messages", "an array of message objects", messages)
+        raise wrong_type("messages", "an array of message objects", messages)
     if not messages:
         raise InvalidRequest("'messages' must contain at least one message.", code="empty_array", param="messages")
     for index, message in enumerate(messages):
         if not isinstance(message, dict):
-            raise _wrong_type(f"messages[{index}]", "an object", message)
+            raise wrong_type(f"messages[{index}]", "an object", message)
         role = message.get("role")
         if not isinstance(role, str):
             if role is None:
@@ -131,7 +151,7 @@ def parse_chat_request(raw: bytes, headers: list[tuple[bytes, bytes]]) -> ChatRe
                     code="missing_required_parameter",
                     param=f"messages[{index}].role",
                 )
-            raise _wrong_type(f"messages[{index}].role", "a string", role)
+            raise wrong_type(f"messages[{index}].role", "a string", role)
         if role not in ROLES:
             raise InvalidRequest(
                 f"Invalid value for 'messages[{index}].role': {role!r}. Supported values are: "
@@ -142,7 +162,7 @@ def parse_chat_request(raw: bytes, headers: list[tuple[bytes, bytes]]) -> ChatRe
         content = message.get("content")
         if content is not None and not isinstance(content, str):
             if not isinstance(content, list):
-                raise _wrong_type(f"messages[{index}].content", "a string or an array of content parts", content)
+                raise wrong_type(f"messages[{index}].content", "a string or an array of content parts", content)
             for part_index, part in enumerate(content):
                 _check_part(part, f"messages[{index}].content[{part_index}]")
 
@@ -150,23 +170,20 @@ def parse_chat_request(raw: bytes, headers: list[tuple[bytes, bytes]]) -> ChatRe
     if stream is None:
         stream = False
     elif not isinstance(stream, bool):
-        raise _wrong_type("stream", "a boolean", stream)
+        raise wrong_type("stream", "a boolean", stream)
 
     include_usage = False
     stream_options = body.get("stream_options")
     if stream_options is not None:
         if not isinstance(stream_options, dict):
-            raise _wrong_type("stream_options", "an object", stream_options)
+            raise wrong_type("stream_options", "an object", stream_options)
         usage_flag = stream_options.get("include_usage", False)
         if not isinstance(usage_flag, bool):
-            raise _wrong_type("stream_options.include_usage", "a boolean", usage_flag)
+            raise wrong_type("stream_options.include_usage", "a boolean", usage_flag)
         include_usage = usage_flag
 
     # Only the fields the body has: a request carries a handful of the many optional ones.
     for name in _OPTIONAL_NAMES.intersection(body):
-        value = body[name]
-        types, expected = _OPTIONAL_TYPES[name]
-        if value is not None and (not isinstance(value, types) or (isinstance(value, bool) and bool not in types)):
-            raise _wrong_type(name, expected, value)
+        check_type(body[name], name, *_OPTIONAL_TYPES[name])
 
     return ChatRequest(raw, body, model, stream, include_usage, header_value(headers, b"authorization"), headers)

@@ -62,6 +62,7 @@ from .base import ChatRequest, Provider, header_value
 from .bedrock import BedrockProvider
 from .gemini import GeminiProvider, model_path
 from .openai import OpenAIProvider
+from .openai_input import invalid
 from .vertex import VertexProvider, is_claude
 
 __all__ = ["CONCURRENCY", "EmbeddingCalls", "Usage", "calls_for", "openai_answer"]
@@ -115,6 +116,14 @@ def _json(body: bytes) -> Any:
         raise _unreadable(f"not JSON ({exc})") from None
 
 
+def _list_at(answer: Any, key: str) -> list[Any]:
+    """The list an answer (a JSON object) holds at ``key``; the 502 saying it has none."""
+    value = answer.get(key) if isinstance(answer, dict) else None
+    if not isinstance(value, list):
+        raise _unreadable(f"no '{key}' list")
+    return value
+
+
 def _vector(value: Any, what: str) -> list[float]:
     if not isinstance(value, list) or not all(isinstance(x, (int, float)) for x in value[:1]):
         raise _unreadable(f"{what} is not a list of numbers")
@@ -132,19 +141,17 @@ def _texts(body: dict[str, Any], provider: str) -> list[str]:
         return [value]
     if all(isinstance(item, str) for item in value):
         return list(value)
-    raise InvalidRequest(
+    raise invalid(
         f"'input': {provider} embeds text only; token arrays are passed on to OpenAI and OpenAI-compatible backends "
         "only. Send the text as a string or a list of strings.",
-        code="invalid_value",
-        param="input",
+        "input",
     )
 
 
 def _dimensions_refused(model: str, allowed: str) -> InvalidRequest:
-    return InvalidRequest(
+    return invalid(
         f"'dimensions': {model} {allowed}.",
-        code="invalid_value",
-        param="dimensions",
+        "dimensions",
     )
 
 
@@ -218,8 +225,7 @@ class _OpenAICalls(EmbeddingCalls):
             code = error.get("code") if isinstance(error, dict) else None
             status = code if isinstance(code, int) and 400 <= code <= 599 else 502
             raise UpstreamHTTPError.from_openai_body(status, bodies[0], [])
-        if not isinstance(answer.get("data"), list):
-            raise _unreadable("no 'data' list")
+        _list_at(answer, "data")
         usage = answer.get("usage")
         tokens = _count(usage.get("prompt_tokens")) if isinstance(usage, dict) else None
         if answer.get("model") != self.client_model:
@@ -235,11 +241,10 @@ def _bedrock_family(model_id: str) -> str:
         return "titan"
     if "cohere.embed" in model_id:
         return "cohere"
-    raise InvalidRequest(
+    raise invalid(
         f"Bedrock embeddings are served for Titan Text Embeddings (amazon.titan-embed-text-*) and Cohere Embed "
         f"(cohere.embed-*) model ids; {model_id!r} is neither.",
-        code="invalid_value",
-        param="model",
+        "model",
     )
 
 
@@ -273,10 +278,9 @@ class _BedrockCalls(EmbeddingCalls):
         else:
             input_type = body.get("input_type", "search_document")
             if input_type not in COHERE_INPUT_TYPES:
-                raise InvalidRequest(
+                raise invalid(
                     f"'input_type' must be one of {', '.join(COHERE_INPUT_TYPES)} for Cohere Embed.",
-                    code="invalid_value",
-                    param="input_type",
+                    "input_type",
                 )
             fields = {"input_type": input_type, "embedding_types": ["float"]}
             truncate = body.get("truncate")
@@ -366,10 +370,7 @@ class _GeminiCalls(EmbeddingCalls):
         tokens: int | None = None
         for body in bodies:
             answer = _json(body)
-            embeddings = answer.get("embeddings") if isinstance(answer, dict) else None
-            if not isinstance(embeddings, list):
-                raise _unreadable("no 'embeddings' list")
-            for embedding in embeddings:
+            for embedding in _list_at(answer, "embeddings"):
                 vectors.append(_vector(embedding.get("values") if isinstance(embedding, dict) else None, "'values'"))
             usage = answer.get("usageMetadata")
             if isinstance(usage, dict) and "promptTokenCount" in usage:
@@ -387,11 +388,10 @@ class _VertexCalls(EmbeddingCalls):
         super().__init__(provider, request, client_model)
         model = provider.upstream_model_for(request)
         if is_claude(model):
-            raise InvalidRequest(
+            raise invalid(
                 f"{model} is a Claude model: Claude has no embeddings API. Use a Vertex AI embedding model "
                 "(gemini-embedding-001, text-embedding-005, ...).",
-                code="invalid_value",
-                param="model",
+                "model",
             )
         body = request.body
         task_type = _task_type(body)
@@ -417,11 +417,7 @@ class _VertexCalls(EmbeddingCalls):
         vectors: list[list[float]] = []
         tokens = 0
         for body in bodies:
-            answer = _json(body)
-            predictions = answer.get("predictions") if isinstance(answer, dict) else None
-            if not isinstance(predictions, list):
-                raise _unreadable("no 'predictions' list")
-            for prediction in predictions:
+            for prediction in _list_at(_json(body), "predictions"):
                 embeddings = prediction.get("embeddings") if isinstance(prediction, dict) else None
                 if not isinstance(embeddings, dict):
                     raise _unreadable("a prediction without 'embeddings'")
@@ -444,12 +440,9 @@ def calls_for(provider: Provider, request: ChatRequest, client_model: str) -> Em
     if isinstance(provider, VertexProvider):
         return _VertexCalls(provider, request, client_model)
     if isinstance(provider, AnthropicProvider):
-        raise InvalidRequest(
+        raise invalid(
             "Anthropic has no embeddings API: route this model to an OpenAI, OpenAI-compatible, Bedrock, Gemini or "
             "Vertex AI embedding model.",
-            code="invalid_value",
-            param="model",
+            "model",
         )
-    raise InvalidRequest(
-        f"The provider {provider.entry.provider_name} serves no embeddings here.", code="invalid_value", param="model"
-    )
+    raise invalid(f"The provider {provider.entry.provider_name} serves no embeddings here.", "model")
