@@ -33,7 +33,12 @@ SCOPE = {
     "type": "http",
     "method": "POST",
     "path": "/v1/chat/completions",
-    "headers": [(b"host", b"gw"), (b"content-type", b"application/json"), (b"authorization", b"Bearer sk-x")],
+    "headers": [
+        (b"host", b"gw"),
+        (b"content-type", b"application/json"),
+        (b"authorization", b"Bearer sk-x"),
+        (b"x-team", b"ml"),
+    ],
 }
 
 
@@ -98,6 +103,10 @@ CASES = {
     "metrics": "  logging: {accessLog: false}",
     "metrics+log": "",
     "metrics+log json": "  logging: {format: json}",
+    # frontendPolicies.accessLog (issue 21): two CEL fields on every line, and a filter that drops the line.
+    "+accessLog.add 2": "  logging: {format: json}\nfrontendPolicies:\n  accessLog:\n    add: {team: 'request.headers"
+    '["x-team"]\', asked: llm.requestModel}',
+    "+accessLog.filter": "  logging: {format: json}\nfrontendPolicies:\n  accessLog: {filter: 'response.code >= 400'}",
 }
 
 

@@ -269,11 +269,11 @@ class Telemetry:
             added: list[tuple[str, Any]] | None = None
             fields = self.fields
             if fields is not None:
-                activation = fields.activation(exchange, tokens)
-                if not fields.keep(activation):
+                added = fields.line(fields.activation(exchange, tokens))
+                if added is None:
                     access_log = None
-                elif fields.add:
-                    added = fields.values(activation)
+                elif not fields.add:
+                    added = None
         if access_log is not None:
             identity = exchange.identity
             access_log.write(

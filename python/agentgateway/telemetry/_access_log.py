@@ -135,7 +135,7 @@ class AccessLog:
         """One line; in text, ``-`` stands for a value that is not known (no usage, no upstream, ...). ``added``:
         the CEL fields of ``accessLog.add``, written after the own fields (telemetry/_fields.py)."""
         stamp = self._time()
-        if added is not None or self.remove:
+        if (added is not None or self.remove) and not self._json:
             line = self._custom(
                 stamp,
                 {
@@ -178,6 +178,11 @@ class AccessLog:
                 fields["ttft"] = round(ttft, 6)
             if error is not None:
                 fields["error"] = error
+            for name in self.remove:
+                fields.pop(name, None)
+            if added is not None:
+                for name, value in added:
+                    fields[name] = _json_value(value)
             line = orjson.dumps(fields, option=orjson.OPT_APPEND_NEWLINE)
         else:
             key = (caller, model, backend)
@@ -200,14 +205,9 @@ class AccessLog:
         self._add(line)
 
     def _custom(self, stamp: str, own: dict[str, Any], added: list[tuple[str, Any]]) -> bytes:
-        """A line with fields removed or added: the general (slower) way, only for configs that ask for it."""
+        """A text line with fields removed or added: the general (slower) way, only for configs that ask for it."""
         for name in self.remove:
             own.pop(name, None)
-        if self._json:
-            fields: dict[str, Any] = {"time": stamp}
-            fields.update((name, value) for name, value in own.items() if value is not None)
-            fields.update((name, _json_value(value)) for name, value in added)
-            return orjson.dumps(fields, option=orjson.OPT_APPEND_NEWLINE)
         parts = [stamp, "request"]
         for name, value in own.items():
             if name == "cost" and value is not None:
