@@ -660,3 +660,53 @@ def test_a_changed_stats_or_readiness_address_is_one_warning_that_a_restart_is_n
         assert "gracefully respawning" not in gateway.log()
     finally:
         gateway.stop()
+
+
+def test_restart_needed_names_each_address_bound_at_start_up_once_and_the_way_back() -> None:
+    from agentgateway.config import load_config
+    from agentgateway.reload import restart_needed
+
+    def loaded(stats: str, ready: str, port: str = "") -> Any:
+        return load_config(
+            f"llm:\n  {port}models: [{{name: m, provider: openAI}}]\n"
+            f'config: {{statsAddr: "{stats}", readinessAddr: "{ready}"}}\n'
+        )
+
+    start = loaded("127.0.0.1:1", "127.0.0.1:2", "port: 3000\n  ")
+    bound = {"config.statsAddr": "127.0.0.1:1", "config.readinessAddr": "127.0.0.1:2", "llm.port": "3000"}
+    assert restart_needed(bound, start, start) == []
+    moved = loaded("127.0.0.1:5", "off", "port: 3001\n  ")
+    lines = restart_needed(bound, start, moved)
+    assert [line.split(" ", 1)[0] for line in lines] == ["config.statsAddr", "config.readinessAddr", "llm.port"]
+    assert all("needs a restart" in line for line in lines)
+    assert "keeps listening on 127.0.0.1:2" in lines[1] and "changed to off" in lines[1]
+    assert restart_needed(bound, moved, moved) == [], "said once, not on every later change"
+    back = restart_needed(bound, moved, start)
+    assert all("again: the address the gateway listens on" in line for line in back) and len(back) == 3
+
+
+@pytest.mark.parametrize(
+    ("level", "expected"),
+    [
+        (None, (None, True)),
+        ("info", (20, True)),
+        ("debug", (10, True)),
+        ("warn", (30, False)),
+        ("error,request=info", (40, True)),
+        ("warn,agentgateway=debug", (10, False)),
+        ("info,rmcp=warn", (20, True)),
+        ("off", (100, False)),
+    ],
+)
+def test_logging_level_reads_agentgateways_filter_syntax(level: str | None, expected: tuple[int | None, bool]) -> None:
+    from agentgateway.config import parse_log_level
+
+    assert parse_log_level(level) == expected
+
+
+def test_an_unknown_logging_level_is_a_config_error_with_its_path() -> None:
+    from agentgateway.config import load_config
+    from agentgateway.errors import ConfigError
+
+    with pytest.raises(ConfigError, match=r"x.yaml:2: config\.logging\.level: unknown log level 'loud'"):
+        load_config("llm: {models: [{name: m, provider: openAI}]}\nconfig: {logging: {level: loud}}\n", "x.yaml")
