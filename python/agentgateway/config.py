@@ -22,7 +22,7 @@ import os
 import re
 from collections.abc import Iterator, Mapping
 from typing import TYPE_CHECKING, Annotated, Any, Literal
-from urllib.parse import urlsplit
+from urllib.parse import SplitResult, urlsplit
 
 import yaml
 from pydantic import (
@@ -88,6 +88,33 @@ UNSUPPORTED_PROVIDERS = {
 
 class _Model(BaseModel):
     model_config = ConfigDict(extra="forbid", alias_generator=to_camel, populate_by_name=True, frozen=True)
+
+
+# The checks several fields share, each one place: they raise the ValueError pydantic reports at the field.
+_HEADER_NAME = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+")
+
+
+def _http_url(value: str) -> SplitResult:
+    """The parts of ``value``, an http:// or https:// URL with a host."""
+    parts = urlsplit(value)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise ValueError(f"must be an http:// or https:// URL with a host, got {value!r}")
+    return parts
+
+
+def _check_regex(pattern: str | None) -> None:
+    """``pattern`` (when given) compiles as a Python regular expression."""
+    if pattern is not None:
+        try:
+            re.compile(pattern)
+        except re.error as exc:
+            raise ValueError(f"invalid regex {pattern!r}: {exc}") from None
+
+
+def _check_no_line_break(secret: SecretStr | None) -> None:
+    """A key read from a file often ends with a newline; sent as a header it would break the request."""
+    if secret is not None and any(c in secret.get_secret_value() for c in "\r\n"):
+        raise ValueError("contains a line break (a trailing newline from the file or variable it came from?)")
 
 
 class Timeouts(_Model):
@@ -210,9 +237,7 @@ class ModelParams(_Model):
     def _check_base_url(cls, value: str | None) -> str | None:
         if value is None:
             return None
-        parts = urlsplit(value)
-        if parts.scheme not in ("http", "https") or not parts.hostname:
-            raise ValueError(f"must be an http:// or https:// URL with a host, got {value!r}")
+        parts = _http_url(value)
         if parts.query or parts.fragment:
             raise ValueError(f"must not have a query or fragment, got {value!r}")
         return value.rstrip("/")
@@ -220,9 +245,7 @@ class ModelParams(_Model):
     @field_validator("api_key")
     @classmethod
     def _check_api_key(cls, value: SecretStr | None) -> SecretStr | None:
-        # A key read from a file often ends with a newline; sent as a header it would break the request.
-        if value is not None and any(c in value.get_secret_value() for c in "\r\n"):
-            raise ValueError("contains a line break (a trailing newline from the file or variable it came from?)")
+        _check_no_line_break(value)
         return value
 
     @field_validator("model")
@@ -290,11 +313,7 @@ class HeaderValueMatch(_Model):
     def _one_of(self) -> HeaderValueMatch:
         if (self.exact is None) == (self.regex is None):
             raise ValueError("give exactly one of 'exact' or 'regex'")
-        if self.regex is not None:
-            try:
-                re.compile(self.regex)
-            except re.error as exc:
-                raise ValueError(f"invalid regex {self.regex!r}: {exc}") from None
+        _check_regex(self.regex)
         return self
 
 
@@ -319,7 +338,7 @@ class HeaderModifier(_Model):
     @model_validator(mode="after")
     def _check_headers(self) -> HeaderModifier:
         for name, value in (*self.add.items(), *self.set.items()):
-            if not re.fullmatch(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+", name):
+            if not _HEADER_NAME.fullmatch(name):
                 raise ValueError(f"{name!r} is not a valid header name")
             if any(c in value for c in "\r\n\0"):
                 raise ValueError(f"the value of header {name!r} contains a line break")
@@ -340,9 +359,6 @@ class HealthConfig(_Model):
 
     unhealthy_expression: Expression | None = None
     eviction: Eviction | None = None
-
-
-_HEADER_NAME = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+")
 
 
 class AuthorizationPolicy(_Model):
@@ -447,11 +463,7 @@ class RegexRule(_Model):
     def _one_of(self) -> RegexRule:
         if (self.builtin is None) == (self.pattern is None):
             raise ValueError("give exactly one of 'builtin' or 'pattern'")
-        if self.pattern is not None:
-            try:
-                re.compile(self.pattern)
-            except re.error as exc:
-                raise ValueError(f"invalid regex {self.pattern!r}: {exc}") from None
+        _check_regex(self.pattern)
         return self
 
 
@@ -482,9 +494,7 @@ class WebhookTarget(_Model):
         if self.host is not None and not re.fullmatch(r"[A-Za-z0-9.\-\[\]:]+:\d{1,5}", self.host):
             raise ValueError(f"host must be host:port, got {self.host!r}")
         if self.url is not None:
-            parts = urlsplit(self.url)
-            if parts.scheme not in ("http", "https") or not parts.hostname:
-                raise ValueError(f"must be an http:// or https:// URL with a host, got {self.url!r}")
+            _http_url(self.url)
         return self
 
 
@@ -539,9 +549,7 @@ class ModerationGuard(_Model):
     @field_validator("base_url")
     @classmethod
     def _check_base_url(cls, value: str) -> str:
-        parts = urlsplit(value)
-        if parts.scheme not in ("http", "https") or not parts.hostname:
-            raise ValueError(f"must be an http:// or https:// URL with a host, got {value!r}")
+        _http_url(value)
         return value.rstrip("/").removesuffix("/v1")
 
 
@@ -981,12 +989,9 @@ class ApiKeyEntry(_Model):
     @field_validator("key")
     @classmethod
     def _check_key(cls, value: SecretStr | None) -> SecretStr | None:
-        if value is not None:
-            secret = value.get_secret_value()
-            if not secret:
-                raise ValueError("must not be empty")
-            if any(c in secret for c in "\r\n"):
-                raise ValueError("contains a line break (a trailing newline from the file or variable it came from?)")
+        if value is not None and not value.get_secret_value():
+            raise ValueError("must not be empty")
+        _check_no_line_break(value)
         return value
 
     @model_validator(mode="after")
@@ -1028,9 +1033,7 @@ class JwksUrl(_Model):
     @field_validator("url")
     @classmethod
     def _check_url(cls, value: str) -> str:
-        parts = urlsplit(value)
-        if parts.scheme not in ("http", "https") or not parts.hostname:
-            raise ValueError(f"must be an http:// or https:// URL with a host, got {value!r}")
+        _http_url(value)
         return value
 
 
