@@ -111,6 +111,18 @@ def _check_regex(pattern: str | None) -> None:
             raise ValueError(f"invalid regex {pattern!r}: {exc}") from None
 
 
+def _check_exactly_one(model: BaseModel, *names: str, say_given: bool = False) -> None:
+    """``model`` has exactly one of the fields ``names`` set; else "give exactly one of 'a' or 'b'" (in the YAML's
+    spelling), ``say_given``: followed by which were given."""
+    given = [to_camel(name) for name in names if getattr(model, name) is not None]
+    if len(given) != 1:
+        *rest, last = (f"'{to_camel(name)}'" for name in names)
+        raise ValueError(
+            f"give exactly one of {', '.join(rest)} or {last}"
+            + (f" (got {' and '.join(given)})" if say_given and given else "")
+        )
+
+
 def _check_no_line_break(secret: SecretStr | None) -> None:
     """A key read from a file often ends with a newline; sent as a header it would break the request."""
     if secret is not None and any(c in secret.get_secret_value() for c in "\r\n"):
@@ -311,8 +323,7 @@ class HeaderValueMatch(_Model):
 
     @model_validator(mode="after")
     def _one_of(self) -> HeaderValueMatch:
-        if (self.exact is None) == (self.regex is None):
-            raise ValueError("give exactly one of 'exact' or 'regex'")
+        _check_exactly_one(self, "exact", "regex")
         _check_regex(self.regex)
         return self
 
@@ -461,8 +472,7 @@ class RegexRule(_Model):
 
     @model_validator(mode="after")
     def _one_of(self) -> RegexRule:
-        if (self.builtin is None) == (self.pattern is None):
-            raise ValueError("give exactly one of 'builtin' or 'pattern'")
+        _check_exactly_one(self, "builtin", "pattern")
         _check_regex(self.pattern)
         return self
 
@@ -925,12 +935,7 @@ class VirtualModelRouting(_Model):
 
     @model_validator(mode="after")
     def _exactly_one(self) -> VirtualModelRouting:
-        given = [name for name in ("weighted", "failover", "conditional") if getattr(self, name) is not None]
-        if len(given) != 1:
-            raise ValueError(
-                "give exactly one of 'weighted', 'failover' or 'conditional'"
-                + (f" (got {' and '.join(given)})" if given else "")
-            )
+        _check_exactly_one(self, "weighted", "failover", "conditional", say_given=True)
         return self
 
 
@@ -996,8 +1001,7 @@ class ApiKeyEntry(_Model):
 
     @model_validator(mode="after")
     def _one_of(self) -> ApiKeyEntry:
-        if (self.key is None) == (self.key_hash is None):
-            raise ValueError("give exactly one of 'key' or 'keyHash'")
+        _check_exactly_one(self, "key", "key_hash")
         return self
 
 
