@@ -47,7 +47,8 @@ Cheap evaluation:
 Not matched: agentgateway's header views (``request.headers.join()``, ``.raw()``, ``.split()``, ``.cookie()``),
 ``request.uri``/``host``/``scheme``/``version``/``startTime``, ``response.grpcStatus``/``body``, namespaced
 functions (``base64.encode``: use ``base64Encode``), ``with``/``mapValues``/``filterKeys``/``merge``,
-``uuid``/``random``, the ``llm``, ``jwt``, ``source`` ... variables (they compile, and are undeclared at run time).
+``uuid``/``random``, the ``source``, ``mcp`` ... variables (they compile, and are undeclared at run time); ``llm``
+and ``backend`` are set for the access log's fields only (telemetry/_fields.py).
 """
 
 from __future__ import annotations

@@ -19,7 +19,8 @@ reads them:
   ``authorization``, ``x-api-key``, ``proxy-authorization``, ``api-key``, ``x-goog-api-key``, ``cookie`` -- are
   never shown, so no key reaches the log).
 * ``response``: ``code`` (the status sent to the client, 499 when it went away first).
-* ``llm``: ``requestModel`` (the client's model), ``responseModel`` (the upstream model that answered),
+* ``llm``: ``requestModel`` (the client's model), ``responseModel`` (the model the upstream was asked for:
+  ``params.model``, else the name routed),
   ``provider`` (gen_ai.provider.name), ``streaming``, ``inputTokens``, ``cachedInputTokens``,
   ``cacheCreationInputTokens``, ``outputTokens``, ``reasoningTokens``, ``totalTokens`` (token fields only when the
   upstream reported usage); set once the request names a model.
