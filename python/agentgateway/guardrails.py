@@ -554,6 +554,41 @@ def _webhook_action(answer: Any) -> tuple[str, Any]:
     return "pass", None
 
 
+async def _ask_webhook(
+    guard: _Compiled,
+    client: Any,
+    path: str,
+    payload: Any,
+    request: ChatRequest,
+    exchange: Exchange,
+    closed_rejects: bool = False,
+) -> Any:
+    """The guard's webhook's answer; None when it could not be consulted and fails open (logged). Failing closed:
+    its 503, or with ``closed_rejects`` (a stream already under way) the guard's rejection carrying it."""
+    webhook = guard.webhook
+    assert webhook is not None
+    try:
+        return await webhook.call(client, path, payload, request, exchange)
+    except GatewayError as exc:
+        if webhook.fail_open:
+            logger.warning("guardrail webhook unavailable, failing open: %s", exc.message)
+            return None
+        if closed_rejects:
+            raise _rejection(guard.rejection, exc.status, exc.message) from None
+        raise
+
+
+def _webhook_mask(guard: _Compiled, answer: Any) -> Any:
+    """The mask a webhook's answer asks for (its action's ``body``; None: pass); a reject raises the guard's
+    rejection, with the webhook's status when it is an error status."""
+    kind, action = _webhook_action(answer)
+    if kind == "reject":
+        status = action.get("status_code")
+        valid = isinstance(status, int) and 400 <= status <= 599
+        raise _rejection(guard.rejection, status if valid else None, action["body"])
+    return action if kind == "mask" else None
+
+
 class Guardrails:
     """The guards one backend runs (``models[].guardrails`` resolved, ``llm.policies.guardrails`` first)."""
 
@@ -632,13 +667,7 @@ class Guardrails:
                 if isinstance(m, dict)
             ]
             payload = {"body": {"messages": simple}}
-        try:
-            answer = await webhook.call(client, "/request", payload, request, exchange)
-        except GatewayError as exc:
-            if webhook.fail_open:
-                logger.warning("guardrail webhook unavailable, failing open: %s", exc.message)
-                return None
-            raise
+        answer = await _ask_webhook(guard, client, "/request", payload, request, exchange)
         if answer is None:
             return None
         if webhook.raw:
@@ -648,13 +677,9 @@ class Guardrails:
             if not isinstance(replacement, list) or not all(isinstance(m, dict) for m in replacement):
                 raise _unavailable(f"guardrail webhook at {webhook.where}", "its messages are not a list of objects")
             return {**body, "messages": replacement}
-        kind, action = _webhook_action(answer)
-        if kind == "reject":
-            status = action.get("status_code")
-            valid = isinstance(status, int) and 400 <= status <= 599
-            raise _rejection(guard.rejection, status if valid else None, action["body"])
-        if kind == "mask":
-            new = action.get("messages")
+        mask = _webhook_mask(guard, answer)
+        if mask is not None:
+            new = mask.get("messages")
             if not isinstance(new, list):
                 raise _unavailable(f"guardrail webhook at {webhook.where}", "its mask has no messages")
             contents = iter(m.get("content", "") if isinstance(m, dict) else "" for m in new)
@@ -712,20 +737,9 @@ class Guardrails:
                     ]
                 }
             }
-            try:
-                reply = await webhook.call(client, "/response", payload, request, exchange)
-            except GatewayError as exc:
-                if webhook.fail_open:
-                    logger.warning("guardrail webhook unavailable, failing open: %s", exc.message)
-                    continue
-                raise
-            kind, action = _webhook_action(reply)
-            if kind == "reject":
-                status = action.get("status_code")
-                valid = isinstance(status, int) and 400 <= status <= 599
-                raise _rejection(guard.rejection, status if valid else None, action["body"])
-            if kind == "mask":
-                for choice, new in zip(choices, action.get("choices") or [], strict=False):
+            mask = _webhook_mask(guard, await _ask_webhook(guard, client, "/response", payload, request, exchange))
+            if mask is not None:
+                for choice, new in zip(choices, mask.get("choices") or [], strict=False):
                     content = ((new or {}).get("message") or {}).get("content")
                     if isinstance(content, str) and isinstance(choice.get("message"), dict):
                         choice["message"]["content"] = content
@@ -762,20 +776,9 @@ class Guardrails:
             assert webhook is not None and request is not None
             text = "".join(block["text"] for block in content if _is_text_block(block))
             payload = {"body": {"choices": [{"message": {"role": "assistant", "content": text}}]}}
-            try:
-                reply = await webhook.call(client, "/response", payload, request, exchange)
-            except GatewayError as exc:
-                if webhook.fail_open:
-                    logger.warning("guardrail webhook unavailable, failing open: %s", exc.message)
-                    continue
-                raise
-            kind, action = _webhook_action(reply)
-            if kind == "reject":
-                status = action.get("status_code")
-                valid = isinstance(status, int) and 400 <= status <= 599
-                raise _rejection(guard.rejection, status if valid else None, action["body"])
-            if kind == "mask":
-                choices = action.get("choices") or []
+            mask = _webhook_mask(guard, await _ask_webhook(guard, client, "/response", payload, request, exchange))
+            if mask is not None:
+                choices = mask.get("choices") or []
                 new = ((choices[0] or {}).get("message") or {}).get("content") if choices else None
                 if isinstance(new, str) and new != text:
                     content = answer["content"] = _with_text(content, new)
@@ -1053,22 +1056,11 @@ class WebhookWindows:
         return out
 
     async def _check(self, guard: _Compiled, window: str) -> None:
-        webhook = guard.webhook
-        assert webhook is not None
         payload = {"body": {"choices": [{"message": {"role": "assistant", "content": window}}]}}
-        try:
-            reply = await webhook.call(self._client, "/response", payload, self._request, self._exchange)
-        except GatewayError as exc:
-            if webhook.fail_open:
-                logger.warning("guardrail webhook unavailable, failing open: %s", exc.message)
-                return
-            raise _rejection(guard.rejection, exc.status, exc.message) from None
-        kind, action = _webhook_action(reply)
-        if kind == "reject":
-            status = action.get("status_code")
-            valid = isinstance(status, int) and 400 <= status <= 599
-            raise _rejection(guard.rejection, status if valid else None, action["body"])
-        if kind == "mask":
+        reply = await _ask_webhook(
+            guard, self._client, "/response", payload, self._request, self._exchange, closed_rejects=True
+        )
+        if _webhook_mask(guard, reply) is not None:
             logger.debug("a webhook's mask of a streamed answer is not applied (streams are passed or rejected)")
 
 
