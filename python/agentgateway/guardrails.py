@@ -48,7 +48,7 @@ import asyncio
 import contextlib
 import logging
 import re
-from collections.abc import Awaitable, Callable, Iterator, MutableMapping, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Iterator, MutableMapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -248,14 +248,7 @@ class RegexRules:
         if not found:
             return []
         found.sort()
-        merged: list[Span] = []
-        for start, end, _, replacement in found:
-            if merged and start < merged[-1][1]:
-                last = merged[-1]
-                merged[-1] = (last[0], max(last[1], end), last[2])
-            else:
-                merged.append((start, end, replacement))
-        return merged
+        return _joined((start, end, replacement) for start, end, _, replacement in found)
 
     def mask(self, text: str, candidates: tuple[Rule, ...] | None = None) -> str | None:
         """``text`` with every match replaced; None when nothing matched (found by one search per rule)."""
@@ -1071,8 +1064,13 @@ def _text_delta(index: int, text: str) -> bytes:
 
 def _union(a: list[Span], b: list[Span]) -> list[Span]:
     """Two sorted span lists as one, overlaps joined (``a``'s replacement wins)."""
+    return _joined(sorted(a + b, key=lambda s: (s[0], -s[1])))
+
+
+def _joined(spans: Iterable[Span]) -> list[Span]:
+    """Spans sorted by start, overlapping ones joined into one (the first one's replacement wins)."""
     merged: list[Span] = []
-    for start, end, replacement in sorted(a + b, key=lambda s: (s[0], -s[1])):
+    for start, end, replacement in spans:
         if merged and start < merged[-1][1]:
             last = merged[-1]
             merged[-1] = (last[0], max(last[1], end), last[2])
