@@ -249,30 +249,35 @@ def test_tracing_changes_live_a_new_endpoint_protocol_and_sampling_and_off_again
         )
         return fake_openai.last().headers.get("traceparent")
 
-    def arrives(received: Spans) -> bool:
+    sent: list[bytes] = []
+
+    def arrives(received: Spans, timeout: float = 30) -> bool:
+        """A traced request's two spans reach ``received`` (within ``timeout``: short where a wait retries)."""
         trace_id = os.urandom(16).hex()
+        sent.append(bytes.fromhex(trace_id))
         traced(trace_id)
-        return len(received.of_trace(bytes.fromhex(trace_id), 2, timeout=2)) == 2
+        return len(received.of_trace(bytes.fromhex(trace_id), 2, timeout=timeout)) == 2
 
     try:
         untraced = os.urandom(16).hex()
         assert traced(untraced) is None, "no tracing: no traceparent upstream"
 
         write(path, config(fake_openai.base_url, f'{{otlpEndpoint: "{http_endpoint}", otlpProtocol: http}}'))
-        wait_for("spans over http", lambda: arrives(over_http), gateway)
+        wait_for("spans over http", lambda: arrives(over_http, 2), gateway)
         wait_for("both workers on generation 2", lambda: at_latest(gateway, 2), gateway)
         for _ in range(4):  # whichever worker serves it
             assert arrives(over_http)
 
         tracing = f'{{otlpEndpoint: "{grpc_endpoint}", otlpProtocol: grpc, randomSampling: false}}'
         write(path, config(fake_openai.base_url, tracing))
-        wait_for("spans over grpc", lambda: arrives(over_grpc), gateway)
+        wait_for("spans over grpc", lambda: arrives(over_grpc, 2), gateway)
         wait_for("both workers on generation 3", lambda: at_latest(gateway, 3), gateway)
-        sent_to_http = len(over_http.spans)
+        del sent[:]
         for _ in range(4):
             assert arrives(over_grpc)
             assert traced() is None, "randomSampling false: a request without a traceparent is not traced"
-        assert len(over_http.spans) == sent_to_http, "the old exporter gets nothing more"
+        with over_http.lock:
+            assert not {span.trace_id for span in over_http.spans} & set(sent), "the old exporter gets nothing new"
 
         write(path, config(fake_openai.base_url, "null"))
         wait_for("both workers on generation 4", lambda: at_latest(gateway, 4), gateway)
