@@ -225,7 +225,8 @@ class ConfigWatcher:
             config = _loaded(text, path)
         files = _present(read) if config is not None else None
         publisher.publish(text, path, files)
-        self.publisher_files = files
+        #: the files of the document published last (published again when the file changes back to it)
+        self.publisher_files: Files | None = files
         #: the config served (restart_needed compares with it) and the addresses bound at start-up
         self._config = config
         self._bound = _bound_settings(config) if config is not None else {}
@@ -284,11 +285,13 @@ class ConfigWatcher:
             signature = self._signature()
             if not forced and signature == self._stat:
                 continue
+            # Taken before the files are read, so that a write during the check is seen at the next poll. When the
+            # check changes which files are watched, the next poll's signature differs and looks once more.
+            self._stat = signature
             try:
                 self.check(forced=forced)
             except Exception:  # the watcher must outlive any bug of ours
                 logger.exception("checking %s for changes failed", self.path)
-            self._stat = self._signature()  # of the files now watched (a change may add or drop some)
 
     def check(self, *, forced: bool = False) -> None:
         """Reads the file and the files it refers to once; publishes them when they changed and validate."""
@@ -334,9 +337,6 @@ class ConfigWatcher:
         self._config = config
         _apply_main_settings(config)
         self._tell()
-
-    #: the files of the document published last (published again when the file changes back to it)
-    publisher_files: Files | None = None
 
     def _refuse(self, problem: str, key: str) -> None:
         if key == self._refused:
