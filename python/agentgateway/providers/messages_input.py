@@ -1,5 +1,14 @@
-"""Anthropic Messages requests (``/v1/messages``, issue 19) for every provider: one shared request model read once
-from the client's body, and the builders each provider's upstream body comes from.
+"""The shared request model (issue 19, DESIGN.md section 3): each inbound API's body is read once into
+`MessagesInput`, and each translating provider builds its upstream body from it.
+
+- Anthropic Messages requests (``/v1/messages``): `read_messages`.
+- Chat Completions requests (``/v1/chat/completions``) for providers that translate them: `read_chat`, which
+  checks the body with providers/openai_input.py's readers (one wording of every 400, naming the client's OpenAI
+  field, ``messages[2].tool_calls[0].function.arguments``) and writes the turns as the same Anthropic-shaped
+  content blocks. Chat's extras have fields of their own (``n``, ``seed``, the penalties, ``json_object``); the
+  few errors only a builder can find are worded for the API the request came in (`MessagesInput.api`). Moved so
+  far: Gemini API and Gemini on Vertex AI (`gemini_body`). OpenAI and OpenAI-compatible chat stays a byte
+  pass-through.
 
 - Claude backends take the client's body natively (`claude_body`): only ``model`` replaced (or removed, with
   Vertex's / Bedrock's ``anthropic_version`` added). Nothing is lost: thinking signatures, ``cache_control``,
@@ -29,10 +38,22 @@ from urllib.parse import urlsplit
 import orjson
 
 from ..errors import InvalidRequest
-from .openai_input import MEDIA_TYPE_ALIASES
-from .reasoning import EFFORTS, gemini_thinking_config
+from .openai_input import (
+    MEDIA_TYPE_ALIASES,
+    invalid,
+    parse_data_url,
+    read_choice_count,
+    read_function_tool,
+    read_reasoning,
+    read_stop,
+    read_tool_call,
+    read_tool_choice,
+    text_of,
+)
+from .reasoning import EFFORTS, gemini_thinking_config, read_effort
 
 __all__ = [
+    "ChatTarget",
     "MessagesInput",
     "chat_body",
     "claude_body",
@@ -41,6 +62,7 @@ __all__ = [
     "effort_for_budget",
     "estimate_input_tokens",
     "gemini_body",
+    "read_chat",
     "read_messages",
     "responses_input_tokens_body",
 ]
@@ -105,22 +127,28 @@ def claude_count_body(body: dict[str, Any], *, model: str | None) -> dict[str, A
 class Tool:
     name: str
     description: str | None
-    schema: dict[str, Any]
+    #: None: a Chat Completions function tool without ``parameters``.
+    schema: dict[str, Any] | None
 
 
 @dataclass(slots=True)
 class MessagesInput:
-    """A Messages request read once for targets that are not Claude."""
+    """A request read once for targets that translate it (Messages: targets that are not Claude)."""
 
     #: the text of the top-level ``system`` (its blocks, in order).
     system: list[str]
-    #: ``(role, blocks, index)`` per message: role ``user`` | ``assistant`` | ``system``; blocks are the client's
+    #: ``(role, blocks, index)`` per message: role ``user`` | ``assistant`` | ``system``; blocks are Anthropic
     #: content blocks (a string content as one text block); ``index`` its position in ``messages`` (for errors).
+    #: Chat Completions requests (`read_chat`) add: ``audio`` blocks (``input_audio``), a ``signature`` on a text
+    #: block (the signature Gemini put on its answer's text), a ``name`` on the tool_result blocks of the legacy
+    #: ``function`` role (which names the function, not a call).
     turns: list[tuple[str, list[dict[str, Any]], int]]
     tools: list[Tool] = field(default_factory=list)
-    #: ``auto`` | ``any`` | ``tool`` | ``none``; ``tool_name`` for ``tool``.
+    #: ``auto`` | ``any`` | ``tool`` | ``none``; ``tool_name`` for ``tool``; ``tool_choice_set``: the client sent
+    #: one (else auto is the default).
     tool_choice: str = "auto"
     tool_name: str | None = None
+    tool_choice_set: bool = False
     parallel_tools: bool = True
     #: the reasoning effort (providers/reasoning.py) the thinking setting stands for; None: no thinking asked.
     effort: str | None = None
@@ -132,9 +160,23 @@ class MessagesInput:
     top_k: int | None = None
     stop: list[str] = field(default_factory=list)
     user_id: str | None = None
-    #: ``output_config.format``'s JSON Schema (structured output).
+    #: ``output_config.format``'s JSON Schema (structured output; Chat: ``response_format`` json_schema).
     schema: dict[str, Any] | None = None
     stream: bool = False
+    #: the inbound API: ``messages`` | ``chat``, for the wording of the errors only a builder can find.
+    api: str = "messages"
+    # Chat Completions only:
+    #: any JSON object as the answer (``response_format`` json_object).
+    json_object: bool = False
+    #: ``n`` as the client sent it (None: absent).
+    n: int | None = None
+    seed: int | None = None
+    presence_penalty: float | None = None
+    frequency_penalty: float | None = None
+
+
+def _schema(tool: Tool) -> dict[str, Any]:
+    return tool.schema if tool.schema is not None else {"type": "object", "properties": {}}
 
 
 def effort_for_budget(budget: int) -> str:
@@ -178,6 +220,7 @@ def read_messages(body: dict[str, Any]) -> MessagesInput:
     choice = body.get("tool_choice")
     if choice is not None:
         out.tool_choice = choice["type"]
+        out.tool_choice_set = True
         out.tool_name = choice.get("name")
         out.parallel_tools = not choice.get("disable_parallel_tool_use", False)
     thinking = body.get("thinking")
@@ -209,6 +252,222 @@ def read_messages(body: dict[str, Any]) -> MessagesInput:
     if isinstance(metadata, dict) and isinstance(metadata.get("user_id"), str):
         out.user_id = metadata["user_id"]
     return out
+
+
+# -- Chat Completions requests -------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class ChatTarget:
+    """What a translating provider takes of a Chat Completions request, for `read_chat`'s checks and wording."""
+
+    #: the models, as the 400s name them ("Gemini models").
+    models: str
+    #: the most ``stop`` sequences it takes (None: no limit).
+    max_stop: int | None
+    #: how it serves ``n`` (the 400's wording: "Gemini's candidateCount").
+    choices: str
+    #: the URL schemes an ``image_url`` may have besides ``data:``, and how the 400 says so.
+    url_schemes: tuple[str, ...] = ("https://", "http://")
+    url_rule: str = "an http(s):// URL"
+    #: the user content parts it takes.
+    parts: tuple[str, ...] = ("text", "image_url", "input_audio", "file")
+
+
+_AUDIO_TYPES = {"wav": "audio/wav", "mp3": "audio/mp3"}
+
+
+def read_chat(body: dict[str, Any], target: ChatTarget, *, stream: bool = False) -> MessagesInput:
+    """The shared model of a Chat Completions body (checked by the chat parser: ``messages`` a list of objects with
+    a known ``role``). Every 400 names the client's OpenAI field."""
+    turns: list[tuple[str, list[dict[str, Any]], int]] = []
+    for index, message in enumerate(body["messages"]):
+        role = message["role"]
+        content = message.get("content")
+        param = f"messages[{index}].content"
+        if role in ("system", "developer"):
+            text = text_of(content, param)
+            turns.append(("system", [{"type": "text", "text": text}] if text else [], index))
+        elif role == "user":
+            turns.append(("user", _chat_user_blocks(content, param, target), index))
+        elif role == "assistant":
+            turns.append(("assistant", _chat_assistant_blocks(message, index), index))
+        elif role == "tool":
+            tool_call_id = message.get("tool_call_id")
+            if not isinstance(tool_call_id, str) or not tool_call_id:
+                raise InvalidRequest(
+                    f"Missing required parameter: 'messages[{index}].tool_call_id'.",
+                    code="missing_required_parameter",
+                    param=f"messages[{index}].tool_call_id",
+                )
+            result = {"type": "tool_result", "tool_use_id": tool_call_id, "content": text_of(content, param)}
+            turns.append(("user", [result], index))
+        else:  # "function": the pre-tools protocol names the function itself
+            name = message.get("name")
+            if not isinstance(name, str) or not name:
+                raise invalid(f"'messages[{index}].name' must name the function.", f"messages[{index}].name")
+            block = {"type": "tool_result", "tool_use_id": "", "name": name, "content": text_of(content, param)}
+            turns.append(("user", [block], index))
+    out = MessagesInput([], turns, stream=stream, api="chat")
+
+    for index, tool in enumerate(body.get("tools") or []):
+        out.tools.append(Tool(*read_function_tool(index, tool)))
+    choice = body.get("tool_choice")
+    if choice is not None:
+        mode, out.tool_name = read_tool_choice(choice)
+        out.tool_choice = {"required": "any", "function": "tool"}.get(mode, mode)
+        out.tool_choice_set = True
+    if body.get("parallel_tool_calls") is False:
+        out.parallel_tools = False
+
+    max_tokens = body.get("max_completion_tokens")
+    if max_tokens is None:
+        max_tokens = body.get("max_tokens")
+    if max_tokens is not None and max_tokens < 1:
+        raise invalid("'max_tokens' must be at least 1.", "max_tokens")
+    out.max_tokens = max_tokens
+    out.temperature = body.get("temperature")
+    out.top_p = body.get("top_p")
+    out.seed = body.get("seed")
+    out.presence_penalty = body.get("presence_penalty")
+    out.frequency_penalty = body.get("frequency_penalty")
+    if body.get("n") is not None:
+        out.n = read_choice_count(body, target.models, target.choices)
+    out.stop = read_stop(body, target.max_stop, target.models)
+    response_format = body.get("response_format")
+    if response_format is not None:
+        kind = response_format.get("type")
+        if kind == "json_object":
+            out.json_object = True
+        elif kind == "json_schema":
+            json_schema = response_format.get("json_schema")
+            schema = json_schema.get("schema") if isinstance(json_schema, dict) else None
+            if not isinstance(schema, dict):
+                raise invalid(
+                    "'response_format.json_schema.schema' must be a JSON Schema object.",
+                    "response_format.json_schema.schema",
+                )
+            out.schema = schema
+        elif kind != "text":
+            raise invalid(
+                "'response_format.type' must be 'text', 'json_object' or 'json_schema'.", "response_format.type"
+            )
+    out.effort = read_effort(body)
+    user = body.get("user")
+    if isinstance(user, str) and user:
+        out.user_id = user
+    return out
+
+
+def _chat_user_blocks(content: Any, param: str, target: ChatTarget) -> list[dict[str, Any]]:
+    if content is None:
+        return []
+    if isinstance(content, str):
+        return [{"type": "text", "text": content}] if content else []
+    blocks: list[dict[str, Any]] = []
+    for index, part in enumerate(content):
+        part_param = f"{param}[{index}]"
+        kind = part.get("type") if isinstance(part, dict) else None
+        if kind not in target.parts:
+            accepted = ", ".join(repr(name) for name in target.parts[:-1]) + f" or {target.parts[-1]!r}"
+            raise invalid(
+                f"Unsupported content part {kind!r} at '{part_param}' for {target.models}: use {accepted}.",
+                f"{part_param}.type",
+            )
+        if kind == "text":
+            text = part.get("text")
+            if not isinstance(text, str):
+                raise invalid(f"'{part_param}.text' must be a string.", f"{part_param}.text")
+            if text:
+                blocks.append({"type": "text", "text": text})
+        elif kind == "image_url":
+            blocks.append(_chat_image_block(part, part_param, target))
+        elif kind == "input_audio":
+            audio = part.get("input_audio")
+            data = audio.get("data") if isinstance(audio, dict) else None
+            audio_format = audio.get("format") if isinstance(audio, dict) else None
+            if not isinstance(data, str) or audio_format not in _AUDIO_TYPES:
+                raise invalid(
+                    f"'{part_param}.input_audio' must be {{'data': <base64>, 'format': 'wav' or 'mp3'}}.",
+                    f"{part_param}.input_audio",
+                )
+            source = {"type": "base64", "media_type": _AUDIO_TYPES[audio_format], "data": data}
+            blocks.append({"type": "audio", "source": source})
+        else:
+            blocks.append(_chat_file_block(part, part_param))
+    return blocks
+
+
+def _chat_image_block(part: dict[str, Any], param: str, target: ChatTarget) -> dict[str, Any]:
+    image = part.get("image_url")
+    url = image.get("url") if isinstance(image, dict) else image
+    url_param = f"{param}.image_url.url"
+    if not isinstance(url, str) or not url:
+        raise invalid(f"'{url_param}' must be a URL string.", url_param)
+    if url.startswith("data:"):
+        media_type, data, _ = parse_data_url(url, url_param)
+        source = {"type": "base64", "media_type": media_type or "image/jpeg", "data": data}
+        return {"type": "image", "source": source}
+    if url.startswith(target.url_schemes):
+        return {"type": "image", "source": {"type": "url", "url": url}}
+    raise invalid(f"'{url_param}' must be {target.url_rule} or a data: URL.", url_param)
+
+
+def _chat_file_block(part: dict[str, Any], param: str) -> dict[str, Any]:
+    file = part.get("file")
+    if not isinstance(file, dict):
+        raise invalid(f"'{param}.file' must be an object with 'file_data' or 'file_id'.", f"{param}.file")
+    file_data = file.get("file_data")
+    if isinstance(file_data, str):
+        media_type, data, _ = parse_data_url(file_data, f"{param}.file.file_data")
+        if not media_type:
+            raise invalid(f"'{param}.file.file_data' must name its media type.", f"{param}.file.file_data")
+        return {"type": "document", "source": {"type": "base64", "media_type": media_type, "data": data}}
+    file_id = file.get("file_id")
+    if isinstance(file_id, str) and file_id:
+        return {"type": "document", "source": {"type": "url", "url": file_id}}
+    raise invalid(f"'{param}.file' must have 'file_data' (a data: URL) or 'file_id' (a file URI).", f"{param}.file")
+
+
+def _chat_assistant_blocks(message: dict[str, Any], index: int) -> list[dict[str, Any]]:
+    """Signed reasoning, the text, the tool calls: in that order. A signed thinking block without thought text is
+    the signature of the answer's text (Gemini's), put on the text block."""
+    blocks: list[dict[str, Any]] = []
+    text_signature: str | None = None
+    for block in read_reasoning(message, index):
+        if block["type"] == "thinking" and not block["thinking"]:
+            if text_signature is None:
+                text_signature = block["signature"]
+        else:
+            blocks.append(dict(block))
+    content = message.get("content")
+    param = f"messages[{index}].content"
+    if isinstance(content, str):
+        text = content
+    elif isinstance(content, list):
+        texts = []
+        for part_index, part in enumerate(content):
+            kind = part.get("type") if isinstance(part, dict) else None
+            value = part.get("refusal" if kind == "refusal" else "text") if isinstance(part, dict) else None
+            if kind not in ("text", "refusal") or not isinstance(value, str):
+                raise invalid(f"'{param}[{part_index}]' must be a text part.", f"{param}[{part_index}]")
+            texts.append(value)
+        text = "".join(texts)
+    else:
+        text = ""
+    if text:
+        text_block: dict[str, Any] = {"type": "text", "text": text}
+        if text_signature is not None:
+            text_block["signature"] = text_signature
+        blocks.append(text_block)
+    tool_calls = message.get("tool_calls")
+    if tool_calls:
+        if not isinstance(tool_calls, list):
+            raise invalid(f"'messages[{index}].tool_calls' must be an array.", f"messages[{index}].tool_calls")
+        for call_index, call in enumerate(tool_calls):
+            call_id, name, arguments = read_tool_call(call, f"messages[{index}].tool_calls[{call_index}]")
+            blocks.append({"type": "tool_use", "id": call_id, "name": name, "input": arguments})
+    return blocks
 
 
 def _media_type(source: dict[str, Any]) -> str:
@@ -365,7 +624,7 @@ def chat_body(request: MessagesInput, model: str, *, openai: bool) -> dict[str, 
                 "function": {
                     "name": tool.name,
                     **({"description": tool.description} if tool.description else {}),
-                    "parameters": tool.schema,
+                    "parameters": _schema(tool),
                 },
             }
             for tool in request.tools
@@ -492,8 +751,11 @@ def gemini_body(request: MessagesInput, model: str, default_max_tokens: int | No
             where = f"{param}.{position}"
             if kind == "text":
                 if block["text"]:
-                    parts.append({"text": block["text"]})
-            elif kind in ("image", "document") and role == "user":
+                    text_part: dict[str, Any] = {"text": block["text"]}
+                    if block.get("signature"):
+                        text_part["thoughtSignature"] = block["signature"]
+                    parts.append(text_part)
+            elif kind in ("image", "document", "audio") and role == "user":
                 parts.append(_gemini_media(block, where))
             elif kind == "tool_use" and role == "assistant":
                 call_id, signature = _split_id(block["id"])
@@ -506,7 +768,17 @@ def gemini_body(request: MessagesInput, model: str, default_max_tokens: int | No
                     part["thoughtSignature"] = signature
                 parts.append(part)
             elif kind == "tool_result" and role == "user":
-                name = names.get(block["tool_use_id"]) or names.get(_split_id(block["tool_use_id"])[0])
+                name = (
+                    block.get("name")
+                    or names.get(block["tool_use_id"])
+                    or names.get(_split_id(block["tool_use_id"])[0])
+                )
+                if name is None and request.api == "chat":
+                    raise invalid(
+                        f"'messages[{index}].tool_call_id' ({block['tool_use_id'][:60]!r}) answers no tool call of an "
+                        "earlier assistant message; Gemini needs the name of the function a result answers.",
+                        f"messages[{index}].tool_call_id",
+                    )
                 if name is None:
                     raise _invalid(
                         "answers no tool_use block of an earlier assistant message; Gemini needs the name of the "
@@ -544,34 +816,45 @@ def gemini_body(request: MessagesInput, model: str, default_max_tokens: int | No
                 raise _unsupported(kind, where, "Gemini")
         _append(contents, "model" if role == "assistant" else "user", parts)
     if not contents:
+        if request.api == "chat":
+            raise invalid(
+                "'messages' must contain at least one user or assistant message besides system messages.", "messages"
+            )
         raise _invalid("at least one user or assistant message with content is required.", "messages")
     out: dict[str, Any] = {"contents": contents}
     if system:
         out["systemInstruction"] = {"parts": system}
-    if request.tools and (request.tool_choice != "none" or _has_tool_blocks(request)):
-        out["tools"] = [
-            {
-                "functionDeclarations": [
-                    {
-                        "name": t.name,
-                        **({"description": t.description} if t.description else {}),
-                        "parametersJsonSchema": t.schema,
-                    }
-                    for t in request.tools
-                ]
-            }
-        ]
+    if request.tools:
+        declarations = []
+        for t in request.tools:
+            declaration: dict[str, Any] = {"name": t.name}
+            if t.description:
+                declaration["description"] = t.description
+            # The whole JSON Schema ($ref, additionalProperties and all) goes in the field that takes it; a
+            # function without parameters declares none.
+            if t.schema is not None and (t.schema.get("properties") or t.schema.get("type") != "object"):
+                declaration["parametersJsonSchema"] = t.schema
+            declarations.append(declaration)
+        out["tools"] = [{"functionDeclarations": declarations}]
+    if request.tool_choice_set and (request.tools or request.tool_choice == "none"):
         mode = {"auto": "AUTO", "any": "ANY", "tool": "ANY", "none": "NONE"}[request.tool_choice]
         calling: dict[str, Any] = {"mode": mode}
         if request.tool_choice == "tool" and request.tool_name:
             calling["allowedFunctionNames"] = [request.tool_name]
-        if mode != "AUTO":
-            out["toolConfig"] = {"functionCallingConfig": calling}
+        out["toolConfig"] = {"functionCallingConfig": calling}
     config: dict[str, Any] = {}
     max_tokens = request.max_tokens if request.max_tokens is not None else default_max_tokens
     if max_tokens is not None:
         config["maxOutputTokens"] = max_tokens
-    for name, wire in (("temperature", "temperature"), ("top_p", "topP"), ("top_k", "topK")):
+    for name, wire in (
+        ("temperature", "temperature"),
+        ("top_p", "topP"),
+        ("top_k", "topK"),
+        ("seed", "seed"),
+        ("presence_penalty", "presencePenalty"),
+        ("frequency_penalty", "frequencyPenalty"),
+        ("n", "candidateCount"),
+    ):
         value = getattr(request, name)
         if value is not None:
             config[wire] = value
@@ -580,6 +863,8 @@ def gemini_body(request: MessagesInput, model: str, default_max_tokens: int | No
     if request.schema is not None:
         config["responseMimeType"] = "application/json"
         config["responseJsonSchema"] = request.schema
+    elif request.json_object:
+        config["responseMimeType"] = "application/json"
     if request.effort is not None:
         thinking = gemini_thinking_config(request.effort, model)
         if request.budget is not None and "thinkingBudget" in thinking and thinking["thinkingBudget"]:
@@ -728,7 +1013,7 @@ def converse_body(request: MessagesInput, model_id: str, default_max_tokens: int
                 "toolSpec": {
                     "name": t.name,
                     **({"description": t.description} if t.description else {}),
-                    "inputSchema": {"json": t.schema},
+                    "inputSchema": {"json": _schema(t)},
                 }
             }
             for t in request.tools
