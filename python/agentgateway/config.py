@@ -1027,6 +1027,13 @@ class ApiKeyPolicy(_Model):
 
 class JwksFile(_Model):
     file: Annotated[str, Field(min_length=1)]
+    #: the file's text, read when the config loads (JwtAuthPolicy): watched for reloads, and what a worker uses
+    #: is what the main process validated (reload.py); a new text makes the policy differ, so it is rebuilt.
+    _text: str | None = PrivateAttr(default=None)
+
+    @property
+    def text(self) -> str | None:
+        return self._text
 
 
 class JwksUrl(_Model):
@@ -1055,6 +1062,12 @@ class JwtAuthPolicy(_Model):
     @field_validator("jwks")
     @classmethod
     def _check_jwks(cls, value: str | JwksFile | JwksUrl) -> str | JwksFile | JwksUrl:
+        if isinstance(value, JwksFile):
+            try:
+                value._text = _read_referenced(value.file)
+            except (OSError, UnicodeDecodeError) as exc:
+                problem = exc.strerror if isinstance(exc, OSError) and exc.strerror else exc
+                raise ValueError(f"cannot read the JWKS file {value.file!r}: {problem}") from None
         if not isinstance(value, JwksUrl):
             from .policy.jwt_auth import load_jwks
 
@@ -1453,30 +1466,25 @@ def _unserved(config: GatewayConfig, document: dict[str, Any], source: str, line
         if document.get(key) is not None:
             notices.append(_located(source, lines, (key,), f"accepted but not served: {why}"))
     for name, gateway in (config.gateways or {}).items():
-        for key in sorted(gateway.model_extra or {}):
-            notices.append(
-                _located(
-                    source,
-                    lines,
-                    ("gateways", name, key),
-                    "accepted but not served: listener details (the gateway serves plain HTTP on --host and the "
-                    "serving port; only gateways.<name>.port is used)",
-                )
-            )
+        notices += _extra_keys(
+            gateway,
+            ("gateways", name),
+            source,
+            lines,
+            "accepted but not served: listener details (the gateway serves plain HTTP on --host and the serving "
+            "port; only gateways.<name>.port is used)",
+        )
     notices.extend(_backend_notices(config, source, lines))
     frontend = config.frontend_policies
-    for key in sorted(frontend.model_extra or {}):
-        notices.append(_located(source, lines, ("frontendPolicies", key), "accepted but not served by this gateway"))
-    for key in sorted(frontend.http.model_extra or {} if frontend.http is not None else {}):
-        notices.append(
-            _located(
-                source,
-                lines,
-                ("frontendPolicies", "http", key),
-                "accepted but not served: HTTP connection tuning is the HTTP server's (granian); only "
-                "frontendPolicies.http.maxBufferSize is used",
-            )
-        )
+    notices += _extra_keys(frontend, ("frontendPolicies",), source, lines, "accepted but not served by this gateway")
+    notices += _extra_keys(
+        frontend.http,
+        ("frontendPolicies", "http"),
+        source,
+        lines,
+        "accepted but not served: HTTP connection tuning is the HTTP server's (granian); only "
+        "frontendPolicies.http.maxBufferSize is used",
+    )
     for key in sorted(frontend.access_log.model_extra or {} if frontend.access_log is not None else {}):
         notices.append(
             _located(
@@ -1487,6 +1495,12 @@ def _unserved(config: GatewayConfig, document: dict[str, Any], source: str, line
             )
         )
     return tuple(notices)
+
+
+def _extra_keys(model: BaseModel | None, path: Path, source: str, lines: dict[Path, int], why: str) -> list[str]:
+    """A notice, ``why``, for each key ``model`` (at ``path``; None: absent) accepted as an extra and not served."""
+    extra = model.model_extra if model is not None else None
+    return [_located(source, lines, (*path, key), why) for key in sorted(extra or {})]
 
 
 _BACKEND_UNSERVED = {
