@@ -21,7 +21,7 @@ place in an embeddings request) and are not applied to embeddings; ``requestHead
 
 from __future__ import annotations
 
-from collections.abc import MutableMapping, Sequence
+from collections.abc import Callable, MutableMapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 from .errors import InvalidRequest
@@ -59,28 +59,27 @@ def _check_input(value: Any) -> None:
         raise invalid("'input' must not be an empty array.", "input")
     if len(value) > MAX_INPUTS:
         raise invalid(f"'input' holds {len(value)} items; at most {MAX_INPUTS} are allowed per request.", "input")
+    # Every item is of the first one's kind: (the check, what the 400 says is expected, what an empty one is).
     first = value[0]
+    kind: tuple[Callable[[Any], bool], str, str | None]
     if isinstance(first, str):
-        for index, item in enumerate(value):
-            if not isinstance(item, str):
-                raise wrong_type(f"input[{index}]", "a string (like input[0])", item)
-            if not item:
-                raise invalid(f"'input[{index}]' must not be empty.", f"input[{index}]")
+        kind = (lambda item: isinstance(item, str), "a string (like input[0])", "empty")
     elif _is_token(first):
-        for index, item in enumerate(value):
-            if not _is_token(item):
-                raise wrong_type(f"input[{index}]", "a token id (a non-negative integer, like input[0])", item)
+        kind = (_is_token, "a token id (a non-negative integer, like input[0])", None)
     elif isinstance(first, list):
-        for index, item in enumerate(value):
-            if not isinstance(item, list):
-                raise wrong_type(f"input[{index}]", "an array of token ids (like input[0])", item)
-            if not item:
-                raise invalid(f"'input[{index}]' must not be an empty array.", f"input[{index}]")
+        kind = (lambda item: isinstance(item, list), "an array of token ids (like input[0])", "an empty array")
+    else:
+        raise wrong_type("input[0]", "a string, a token id or an array of token ids", first)
+    is_kind, expected, empty = kind
+    for index, item in enumerate(value):
+        if not is_kind(item):
+            raise wrong_type(f"input[{index}]", expected, item)
+        if empty is not None and not item:
+            raise invalid(f"'input[{index}]' must not be {empty}.", f"input[{index}]")
+        if isinstance(item, list):
             for position, token in enumerate(item):
                 if not _is_token(token):
                     raise wrong_type(f"input[{index}][{position}]", "a token id (a non-negative integer)", token)
-    else:
-        raise wrong_type("input[0]", "a string, a token id or an array of token ids", first)
 
 
 def parse_embeddings_request(raw: bytes, headers: list[tuple[bytes, bytes]]) -> ChatRequest:
