@@ -201,3 +201,11 @@ def test_messages_errors_keep_their_own_naming() -> None:
     with pytest.raises(InvalidRequest) as caught:
         gemini_body(read_messages(body), "gemini-2.5-flash")
     assert caught.value.param == "messages.0.content.0.tool_use_id"
+
+
+def test_a_tool_choice_without_tools_is_not_read() -> None:
+    """As before the shared model: only "none" means anything without tools, so nothing else is checked."""
+    body = {"model": "m", "messages": [{"role": "user", "content": "x"}], "tool_choice": "sometimes"}
+    assert "toolConfig" not in gemini_body(read_chat(body, CHAT_TARGET), "gemini-2.5-flash")
+    out = gemini_body(read_chat({**body, "tool_choice": "none"}, CHAT_TARGET), "gemini-2.5-flash")
+    assert out["toolConfig"] == {"functionCallingConfig": {"mode": "NONE"}}

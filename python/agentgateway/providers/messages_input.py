@@ -313,7 +313,7 @@ def read_chat(body: dict[str, Any], target: ChatTarget, *, stream: bool = False)
     for index, tool in enumerate(body.get("tools") or []):
         out.tools.append(Tool(*read_function_tool(index, tool)))
     choice = body.get("tool_choice")
-    if choice is not None:
+    if choice is not None and (out.tools or choice == "none"):  # without tools only "none" means anything
         mode, out.tool_name = read_tool_choice(choice)
         out.tool_choice = {"required": "any", "function": "tool"}.get(mode, mode)
         out.tool_choice_set = True
