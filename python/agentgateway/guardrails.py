@@ -407,7 +407,9 @@ class _Compiled:
     moderation: _Moderation | None = None
 
 
-async def _post(client: UpstreamClient, endpoint: Endpoint, headers: bytes, body: bytes) -> tuple[int, bytes]:
+async def _post(client: UpstreamClient, endpoint: Endpoint, headers: bytes, body: bytes, what: str) -> bytes:
+    """The body of a 2xx answer of the guard service ``what`` ("guardrail webhook at <url>"); its 503 otherwise."""
+
     async def call() -> tuple[int, bytes]:
         response = await client.send(UpstreamRequest(endpoint, headers, body))
         try:
@@ -418,7 +420,14 @@ async def _post(client: UpstreamClient, endpoint: Endpoint, headers: bytes, body
         response.release()
         return response.status, data
 
-    return await asyncio.wait_for(call(), CALL_TIMEOUT)
+    try:
+        status, answer = await asyncio.wait_for(call(), CALL_TIMEOUT)
+    except (GatewayError, OSError, asyncio.TimeoutError) as exc:
+        detail = exc.message if isinstance(exc, GatewayError) else type(exc).__name__
+        raise _unavailable(what, detail) from None
+    if status >= 300:
+        raise _unavailable(what, f"it answered HTTP {status}")
+    return answer
 
 
 class _Webhook:
@@ -485,13 +494,7 @@ class _Webhook:
         if self.min_size and len(body) < self.min_size:
             return None
         path, headers = self._request_parts(default_path, request, exchange)
-        try:
-            status, answer = await _post(client, self._endpoint(path), headers, body)
-        except (GatewayError, OSError, asyncio.TimeoutError) as exc:
-            detail = exc.message if isinstance(exc, GatewayError) else type(exc).__name__
-            raise _unavailable(f"guardrail webhook at {self.where}", detail) from None
-        if status >= 300:
-            raise _unavailable(f"guardrail webhook at {self.where}", f"it answered HTTP {status}")
+        answer = await _post(client, self._endpoint(path), headers, body, f"guardrail webhook at {self.where}")
         try:
             return orjson.loads(answer)
         except orjson.JSONDecodeError:
@@ -513,13 +516,7 @@ class _Moderation:
 
     async def flagged(self, client: UpstreamClient, texts: list[str]) -> bool:
         body = orjson.dumps({"model": self.model, "input": texts})
-        try:
-            status, answer = await _post(client, self._endpoint, self._headers, body)
-        except (GatewayError, OSError, asyncio.TimeoutError) as exc:
-            detail = exc.message if isinstance(exc, GatewayError) else type(exc).__name__
-            raise _unavailable(f"moderation service at {self.where}", detail) from None
-        if status >= 300:
-            raise _unavailable(f"moderation service at {self.where}", f"it answered HTTP {status}")
+        answer = await _post(client, self._endpoint, self._headers, body, f"moderation service at {self.where}")
         try:
             results = orjson.loads(answer)["results"]
             return any(result.get("flagged") is True for result in results)
