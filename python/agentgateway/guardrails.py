@@ -568,6 +568,15 @@ async def _ask_webhook(
         raise
 
 
+def _regex_applied(rules: RegexRules, rejection: GuardRejection, text: str) -> str | None:
+    """``text`` masked by ``rules`` (None: nothing to mask); ``rejection`` raised when they reject and match."""
+    if rules.reject:
+        if rules.found(text):
+            raise _rejection(rejection)
+        return None
+    return rules.mask(text)
+
+
 def _webhook_mask(guard: _Compiled, answer: Any) -> Any:
     """The mask a webhook's answer asks for (its action's ``body``; None: pass); a reject raises the guard's
     rejection, with the webhook's status when it is an error status."""
@@ -700,7 +709,6 @@ class Guardrails:
         changed = False
         for guard in self.response:
             if guard.rules is not None:
-                rules = guard.rules
                 for choice in choices:
                     message = choice.get("message") if isinstance(choice, dict) else None
                     if not isinstance(message, dict):
@@ -708,17 +716,12 @@ class Guardrails:
                     content = message.get("content")
                     if not isinstance(content, str) or not content:
                         continue
-                    if rules.reject:
-                        if rules.found(content):
-                            raise _rejection(guard.rejection)
-                    else:
-                        masked = rules.mask(content)
-                        if masked is not None:
-                            message["content"] = masked
-                            changed = True
+                    masked = _regex_applied(guard.rules, guard.rejection, content)
+                    if masked is not None:
+                        message["content"] = masked
+                        changed = True
                 continue
-            webhook = guard.webhook
-            assert webhook is not None and request is not None
+            assert guard.webhook is not None and request is not None
             payload = {
                 "body": {
                     "choices": [
@@ -749,21 +752,15 @@ class Guardrails:
         changed = False
         for guard in self.response:
             if guard.rules is not None:
-                rules = guard.rules
                 for position, block in enumerate(content):
                     if not _is_text_block(block) or not block["text"]:
                         continue
-                    if rules.reject:
-                        if rules.found(block["text"]):
-                            raise _rejection(guard.rejection)
-                        continue
-                    masked = rules.mask(block["text"])
+                    masked = _regex_applied(guard.rules, guard.rejection, block["text"])
                     if masked is not None:
                         content[position] = {**block, "text": masked}
                         changed = True
                 continue
-            webhook = guard.webhook
-            assert webhook is not None and request is not None
+            assert guard.webhook is not None and request is not None
             text = "".join(block["text"] for block in content if _is_text_block(block))
             payload = {"body": {"choices": [{"message": {"role": "assistant", "content": text}}]}}
             mask = _webhook_mask(guard, await _ask_webhook(guard, client, "/response", payload, request, exchange))
