@@ -710,3 +710,44 @@ def test_an_unknown_logging_level_is_a_config_error_with_its_path() -> None:
 
     with pytest.raises(ConfigError, match=r"x.yaml:2: config\.logging\.level: unknown log level 'loud'"):
         load_config("llm: {models: [{name: m, provider: openAI}]}\nconfig: {logging: {level: loud}}\n", "x.yaml")
+
+
+def test_a_rotated_jwks_file_is_picked_up(tmp_path: Path, upstreams: tuple[Tagged, Tagged]) -> None:
+    import json
+
+    from jwt.algorithms import RSAAlgorithm
+    from test_auth import _OTHER, _PRIVATE, AUDIENCE, ISSUER, _token
+
+    def jwks(key: Any, kid: str) -> str:
+        jwk = json.loads(RSAAlgorithm.to_jwk(key.public_key()))
+        jwk.update(kid=kid, alg="RS256", use="sig")
+        return json.dumps({"keys": [jwk]})
+
+    a, _ = upstreams
+    jwks_file = tmp_path / "jwks.json"
+    write(jwks_file, jwks(_PRIVATE, "k1"))
+    path = tmp_path / "config.yaml"
+    policy = f"  policies:\n    jwtAuth: {{issuer: {ISSUER}, audiences: [{AUDIENCE}], jwks: {{file: {jwks_file}}}}}\n"
+    path.write_text(config(entry("m", a)) + policy)
+    gateway = start_gateway(None, tmp_path, "-f", str(path), workers=2)
+    old, new = _token(_PRIVATE, "k1"), _token(_OTHER, "k2")
+    try:
+        assert answer(openai_client(gateway.url, old), "m") == "A:m"
+        with pytest.raises(openai.AuthenticationError):
+            answer(openai_client(gateway.url, new), "m")
+        write(jwks_file, jwks(_OTHER, "k2"))  # the identity provider rotated its key; the config is untouched
+
+        def new_key_works() -> bool:
+            try:
+                return answer(openai_client(gateway.url, new), "m") == "A:m"
+            except openai.AuthenticationError:
+                return False
+
+        wait_for("the rotated key accepted", new_key_works, gateway)
+        wait_for("both workers on generation 2", lambda: at_latest(gateway, 2), gateway)
+        for _ in range(6):  # whichever worker answers
+            assert answer(openai_client(gateway.url, new), "m") == "A:m"
+            with pytest.raises(openai.AuthenticationError):
+                answer(openai_client(gateway.url, old), "m")
+    finally:
+        gateway.stop()

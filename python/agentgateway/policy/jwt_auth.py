@@ -49,11 +49,14 @@ def load_jwks(source: str | JwksFile) -> PyJWKSet:
         text, where = source, "the inline JWKS"
     else:
         where = f"the JWKS file {source.file!r}"
-        try:
-            with open(source.file, encoding="utf-8") as handle:
-                text = handle.read()
-        except OSError as exc:
-            raise ValueError(f"cannot read {where}: {exc.strerror or exc}") from None
+        if source.text is not None:  # read when the config loaded (config.py: watched for reloads)
+            text = source.text
+        else:
+            try:
+                with open(source.file, encoding="utf-8") as handle:
+                    text = handle.read()
+            except OSError as exc:
+                raise ValueError(f"cannot read {where}: {exc.strerror or exc}") from None
     try:
         return PyJWKSet.from_dict(json.loads(text))
     except json.JSONDecodeError as exc:
