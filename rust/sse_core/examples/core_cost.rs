@@ -65,7 +65,9 @@ fn http1_length() -> Vec<u8> {
 
 /// A chunked response: the OpenAI recording, one chunk per event.
 fn http1_chunked() -> Vec<u8> {
-    let mut out = b"HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\ntransfer-encoding: chunked\r\n\r\n".to_vec();
+    let mut out =
+        b"HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\ntransfer-encoding: chunked\r\n\r\n"
+            .to_vec();
     for event in OPENAI.split_inclusive(|&b| b == b'\n') {
         out.extend_from_slice(format!("{:x}\r\n", event.len()).as_bytes());
         out.extend_from_slice(event);
@@ -87,7 +89,11 @@ const CASES: &[(&str, &str, &str)] = &[
     ("bedrock>anthropic", "bedrock", "anthropic"),
     ("bedrock-error>openai", "bedrock", "openai"),
     ("bedrock-anthropic>openai", "bedrock-anthropic", "openai"),
-    ("bedrock-anthropic>anthropic", "bedrock-anthropic", "anthropic"),
+    (
+        "bedrock-anthropic>anthropic",
+        "bedrock-anthropic",
+        "anthropic",
+    ),
     ("sse:openai", "sse", ""),
     ("http1:length", "http1", ""),
     ("http1:chunked", "http1", ""),

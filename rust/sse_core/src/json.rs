@@ -80,6 +80,26 @@ pub(crate) fn write_str(out: &mut Vec<u8>, s: &str) {
     out.push(b'"');
 }
 
+/// Append `n` in decimal: the encoders write a count or an index into every frame, and
+/// `to_string()` allocates a `String` for each (issue 22).
+pub(crate) fn write_u64(out: &mut Vec<u8>, n: impl Into<u64>) {
+    let mut digits = [0u8; 20];
+    let mut at = digits.len();
+    let mut rest: u64 = n.into();
+    loop {
+        at -= 1;
+        if let Some(slot) = digits.get_mut(at) {
+            // `rest % 10` < 10: the cast cannot truncate.
+            *slot = b'0' + (rest % 10) as u8;
+        }
+        rest /= 10;
+        if rest == 0 {
+            break;
+        }
+    }
+    out.extend_from_slice(digits.get(at..).unwrap_or_default());
+}
+
 /// A JSON string literal, ready to be written as a raw value.
 pub(crate) fn string_literal(s: &str) -> Vec<u8> {
     let mut out = Vec::with_capacity(s.len() + 2);
@@ -164,6 +184,15 @@ impl<'de> Deserialize<'de> for Object<'de> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn write_u64_writes_what_to_string_writes() {
+        for n in [0, 7, 9, 10, 99, 100, 1_234_567, u64::from(u32::MAX), u64::MAX] {
+            let mut out = b"x".to_vec();
+            write_u64(&mut out, n);
+            assert_eq!(out, format!("x{n}").into_bytes());
+        }
+    }
 
     fn roundtrip(s: &str) -> String {
         let mut out = Vec::new();

@@ -35,7 +35,7 @@ use super::events::Encoder;
 use super::Usage;
 use crate::error::CoreError;
 use crate::error_kind::{write_anthropic_error_event, ErrorKind};
-use crate::json::write_str;
+use crate::json::{write_str, write_u64};
 
 /// A `msg_` id for upstreams that give none.
 #[must_use]
@@ -53,13 +53,13 @@ pub fn write_usage(out: &mut Vec<u8>, usage: Option<&Usage>) {
         .saturating_sub(cache_read)
         .saturating_sub(cache_write);
     out.extend_from_slice(b"{\"input_tokens\":");
-    out.extend_from_slice(input.to_string().as_bytes());
+    write_u64(out, input);
     out.extend_from_slice(b",\"output_tokens\":");
-    out.extend_from_slice(usage.completion_tokens.to_string().as_bytes());
+    write_u64(out, usage.completion_tokens);
     out.extend_from_slice(b",\"cache_creation_input_tokens\":");
-    out.extend_from_slice(cache_write.to_string().as_bytes());
+    write_u64(out, cache_write);
     out.extend_from_slice(b",\"cache_read_input_tokens\":");
-    out.extend_from_slice(cache_read.to_string().as_bytes());
+    write_u64(out, cache_read);
     out.push(b'}');
 }
 
@@ -218,7 +218,7 @@ fn open_event(out: &mut Vec<u8>, name: &str) {
 fn block_delta(out: &mut Vec<u8>, index: u32, kind: &str, field: &str, value: &str) {
     open_event(out, "content_block_delta");
     out.extend_from_slice(b"{\"type\":\"content_block_delta\",\"index\":");
-    out.extend_from_slice(index.to_string().as_bytes());
+    write_u64(out, index);
     out.extend_from_slice(b",\"delta\":{\"type\":\"");
     out.extend_from_slice(kind.as_bytes());
     out.extend_from_slice(b"\",\"");
@@ -282,7 +282,7 @@ impl MessagesWriter {
         self.open = Open::None;
         open_event(out, "content_block_stop");
         out.extend_from_slice(b"{\"type\":\"content_block_stop\",\"index\":");
-        out.extend_from_slice(self.open_index.to_string().as_bytes());
+        write_u64(out, self.open_index);
         out.extend_from_slice(b"}\n\n");
     }
 
@@ -300,7 +300,7 @@ impl MessagesWriter {
         self.next_block += 1;
         open_event(out, "content_block_start");
         out.extend_from_slice(b"{\"type\":\"content_block_start\",\"index\":");
-        out.extend_from_slice(index.to_string().as_bytes());
+        write_u64(out, index);
         out.extend_from_slice(b",\"content_block\":");
         write(out);
         out.extend_from_slice(b"}\n\n");

@@ -23,7 +23,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use crate::error::CoreError;
 use crate::error_kind::{write_upstream_error_event, ErrorKind, TRUNCATED_MESSAGE};
-use crate::json::write_str;
+use crate::json::{write_str, write_u64};
 use crate::providers::events::Encoder;
 use crate::providers::sse_writer::write_done;
 use crate::providers::Usage;
@@ -114,15 +114,15 @@ pub fn unix_seconds() -> u64 {
 /// Append an OpenAI `usage` object.
 pub fn write_usage(out: &mut Vec<u8>, usage: &Usage) {
     out.extend_from_slice(b"{\"prompt_tokens\":");
-    out.extend_from_slice(usage.prompt_tokens.to_string().as_bytes());
+    write_u64(out, usage.prompt_tokens);
     out.extend_from_slice(b",\"completion_tokens\":");
-    out.extend_from_slice(usage.completion_tokens.to_string().as_bytes());
+    write_u64(out, usage.completion_tokens);
     out.extend_from_slice(b",\"total_tokens\":");
-    out.extend_from_slice(usage.total_tokens.to_string().as_bytes());
+    write_u64(out, usage.total_tokens);
     out.extend_from_slice(b",\"prompt_tokens_details\":{\"cached_tokens\":");
-    out.extend_from_slice(usage.cached_tokens.unwrap_or(0).to_string().as_bytes());
+    write_u64(out, usage.cached_tokens.unwrap_or(0));
     out.extend_from_slice(b"},\"completion_tokens_details\":{\"reasoning_tokens\":");
-    out.extend_from_slice(usage.reasoning_tokens.unwrap_or(0).to_string().as_bytes());
+    write_u64(out, usage.reasoning_tokens.unwrap_or(0));
     out.extend_from_slice(b"}}");
 }
 
@@ -224,7 +224,7 @@ impl StreamWriter {
             prefix.extend_from_slice(b"data: {\"id\":");
             write_str(&mut prefix, &id);
             prefix.extend_from_slice(b",\"object\":\"chat.completion.chunk\",\"created\":");
-            prefix.extend_from_slice(unix_seconds().to_string().as_bytes());
+            write_u64(&mut prefix, unix_seconds());
             prefix.extend_from_slice(b",\"model\":");
             write_str(&mut prefix, &self.model);
             prefix.extend_from_slice(b",\"choices\":[");
@@ -240,7 +240,7 @@ impl StreamWriter {
             out.extend_from_slice(CHOICE_OPEN);
         } else {
             out.extend_from_slice(b"{\"index\":");
-            out.extend_from_slice(index.to_string().as_bytes());
+            write_u64(out, index);
             out.extend_from_slice(b",\"delta\":");
         }
     }
@@ -355,7 +355,7 @@ impl Encoder for StreamWriter {
         if !self.closed() {
             self.open_delta(out);
             out.extend_from_slice(b"\"tool_calls\":[{\"index\":");
-            out.extend_from_slice(index.to_string().as_bytes());
+            write_u64(out, index);
             out.extend_from_slice(b",\"id\":");
             write_str(out, id);
             out.extend_from_slice(b",\"type\":\"function\",\"function\":{\"name\":");
@@ -371,7 +371,7 @@ impl Encoder for StreamWriter {
         if !arguments.is_empty() && !self.closed() {
             self.open_delta(out);
             out.extend_from_slice(b"\"tool_calls\":[{\"index\":");
-            out.extend_from_slice(index.to_string().as_bytes());
+            write_u64(out, index);
             out.extend_from_slice(b",\"function\":{\"arguments\":");
             write_str(out, arguments);
             out.extend_from_slice(b"}}]");
@@ -553,7 +553,7 @@ impl Choice {
     /// there was reasoning.
     fn write(&self, out: &mut Vec<u8>, index: usize) {
         out.extend_from_slice(b"{\"index\":");
-        out.extend_from_slice(index.to_string().as_bytes());
+        write_u64(out, u64::try_from(index).unwrap_or(u64::MAX));
         out.extend_from_slice(b",\"message\":{\"role\":\"assistant\",\"content\":");
         if self.content.is_empty() && !self.tool_calls.is_empty() {
             out.extend_from_slice(b"null");
@@ -634,7 +634,7 @@ impl Completion {
             None => write_str(&mut out, &new_completion_id()),
         }
         out.extend_from_slice(b",\"object\":\"chat.completion\",\"created\":");
-        out.extend_from_slice(unix_seconds().to_string().as_bytes());
+        write_u64(&mut out, unix_seconds());
         out.extend_from_slice(b",\"model\":");
         write_str(&mut out, &self.model);
         out.extend_from_slice(b",\"choices\":[");
