@@ -662,6 +662,8 @@ class Exchange:
                 facts.error = provider.redact(merged.translators[stopped].error or "")
                 facts.error_type = "upstream_error"
                 logger.warning("stream from %s ended with an error: %s", backend.name, facts.error)
+            if stopped is not None and provider.secrets:  # the error event as its logged copy (issue 20)
+                tail = redact_frames(tail, provider.secrets)
             await send({"type": "http.response.body", "body": tail, "more_body": False})
         except BaseException:
             merged.abort()

@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncGenerator, Sequence
 from typing import TYPE_CHECKING, Any
 
 import orjson
@@ -274,7 +274,7 @@ class MergedStream:
         """Whether call ``index`` ended the client's stream with an error event (nothing may follow it)."""
         return self.translators[index].error is not None
 
-    async def rest(self) -> AsyncIterator[tuple[int, bytes]]:
+    async def rest(self) -> AsyncGenerator[tuple[int, bytes]]:
         """``(call, frames)`` as the calls' translators write them, interleaved as their reads arrive, until every
         call ended -- or one wrote an error event (then nothing more). A call's GatewayError is raised."""
         queue: asyncio.Queue[tuple[int, bytes, BaseException | None]] = asyncio.Queue(maxsize=len(self.responses))
