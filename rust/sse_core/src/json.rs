@@ -187,7 +187,17 @@ mod tests {
 
     #[test]
     fn write_u64_writes_what_to_string_writes() {
-        for n in [0, 7, 9, 10, 99, 100, 1_234_567, u64::from(u32::MAX), u64::MAX] {
+        for n in [
+            0,
+            7,
+            9,
+            10,
+            99,
+            100,
+            1_234_567,
+            u64::from(u32::MAX),
+            u64::MAX,
+        ] {
             let mut out = b"x".to_vec();
             write_u64(&mut out, n);
             assert_eq!(out, format!("x{n}").into_bytes());

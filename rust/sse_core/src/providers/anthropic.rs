@@ -25,6 +25,7 @@ use serde::Deserialize;
 use serde_json::value::RawValue;
 
 pub use super::bedrock::JSON_TOOL_NAME;
+use super::bedrock::{json_tool_reason, tool_call_count};
 use super::encoder::{Completion, FinishReason, StreamWriter, ThinkingBlock, ToolCall};
 use super::events::Encoder;
 use super::sse_stream::{SseEvents, SseStream};
@@ -183,8 +184,7 @@ pub fn translate_response(
     body: &[u8],
     client_model: Option<&str>,
 ) -> Result<(Vec<u8>, Option<Usage>), CoreError> {
-    let completion = decode_response(body, client_model)?;
-    Ok((completion.to_json(), completion.usage))
+    decode_response(body, client_model).map(Completion::into_chat_body)
 }
 
 /// Read a whole Messages API response into the canonical answer.
@@ -250,14 +250,12 @@ pub fn decode_response(body: &[u8], client_model: Option<&str>) -> Result<Comple
             _ => {}
         }
     }
-    let mut reason = message
+    let reason = message
         .stop_reason
         .as_deref()
         .map_or(FinishReason::Stop, finish_reason);
-    if json_tool && reason == FinishReason::ToolCalls && completion.choice.tool_calls.is_empty() {
-        reason = FinishReason::Stop;
-    }
-    completion.choice.finish_reason = reason;
+    completion.choice.finish_reason =
+        json_tool_reason(reason, json_tool, tool_call_count(&completion));
     completion.usage = message.usage.map(AnthropicUsage::to_openai);
     Ok(completion)
 }
@@ -297,7 +295,7 @@ impl SseEvents for AnthropicEvents {
         writer: &mut W,
         out: &mut Vec<u8>,
     ) -> Result<(), CoreError> {
-        self.translate_event(event, writer, out)
+        self.translate_json(&event.data, writer, out)
     }
 
     fn end_of_stream<W: Encoder>(&mut self, writer: &mut W, out: &mut Vec<u8>) {
@@ -324,15 +322,6 @@ impl AnthropicEvents {
             .iter_mut()
             .find(|(i, _)| *i == index)
             .map(|(_, block)| block)
-    }
-
-    fn translate_event<W: Encoder>(
-        &mut self,
-        event: &SseEvent,
-        writer: &mut W,
-        out: &mut Vec<u8>,
-    ) -> Result<(), CoreError> {
-        self.translate_json(&event.data, writer, out)
     }
 
     /// Translate one event given as its JSON (an SSE event's data, or an event Bedrock's
@@ -380,14 +369,9 @@ impl AnthropicEvents {
             }
             "message_delta" => {
                 if let Some(reason) = event.delta.as_ref().and_then(|d| d.stop_reason.as_deref()) {
-                    let mut reason = finish_reason(reason);
-                    if self.json_tool
-                        && reason == FinishReason::ToolCalls
-                        && writer.tool_call_count() == 0
-                    {
-                        reason = FinishReason::Stop;
-                    }
-                    writer.set_finish_reason(reason);
+                    let reason = finish_reason(reason);
+                    let count = writer.tool_call_count();
+                    writer.set_finish_reason(json_tool_reason(reason, self.json_tool, count));
                     self.stop_reason_seen = true;
                 }
                 if let Some(usage) = event.usage {

@@ -44,6 +44,26 @@ use crate::json::parse;
 /// model without native structured output; its input is returned as the answer's content.
 pub const JSON_TOOL_NAME: &str = "agentgateway_json_output";
 
+/// The finish reason of an answer in which the model may have called the forced JSON tool
+/// ([`JSON_TOOL_NAME`]): its `tool_use` stop is a plain stop when no other tool was called (the
+/// answer is the JSON content). Shared by the Converse and Anthropic decoders.
+pub(crate) fn json_tool_reason(
+    reason: FinishReason,
+    json_tool: bool,
+    tool_calls: u32,
+) -> FinishReason {
+    if json_tool && reason == FinishReason::ToolCalls && tool_calls == 0 {
+        FinishReason::Stop
+    } else {
+        reason
+    }
+}
+
+/// The number of tool calls of a whole answer, as [`json_tool_reason`] counts them.
+pub(crate) fn tool_call_count(completion: &Completion) -> u32 {
+    u32::try_from(completion.choice.tool_calls.len()).unwrap_or(u32::MAX)
+}
+
 /// The HTTP status an exception type stands for (`throttlingException`, ...).
 #[must_use]
 pub fn status_for_exception(kind: &str) -> u16 {
@@ -215,13 +235,53 @@ struct ExceptionBody<'a> {
     message: Option<Cow<'a, str>>,
 }
 
+/// An error the upstream reported in an event stream message, as `(HTTP status, code, message)`:
+/// an `exception` message (its type in `:exception-type`, its message in the JSON payload) or an
+/// `error` message (code and message in headers). `None` for an `event` message. Shared by the
+/// Converse stream and InvokeModelWithResponseStream ([`super::bedrock_anthropic`]).
+pub(crate) fn stream_error<'a>(message: &MessageRef<'a>) -> Option<(u16, &'a str, Cow<'a, str>)> {
+    match message.header(":message-type") {
+        Some("event") | None => None,
+        Some("exception") => {
+            let kind = message.header(":exception-type").unwrap_or("exception");
+            let body: Option<ExceptionBody<'_>> = parse(message.payload, "exception").ok();
+            let text = body
+                .and_then(|b| b.message)
+                .unwrap_or(Cow::Borrowed("the upstream reported an error"));
+            Some((status_for_exception(kind), kind, text))
+        }
+        Some(_) => {
+            let code = message.header(":error-code").unwrap_or("error");
+            let text = message
+                .header(":error-message")
+                .unwrap_or("the upstream reported an error");
+            Some((status_for_exception(code), code, Cow::Borrowed(text)))
+        }
+    }
+}
+
+/// The stream as the event stream framing ended it: `Ok` at a frame boundary, else the message a
+/// `stream_truncated` error carries (a frame cut off: the answer may be complete, but what was
+/// lost is unknown).
+pub(crate) fn finish_frames(decoder: &mut EventStreamDecoder) -> Result<(), String> {
+    decoder
+        .finish()
+        .map_err(|err| format!("the upstream's stream was cut short: {err}"))
+}
+
+/// The error a frame that is not an event stream frame ends the stream with.
+#[cold]
+#[inline(never)]
+pub(crate) fn bad_frame(err: &impl std::fmt::Display) -> CoreError {
+    CoreError::EventStream(err.to_string())
+}
+
 /// Translate a whole Converse response into a `chat.completion` body.
 pub fn translate_response(
     body: &[u8],
     client_model: Option<&str>,
 ) -> Result<(Vec<u8>, Option<Usage>), CoreError> {
-    let completion = decode_response(body, client_model)?;
-    Ok((completion.to_json(), completion.usage))
+    decode_response(body, client_model).map(Completion::into_chat_body)
 }
 
 /// Read a whole Converse response into the canonical answer.
@@ -275,13 +335,11 @@ pub fn decode_response(body: &[u8], client_model: Option<&str>) -> Result<Comple
             }
         }
     }
-    let mut reason = response
+    let reason = response
         .stop_reason
         .as_deref()
         .map_or(FinishReason::Stop, finish_reason);
-    if json_tool && reason == FinishReason::ToolCalls && completion.choice.tool_calls.is_empty() {
-        reason = FinishReason::Stop;
-    }
+    let reason = json_tool_reason(reason, json_tool, tool_call_count(&completion));
     completion.choice.finish_reason = reason;
     completion.choice.stop_sequence =
         stop_sequence(reason, response.additional_model_response_fields.as_ref())
@@ -361,9 +419,7 @@ impl<W: Encoder> BedrockStream<W> {
             }
         });
         if let Err(err) = result {
-            state
-                .writer
-                .fail(out, &CoreError::EventStream(err.to_string()));
+            state.writer.fail(out, &bad_frame(&err));
         }
         Ok(())
     }
@@ -374,9 +430,7 @@ impl<W: Encoder> BedrockStream<W> {
         if state.writer.closed() {
             return Ok(());
         }
-        if let Err(err) = self.decoder.finish() {
-            // A message cut off: the answer may be complete, but what was lost is unknown.
-            let message = format!("the upstream's stream was cut short: {err}");
+        if let Err(message) = finish_frames(&mut self.decoder) {
             state
                 .writer
                 .error_of_kind(out, ErrorKind::StreamTruncated, &message);
@@ -394,11 +448,15 @@ impl<W: Encoder> BedrockStream<W> {
 
 impl<W: Encoder> State<W> {
     fn end(&mut self, out: &mut Vec<u8>) {
-        if self.json_tool
-            && self.writer.tool_call_count() == 0
-            && self.writer.finish_reason() == Some(FinishReason::ToolCalls.as_str())
-        {
-            self.writer.set_finish_reason(FinishReason::Stop);
+        if self.writer.finish_reason() == Some(FinishReason::ToolCalls.as_str()) {
+            let reason = json_tool_reason(
+                FinishReason::ToolCalls,
+                self.json_tool,
+                self.writer.tool_call_count(),
+            );
+            if reason != FinishReason::ToolCalls {
+                self.writer.set_finish_reason(reason);
+            }
         }
         self.writer.end(out);
     }
@@ -422,28 +480,9 @@ impl<W: Encoder> State<W> {
     }
 
     fn translate(&mut self, message: MessageRef<'_>, out: &mut Vec<u8>) -> Result<(), CoreError> {
-        match message.header(":message-type") {
-            Some("event") | None => {}
-            Some("exception") => {
-                let kind = message.header(":exception-type").unwrap_or("exception");
-                let body: Option<ExceptionBody<'_>> = parse(message.payload, "exception").ok();
-                let text = body
-                    .and_then(|b| b.message)
-                    .unwrap_or(Cow::Borrowed("the upstream reported an error"));
-                self.writer
-                    .error(out, status_for_exception(kind), kind, &text);
-                return Ok(());
-            }
-            Some(_) => {
-                // `error` messages carry their code and message in headers.
-                let code = message.header(":error-code").unwrap_or("error");
-                let text = message
-                    .header(":error-message")
-                    .unwrap_or("the upstream reported an error");
-                self.writer
-                    .error(out, status_for_exception(code), code, text);
-                return Ok(());
-            }
+        if let Some((status, code, text)) = stream_error(&message) {
+            self.writer.error(out, status, code, &text);
+            return Ok(());
         }
         let Some(kind) = message.header(":event-type") else {
             return Ok(());

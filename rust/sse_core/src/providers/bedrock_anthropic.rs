@@ -23,7 +23,7 @@ use serde::Deserialize;
 
 use super::anthropic::AnthropicEvents;
 use super::anthropic_passthrough::Passthrough;
-use super::bedrock::status_for_exception;
+use super::bedrock::{bad_frame, finish_frames, stream_error};
 use super::events::Encoder;
 use super::{Translate, Usage};
 use crate::error::CoreError;
@@ -142,12 +142,6 @@ struct Chunk<'a> {
     bytes: Option<Cow<'a, str>>,
 }
 
-#[derive(Deserialize)]
-struct ExceptionBody<'a> {
-    #[serde(borrow, default, alias = "Message")]
-    message: Option<Cow<'a, str>>,
-}
-
 /// Translator for one `InvokeModelWithResponseStream` answer of a Claude model.
 #[derive(Debug)]
 pub struct BedrockAnthropicStream<S> {
@@ -200,26 +194,9 @@ impl<S: AnthropicEventSink> BedrockAnthropicStream<S> {
 
 impl<S: AnthropicEventSink> State<S> {
     fn message(&mut self, message: MessageRef<'_>, out: &mut Vec<u8>) -> Result<(), CoreError> {
-        match message.header(":message-type") {
-            Some("event") | None => {}
-            Some("exception") => {
-                let kind = message.header(":exception-type").unwrap_or("exception");
-                let body: Option<ExceptionBody<'_>> = parse(message.payload, "exception").ok();
-                let text = body
-                    .and_then(|b| b.message)
-                    .unwrap_or(Cow::Borrowed("the upstream reported an error"));
-                self.sink
-                    .error(out, status_for_exception(kind), kind, &text);
-                return Ok(());
-            }
-            Some(_) => {
-                let code = message.header(":error-code").unwrap_or("error");
-                let text = message
-                    .header(":error-message")
-                    .unwrap_or("the upstream reported an error");
-                self.sink.error(out, status_for_exception(code), code, text);
-                return Ok(());
-            }
+        if let Some((status, code, text)) = stream_error(&message) {
+            self.sink.error(out, status, code, &text);
+            return Ok(());
         }
         if message.header(":event-type") != Some("chunk") || message.payload.is_empty() {
             return Ok(());
@@ -255,9 +232,7 @@ impl<S: AnthropicEventSink> Translate for BedrockAnthropicStream<S> {
             }
         });
         if let Err(err) = result {
-            state
-                .sink
-                .fail(out, &CoreError::EventStream(err.to_string()));
+            state.sink.fail(out, &bad_frame(&err));
         }
         Ok(())
     }
@@ -267,8 +242,7 @@ impl<S: AnthropicEventSink> Translate for BedrockAnthropicStream<S> {
         if sink.closed() {
             return Ok(());
         }
-        if let Err(err) = self.decoder.finish() {
-            let message = format!("the upstream's stream was cut short: {err}");
+        if let Err(message) = finish_frames(&mut self.decoder) {
             sink.error_of_kind(out, ErrorKind::StreamTruncated, &message);
             return Ok(());
         }

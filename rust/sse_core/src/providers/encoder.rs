@@ -610,6 +610,13 @@ pub struct Completion {
 }
 
 impl Completion {
+    /// The `chat.completion` body of this answer and its usage (every provider's whole answer for
+    /// an OpenAI client).
+    #[must_use]
+    pub fn into_chat_body(self) -> (Vec<u8>, Option<Usage>) {
+        (self.to_json(), self.usage)
+    }
+
     /// An empty answer for `model` that stopped normally.
     #[must_use]
     pub fn new(model: &str) -> Self {

@@ -265,8 +265,7 @@ pub fn translate_response(
     body: &[u8],
     client_model: Option<&str>,
 ) -> Result<(Vec<u8>, Option<Usage>), CoreError> {
-    let completion = decode_response(body, client_model, "call_")?;
-    Ok((completion.to_json(), completion.usage))
+    decode_response(body, client_model, "call_").map(Completion::into_chat_body)
 }
 
 /// Read a whole `generateContent` response into the canonical answer; generated tool-call ids
@@ -377,31 +376,12 @@ pub struct GeminiEvents {
     thoughts: Vec<String>,
 }
 
+// The upstream sends no `[DONE]`: EOF once every candidate has its finish reason (or the prompt
+// was blocked) is the normal end, the default `end_of_stream`.
 impl SseEvents for GeminiEvents {
     const BARE_JSON: bool = true;
 
     fn event<W: Encoder>(
-        &mut self,
-        event: &SseEvent,
-        writer: &mut W,
-        out: &mut Vec<u8>,
-    ) -> Result<(), CoreError> {
-        self.translate_event(event, writer, out)
-    }
-
-    /// The upstream sends no `[DONE]`: EOF once every candidate has its finish reason (or the
-    /// prompt was blocked) is the normal end.
-    fn end_of_stream<W: Encoder>(&mut self, writer: &mut W, out: &mut Vec<u8>) {
-        if writer.every_choice_finished() {
-            writer.end(out);
-        } else {
-            writer.truncated(out);
-        }
-    }
-}
-
-impl GeminiEvents {
-    fn translate_event<W: Encoder>(
         &mut self,
         event: &SseEvent,
         writer: &mut W,
@@ -422,7 +402,9 @@ impl GeminiEvents {
         self.translate_response(&response, writer, out);
         Ok(())
     }
+}
 
+impl GeminiEvents {
     fn translate_response<W: Encoder>(
         &mut self,
         response: &Response<'_>,

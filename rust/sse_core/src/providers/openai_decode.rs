@@ -337,14 +337,6 @@ impl SseEvents for OpenAIChatEvents {
         }
         Ok(())
     }
-
-    fn end_of_stream<W: Encoder>(&mut self, writer: &mut W, out: &mut Vec<u8>) {
-        if writer.every_choice_finished() {
-            writer.end(out);
-        } else {
-            writer.truncated(out);
-        }
-    }
 }
 
 impl OpenAIChatEvents {

@@ -25,8 +25,16 @@ pub trait SseEvents {
     ) -> Result<(), CoreError>;
 
     /// The upstream closed and the client's stream is still open: end it if the answer is
-    /// complete, or report it truncated.
-    fn end_of_stream<W: Encoder>(&mut self, writer: &mut W, out: &mut Vec<u8>);
+    /// complete, or report it truncated. By default the answer is complete once every choice has
+    /// its finish reason (streams without an end marker of their own, or one that may be left
+    /// out).
+    fn end_of_stream<W: Encoder>(&mut self, writer: &mut W, out: &mut Vec<u8>) {
+        if writer.every_choice_finished() {
+            writer.end(out);
+        } else {
+            writer.truncated(out);
+        }
+    }
 }
 
 /// Translator for one SSE stream of a provider (`T` knows its events), written for the client by
