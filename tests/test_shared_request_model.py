@@ -209,3 +209,50 @@ def test_a_tool_choice_without_tools_is_not_read() -> None:
     assert "toolConfig" not in gemini_body(read_chat(body, CHAT_TARGET), "gemini-2.5-flash")
     out = gemini_body(read_chat({**body, "tool_choice": "none"}, CHAT_TARGET), "gemini-2.5-flash")
     assert out["toolConfig"] == {"functionCallingConfig": {"mode": "NONE"}}
+
+
+def test_a_chat_request_for_claude_keeps_its_cache_points_and_every_signed_block() -> None:
+    from agentgateway.providers.anthropic import CHAT_TARGET as CLAUDE
+    from agentgateway.providers.anthropic import claude_input_body
+
+    cache = {"type": "ephemeral"}
+    body = {
+        "model": "m",
+        "messages": [
+            {"role": "system", "content": [{"type": "text", "text": "Rules.", "cache_control": cache}]},
+            {"role": "user", "content": [{"type": "text", "text": "go", "cache_control": cache}]},
+            {
+                "role": "assistant",
+                "content": "ok",
+                "thinking_blocks": [
+                    {"type": "thinking", "thinking": "", "signature": SIGNATURE},
+                    {"type": "redacted_thinking", "data": "xyz"},
+                ],
+                "tool_calls": [{"id": "toolu_1", "type": "function", "function": {"name": "f", "arguments": "{}"}}],
+            },
+            {"role": "user", "content": "and"},
+            {"role": "tool", "tool_call_id": "toolu_1", "content": ""},
+        ],
+        "tools": [{"type": "function", "function": {"name": "f"}, "cache_control": cache}],
+        "parallel_tool_calls": False,
+    }
+    out = claude_input_body(read_chat(body, CLAUDE), model="claude", version="2023-06-01")
+    assert out["system"] == [{"type": "text", "text": "Rules.", "cache_control": cache}]
+    assert out["messages"][0]["content"] == [{"type": "text", "text": "go", "cache_control": cache}]
+    # Claude refuses a turn whose reasoning lost a signature: every block goes back, first and unchanged.
+    assert out["messages"][1]["content"] == [
+        {"type": "thinking", "thinking": "", "signature": SIGNATURE},
+        {"type": "redacted_thinking", "data": "xyz"},
+        {"type": "text", "text": "ok"},
+        {"type": "tool_use", "id": "toolu_1", "name": "f", "input": {}},
+    ]
+    # The result comes first in its (merged) user turn, without an empty content.
+    assert out["messages"][2]["content"] == [
+        {"type": "tool_result", "tool_use_id": "toolu_1"},
+        {"type": "text", "text": "and"},
+    ]
+    assert out["tools"] == [{"name": "f", "input_schema": {"type": "object", "properties": {}}, "cache_control": cache}]
+    assert out["tool_choice"] == {"type": "auto", "disable_parallel_tool_use": True}
+    with pytest.raises(InvalidRequest) as caught:
+        read_chat({"model": "m", "messages": [{"role": "function", "name": "f", "content": "x"}]}, CLAUDE)
+    assert caught.value.param == "messages[0].role"

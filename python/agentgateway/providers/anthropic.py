@@ -1,5 +1,7 @@
-"""Anthropic Messages API (``provider: anthropic``): Chat Completions requests translated into Messages requests.
-The answers are translated by the core's ``anthropic`` translator (rust/sse_core/src/providers/anthropic.rs).
+"""Anthropic Messages API (``provider: anthropic``): Chat Completions requests translated into Messages requests,
+read into the shared request model (providers/messages_input.py ``read_chat`` with `CHAT_TARGET`) and written by
+`claude_input_body`. The answers are translated by the core's ``anthropic`` translator
+(rust/sse_core/src/providers/anthropic.rs).
 
 ``translate_request`` is shared with Claude on Vertex AI (providers/vertex.py), which takes the same body without
 ``model`` and with its own ``anthropic_version``.
@@ -55,24 +57,11 @@ from ..errors import GatewayError, InvalidRequest, UpstreamHTTPError
 from ..prompt_caching import anthropic_cache_points
 from ..upstream import Endpoint, UpstreamRequest, encode_headers, header_line
 from .base import ChatRequest, Provider, client_key, header_value
-from .messages_input import claude_body, claude_count_body
-from .openai_input import (
-    JSON_TOOL_NAME,
-    append_turn,
-    invalid,
-    parse_data_url,
-    read_choice_count,
-    read_function_tool,
-    read_reasoning,
-    read_stop,
-    read_tool_call,
-    read_tool_choice,
-    text_of,
-    thinking_while_forced,
-)
-from .reasoning import EFFORTS, claude_thinking, read_effort
+from .messages_input import ChatTarget, MessagesInput, Tool, claude_body, claude_count_body, read_chat
+from .openai_input import JSON_TOOL_NAME, append_turn, read_choice_count, thinking_while_forced
+from .reasoning import EFFORTS, claude_thinking
 
-__all__ = ["AnthropicProvider", "translate_request"]
+__all__ = ["CHAT_TARGET", "AnthropicProvider", "claude_input_body", "translate_request"]
 
 DEFAULT_BASE_URL = "https://api.anthropic.com"
 DEFAULT_VERSION = "2023-06-01"
@@ -96,14 +85,64 @@ def is_adaptive_version(version: str) -> bool:
     return _VERSION_DATE.fullmatch(version) is not None and version >= _ADAPTIVE_VERSIONS_FROM
 
 
+#: What Claude takes of a Chat Completions request (providers/messages_input.py `read_chat`); shared with Claude on
+#: Vertex AI.
+CHAT_TARGET = ChatTarget(
+    models="Anthropic models",
+    provider="Anthropic",
+    max_stop=None,
+    choices="one request per choice",
+    url_rule="an http(s) URL",
+    parts=("text", "image_url", "file"),
+    parts_rule="'text', 'image_url' or 'file' (PDF)",
+    image_types=_IMAGE_TYPES,
+    image_rule="Anthropic takes image/jpeg, image/png, image/gif and image/webp",
+    file_ids=False,
+    pdf_only=True,
+    text_blocks=True,
+    function_role=False,
+    check_response_format=False,
+)
+
+
 def translate_request(
     request: ChatRequest, *, model: str | None, version: str, default_max_tokens: int = DEFAULT_MAX_TOKENS
 ) -> dict[str, Any]:
-    """The Messages API body for a Chat Completions request. ``model`` None leaves it out (Vertex AI puts the
-    model in the URL). ``version`` is the anthropic-version the body is meant for."""
-    body = request.body
+    """The Messages API body for a Chat Completions request, read into the shared model (`read_chat`). ``model``
+    None leaves it out (Vertex AI puts the model in the URL). ``version`` is the anthropic-version the body is meant
+    for."""
+    return claude_input_body(
+        read_chat(request.body, CHAT_TARGET, stream=request.stream),
+        model=model,
+        version=version,
+        default_max_tokens=default_max_tokens,
+    )
+
+
+def claude_input_body(
+    request: MessagesInput, *, model: str | None, version: str, default_max_tokens: int = DEFAULT_MAX_TOKENS
+) -> dict[str, Any]:
+    """The Messages API body built from the shared model of a Chat Completions request (a Messages request goes to
+    Claude as the client wrote it: messages_input.claude_body)."""
     adaptive = is_adaptive_version(version)
-    system, messages = _translate_messages(body["messages"])
+    system: list[dict[str, Any]] = []
+    messages: list[dict[str, Any]] = []
+    for role, blocks, _ in request.turns:
+        if role == "system":
+            system.extend(blocks)
+            continue
+        content = [_claude_block(block) for block in blocks]
+        append_turn(messages, role, content)
+    for turn in messages:
+        if turn["role"] == "user" and len(turn["content"]) > 1:
+            # Results answering the previous assistant turn must come before anything else in the user turn.
+            turn["content"].sort(key=lambda block: block["type"] != "tool_result")
+    if not messages:
+        raise InvalidRequest(
+            "'messages' must contain at least one user or assistant message besides system messages.",
+            code="invalid_value",
+            param="messages",
+        )
     out: dict[str, Any] = {}
     if model is not None:
         out["model"] = model
@@ -112,17 +151,13 @@ def translate_request(
         out["system"] = system
 
     # ``n``: one choice per request; n > 1 is served by the gateway's fan-out (fanout.py), never sent.
-    max_tokens = body.get("max_completion_tokens")
-    if max_tokens is None:
-        max_tokens = body.get("max_tokens")
-    client_set_max = max_tokens is not None
-    if max_tokens is None:
-        max_tokens = default_max_tokens
+    client_set_max = request.max_tokens is not None
+    max_tokens = request.max_tokens if request.max_tokens is not None else default_max_tokens
     if max_tokens < 1:
         raise InvalidRequest("'max_tokens' must be at least 1.", code="invalid_value", param="max_tokens")
 
     thinking = False
-    effort = read_effort(body)
+    effort = request.effort
     if effort is not None and effort != "none":
         thinking = True
         if adaptive:
@@ -134,236 +169,65 @@ def translate_request(
     out["max_tokens"] = max_tokens
 
     if not adaptive and not thinking:
-        temperature = body.get("temperature")
-        if temperature is not None:
-            out["temperature"] = min(float(temperature), 1.0)
-        top_p = body.get("top_p")
-        if top_p is not None:
-            out["top_p"] = top_p
+        if request.temperature is not None:
+            out["temperature"] = min(float(request.temperature), 1.0)
+        if request.top_p is not None:
+            out["top_p"] = request.top_p
 
-    sequences = read_stop(body, None, "Anthropic models")
-    if sequences:
-        out["stop_sequences"] = sequences
+    if request.stop:
+        out["stop_sequences"] = request.stop
 
-    response_format = body.get("response_format")
-    json_object = isinstance(response_format, dict) and response_format.get("type") == "json_object"
-    tools = body.get("tools")
-    if tools or json_object:
-        specs = [_translate_tool(index, tool) for index, tool in enumerate(tools or [])]
-        tool_choice: dict[str, Any] = _translate_tool_choice(body.get("tool_choice")) if tools else {"type": "auto"}
-        if json_object:
+    if request.tools or request.json_object:
+        specs = [_claude_tool(tool) for tool in request.tools]
+        tool_choice: dict[str, Any] = {"type": "auto"}
+        if request.tools and request.tool_choice_set:
+            tool_choice = {"type": request.tool_choice}
+            if request.tool_choice == "tool":
+                tool_choice["name"] = request.tool_name
+        if request.json_object:
             # No JSON mode on Claude: the answer is the input of a forced tool with an open object schema, which
             # the core turns back into the answer's content (JSON_TOOL_NAME). With tools the model may call, it
             # calls one of them or answers; a named tool_choice stays the client's.
             specs.append(JSON_TOOL)
-            if tool_choice["type"] in ("auto", "any") and tools:
+            if tool_choice["type"] in ("auto", "any") and request.tools:
                 tool_choice = {**tool_choice, "type": "any"}
             elif tool_choice["type"] != "tool":
                 tool_choice = {"type": "tool", "name": JSON_TOOL_NAME}
-        if body.get("parallel_tool_calls") is False and tool_choice.get("type") != "none":
+        if not request.parallel_tools and tool_choice.get("type") != "none":
             tool_choice["disable_parallel_tool_use"] = True
         if thinking and tool_choice["type"] in ("any", "tool"):
-            forced_by = "tool_choice" if not json_object else "response_format json_object (served by a forced tool)"
+            forced_by = (
+                "tool_choice" if not request.json_object else "response_format json_object (served by a forced tool)"
+            )
             raise thinking_while_forced(forced_by)
         out["tools"] = specs
         if tool_choice != {"type": "auto"}:
             out["tool_choice"] = tool_choice
 
-    if isinstance(response_format, dict) and response_format.get("type") == "json_schema":
-        json_schema = response_format.get("json_schema")
-        schema = json_schema.get("schema") if isinstance(json_schema, dict) else None
-        if not isinstance(schema, dict):
-            raise InvalidRequest(
-                "'response_format.json_schema.schema' must be a JSON Schema object.",
-                code="invalid_value",
-                param="response_format.json_schema.schema",
-            )
-        out.setdefault("output_config", {})["format"] = {"type": "json_schema", "schema": schema}
-
-    user = body.get("user")
-    if user:
-        out["metadata"] = {"user_id": user}
+    if request.schema is not None:
+        out.setdefault("output_config", {})["format"] = {"type": "json_schema", "schema": request.schema}
+    if request.user_id:
+        out["metadata"] = {"user_id": request.user_id}
     if request.stream:
         out["stream"] = True
     return out
 
 
-def _translate_messages(messages: list[dict[str, Any]]) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
-    system: list[dict[str, Any]] = []
-    turns: list[dict[str, Any]] = []
-
-    for index, message in enumerate(messages):
-        role = message["role"]
-        content = message.get("content")
-        param = f"messages[{index}].content"
-        if role in ("system", "developer"):
-            if isinstance(content, list):
-                for part_index, part in enumerate(content):
-                    block = _text_block(part, f"{param}[{part_index}]")
-                    if block is not None:
-                        system.append(block)
-            elif content:
-                system.append({"type": "text", "text": content})
-        elif role == "user":
-            append_turn(turns, "user", _user_blocks(content, param))
-        elif role == "assistant":
-            append_turn(turns, "assistant", _assistant_blocks(message, index))
-        elif role == "tool":
-            tool_call_id = message.get("tool_call_id")
-            if not isinstance(tool_call_id, str) or not tool_call_id:
-                raise InvalidRequest(
-                    f"Missing required parameter: 'messages[{index}].tool_call_id'.",
-                    code="missing_required_parameter",
-                    param=f"messages[{index}].tool_call_id",
-                )
-            result: dict[str, Any] = {"type": "tool_result", "tool_use_id": tool_call_id}
-            text = text_of(content, param)
-            if text:
-                result["content"] = text
-            append_turn(turns, "user", [result])
-        else:  # "function": the pre-tools protocol carries no call id to answer
-            raise invalid(
-                f"messages[{index}]: role 'function' is not supported for Anthropic models; use 'tool' messages "
-                "with 'tool_call_id'.",
-                f"messages[{index}].role",
-            )
-
-    for turn in turns:
-        if turn["role"] == "user" and len(turn["content"]) > 1:
-            # Results answering the previous assistant turn must come before anything else in the user turn.
-            turn["content"].sort(key=lambda block: block["type"] != "tool_result")
-    if not turns:
-        raise InvalidRequest(
-            "'messages' must contain at least one user or assistant message besides system messages.",
-            code="invalid_value",
-            param="messages",
-        )
-    return system, turns
+def _claude_block(block: dict[str, Any]) -> dict[str, Any]:
+    if block["type"] == "tool_result":
+        result: dict[str, Any] = {"type": "tool_result", "tool_use_id": block["tool_use_id"]}
+        if block["content"]:
+            result["content"] = block["content"]
+        return result
+    return block  # the shared model's blocks are Anthropic's
 
 
-def _text_block(part: Any, param: str) -> dict[str, Any] | None:
-    if not isinstance(part, dict) or part.get("type") != "text":
-        raise invalid(f"'{param}' must be a text part ({{'type': 'text', 'text': ...}}).", param)
-    text = part.get("text")
-    if not isinstance(text, str):
-        raise invalid(f"'{param}.text' must be a string.", f"{param}.text")
-    if not text:
-        return None
-    block: dict[str, Any] = {"type": "text", "text": text}
-    if "cache_control" in part:
-        block["cache_control"] = part["cache_control"]
-    return block
-
-
-def _user_blocks(content: Any, param: str) -> list[dict[str, Any]]:
-    if content is None:
-        return []
-    if isinstance(content, str):
-        return [{"type": "text", "text": content}] if content else []
-    blocks = []
-    for index, part in enumerate(content):
-        part_param = f"{param}[{index}]"
-        kind = part.get("type") if isinstance(part, dict) else None
-        if kind == "text":
-            block = _text_block(part, part_param)
-        elif kind == "image_url":
-            block = _image_block(part, part_param)
-        elif kind == "file":
-            block = _document_block(part, part_param)
-        else:
-            raise invalid(
-                f"Unsupported content part {kind!r} at '{part_param}' for Anthropic models: use 'text', "
-                "'image_url' or 'file' (PDF).",
-                f"{part_param}.type",
-            )
-        if block is not None:
-            if isinstance(part, dict) and "cache_control" in part:
-                block["cache_control"] = part["cache_control"]
-            blocks.append(block)
-    return blocks
-
-
-def _image_block(part: dict[str, Any], param: str) -> dict[str, Any]:
-    image = part.get("image_url")
-    url = image.get("url") if isinstance(image, dict) else image
-    if not isinstance(url, str) or not url:
-        raise invalid(f"'{param}.image_url.url' must be a URL string.", f"{param}.image_url.url")
-    if url.startswith("data:"):
-        media_type, data, _ = parse_data_url(url, f"{param}.image_url.url")
-        if media_type not in _IMAGE_TYPES:
-            raise invalid(
-                f"'{param}.image_url.url' has media type {media_type!r}; Anthropic takes image/jpeg, image/png, "
-                "image/gif and image/webp.",
-                f"{param}.image_url.url",
-            )
-        return {"type": "image", "source": {"type": "base64", "media_type": media_type, "data": data}}
-    if url.startswith(("https://", "http://")):
-        return {"type": "image", "source": {"type": "url", "url": url}}
-    raise invalid(f"'{param}.image_url.url' must be an http(s) URL or a data: URL.", f"{param}.image_url.url")
-
-
-def _document_block(part: dict[str, Any], param: str) -> dict[str, Any]:
-    file = part.get("file")
-    file_data = file.get("file_data") if isinstance(file, dict) else None
-    if not isinstance(file_data, str):
-        raise invalid(
-            f"'{param}.file.file_data' must be a data: URL (uploaded file ids cannot be sent to Anthropic).",
-            f"{param}.file.file_data",
-        )
-    media_type, data, _ = parse_data_url(file_data, f"{param}.file.file_data")
-    if media_type != "application/pdf":
-        raise invalid(f"'{param}.file.file_data' must be a PDF for Anthropic models.", f"{param}.file.file_data")
-    return {"type": "document", "source": {"type": "base64", "media_type": media_type, "data": data}}
-
-
-def _assistant_blocks(message: dict[str, Any], index: int) -> list[dict[str, Any]]:
-    # Signed reasoning first and unchanged: Claude refuses a later turn whose reasoning lost its signature.
-    blocks: list[dict[str, Any]] = list(read_reasoning(message, index))
-    content = message.get("content")
-    param = f"messages[{index}].content"
-    if isinstance(content, str):
-        if content:
-            blocks.append({"type": "text", "text": content})
-    elif isinstance(content, list):
-        for part_index, part in enumerate(content):
-            kind = part.get("type") if isinstance(part, dict) else None
-            if kind == "refusal":
-                text = part.get("refusal")
-                if isinstance(text, str) and text:
-                    blocks.append({"type": "text", "text": text})
-                continue
-            block = _text_block(part, f"{param}[{part_index}]")
-            if block is not None:
-                blocks.append(block)
-    tool_calls = message.get("tool_calls")
-    if tool_calls:
-        if not isinstance(tool_calls, list):
-            raise invalid(f"'messages[{index}].tool_calls' must be an array.", f"messages[{index}].tool_calls")
-        for call_index, call in enumerate(tool_calls):
-            blocks.append(_tool_use_block(call, f"messages[{index}].tool_calls[{call_index}]"))
-    return blocks
-
-
-def _tool_use_block(call: Any, param: str) -> dict[str, Any]:
-    call_id, name, arguments = read_tool_call(call, param)
-    return {"type": "tool_use", "id": call_id, "name": name, "input": arguments}
-
-
-def _translate_tool(index: int, tool: Any) -> dict[str, Any]:
-    name, description, schema = read_function_tool(index, tool)
-    out: dict[str, Any] = {"name": name, "input_schema": schema or {"type": "object", "properties": {}}}
-    if description:
-        out["description"] = description
-    if "cache_control" in tool:
-        out["cache_control"] = tool["cache_control"]
+def _claude_tool(tool: Tool) -> dict[str, Any]:
+    out: dict[str, Any] = {"name": tool.name, "input_schema": tool.schema or {"type": "object", "properties": {}}}
+    if tool.description:
+        out["description"] = tool.description
+    out.update(tool.extra)  # cache_control
     return out
-
-
-def _translate_tool_choice(choice: Any) -> dict[str, Any]:
-    mode, name = read_tool_choice(choice)
-    if mode == "function":
-        return {"type": "tool", "name": name}
-    return {"type": {"auto": "auto", "none": "none", "required": "any"}[mode]}
 
 
 def error_from_anthropic_body(status: int, body: bytes, headers: list[tuple[bytes, bytes]]) -> GatewayError:

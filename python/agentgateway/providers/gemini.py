@@ -98,6 +98,7 @@ def split_tool_call_id(tool_call_id: str) -> tuple[str, str | None]:
 #: What Gemini takes of a Chat Completions request (providers/messages_input.py `read_chat`).
 CHAT_TARGET = ChatTarget(
     models="Gemini models",
+    provider="Gemini",
     max_stop=MAX_STOP_SEQUENCES,
     choices="Gemini's candidateCount",
     url_schemes=("https://", "http://", "gs://"),

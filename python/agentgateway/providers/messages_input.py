@@ -129,6 +129,8 @@ class Tool:
     description: str | None
     #: None: a Chat Completions function tool without ``parameters``.
     schema: dict[str, Any] | None
+    #: the tool's other fields a target may take as they are (a chat tool's ``cache_control``, for Claude).
+    extra: dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass(slots=True)
@@ -139,9 +141,8 @@ class MessagesInput:
     system: list[str]
     #: ``(role, blocks, index)`` per message: role ``user`` | ``assistant`` | ``system``; blocks are Anthropic
     #: content blocks (a string content as one text block); ``index`` its position in ``messages`` (for errors).
-    #: Chat Completions requests (`read_chat`) add: ``audio`` blocks (``input_audio``), a ``signature`` on a text
-    #: block (the signature Gemini put on its answer's text), a ``name`` on the tool_result blocks of the legacy
-    #: ``function`` role (which names the function, not a call).
+    #: Chat Completions requests (`read_chat`) add ``audio`` blocks (``input_audio``) and a ``name`` on the
+    #: tool_result blocks of the legacy ``function`` role (which names the function, not a call).
     turns: list[tuple[str, list[dict[str, Any]], int]]
     tools: list[Tool] = field(default_factory=list)
     #: ``auto`` | ``any`` | ``tool`` | ``none``; ``tool_name`` for ``tool``; ``tool_choice_set``: the client sent
@@ -259,10 +260,12 @@ def read_messages(body: dict[str, Any]) -> MessagesInput:
 
 @dataclass(frozen=True, slots=True)
 class ChatTarget:
-    """What a translating provider takes of a Chat Completions request, for `read_chat`'s checks and wording."""
+    """What a translating provider takes of a Chat Completions request, for `read_chat`'s checks and the wording of
+    its 400s (each provider's, as its own chat builder worded them)."""
 
-    #: the models, as the 400s name them ("Gemini models").
+    #: the models, as the 400s name them ("Gemini models"), and the provider ("Gemini").
     models: str
+    provider: str
     #: the most ``stop`` sequences it takes (None: no limit).
     max_stop: int | None
     #: how it serves ``n`` (the 400's wording: "Gemini's candidateCount").
@@ -270,28 +273,46 @@ class ChatTarget:
     #: the URL schemes an ``image_url`` may have besides ``data:``, and how the 400 says so.
     url_schemes: tuple[str, ...] = ("https://", "http://")
     url_rule: str = "an http(s):// URL"
-    #: the user content parts it takes.
+    #: the user content parts it takes, and how the 400 lists them (None: the names).
     parts: tuple[str, ...] = ("text", "image_url", "input_audio", "file")
+    parts_rule: str | None = None
+    #: the media types an inline image may have (None: any) and the 400's rule.
+    image_types: frozenset[str] | None = None
+    image_rule: str = ""
+    #: whether a ``file`` part may name an uploaded file (``file_id``); whether ``file_data`` must be a PDF.
+    file_ids: bool = True
+    pdf_only: bool = False
+    #: each text part its own text block (with its ``cache_control``), else a message's text parts joined.
+    text_blocks: bool = False
+    #: whether the legacy ``function`` role is taken.
+    function_role: bool = True
+    #: whether an unknown ``response_format.type`` is a 400 (else left alone).
+    check_response_format: bool = True
 
 
 _AUDIO_TYPES = {"wav": "audio/wav", "mp3": "audio/mp3"}
 
 
 def read_chat(body: dict[str, Any], target: ChatTarget, *, stream: bool = False) -> MessagesInput:
-    """The shared model of a Chat Completions body (checked by the chat parser: ``messages`` a list of objects with
-    a known ``role``). Every 400 names the client's OpenAI field."""
+    """The shared model of a Chat Completions body (checked by the chat parser, request.py: ``messages`` a list of
+    objects with a known ``role``, the top-level fields of the right JSON types). Every 400 names the client's
+    OpenAI field."""
     turns: list[tuple[str, list[dict[str, Any]], int]] = []
     for index, message in enumerate(body["messages"]):
         role = message["role"]
         content = message.get("content")
         param = f"messages[{index}].content"
         if role in ("system", "developer"):
-            text = text_of(content, param)
-            turns.append(("system", [{"type": "text", "text": text}] if text else [], index))
+            if target.text_blocks and isinstance(content, list):
+                blocks = [_chat_text_block(part, f"{param}[{i}]") for i, part in enumerate(content)]
+                turns.append(("system", [block for block in blocks if block is not None], index))
+            else:
+                text = text_of(content, param)
+                turns.append(("system", [{"type": "text", "text": text}] if text else [], index))
         elif role == "user":
             turns.append(("user", _chat_user_blocks(content, param, target), index))
         elif role == "assistant":
-            turns.append(("assistant", _chat_assistant_blocks(message, index), index))
+            turns.append(("assistant", _chat_assistant_blocks(message, index, target), index))
         elif role == "tool":
             tool_call_id = message.get("tool_call_id")
             if not isinstance(tool_call_id, str) or not tool_call_id:
@@ -302,6 +323,12 @@ def read_chat(body: dict[str, Any], target: ChatTarget, *, stream: bool = False)
                 )
             result = {"type": "tool_result", "tool_use_id": tool_call_id, "content": text_of(content, param)}
             turns.append(("user", [result], index))
+        elif not target.function_role:
+            raise invalid(
+                f"messages[{index}]: role 'function' is not supported for {target.models}; use 'tool' messages "
+                "with 'tool_call_id'.",
+                f"messages[{index}].role",
+            )
         else:  # "function": the pre-tools protocol names the function itself
             name = message.get("name")
             if not isinstance(name, str) or not name:
@@ -311,7 +338,9 @@ def read_chat(body: dict[str, Any], target: ChatTarget, *, stream: bool = False)
     out = MessagesInput([], turns, stream=stream, api="chat")
 
     for index, tool in enumerate(body.get("tools") or []):
-        out.tools.append(Tool(*read_function_tool(index, tool)))
+        name, description, schema = read_function_tool(index, tool)
+        extra = {"cache_control": tool["cache_control"]} if "cache_control" in tool else {}
+        out.tools.append(Tool(name, description, schema, extra))
     choice = body.get("tool_choice")
     if choice is not None and (out.tools or choice == "none"):  # without tools only "none" means anything
         mode, out.tool_name = read_tool_choice(choice)
@@ -335,7 +364,7 @@ def read_chat(body: dict[str, Any], target: ChatTarget, *, stream: bool = False)
         out.n = read_choice_count(body, target.models, target.choices)
     out.stop = read_stop(body, target.max_stop, target.models)
     response_format = body.get("response_format")
-    if response_format is not None:
+    if isinstance(response_format, dict):
         kind = response_format.get("type")
         if kind == "json_object":
             out.json_object = True
@@ -348,7 +377,7 @@ def read_chat(body: dict[str, Any], target: ChatTarget, *, stream: bool = False)
                     "response_format.json_schema.schema",
                 )
             out.schema = schema
-        elif kind != "text":
+        elif kind != "text" and target.check_response_format:
             raise invalid(
                 "'response_format.type' must be 'text', 'json_object' or 'json_schema'.", "response_format.type"
             )
@@ -357,6 +386,21 @@ def read_chat(body: dict[str, Any], target: ChatTarget, *, stream: bool = False)
     if isinstance(user, str) and user:
         out.user_id = user
     return out
+
+
+def _chat_text_block(part: Any, param: str) -> dict[str, Any] | None:
+    """A text part as its own text block (None when empty), its ``cache_control`` kept."""
+    if not isinstance(part, dict) or part.get("type") != "text":
+        raise invalid(f"'{param}' must be a text part ({{'type': 'text', 'text': ...}}).", param)
+    text = part.get("text")
+    if not isinstance(text, str):
+        raise invalid(f"'{param}.text' must be a string.", f"{param}.text")
+    if not text:
+        return None
+    block: dict[str, Any] = {"type": "text", "text": text}
+    if "cache_control" in part:
+        block["cache_control"] = part["cache_control"]
+    return block
 
 
 def _chat_user_blocks(content: Any, param: str, target: ChatTarget) -> list[dict[str, Any]]:
@@ -369,19 +413,18 @@ def _chat_user_blocks(content: Any, param: str, target: ChatTarget) -> list[dict
         part_param = f"{param}[{index}]"
         kind = part.get("type") if isinstance(part, dict) else None
         if kind not in target.parts:
-            accepted = ", ".join(repr(name) for name in target.parts[:-1]) + f" or {target.parts[-1]!r}"
+            accepted = target.parts_rule or (
+                ", ".join(repr(name) for name in target.parts[:-1]) + f" or {target.parts[-1]!r}"
+            )
             raise invalid(
                 f"Unsupported content part {kind!r} at '{part_param}' for {target.models}: use {accepted}.",
                 f"{part_param}.type",
             )
+        block: dict[str, Any] | None
         if kind == "text":
-            text = part.get("text")
-            if not isinstance(text, str):
-                raise invalid(f"'{part_param}.text' must be a string.", f"{part_param}.text")
-            if text:
-                blocks.append({"type": "text", "text": text})
+            block = _chat_text_block(part, part_param)
         elif kind == "image_url":
-            blocks.append(_chat_image_block(part, part_param, target))
+            block = _chat_image_block(part, part_param, target)
         elif kind == "input_audio":
             audio = part.get("input_audio")
             data = audio.get("data") if isinstance(audio, dict) else None
@@ -392,9 +435,13 @@ def _chat_user_blocks(content: Any, param: str, target: ChatTarget) -> list[dict
                     f"{part_param}.input_audio",
                 )
             source = {"type": "base64", "media_type": _AUDIO_TYPES[audio_format], "data": data}
-            blocks.append({"type": "audio", "source": source})
+            block = {"type": "audio", "source": source}
         else:
-            blocks.append(_chat_file_block(part, part_param))
+            block = _chat_file_block(part, part_param, target)
+        if block is not None:
+            if "cache_control" in part:
+                block["cache_control"] = part["cache_control"]
+            blocks.append(block)
     return blocks
 
 
@@ -406,6 +453,8 @@ def _chat_image_block(part: dict[str, Any], param: str, target: ChatTarget) -> d
         raise invalid(f"'{url_param}' must be a URL string.", url_param)
     if url.startswith("data:"):
         media_type, data, _ = parse_data_url(url, url_param)
+        if target.image_types is not None and media_type not in target.image_types:
+            raise invalid(f"'{url_param}' has media type {media_type!r}; {target.image_rule}.", url_param)
         source = {"type": "base64", "media_type": media_type or "image/jpeg", "data": data}
         return {"type": "image", "source": source}
     if url.startswith(target.url_schemes):
@@ -413,15 +462,23 @@ def _chat_image_block(part: dict[str, Any], param: str, target: ChatTarget) -> d
     raise invalid(f"'{url_param}' must be {target.url_rule} or a data: URL.", url_param)
 
 
-def _chat_file_block(part: dict[str, Any], param: str) -> dict[str, Any]:
+def _chat_file_block(part: dict[str, Any], param: str, target: ChatTarget) -> dict[str, Any]:
     file = part.get("file")
-    if not isinstance(file, dict):
+    data_param = f"{param}.file.file_data"
+    if not isinstance(file, dict) or (not target.file_ids and not isinstance(file.get("file_data"), str)):
+        if not target.file_ids:
+            raise invalid(
+                f"'{data_param}' must be a data: URL (uploaded file ids cannot be sent to {target.provider}).",
+                data_param,
+            )
         raise invalid(f"'{param}.file' must be an object with 'file_data' or 'file_id'.", f"{param}.file")
     file_data = file.get("file_data")
     if isinstance(file_data, str):
-        media_type, data, _ = parse_data_url(file_data, f"{param}.file.file_data")
+        media_type, data, _ = parse_data_url(file_data, data_param)
+        if target.pdf_only and media_type != "application/pdf":
+            raise invalid(f"'{data_param}' must be a PDF for {target.models}.", data_param)
         if not media_type:
-            raise invalid(f"'{param}.file.file_data' must name its media type.", f"{param}.file.file_data")
+            raise invalid(f"'{data_param}' must name its media type.", data_param)
         return {"type": "document", "source": {"type": "base64", "media_type": media_type, "data": data}}
     file_id = file.get("file_id")
     if isinstance(file_id, str) and file_id:
@@ -429,21 +486,26 @@ def _chat_file_block(part: dict[str, Any], param: str) -> dict[str, Any]:
     raise invalid(f"'{param}.file' must have 'file_data' (a data: URL) or 'file_id' (a file URI).", f"{param}.file")
 
 
-def _chat_assistant_blocks(message: dict[str, Any], index: int) -> list[dict[str, Any]]:
-    """Signed reasoning, the text, the tool calls: in that order. A signed thinking block without thought text is
-    the signature of the answer's text (Gemini's), put on the text block."""
-    blocks: list[dict[str, Any]] = []
-    text_signature: str | None = None
-    for block in read_reasoning(message, index):
-        if block["type"] == "thinking" and not block["thinking"]:
-            if text_signature is None:
-                text_signature = block["signature"]
-        else:
-            blocks.append(dict(block))
+def _chat_assistant_blocks(message: dict[str, Any], index: int, target: ChatTarget) -> list[dict[str, Any]]:
+    """Signed reasoning first and unchanged (Claude refuses a later turn whose reasoning lost its signature), then
+    the text, then the tool calls."""
+    blocks: list[dict[str, Any]] = [dict(block) for block in read_reasoning(message, index)]
     content = message.get("content")
     param = f"messages[{index}].content"
     if isinstance(content, str):
-        text = content
+        if content:
+            blocks.append({"type": "text", "text": content})
+    elif isinstance(content, list) and target.text_blocks:
+        for part_index, part in enumerate(content):
+            kind = part.get("type") if isinstance(part, dict) else None
+            if kind == "refusal":
+                refusal = part.get("refusal")
+                if isinstance(refusal, str) and refusal:
+                    blocks.append({"type": "text", "text": refusal})
+                continue
+            block = _chat_text_block(part, f"{param}[{part_index}]")
+            if block is not None:
+                blocks.append(block)
     elif isinstance(content, list):
         texts = []
         for part_index, part in enumerate(content):
@@ -452,14 +514,8 @@ def _chat_assistant_blocks(message: dict[str, Any], index: int) -> list[dict[str
             if kind not in ("text", "refusal") or not isinstance(value, str):
                 raise invalid(f"'{param}[{part_index}]' must be a text part.", f"{param}[{part_index}]")
             texts.append(value)
-        text = "".join(texts)
-    else:
-        text = ""
-    if text:
-        text_block: dict[str, Any] = {"type": "text", "text": text}
-        if text_signature is not None:
-            text_block["signature"] = text_signature
-        blocks.append(text_block)
+        if "".join(texts):
+            blocks.append({"type": "text", "text": "".join(texts)})
     tool_calls = message.get("tool_calls")
     if tool_calls:
         if not isinstance(tool_calls, list):
@@ -735,6 +791,15 @@ def _append(turns: list[dict[str, Any]], role: str, parts: list[dict[str, Any]])
         turns.append({"role": role, "parts": parts})
 
 
+def _text_signature(blocks: list[dict[str, Any]]) -> dict[str, Any] | None:
+    """The first signed thinking block without thought text, when a text block with text follows it."""
+    for position, block in enumerate(blocks):
+        if block["type"] == "thinking" and block.get("signature") and not block["thinking"]:
+            rest = blocks[position + 1 :]
+            return block if any(b["type"] == "text" and b["text"] for b in rest) else None
+    return None
+
+
 def gemini_body(request: MessagesInput, model: str, default_max_tokens: int | None = None) -> dict[str, Any]:
     """The ``generateContent`` body (the model goes in the URL and picks the thinking setting)."""
     system = [{"text": text} for text in request.system]
@@ -746,14 +811,18 @@ def gemini_body(request: MessagesInput, model: str, default_max_tokens: int | No
             system.extend({"text": b["text"]} for b in blocks if b.get("type") == "text" and b["text"])
             continue
         parts: list[dict[str, Any]] = []
+        # A signed thinking block without thought text is the signature Gemini put on its answer's text part (the
+        # core writes it so): it goes back on the turn's first text part, or on a blank one when there is none.
+        text_signature = _text_signature(blocks) if role == "assistant" else None
         for position, block in enumerate(blocks):
             kind = block["type"]
             where = f"{param}.{position}"
             if kind == "text":
                 if block["text"]:
                     text_part: dict[str, Any] = {"text": block["text"]}
-                    if block.get("signature"):
-                        text_part["thoughtSignature"] = block["signature"]
+                    if text_signature is not None:
+                        text_part["thoughtSignature"] = text_signature["signature"]
+                        text_signature = None
                     parts.append(text_part)
             elif kind in ("image", "document", "audio") and role == "user":
                 parts.append(_gemini_media(block, where))
@@ -803,7 +872,7 @@ def gemini_body(request: MessagesInput, model: str, default_max_tokens: int | No
                 parts.append({"functionResponse": result})
             elif kind == "thinking" and role == "assistant":
                 # Gemini's own signed thoughts (the core writes them as thinking blocks): sent back as they came.
-                if block.get("signature"):
+                if block.get("signature") and block is not text_signature:
                     thought: dict[str, Any] = {"thoughtSignature": block["signature"]}
                     if block["thinking"]:
                         thought.update(text=block["thinking"], thought=True)
