@@ -6,8 +6,10 @@
   checks the body with providers/openai_input.py's readers (one wording of every 400, naming the client's OpenAI
   field, ``messages[2].tool_calls[0].function.arguments``) and writes the turns as the same Anthropic-shaped
   content blocks. Chat's extras have fields of their own (``n``, ``seed``, the penalties, ``json_object``); the
-  few errors only a builder can find are worded for the API the request came in (`MessagesInput.api`). Moved so
-  far: Gemini API and Gemini on Vertex AI (`gemini_body`). OpenAI and OpenAI-compatible chat stays a byte
+  few errors only a builder can find are worded for the API the request came in (`MessagesInput.api`); what each
+  provider takes, and how its 400s word it, is its `ChatTarget`. Built from it: Gemini API and Gemini on Vertex AI
+  (`gemini_body`), Anthropic and Claude on Vertex AI (anthropic.py ``claude_input_body``). Bedrock's chat body is
+  still its own builder (bedrock.py ``converse_body``); OpenAI and OpenAI-compatible chat stays a byte
   pass-through.
 
 - Claude backends take the client's body natively (`claude_body`): only ``model`` replaced (or removed, with
