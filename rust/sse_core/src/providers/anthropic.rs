@@ -26,7 +26,7 @@ use serde_json::value::RawValue;
 
 pub use super::bedrock::JSON_TOOL_NAME;
 use super::bedrock::{json_tool_reason, tool_call_count};
-use super::encoder::{Completion, FinishReason, StreamWriter, ThinkingBlock, ToolCall};
+use super::encoder::{Completion, FinishReason, StreamWriter, ThinkingBlock};
 use super::events::Encoder;
 use super::sse_stream::{SseEvents, SseStream};
 use super::Usage;
@@ -87,11 +87,11 @@ impl AnthropicUsage {
     }
 
     pub(crate) fn to_openai(self) -> Usage {
-        Usage::from_prompt_parts(
-            self.input_tokens.unwrap_or(0),
-            self.cache_read_input_tokens.unwrap_or(0),
-            self.cache_creation_input_tokens.unwrap_or(0),
-            self.output_tokens.unwrap_or(0),
+        Usage::from_reported_parts(
+            self.input_tokens,
+            self.cache_read_input_tokens,
+            self.cache_creation_input_tokens,
+            self.output_tokens,
             None,
         )
     }
@@ -223,30 +223,18 @@ pub fn decode_response(body: &[u8], client_model: Option<&str>) -> Result<Comple
                 let input = block.input.map_or("{}", RawValue::get);
                 completion.choice.content.push_str(input);
             }
-            "tool_use" => completion.choice.tool_calls.push(ToolCall {
-                id: block.id.as_deref().unwrap_or_default().to_owned(),
-                name: block.name.as_deref().unwrap_or_default().to_owned(),
-                arguments: block.input.map_or("{}", RawValue::get).to_owned(),
-            }),
-            "thinking" => {
-                let thinking = block.thinking.as_deref().unwrap_or_default();
-                completion.choice.reasoning.push_str(thinking);
-                completion
-                    .choice
-                    .thinking_blocks
-                    .push(ThinkingBlock::Thinking {
-                        thinking: thinking.to_owned(),
-                        signature: block.signature.as_deref().unwrap_or_default().to_owned(),
-                    });
-            }
-            "redacted_thinking" => {
-                completion
-                    .choice
-                    .thinking_blocks
-                    .push(ThinkingBlock::Redacted {
-                        data: block.data.as_deref().unwrap_or_default().to_owned(),
-                    })
-            }
+            "tool_use" => completion.choice.push_tool_call(
+                block.id.as_deref(),
+                block.name.as_deref(),
+                block.input.map_or("{}", RawValue::get),
+            ),
+            "thinking" => completion.choice.push_thinking(
+                block.thinking.as_deref().unwrap_or_default(),
+                block.signature.as_deref().unwrap_or_default(),
+            ),
+            "redacted_thinking" => completion
+                .choice
+                .push_redacted(block.data.as_deref().unwrap_or_default()),
             _ => {}
         }
     }

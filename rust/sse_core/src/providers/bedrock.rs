@@ -31,7 +31,7 @@ use std::borrow::Cow;
 use serde::Deserialize;
 use serde_json::value::RawValue;
 
-use super::encoder::{Completion, FinishReason, StreamWriter, ThinkingBlock, ToolCall};
+use super::encoder::{Completion, FinishReason, StreamWriter, ThinkingBlock};
 use super::events::Encoder;
 use super::Usage;
 use crate::error::CoreError;
@@ -103,11 +103,11 @@ struct BedrockUsage {
 
 impl BedrockUsage {
     fn to_openai(self) -> Usage {
-        Usage::from_prompt_parts(
-            self.input_tokens.unwrap_or(0),
-            self.cache_read_input_tokens.unwrap_or(0),
-            self.cache_write_input_tokens.unwrap_or(0),
-            self.output_tokens.unwrap_or(0),
+        Usage::from_reported_parts(
+            self.input_tokens,
+            self.cache_read_input_tokens,
+            self.cache_write_input_tokens,
+            self.output_tokens,
             self.total_tokens,
         )
     }
@@ -304,34 +304,21 @@ pub fn decode_response(body: &[u8], client_model: Option<&str>) -> Result<Comple
                 json_tool = true;
                 completion.choice.content.push_str(arguments);
             } else {
-                completion.choice.tool_calls.push(ToolCall {
-                    id: tool.tool_use_id.as_deref().unwrap_or_default().to_owned(),
-                    name: tool.name.as_deref().unwrap_or_default().to_owned(),
-                    arguments: arguments.to_owned(),
-                });
+                let (id, name) = (tool.tool_use_id.as_deref(), tool.name.as_deref());
+                completion.choice.push_tool_call(id, name, arguments);
             }
         }
         if let Some(reasoning) = &block.reasoning_content {
             if let Some(text) = &reasoning.reasoning_text {
                 let thinking = text.text.as_deref().unwrap_or_default();
-                completion.choice.reasoning.push_str(thinking);
-                if let Some(signature) = text.signature.as_deref().filter(|s| !s.is_empty()) {
-                    completion
-                        .choice
-                        .thinking_blocks
-                        .push(ThinkingBlock::Thinking {
-                            thinking: thinking.to_owned(),
-                            signature: signature.to_owned(),
-                        });
+                match text.signature.as_deref().filter(|s| !s.is_empty()) {
+                    Some(signature) => completion.choice.push_thinking(thinking, signature),
+                    // Unsigned reasoning cannot go back to the model: text only.
+                    None => completion.choice.reasoning.push_str(thinking),
                 }
             }
             if let Some(data) = &reasoning.redacted_content {
-                completion
-                    .choice
-                    .thinking_blocks
-                    .push(ThinkingBlock::Redacted {
-                        data: data.clone().into_owned(),
-                    });
+                completion.choice.push_redacted(data);
             }
         }
     }

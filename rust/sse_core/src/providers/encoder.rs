@@ -548,6 +548,32 @@ impl Default for Choice {
 }
 
 impl Choice {
+    /// Add a tool call from the fields an upstream gave (a missing id or name is empty).
+    pub(crate) fn push_tool_call(&mut self, id: Option<&str>, name: Option<&str>, arguments: &str) {
+        self.tool_calls.push(ToolCall {
+            id: id.unwrap_or_default().to_owned(),
+            name: name.unwrap_or_default().to_owned(),
+            arguments: arguments.to_owned(),
+        });
+    }
+
+    /// Add a reasoning block: its text joins the reasoning, and the block keeps it with its
+    /// signature.
+    pub(crate) fn push_thinking(&mut self, thinking: &str, signature: &str) {
+        self.reasoning.push_str(thinking);
+        self.thinking_blocks.push(ThinkingBlock::Thinking {
+            thinking: thinking.to_owned(),
+            signature: signature.to_owned(),
+        });
+    }
+
+    /// Add a redacted (encrypted) reasoning block.
+    pub(crate) fn push_redacted(&mut self, data: &str) {
+        self.thinking_blocks.push(ThinkingBlock::Redacted {
+            data: data.to_owned(),
+        });
+    }
+
     /// `{"index", "message", "logprobs", "finish_reason"}`. `content` is null when the answer is only
     /// tool calls, as OpenAI sends it; `reasoning_content` and `thinking_blocks` appear only when
     /// there was reasoning.

@@ -103,6 +103,24 @@ impl Usage {
         }
     }
 
+    /// [`Self::from_prompt_parts`] from the counts an upstream reported, any of them missing (0).
+    #[must_use]
+    pub(crate) fn from_reported_parts(
+        input: Option<u64>,
+        cache_read: Option<u64>,
+        cache_write: Option<u64>,
+        output: Option<u64>,
+        total: Option<u64>,
+    ) -> Self {
+        Self::from_prompt_parts(
+            input.unwrap_or(0),
+            cache_read.unwrap_or(0),
+            cache_write.unwrap_or(0),
+            output.unwrap_or(0),
+            total,
+        )
+    }
+
     /// `(prompt_tokens, completion_tokens, total_tokens)`.
     #[must_use]
     pub fn as_tuple(&self) -> (u64, u64, u64) {

@@ -26,7 +26,7 @@ use std::borrow::Cow;
 use serde::Deserialize;
 use serde_json::value::RawValue;
 
-use super::encoder::{Choice, Completion, FinishReason, StreamWriter, ThinkingBlock, ToolCall};
+use super::encoder::{Choice, Completion, FinishReason, StreamWriter, ThinkingBlock};
 use super::events::Encoder;
 use super::openai::{reported_error, UpstreamError};
 use super::sse_stream::{SseEvents, SseStream};
@@ -255,17 +255,11 @@ pub fn decode_response(body: &[u8], client_model: Option<&str>) -> Result<Comple
                 .collect();
             for call in message.tool_calls.iter().flatten() {
                 let function = call.function.as_ref();
-                choice.tool_calls.push(ToolCall {
-                    id: call.id.as_deref().unwrap_or_default().to_owned(),
-                    name: function
-                        .and_then(|f| f.name.as_deref())
-                        .unwrap_or_default()
-                        .to_owned(),
-                    arguments: function
-                        .map(FunctionView::arguments)
-                        .unwrap_or_default()
-                        .into_owned(),
-                });
+                choice.push_tool_call(
+                    call.id.as_deref(),
+                    function.and_then(|f| f.name.as_deref()),
+                    &function.map(FunctionView::arguments).unwrap_or_default(),
+                );
             }
         }
         let (reason, sequence) = view.finish().unwrap_or((FinishReason::Stop, None));
