@@ -50,34 +50,10 @@ pub(crate) fn is_null(value: &RawValue) -> bool {
 
 /// Append `s` as a JSON string literal.
 pub(crate) fn write_str(out: &mut Vec<u8>, s: &str) {
-    const HEX: &[u8; 16] = b"0123456789abcdef";
-    out.push(b'"');
-    let bytes = s.as_bytes();
-    let mut start = 0;
-    for (i, &byte) in bytes.iter().enumerate() {
-        let escape: &[u8] = match byte {
-            b'"' => b"\\\"",
-            b'\\' => b"\\\\",
-            b'\n' => b"\\n",
-            b'\r' => b"\\r",
-            b'\t' => b"\\t",
-            0x08 => b"\\b",
-            0x0C => b"\\f",
-            0x00..=0x1F => b"",
-            _ => continue,
-        };
-        out.extend_from_slice(bytes.get(start..i).unwrap_or_default());
-        if escape.is_empty() {
-            let hi = HEX.get(usize::from(byte >> 4)).copied().unwrap_or(b'0');
-            let lo = HEX.get(usize::from(byte & 0xF)).copied().unwrap_or(b'0');
-            out.extend_from_slice(&[b'\\', b'u', b'0', b'0', hi, lo]);
-        } else {
-            out.extend_from_slice(escape);
-        }
-        start = i + 1;
-    }
-    out.extend_from_slice(bytes.get(start..).unwrap_or_default());
-    out.push(b'"');
+    // serde_json's escaping (a 256-entry table, runs copied whole): 9 % fewer instructions per
+    // Gemini transcript than the loop written here before (issue 22), the same bytes
+    // (`write_str_matches_the_escaping_written_by_hand`). Writing to a Vec cannot fail.
+    let _ = serde_json::to_writer(&mut *out, s);
 }
 
 /// Append `n` in decimal: the encoders write a count or an index into every frame, and
@@ -184,6 +160,50 @@ impl<'de> Deserialize<'de> for Object<'de> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The escaping the core wrote by hand before it used serde_json's.
+    fn write_str_by_hand(out: &mut Vec<u8>, s: &str) {
+        const HEX: &[u8; 16] = b"0123456789abcdef";
+        out.push(b'"');
+        let bytes = s.as_bytes();
+        let mut start = 0;
+        for (i, &byte) in bytes.iter().enumerate() {
+            let escape: &[u8] = match byte {
+                b'"' => b"\\\"",
+                b'\\' => b"\\\\",
+                b'\n' => b"\\n",
+                b'\r' => b"\\r",
+                b'\t' => b"\\t",
+                0x08 => b"\\b",
+                0x0C => b"\\f",
+                0x00..=0x1F => b"",
+                _ => continue,
+            };
+            out.extend_from_slice(bytes.get(start..i).unwrap_or_default());
+            if escape.is_empty() {
+                let hi = HEX.get(usize::from(byte >> 4)).copied().unwrap_or(b'0');
+                let lo = HEX.get(usize::from(byte & 0xF)).copied().unwrap_or(b'0');
+                out.extend_from_slice(&[b'\\', b'u', b'0', b'0', hi, lo]);
+            } else {
+                out.extend_from_slice(escape);
+            }
+            start = i + 1;
+        }
+        out.extend_from_slice(bytes.get(start..).unwrap_or_default());
+        out.push(b'"');
+    }
+
+    #[test]
+    fn write_str_matches_the_escaping_written_by_hand() {
+        let mut every: String = (0u8..0x80).map(char::from).collect();
+        every.push_str("é ü 漢 \u{2028} \u{1F600} \"quoted\" back\\slash");
+        for s in ["", "plain", every.as_str()] {
+            let (mut ours, mut theirs) = (Vec::new(), Vec::new());
+            write_str(&mut ours, s);
+            write_str_by_hand(&mut theirs, s);
+            assert_eq!(ours, theirs, "{s:?}");
+        }
+    }
 
     #[test]
     fn write_u64_writes_what_to_string_writes() {
