@@ -112,7 +112,7 @@ def test_stop_list_and_max_completion_tokens() -> None:
 @pytest.mark.parametrize(
     ("url", "problem"),
     [
-        ("data:image/bmp;base64,AAAA", "unsupported image type"),
+        ("data:image/bmp;base64,AAAA", "has media type 'image/bmp'"),
         ("data:image/png;base64,not base64!", "not valid base64"),
         ("data:image/png;base64," + base64.b64encode(b"x" * 3_750_001).decode(), "at most"),
     ],

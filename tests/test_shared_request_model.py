@@ -10,8 +10,11 @@ from typing import Any
 import orjson
 import pytest
 from agentgateway.errors import InvalidRequest
+from agentgateway.providers import bedrock
 from agentgateway.providers.gemini import CHAT_TARGET
-from agentgateway.providers.messages_input import gemini_body, read_chat, read_messages
+from agentgateway.providers.messages_input import converse_body, gemini_body, read_chat, read_messages
+from botocore.validate import ParamValidator
+from fakes.bedrock_upstream import INPUT_SHAPES, _blobs_to_bytes, _check_rules
 from fakes.gemini_upstream import WireRequest
 
 SIGNATURE = "c2lnbmF0dXJl"
@@ -256,3 +259,113 @@ def test_a_chat_request_for_claude_keeps_its_cache_points_and_every_signed_block
     with pytest.raises(InvalidRequest) as caught:
         read_chat({"model": "m", "messages": [{"role": "function", "name": "f", "content": "x"}]}, CLAUDE)
     assert caught.value.param == "messages[0].role"
+
+
+PDF = "JVBERi0xLjQK"
+BEDROCK_CHAT: dict[str, Any] = {
+    "model": "m",
+    "messages": [
+        {"role": "system", "content": "Be brief."},
+        {
+            "role": "user",
+            "content": [
+                {"type": "text", "text": "Weather in this report?"},
+                {"type": "file", "file": {"file_data": f"data:application/pdf;base64,{PDF}", "filename": "Q3_v2.pdf"}},
+                {"type": "image_url", "image_url": {"url": f"data:image/jpg;base64,{PNG}"}},
+            ],
+        },
+        {
+            "role": "assistant",
+            "content": None,
+            "thinking_blocks": [{"type": "thinking", "thinking": "Look it up.", "signature": SIGNATURE}],
+            "tool_calls": [
+                {"id": "t1", "type": "function", "function": {"name": "get_weather", "arguments": '{"city": "Paris"}'}}
+            ],
+        },
+        {"role": "tool", "tool_call_id": "t1", "content": '{"temp": 21}'},
+        {"role": "user", "content": "Thanks."},
+    ],
+    "tools": [
+        {
+            "type": "function",
+            "function": {"name": "get_weather", "description": "W", "parameters": SCHEMA, "strict": True},
+        }
+    ],
+    "tool_choice": "required",
+    "max_tokens": 200,
+    "temperature": 0.5,
+    "top_p": 0.9,
+    "stop": ["END"],
+    "reasoning_effort": "medium",
+}
+BEDROCK_MESSAGES: dict[str, Any] = {
+    "model": "m",
+    "system": "Be brief.",
+    "messages": [
+        {
+            "role": "user",
+            "content": [
+                {"type": "text", "text": "Weather in this report?"},
+                {
+                    "type": "document",
+                    "title": "Q3_v2",
+                    "source": {"type": "base64", "media_type": "application/pdf", "data": PDF},
+                },
+                {"type": "image", "source": {"type": "base64", "media_type": "image/jpeg", "data": PNG}},
+            ],
+        },
+        {
+            "role": "assistant",
+            "content": [
+                {"type": "thinking", "thinking": "Look it up.", "signature": SIGNATURE},
+                {"type": "tool_use", "id": "t1", "name": "get_weather", "input": {"city": "Paris"}},
+            ],
+        },
+        {
+            "role": "user",
+            "content": [
+                {"type": "tool_result", "tool_use_id": "t1", "content": '{"temp": 21}'},
+                {"type": "text", "text": "Thanks."},
+            ],
+        },
+    ],
+    "tools": [{"name": "get_weather", "description": "W", "input_schema": SCHEMA, "strict": True}],
+    "tool_choice": {"type": "any"},
+    "thinking": {"type": "enabled", "budget_tokens": 8192},
+    "max_tokens": 200,
+    "temperature": 0.5,
+    "top_p": 0.9,
+    "stop_sequences": ["END"],
+}
+
+
+def test_a_chat_request_and_the_same_messages_request_build_one_converse_body() -> None:
+    model = "amazon.nova-pro-v1:0"
+    from_chat = bedrock.converse_body(BEDROCK_CHAT, model)
+    from_messages = converse_body(read_messages(BEDROCK_MESSAGES), model)
+    assert from_chat == from_messages
+    checked = orjson.loads(orjson.dumps(from_chat))
+    _blobs_to_bytes(checked)
+    report = ParamValidator().validate({**checked, "modelId": model}, INPUT_SHAPES["converse"])
+    assert not report.has_errors(), report.generate_report()
+    _check_rules(checked)
+    assert from_chat["messages"][0]["content"][1] == {
+        "document": {"format": "pdf", "name": "Q3 v2 (2)", "source": {"bytes": PDF}}
+    }
+    assert from_chat["messages"][1]["content"][0] == {
+        "reasoningContent": {"reasoningText": {"text": "Look it up.", "signature": SIGNATURE}}
+    }
+    assert from_chat["messages"][2]["content"] == [
+        {"toolResult": {"toolUseId": "t1", "content": [{"text": '{"temp": 21}'}]}},
+        {"text": "Thanks."},
+    ]
+    assert from_chat["toolConfig"] == {
+        "tools": [
+            {"toolSpec": {"name": "get_weather", "description": "W", "inputSchema": {"json": SCHEMA}, "strict": True}}
+        ],
+        "toolChoice": {"any": {}},
+    }
+    assert from_chat["additionalModelRequestFields"] == {
+        "reasoningConfig": {"type": "enabled", "maxReasoningEffort": "medium"}
+    }
+    assert from_chat["inferenceConfig"] == {"maxTokens": 200, "temperature": 0.5, "topP": 0.9, "stopSequences": ["END"]}

@@ -16,12 +16,15 @@ cost (see rust/sse_core/src/sigv4.rs).
 Anthropic Messages clients (``/v1/messages``, issue 19): Claude models through InvokeModel with their own body,
 other models through Converse from the shared model (providers/bedrock_anthropic.py says which and why).
 
-The request translation (OpenAI Chat Completions body -> Converse body) is here; the answer's (whole or the binary
-event stream) is in rust/sse_core/src/providers/bedrock.rs. Tool calls, tools, ``tool_choice``, ``stop`` and data URLs
-are read by the readers every provider shares (openai_input.py), with their 400s. Converse answers one choice per
-request: ``n`` from 2 to 8 is served by the gateway's fan-out (fanout.py). ``response_format`` json_object is the
-forced tool ``agentgateway_json_output`` on every model, as on the other Claude paths; json_schema is native
-structured output on Claude 4.5 and later, that forced tool with the client's schema elsewhere.
+Chat Completions clients: every model through Converse, the body read into the shared request model
+(messages_input.read_chat with `CHAT_TARGET`: one wording of every 400, naming the client's OpenAI field) and written
+by messages_input.converse_body, the Converse writer Messages clients share. The answer's translation (whole or the
+binary event stream) is in rust/sse_core/src/providers/bedrock.rs. Converse answers one choice per request: ``n``
+from 2 to 8 is served by the gateway's fan-out (fanout.py). ``response_format`` json_object is the forced tool
+``agentgateway_json_output`` on every model, as on the other Claude paths; json_schema is native structured output
+on Claude 4.5 and later, that forced tool with the client's schema elsewhere. ``reasoning_effort`` is Claude's
+thinking budget (signed reasoning sent back as ``reasoningContent``), Nova's ``reasoningConfig`` or gpt-oss's
+``reasoning_effort``; a tool's ``strict`` and ``file`` parts (documents, as bytes) are passed on.
 """
 
 from __future__ import annotations
@@ -31,7 +34,6 @@ import contextlib
 import contextvars
 import logging
 import os
-import re
 import time
 from dataclasses import dataclass
 from typing import Any
@@ -47,25 +49,11 @@ from ..prompt_caching import anthropic_cache_points, converse_cache_points
 from ..upstream import Endpoint, UpstreamRequest, encode_headers
 from .base import ChatRequest, Provider, header_value
 from .bedrock_anthropic import count_tokens_input, invoke_body, is_claude_model
+from .messages_input import CONVERSE_DOCUMENT_FORMATS, CONVERSE_IMAGE_FORMATS, ChatTarget, read_chat, read_messages
 from .messages_input import converse_body as messages_converse_body
-from .messages_input import read_messages
-from .openai_input import (
-    JSON_TOOL_NAME,
-    append_turn,
-    invalid,
-    parse_data_url,
-    read_choice_count,
-    read_function_tool,
-    read_reasoning,
-    read_stop,
-    read_tool_call,
-    read_tool_choice,
-    text_of,
-    thinking_while_forced,
-)
-from .reasoning import EFFORTS, claude_thinking, read_effort
+from .openai_input import JSON_TOOL_NAME, read_choice_count
 
-__all__ = ["BedrockProvider", "converse_body"]
+__all__ = ["CHAT_TARGET", "JSON_TOOL_NAME", "BedrockProvider", "converse_body"]
 
 logger = logging.getLogger("agentgateway.bedrock")
 
@@ -73,30 +61,8 @@ logger = logging.getLogger("agentgateway.bedrock")
 MAX_STOP_SEQUENCES = 2500
 #: Bedrock's limit for one image (bytes, decoded).
 MAX_IMAGE_BYTES = 3_750_000
-_IMAGE_FORMATS = {
-    "image/png": "png",
-    "image/jpeg": "jpeg",
-    "image/gif": "gif",
-    "image/webp": "webp",
-}
 #: Bedrock's limit for one document (bytes, decoded).
 MAX_DOCUMENT_BYTES = 4_500_000
-_DOCUMENT_FORMATS = {
-    "application/pdf": "pdf",
-    "text/csv": "csv",
-    "application/msword": "doc",
-    "application/vnd.openxmlformats-officedocument.wordprocessingml.document": "docx",
-    "application/vnd.ms-excel": "xls",
-    "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet": "xlsx",
-    "text/html": "html",
-    "text/plain": "txt",
-    "text/markdown": "md",
-}
-_DOCUMENT_NAME_UNSAFE = re.compile(r"[^A-Za-z0-9\s\-()\[\]]")
-# Models with native structured output (outputConfig.textFormat); the others get a forced tool.
-_NATIVE_JSON_MODELS = re.compile(
-    r"anthropic\.claude-(?:opus|sonnet|haiku)-4-5|anthropic\.claude-[a-z]+-(?:4-[6-9]|[5-9])"
-)
 # Bedrock API key precedence follows the AWS SDKs: the env var wins over SigV4 when set.
 BEARER_TOKEN_ENV = "AWS_BEARER_TOKEN_BEDROCK"
 # 403 error types that mean "these credentials are stale", worth one retry with freshly resolved ones.
@@ -108,309 +74,38 @@ _SIGNED_WITH: contextvars.ContextVar[FrozenCredentials | None] = contextvars.Con
 
 # -- request translation -----------------------------------------------------------------------------------------
 
-
-def _image_block(url: Any, param: str) -> dict[str, Any]:
-    if not isinstance(url, str):
-        raise invalid(f"'{param}' must be a string (a data: URL).", param=param)
-    if not url.startswith("data:"):
-        # Bedrock takes image bytes only. Fetching URLs from inside the gateway would make it an open proxy (SSRF)
-        # and add an unbounded wait to the request, so the client sends the bytes.
-        raise invalid(
-            f"'{param}': Bedrock accepts images as bytes only; send a base64 data: URL "
-            "(data:image/png;base64,...) instead of an http(s) URL.",
-            param=param,
-        )
-    mime, data, size = parse_data_url(url, param)
-    image_format = _IMAGE_FORMATS.get(mime)
-    if image_format is None:
-        raise invalid(
-            f"'{param}': unsupported image type {mime or '(none)'!r}; Bedrock accepts image/png, image/jpeg, "
-            "image/gif and image/webp.",
-            param=param,
-        )
-    if size > MAX_IMAGE_BYTES:
-        raise invalid(
-            f"'{param}': the image is {size} bytes; Bedrock accepts at most {MAX_IMAGE_BYTES} per image.",
-            param=param,
-        )
-    # Blobs travel as base64 strings in Bedrock's JSON protocol: the client's base64 goes as is.
-    return {"image": {"format": image_format, "source": {"bytes": data}}}
+#: What Bedrock takes of a Chat Completions request (messages_input.read_chat's checks and 400s). Images and files
+#: travel as bytes: fetching URLs from inside the gateway would make it an open proxy (SSRF) and add an unbounded wait
+#: to the request, so the client sends the bytes (a data: URL).
+CHAT_TARGET = ChatTarget(
+    models="Bedrock models",
+    provider="Bedrock",
+    max_stop=MAX_STOP_SEQUENCES,
+    choices="one request per choice",
+    url_schemes=(),
+    url_rule="image bytes for Bedrock, which does not fetch URLs: send a base64 data: URL (data:image/png;base64,...)",
+    parts=("text", "image_url", "file"),
+    parts_rule="'text', 'image_url' or 'file' (with a data: URL)",
+    image_types=frozenset(CONVERSE_IMAGE_FORMATS),
+    image_rule="Bedrock takes image/png, image/jpeg, image/gif and image/webp",
+    file_ids=False,
+    text_blocks=True,
+    function_role=False,
+    check_response_format=False,
+    file_types=frozenset(CONVERSE_DOCUMENT_FORMATS),
+    file_rule=f"Bedrock takes {', '.join(sorted(CONVERSE_DOCUMENT_FORMATS))}",
+    max_image_bytes=MAX_IMAGE_BYTES,
+    max_file_bytes=MAX_DOCUMENT_BYTES,
+    file_titles=True,
+)
 
 
-def _user_blocks(content: Any, param: str) -> list[dict[str, Any]]:
-    if content is None:
-        return []
-    if isinstance(content, str):
-        return [{"text": content}] if content else []
-    blocks: list[dict[str, Any]] = []
-    for index, part in enumerate(content):
-        where = f"{param}[{index}]"
-        if not isinstance(part, dict):
-            raise invalid(f"'{where}' must be an object.", param=where)
-        kind = part.get("type")
-        if kind == "text":
-            text = part.get("text")
-            if not isinstance(text, str):
-                raise invalid(f"'{where}.text' must be a string.", param=f"{where}.text")
-            if text:
-                blocks.append({"text": text})
-        elif kind == "image_url":
-            image = part.get("image_url")
-            url = image.get("url") if isinstance(image, dict) else image
-            blocks.append(_image_block(url, f"{where}.image_url.url"))
-        elif kind == "file":
-            blocks.append(_document_block(part.get("file"), len(blocks), f"{where}.file"))
-        else:
-            raise invalid(
-                f"'{where}.type': content parts of type {kind!r} are not supported by Bedrock through this gateway "
-                "(supported: text, image_url and file with a data: URL).",
-                param=f"{where}.type",
-            )
-    return blocks
-
-
-def _document_block(file: Any, position: int, param: str) -> dict[str, Any]:
-    data_url = file.get("file_data") if isinstance(file, dict) else None
-    if not isinstance(data_url, str) or not data_url.startswith("data:"):
-        raise invalid(
-            f"'{param}.file_data': Bedrock needs the document's bytes: send a base64 data: URL "
-            "(data:application/pdf;base64,...); uploaded file ids are not supported.",
-            param=f"{param}.file_data",
-        )
-    mime, data, size = parse_data_url(data_url, f"{param}.file_data")
-    document_format = _DOCUMENT_FORMATS.get(mime)
-    if document_format is None:
-        raise invalid(
-            f"'{param}.file_data': unsupported document type {mime or '(none)'!r}; Bedrock accepts "
-            f"{', '.join(sorted(_DOCUMENT_FORMATS))}.",
-            param=f"{param}.file_data",
-        )
-    if size > MAX_DOCUMENT_BYTES:
-        raise invalid(
-            f"'{param}.file_data': the document is {size} bytes; Bedrock accepts at most {MAX_DOCUMENT_BYTES}.",
-            param=f"{param}.file_data",
-        )
-    # Bedrock allows letters, digits, single spaces, hyphens, parentheses and square brackets in the name (which the
-    # model sees, so keep the client's where possible) and needs names unique within the request.
-    filename = file.get("filename") if isinstance(file.get("filename"), str) else ""
-    name = " ".join(_DOCUMENT_NAME_UNSAFE.sub(" ", filename.rsplit(".", 1)[0]).split())[:200]
-    name = f"{name or 'document'} ({position + 1})"
-    return {"document": {"format": document_format, "name": name, "source": {"bytes": data}}}
-
-
-def _assistant_blocks(message: dict[str, Any], message_index: int) -> list[dict[str, Any]]:
-    param = f"messages[{message_index}]"
-    blocks: list[dict[str, Any]] = []
-    # Reasoning first, with its signature: Claude refuses a later turn whose reasoning lost its signature.
-    for block in read_reasoning(message, message_index):
-        if block["type"] == "thinking":
-            blocks.append(
-                {"reasoningContent": {"reasoningText": {"text": block["thinking"], "signature": block["signature"]}}}
-            )
-        else:
-            blocks.append({"reasoningContent": {"redactedContent": block["data"]}})
-    content = message.get("content")
-    if isinstance(content, str):
-        if content:
-            blocks.append({"text": content})
-    elif isinstance(content, list):
-        for index, part in enumerate(content):
-            if isinstance(part, dict) and part.get("type") in ("text", "refusal"):
-                text = part.get("text") if part.get("type") == "text" else part.get("refusal")
-                if isinstance(text, str) and text:
-                    blocks.append({"text": text})
-            else:
-                where = f"{param}.content[{index}]"
-                raise invalid(f"'{where}': assistant content parts must be text.", param=where)
-    tool_calls = message.get("tool_calls")
-    if tool_calls is not None:
-        if not isinstance(tool_calls, list):
-            raise invalid(f"'{param}.tool_calls' must be an array.", param=f"{param}.tool_calls")
-        for index, call in enumerate(tool_calls):
-            call_id, name, arguments = read_tool_call(call, f"{param}.tool_calls[{index}]")
-            blocks.append({"toolUse": {"toolUseId": call_id, "name": name, "input": arguments}})
-    return blocks
-
-
-def _tool_result_block(message: dict[str, Any], param: str) -> dict[str, Any]:
-    tool_call_id = message.get("tool_call_id")
-    if not isinstance(tool_call_id, str) or not tool_call_id:
-        raise invalid(f"Missing required parameter: '{param}.tool_call_id'.", param=f"{param}.tool_call_id")
-    text = text_of(message.get("content"), f"{param}.content", separator="")
-    # Bedrock refuses empty text blocks: an empty result is an empty content list.
-    return {"toolResult": {"toolUseId": tool_call_id, "content": [{"text": text}] if text else []}}
-
-
-def _effort_fields(model_id: str, effort: str) -> dict[str, Any] | None:
-    """additionalModelRequestFields for reasoning_effort (not ``none``), by model family, from the one table of
-    providers/reasoning.py (None: the model has no such switch). Claude's budget is filled in by the caller."""
-    if "anthropic.claude" in model_id:
-        return {"thinking": {"type": "enabled", "budget_tokens": EFFORTS[effort].budget}}
-    level = EFFORTS[effort].level
-    if "amazon.nova" in model_id:
-        return {"reasoningConfig": {"type": "enabled", "maxReasoningEffort": level}}
-    if "openai.gpt-oss" in model_id:
-        return {"reasoning_effort": level}
-    return None
-
-
-def _tool_spec(tool: Any, index: int) -> dict[str, Any]:
-    name, description, parameters = read_function_tool(index, tool)
-    spec: dict[str, Any] = {"name": name, "inputSchema": {"json": parameters or {"type": "object", "properties": {}}}}
-    if description:
-        spec["description"] = description
-    strict = tool["function"].get("strict")
-    if isinstance(strict, bool):
-        spec["strict"] = strict
-    return {"toolSpec": spec}
-
-
-def converse_body(body: dict[str, Any], model_id: str, default_max_tokens: int | None = None) -> dict[str, Any]:
-    """The Converse request for an OpenAI Chat Completions body (validated by request.parse_chat_request)."""
-    system: list[dict[str, Any]] = []
-    turns: list[dict[str, Any]] = []
-    history_tools: dict[str, None] = {}  # tool names used in the history, in order
-    has_tool_blocks = False
-    for index, message in enumerate(body["messages"]):
-        role = message["role"]
-        param = f"messages[{index}]"
-        if role in ("system", "developer"):
-            text = text_of(message.get("content"), f"{param}.content", separator="")
-            if text:
-                system.append({"text": text})
-            continue
-        if role == "user":
-            turn_role, blocks = "user", _user_blocks(message.get("content"), f"{param}.content")
-        elif role == "assistant":
-            turn_role, blocks = "assistant", _assistant_blocks(message, index)
-            for block in blocks:
-                if "toolUse" in block:
-                    has_tool_blocks = True
-                    history_tools[block["toolUse"]["name"]] = None
-        elif role == "tool":
-            turn_role, blocks = "user", [_tool_result_block(message, param)]
-            has_tool_blocks = True
-        else:
-            raise invalid(
-                f"'{param}.role': {role!r} messages are not supported for Bedrock; use 'tool' messages.",
-                param=f"{param}.role",
-            )
-        append_turn(turns, turn_role, blocks)
-    if not turns:
-        raise invalid("'messages' must contain at least one user or assistant message with content.", param="messages")
-    out: dict[str, Any] = {"messages": turns}
-    if system:
-        out["system"] = system
-
-    # inferenceConfig
-    inference: dict[str, Any] = {}
-    client_max_tokens = body.get("max_completion_tokens")
-    if client_max_tokens is None:
-        client_max_tokens = body.get("max_tokens")
-    max_tokens = client_max_tokens if client_max_tokens is not None else default_max_tokens
-    if body.get("temperature") is not None:
-        inference["temperature"] = body["temperature"]
-    if body.get("top_p") is not None:
-        inference["topP"] = body["top_p"]
-    sequences = read_stop(body, MAX_STOP_SEQUENCES, "Bedrock models")
-    if sequences:
-        inference["stopSequences"] = sequences
-    # ``n``: Converse answers one choice per request; n > 1 is served by the gateway's fan-out (fanout.py).
-
-    # reasoning_effort -> the model family's reasoning switch
-    effort = read_effort(body)
-    if effort is not None and effort != "none":
-        fields = _effort_fields(model_id, effort)
-        if fields is not None:
-            thinking = fields.get("thinking")
-            if thinking is not None:
-                thinking["budget_tokens"], max_tokens = claude_thinking(effort, client_max_tokens, default_max_tokens)
-                # Claude refuses sampling settings while thinking (temperature must be 1): leave them out.
-                inference.pop("temperature", None)
-                inference.pop("topP", None)
-            out["additionalModelRequestFields"] = fields
-    if max_tokens is not None:
-        inference["maxTokens"] = max_tokens
-    if inference:
-        out["inferenceConfig"] = inference
-
-    # tools, tool_choice, response_format
-    tools = body.get("tools") or []
-    specs = [_tool_spec(tool, i) for i, tool in enumerate(tools)]
-    mode, forced_name = read_tool_choice(body.get("tool_choice"))
-    choice: dict[str, Any] | None = None
-    if mode == "auto":
-        choice = {"auto": {}} if specs else None
-    elif mode == "required":
-        choice = {"any": {}}
-    elif mode == "function":
-        choice = {"tool": {"name": forced_name}}
-    # Converse has no "none": the tools are left out (below, unless the history needs them), and no toolChoice.
-    tool_choice = mode
-    if tool_choice == "none":
-        specs = [s for s in specs if s["toolSpec"]["name"] in history_tools] if has_tool_blocks else []
-
-    response_format = body.get("response_format")
-    if isinstance(response_format, dict) and response_format.get("type") in ("json_schema", "json_object"):
-        if response_format["type"] == "json_schema":
-            json_schema = response_format.get("json_schema")
-            if not isinstance(json_schema, dict) or not isinstance(json_schema.get("schema", {}), dict):
-                raise invalid(
-                    "'response_format.json_schema' must be an object with a 'schema' object.",
-                    param="response_format.json_schema",
-                )
-            schema = json_schema.get("schema") or {"type": "object"}
-            name = json_schema.get("name") if isinstance(json_schema.get("name"), str) else "response"
-            description = json_schema.get("description")
-        else:
-            schema, name, description = {"type": "object"}, "response", None
-        if response_format["type"] == "json_schema" and _NATIVE_JSON_MODELS.search(model_id):
-            structure: dict[str, Any] = {"schema": orjson.dumps(schema).decode(), "name": name}
-            if isinstance(description, str) and description:
-                structure["description"] = description
-            out["outputConfig"] = {"textFormat": {"type": "json_schema", "structure": {"jsonSchema": structure}}}
-        else:
-            spec: dict[str, Any] = {
-                "name": JSON_TOOL_NAME,
-                "description": " ".join(
-                    filter(
-                        None,
-                        [
-                            description if isinstance(description, str) else None,
-                            f"Answer by calling this tool with the response ({name}) as its input.",
-                        ],
-                    )
-                ),
-                "inputSchema": {"json": schema},
-            }
-            user_tools = bool(specs) and tool_choice != "none"
-            specs.append({"toolSpec": spec})
-            if choice is None or not user_tools:
-                choice = {"tool": {"name": JSON_TOOL_NAME}}
-            elif "auto" in choice:
-                choice = {"any": {}}  # a user tool or the answer, but no free text
-
-    if has_tool_blocks:
-        # Bedrock refuses a history with tool blocks unless toolConfig is present: declare the tools it uses.
-        declared = {s["toolSpec"]["name"] for s in specs}
-        for name in history_tools:
-            if name not in declared:
-                specs.append({"toolSpec": {"name": name, "inputSchema": {"json": {"type": "object"}}}})
-        if not specs:
-            specs.append({"toolSpec": {"name": "none", "inputSchema": {"json": {"type": "object"}}}})
-    if specs:
-        tool_config: dict[str, Any] = {"tools": specs}
-        if choice is not None:
-            tool_config["toolChoice"] = choice
-            if "auto" not in choice and "thinking" in out.get("additionalModelRequestFields", {}):
-                # Claude refuses to think while forced to call a tool: say so instead of forwarding its 400.
-                forced_by = "tool_choice"
-                if tool_choice in ("auto", "none"):
-                    kind = response_format.get("type") if isinstance(response_format, dict) else ""
-                    forced_by = f"response_format {kind} (served by a forced tool)"
-                raise thinking_while_forced(forced_by)
-        out["toolConfig"] = tool_config
-    return out
+def converse_body(
+    body: dict[str, Any], model_id: str, default_max_tokens: int | None = None, *, stream: bool = False
+) -> dict[str, Any]:
+    """The Converse request for an OpenAI Chat Completions body (validated by request.parse_chat_request): read into
+    the shared model with Bedrock's ChatTarget and written by the Converse writer Messages clients share."""
+    return messages_converse_body(read_chat(body, CHAT_TARGET, stream=stream), model_id, default_max_tokens)
 
 
 # -- credentials -------------------------------------------------------------------------------------------------
@@ -592,7 +287,7 @@ class BedrockProvider(Provider):
         if request.api != "chat":
             return await self._prepare_messages(request, model_id)
         endpoint, path = self._endpoints.get((model_id, request.stream))
-        payload = converse_body(request.body, model_id, self.max_tokens)
+        payload = converse_body(request.body, model_id, self.max_tokens, stream=request.stream)
         body = orjson.dumps(converse_cache_points(payload, model_id, self.entry.prompt_caching))  # issue 21
         return UpstreamRequest(endpoint, await self.signed_headers(path, body), body)
 

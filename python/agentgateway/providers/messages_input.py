@@ -8,9 +8,9 @@
   content blocks. Chat's extras have fields of their own (``n``, ``seed``, the penalties, ``json_object``); the
   few errors only a builder can find are worded for the API the request came in (`MessagesInput.api`); what each
   provider takes, and how its 400s word it, is its `ChatTarget`. Built from it: Gemini API and Gemini on Vertex AI
-  (`gemini_body`), Anthropic and Claude on Vertex AI (anthropic.py ``claude_input_body``). Bedrock's chat body is
-  still its own builder (bedrock.py ``converse_body``); OpenAI and OpenAI-compatible chat stays a byte
-  pass-through.
+  (`gemini_body`), Anthropic and Claude on Vertex AI (anthropic.py ``claude_input_body``), Bedrock Converse
+  (`converse_body`, the writer Messages clients share; chat structured output is served there too, as native
+  ``outputConfig`` or a forced tool); OpenAI and OpenAI-compatible chat stays a byte pass-through.
 
 - Claude backends take the client's body natively (`claude_body`): only ``model`` replaced (or removed, with
   Vertex's / Bedrock's ``anthropic_version`` added). Nothing is lost: thinking signatures, ``cache_control``,
@@ -41,6 +41,7 @@ import orjson
 
 from ..errors import InvalidRequest
 from .openai_input import (
+    JSON_TOOL_NAME,
     MEDIA_TYPE_ALIASES,
     invalid,
     parse_data_url,
@@ -51,8 +52,9 @@ from .openai_input import (
     read_tool_call,
     read_tool_choice,
     text_of,
+    thinking_while_forced,
 )
-from .reasoning import EFFORTS, gemini_thinking_config, read_effort
+from .reasoning import EFFORTS, claude_thinking, gemini_thinking_config, read_effort
 
 __all__ = [
     "ChatTarget",
@@ -133,6 +135,8 @@ class Tool:
     schema: dict[str, Any] | None
     #: the tool's other fields a target may take as they are (a chat tool's ``cache_control``, for Claude).
     extra: dict[str, Any] = field(default_factory=dict)
+    #: the tool's ``strict`` (Chat: ``function.strict``) when the client sent a boolean (Converse takes it).
+    strict: bool | None = None
 
 
 @dataclass(slots=True)
@@ -165,6 +169,9 @@ class MessagesInput:
     user_id: str | None = None
     #: ``output_config.format``'s JSON Schema (structured output; Chat: ``response_format`` json_schema).
     schema: dict[str, Any] | None = None
+    #: Chat's ``response_format.json_schema`` ``name`` and ``description`` (Converse's structure names them).
+    schema_name: str | None = None
+    schema_description: str | None = None
     stream: bool = False
     #: the inbound API: ``messages`` | ``chat``, for the wording of the errors only a builder can find.
     api: str = "messages"
@@ -217,8 +224,14 @@ def read_messages(body: dict[str, Any]) -> MessagesInput:
         if not isinstance(schema, dict):
             raise _invalid("must be a JSON Schema object.", f"tools.{index}.input_schema")
         description = tool.get("description")
+        strict = tool.get("strict")
         out.tools.append(
-            Tool(tool["name"], description if isinstance(description, str) and description else None, schema)
+            Tool(
+                tool["name"],
+                description if isinstance(description, str) and description else None,
+                schema,
+                strict=strict if isinstance(strict, bool) else None,
+            )
         )
     choice = body.get("tool_choice")
     if choice is not None:
@@ -290,6 +303,15 @@ class ChatTarget:
     function_role: bool = True
     #: whether an unknown ``response_format.type`` is a 400 (else left alone).
     check_response_format: bool = True
+    #: the media types a ``file_data`` may have (None: any with a media type) and the 400's rule.
+    file_types: frozenset[str] | None = None
+    file_rule: str = ""
+    #: the largest inline image and file it takes (decoded bytes; None: no limit of the gateway's).
+    max_image_bytes: int | None = None
+    max_file_bytes: int | None = None
+    #: whether a ``file``'s ``filename`` (less its extension) becomes the document's ``title`` (Converse names
+    #: documents).
+    file_titles: bool = False
 
 
 _AUDIO_TYPES = {"wav": "audio/wav", "mp3": "audio/mp3"}
@@ -342,7 +364,8 @@ def read_chat(body: dict[str, Any], target: ChatTarget, *, stream: bool = False)
     for index, tool in enumerate(body.get("tools") or []):
         name, description, schema = read_function_tool(index, tool)
         extra = {"cache_control": tool["cache_control"]} if "cache_control" in tool else {}
-        out.tools.append(Tool(name, description, schema, extra))
+        strict = tool["function"].get("strict")
+        out.tools.append(Tool(name, description, schema, extra, strict if isinstance(strict, bool) else None))
     choice = body.get("tool_choice")
     if choice is not None and (out.tools or choice == "none"):  # without tools only "none" means anything
         mode, out.tool_name = read_tool_choice(choice)
@@ -379,6 +402,10 @@ def read_chat(body: dict[str, Any], target: ChatTarget, *, stream: bool = False)
                     "response_format.json_schema.schema",
                 )
             out.schema = schema
+            name = json_schema.get("name") if isinstance(json_schema, dict) else None
+            description = json_schema.get("description") if isinstance(json_schema, dict) else None
+            out.schema_name = name if isinstance(name, str) and name else None
+            out.schema_description = description if isinstance(description, str) and description else None
         elif kind != "text" and target.check_response_format:
             raise invalid(
                 "'response_format.type' must be 'text', 'json_object' or 'json_schema'.", "response_format.type"
@@ -454,9 +481,14 @@ def _chat_image_block(part: dict[str, Any], param: str, target: ChatTarget) -> d
     if not isinstance(url, str) or not url:
         raise invalid(f"'{url_param}' must be a URL string.", url_param)
     if url.startswith("data:"):
-        media_type, data, _ = parse_data_url(url, url_param)
+        media_type, data, size = parse_data_url(url, url_param)
         if target.image_types is not None and media_type not in target.image_types:
             raise invalid(f"'{url_param}' has media type {media_type!r}; {target.image_rule}.", url_param)
+        if target.max_image_bytes is not None and size > target.max_image_bytes:
+            raise invalid(
+                f"'{url_param}': the image is {size} bytes; {target.models} take at most {target.max_image_bytes}.",
+                url_param,
+            )
         source = {"type": "base64", "media_type": media_type or "image/jpeg", "data": data}
         return {"type": "image", "source": source}
     if url.startswith(target.url_schemes):
@@ -476,12 +508,26 @@ def _chat_file_block(part: dict[str, Any], param: str, target: ChatTarget) -> di
         raise invalid(f"'{param}.file' must be an object with 'file_data' or 'file_id'.", f"{param}.file")
     file_data = file.get("file_data")
     if isinstance(file_data, str):
-        media_type, data, _ = parse_data_url(file_data, data_param)
+        media_type, data, size = parse_data_url(file_data, data_param)
         if target.pdf_only and media_type != "application/pdf":
             raise invalid(f"'{data_param}' must be a PDF for {target.models}.", data_param)
         if not media_type:
             raise invalid(f"'{data_param}' must name its media type.", data_param)
-        return {"type": "document", "source": {"type": "base64", "media_type": media_type, "data": data}}
+        if target.file_types is not None and media_type not in target.file_types:
+            raise invalid(f"'{data_param}' has media type {media_type!r}; {target.file_rule}.", data_param)
+        if target.max_file_bytes is not None and size > target.max_file_bytes:
+            raise invalid(
+                f"'{data_param}': the file is {size} bytes; {target.models} take at most {target.max_file_bytes}.",
+                data_param,
+            )
+        block: dict[str, Any] = {
+            "type": "document",
+            "source": {"type": "base64", "media_type": media_type, "data": data},
+        }
+        filename = file.get("filename")
+        if target.file_titles and isinstance(filename, str) and filename.rsplit(".", 1)[0]:
+            block["title"] = filename.rsplit(".", 1)[0]
+        return block
     file_id = file.get("file_id")
     if isinstance(file_id, str) and file_id:
         return {"type": "document", "source": {"type": "url", "url": file_id}}
@@ -947,21 +993,32 @@ def gemini_body(request: MessagesInput, model: str, default_max_tokens: int | No
     return out
 
 
-# -- Bedrock Converse (Bedrock models other than Claude) -----------------------------------------------------------
+# -- Bedrock Converse (Bedrock models served through Converse: every model for Chat Completions clients, the models
+# other than Claude for Messages clients) --------------------------------------------------------------------------
 
-_IMAGE_FORMATS = {"image/png": "png", "image/jpeg": "jpeg", "image/gif": "gif", "image/webp": "webp"}
-_DOCUMENT_FORMATS = {
+#: The media types Converse takes for images and documents, and its format names (the bedrock-runtime service model).
+CONVERSE_IMAGE_FORMATS = {"image/png": "png", "image/jpeg": "jpeg", "image/gif": "gif", "image/webp": "webp"}
+CONVERSE_DOCUMENT_FORMATS = {
     "application/pdf": "pdf",
     "text/csv": "csv",
+    "application/msword": "doc",
+    "application/vnd.openxmlformats-officedocument.wordprocessingml.document": "docx",
+    "application/vnd.ms-excel": "xls",
+    "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet": "xlsx",
     "text/html": "html",
     "text/plain": "txt",
     "text/markdown": "md",
 }
+_DOCUMENT_NAME_UNSAFE = re.compile(r"[^A-Za-z0-9\s\-()\[\]]")
+# Models with native structured output (outputConfig.textFormat); the others get a forced tool.
+_NATIVE_JSON_MODELS = re.compile(
+    r"anthropic\.claude-(?:opus|sonnet|haiku)-4-5|anthropic\.claude-[a-z]+-(?:4-[6-9]|[5-9])"
+)
 
 
 def _converse_image(block: dict[str, Any], param: str) -> dict[str, Any]:
     source = block["source"]
-    image_format = _IMAGE_FORMATS.get(_media_type(source))
+    image_format = CONVERSE_IMAGE_FORMATS.get(_media_type(source))
     if source.get("type") != "base64" or image_format is None:
         raise _invalid(
             "Bedrock takes images as base64 bytes (png, jpeg, gif, webp) only; an image URL is not fetched by the "
@@ -971,31 +1028,83 @@ def _converse_image(block: dict[str, Any], param: str) -> dict[str, Any]:
     return {"image": {"format": image_format, "source": {"bytes": source.get("data", "")}}}
 
 
-def _converse_document(block: dict[str, Any], position: int, param: str) -> dict[str, Any]:
+def _converse_document(block: dict[str, Any], number: int, param: str) -> dict[str, Any]:
+    """A document block; its name is its title made safe (Bedrock takes letters, digits, single spaces, hyphens,
+    parentheses and square brackets) and ``number``, the block's place among the request's content blocks, which
+    keeps names unique within the request as Bedrock requires."""
     text = _document_text(block)
     if text is not None:
         return {"text": text}
     source = block["source"]
-    document_format = _DOCUMENT_FORMATS.get(_media_type(source))
+    document_format = CONVERSE_DOCUMENT_FORMATS.get(_media_type(source))
     if source.get("type") != "base64" or document_format is None:
-        raise _invalid("Bedrock takes base64 documents (pdf, csv, html, txt, md) only.", f"{param}.source")
+        raise _invalid(
+            f"Bedrock takes base64 documents ({', '.join(sorted(set(CONVERSE_DOCUMENT_FORMATS.values())))}) only.",
+            f"{param}.source",
+        )
     title = str(block.get("title") or "")
-    name = " ".join(re.sub(r"[^A-Za-z0-9\s\-()\[\]]", " ", title).split())[:200] or "document"
+    name = " ".join(_DOCUMENT_NAME_UNSAFE.sub(" ", title).split())[:200] or "document"
     return {
         "document": {
             "format": document_format,
-            "name": f"{name} ({position + 1})",
+            "name": f"{name} ({number})",
             "source": {"bytes": source.get("data", "")},
         }
     }
 
 
+def _converse_effort(
+    request: MessagesInput, model_id: str, max_tokens: int | None, default_max_tokens: int | None
+) -> tuple[dict[str, Any] | None, int | None, bool]:
+    """``(additionalModelRequestFields or None, maxTokens, whether Claude thinks)`` for the request's reasoning effort,
+    by model family, from the one table of providers/reasoning.py."""
+    effort = request.effort
+    if effort is None or effort == "none":
+        return None, max_tokens, False
+    if "anthropic.claude" in model_id:
+        if request.budget is not None:
+            budget = request.budget
+        else:
+            budget, max_tokens = claude_thinking(effort, request.max_tokens, default_max_tokens)
+        return {"thinking": {"type": "enabled", "budget_tokens": budget}}, max_tokens, True
+    level = EFFORTS[effort].level
+    if "amazon.nova" in model_id:
+        return {"reasoningConfig": {"type": "enabled", "maxReasoningEffort": level}}, max_tokens, False
+    if "openai.gpt-oss" in model_id:
+        return {"reasoning_effort": level}, max_tokens, False
+    return None, max_tokens, False
+
+
+def _converse_tool_spec(tool: Tool) -> dict[str, Any]:
+    spec: dict[str, Any] = {"name": tool.name, "inputSchema": {"json": _schema(tool)}}
+    if tool.description:
+        spec["description"] = tool.description
+    if tool.strict is not None:
+        spec["strict"] = tool.strict
+    return {"toolSpec": spec}
+
+
+def _json_answer_spec(request: MessagesInput) -> dict[str, Any]:
+    """The forced tool whose input is the answer (``response_format`` json_object, or json_schema on a model
+    without native structured output); the core turns its input back into the answer's content."""
+    name = request.schema_name or "response"
+    description = " ".join(
+        filter(
+            None, [request.schema_description, f"Answer by calling this tool with the response ({name}) as its input."]
+        )
+    )
+    schema = request.schema or {"type": "object"}
+    return {"toolSpec": {"name": JSON_TOOL_NAME, "description": description, "inputSchema": {"json": schema}}}
+
+
 def converse_body(request: MessagesInput, model_id: str, default_max_tokens: int | None = None) -> dict[str, Any]:
-    """The Converse body for a Bedrock model served through Converse (not Claude: those take InvokeModel)."""
-    system = [{"text": text} for text in request.system]
+    """The Converse body of a request read by `read_messages` (Bedrock models other than Claude: those take
+    InvokeModel) or by `read_chat` with Bedrock's ChatTarget (every model). Blank text (empty or whitespace only,
+    which Converse refuses) is left out; a user turn's tool results come first in it."""
+    system = [{"text": text} for text in request.system if text.strip()]
     messages: list[dict[str, Any]] = []
     used_tools: dict[str, None] = {}
-    documents = 0
+    blocks_before = 0  # content blocks in the turns written so far (documents are numbered by it)
     for role, blocks, index in request.turns:
         param = f"messages.{index}.content"
         if role == "system":
@@ -1011,8 +1120,7 @@ def converse_body(request: MessagesInput, model_id: str, default_max_tokens: int
             elif kind == "image" and role == "user":
                 content.append(_converse_image(block, where))
             elif kind == "document" and role == "user":
-                content.append(_converse_document(block, documents, where))
-                documents += 1
+                content.append(_converse_document(block, blocks_before + len(content) + 1, where))
             elif kind == "tool_use" and role == "assistant":
                 used_tools[block["name"]] = None
                 content.append(
@@ -1020,13 +1128,14 @@ def converse_body(request: MessagesInput, model_id: str, default_max_tokens: int
                 )
             elif kind == "tool_result" and role == "user":
                 text, images = _tool_result_text(block, where, images=True)
-                result: list[dict[str, Any]] = [{"text": text}] if text else []
+                result: list[dict[str, Any]] = [{"text": text}] if text else []  # an empty result: no content
                 result += [_converse_image(image, f"{where}.content") for image in images]
                 entry: dict[str, Any] = {"toolUseId": block["tool_use_id"], "content": result}
                 if block.get("is_error"):
                     entry["status"] = "error"
                 content.append({"toolResult": entry})
             elif kind == "thinking" and role == "assistant":
+                # Signed reasoning goes back unchanged: Claude refuses a later turn whose reasoning lost it.
                 if block.get("signature"):
                     content.append(
                         {
@@ -1041,6 +1150,7 @@ def converse_body(request: MessagesInput, model_id: str, default_max_tokens: int
                 raise _unsupported(kind, where, "Bedrock")
         if not content:
             continue
+        blocks_before += len(content)
         if role == "user":
             content.sort(key=lambda b: "toolResult" not in b)  # results first in their turn
         converse_role = "assistant" if role == "assistant" else "user"
@@ -1048,16 +1158,23 @@ def converse_body(request: MessagesInput, model_id: str, default_max_tokens: int
             messages[-1]["content"].extend(content)
         else:
             messages.append({"role": converse_role, "content": content})
+    if not messages:
+        raise invalid("'messages' must contain at least one user or assistant message with content.", "messages")
     out: dict[str, Any] = {"messages": messages}
     if system:
         out["system"] = system
+
     inference: dict[str, Any] = {}
     max_tokens = request.max_tokens if request.max_tokens is not None else default_max_tokens
+    fields, max_tokens, claude_thinks = _converse_effort(request, model_id, max_tokens, default_max_tokens)
+    if fields is not None:
+        out["additionalModelRequestFields"] = fields
     if max_tokens is not None:
         inference["maxTokens"] = max_tokens
-    if request.temperature is not None:
+    # Claude refuses sampling settings while thinking (temperature must be 1): they are left out.
+    if request.temperature is not None and not claude_thinks:
         inference["temperature"] = request.temperature
-    if request.top_p is not None:
+    if request.top_p is not None and not claude_thinks:
         inference["topP"] = request.top_p
     if request.stop:
         inference["stopSequences"] = request.stop
@@ -1066,33 +1183,44 @@ def converse_body(request: MessagesInput, model_id: str, default_max_tokens: int
         out["additionalModelResponseFieldPaths"] = ["/stop_sequence"]
     if inference:
         out["inferenceConfig"] = inference
-    if request.effort is not None and request.effort != "none":
-        level = EFFORTS[request.effort].level
-        if "amazon.nova" in model_id:
-            out["additionalModelRequestFields"] = {"reasoningConfig": {"type": "enabled", "maxReasoningEffort": level}}
-        elif "openai.gpt-oss" in model_id:
-            out["additionalModelRequestFields"] = {"reasoning_effort": level}
-    if request.schema is not None:
+    # ``n``: Converse answers one choice per request; a chat n > 1 is served by the gateway's fan-out (fanout.py).
+
+    json_answer = request.json_object or request.schema is not None
+    if request.schema is not None and request.api != "chat":
+        # A Messages client's answer is the model's text: the forced tool's input would come back as a tool call.
         raise _invalid(
             "structured output is served on Bedrock for Claude models only (through InvokeModel).",
             "output_config.format",
         )
-    specs = []
-    if request.tool_choice != "none" or used_tools:
-        specs = [
-            {
-                "toolSpec": {
-                    "name": t.name,
-                    **({"description": t.description} if t.description else {}),
-                    "inputSchema": {"json": _schema(t)},
-                }
-            }
-            for t in request.tools
-            if request.tool_choice != "none" or t.name in used_tools
-        ]
-    declared = {spec["toolSpec"]["name"] for spec in specs}
+    if request.schema is not None and not request.json_object and _NATIVE_JSON_MODELS.search(model_id):
+        structure: dict[str, Any] = {
+            "schema": orjson.dumps(request.schema).decode(),
+            "name": request.schema_name or "response",
+        }
+        if request.schema_description:
+            structure["description"] = request.schema_description
+        out["outputConfig"] = {"textFormat": {"type": "json_schema", "structure": {"jsonSchema": structure}}}
+        json_answer = False
+
+    specs = [_converse_tool_spec(t) for t in request.tools if request.tool_choice != "none" or t.name in used_tools]
+    choice: dict[str, Any] | None = None
+    if request.tool_choice == "any":
+        choice = {"any": {}}
+    elif request.tool_choice == "tool" and request.tool_name:
+        choice = {"tool": {"name": request.tool_name}}
+    elif request.tool_choice == "auto" and request.tools:
+        choice = {"auto": {}}
+    # Converse has no "none": the tools are left out (unless the history needs them), and no toolChoice.
+    if json_answer:
+        user_tools = bool(specs) and request.tool_choice != "none"
+        specs.append(_json_answer_spec(request))
+        if choice is None or not user_tools:
+            choice = {"tool": {"name": JSON_TOOL_NAME}}
+        elif "auto" in choice:
+            choice = {"any": {}}  # a user tool or the answer, but no free text
     if _has_tool_blocks(request):
         # Bedrock refuses a history with tool blocks unless toolConfig declares the tools it uses.
+        declared = {spec["toolSpec"]["name"] for spec in specs}
         for name in used_tools:
             if name not in declared:
                 specs.append({"toolSpec": {"name": name, "inputSchema": {"json": {"type": "object"}}}})
@@ -1100,12 +1228,15 @@ def converse_body(request: MessagesInput, model_id: str, default_max_tokens: int
             specs.append({"toolSpec": {"name": "none", "inputSchema": {"json": {"type": "object"}}}})
     if specs:
         tool_config: dict[str, Any] = {"tools": specs}
-        if request.tool_choice == "any":
-            tool_config["toolChoice"] = {"any": {}}
-        elif request.tool_choice == "tool" and request.tool_name:
-            tool_config["toolChoice"] = {"tool": {"name": request.tool_name}}
-        elif request.tool_choice == "auto" and request.tools:
-            tool_config["toolChoice"] = {"auto": {}}
+        if choice is not None:
+            tool_config["toolChoice"] = choice
+            if "auto" not in choice and claude_thinks:
+                # Claude refuses to think while forced to call a tool: say so instead of forwarding its 400.
+                forced_by = "tool_choice"
+                if request.tool_choice in ("auto", "none"):
+                    kind = "json_object" if request.json_object else "json_schema"
+                    forced_by = f"response_format {kind} (served by a forced tool)"
+                raise thinking_while_forced(forced_by)
         out["toolConfig"] = tool_config
     return out
 

@@ -2,8 +2,8 @@
 Bedrock, Gemini, Vertex AI), with one wording of every 400 so a client sees the same message whatever the model.
 
 Each function checks the shape of one piece and returns it in a neutral form, for messages_input.py ``read_chat``
-(the shared request model Gemini and Claude build from) and Bedrock's chat builder. Errors name the field the way
-OpenAI does (``messages[2].tool_calls[0].function.arguments``).
+(the shared request model Gemini, Claude and Bedrock build from). Errors name the field the way OpenAI does
+(``messages[2].tool_calls[0].function.arguments``).
 """
 
 from __future__ import annotations
