@@ -285,7 +285,7 @@ class ChatTarget:
     max_stop: int | None
     #: how it serves ``n`` (the 400's wording: "Gemini's candidateCount").
     choices: str
-    #: the URL schemes an ``image_url`` may have besides ``data:``, and how the 400 says so.
+    #: the URL schemes an ``image_url`` may have besides ``data:``, and how the 400 says so (no schemes: why not).
     url_schemes: tuple[str, ...] = ("https://", "http://")
     url_rule: str = "an http(s):// URL"
     #: the user content parts it takes, and how the 400 lists them (None: the names).
@@ -493,6 +493,8 @@ def _chat_image_block(part: dict[str, Any], param: str, target: ChatTarget) -> d
         return {"type": "image", "source": source}
     if url.startswith(target.url_schemes):
         return {"type": "image", "source": {"type": "url", "url": url}}
+    if not target.url_schemes:
+        raise invalid(f"'{url_param}' must be a base64 data: URL ({target.url_rule}).", url_param)
     raise invalid(f"'{url_param}' must be {target.url_rule} or a data: URL.", url_param)
 
 
