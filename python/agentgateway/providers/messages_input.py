@@ -276,7 +276,7 @@ def read_messages(body: dict[str, Any]) -> MessagesInput:
 @dataclass(frozen=True, slots=True)
 class ChatTarget:
     """What a translating provider takes of a Chat Completions request, for `read_chat`'s checks and the wording of
-    its 400s (each provider's, as its own chat builder worded them)."""
+    its 400s (one wording for every provider; the fields fill in what each takes)."""
 
     #: the models, as the 400s name them ("Gemini models"), and the provider ("Gemini").
     models: str
