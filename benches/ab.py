@@ -6,8 +6,9 @@ and through a 2-target failover virtual model, alternating rounds, CPU µs per r
 A tree is ``name=path`` (an old tree: ``git worktree add /tmp/wt-X <commit>`` and copy
 ``python/agentgateway/_core.abi3.so`` into it). The name's ending picks what is on: ``-quiet`` metrics, readiness and
 the access log off; ``-nolog`` the access log off; ``-nometrics`` metrics and readiness off; ``-ops`` the defaults
-plus key auth (the key wrk sends) and one request limit that never refuses. ``NOVIRTUAL=1`` skips the virtual-model
-rows, ``CASES=plain`` the streams.
+plus key auth (the key wrk sends) and one request limit that never refuses; ``-guards`` the defaults plus a regex
+guard on every request (reject ssn, mask email) and every answer (mask creditCard and phoneNumber; streams too).
+``NOVIRTUAL=1`` skips the virtual-model rows, ``CASES=plain`` the streams.
 """
 
 import os
@@ -38,6 +39,17 @@ OPS = """  policies:
     apiKey:
       keys: [{key: sk-bench, metadata: {name: bench}}]
     localRateLimit: [{type: requests, maxTokens: 1000000000, tokensPerFill: 1000000000, fillInterval: 1s}]
+"""
+
+#: a regex guard on every request and every answer (issue 21's budget: at most 10 µs per plain request together).
+GUARDS = """  policies:
+    guardrails:
+      request:
+      - regex: {action: reject, rules: [{builtin: ssn}]}
+      - regex: {action: mask, rules: [{builtin: email}]}
+      response:
+      - regex: {action: mask, rules: [{builtin: creditCard}, {builtin: phoneNumber}]}
+      streaming: enabled
 """
 
 
@@ -82,6 +94,8 @@ def run(processes, root):
             own += "config: {logging: {accessLog: false}}\n"
         if name.endswith("-ops"):
             own = own.replace("llm:\n", "llm:\n" + OPS, 1)
+        if name.endswith("-guards"):
+            own = own.replace("llm:\n", "llm:\n" + GUARDS, 1)
         args = [
             sys.executable,
             "-m",
