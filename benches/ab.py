@@ -7,7 +7,8 @@ A tree is ``name=path`` (an old tree: ``git worktree add /tmp/wt-X <commit>`` an
 ``python/agentgateway/_core.abi3.so`` into it). The name's ending picks what is on: ``-quiet`` metrics, readiness and
 the access log off; ``-nolog`` the access log off; ``-nometrics`` metrics and readiness off; ``-ops`` the defaults
 plus key auth (the key wrk sends) and one request limit that never refuses; ``-guards`` the defaults plus a regex
-guard on every request (reject ssn, mask email) and every answer (mask creditCard and phoneNumber; streams too).
+guard on every request (reject ssn, mask email) and every answer (mask creditCard and phoneNumber; streams too);
+``-traced`` the defaults plus OTLP/http tracing at 100 % sampling, exported to the mock upstream (which answers 404).
 ``NOVIRTUAL=1`` skips the virtual-model rows, ``CASES=plain`` the streams.
 """
 
@@ -94,6 +95,11 @@ def run(processes, root):
             own += "config: {logging: {accessLog: false}}\n"
         if name.endswith("-ops"):
             own = own.replace("llm:\n", "llm:\n" + OPS, 1)
+        if name.endswith("-traced"):
+            own += (
+                f"config: {{tracing: {{otlpEndpoint: 'http://127.0.0.1:{up_port}/v1/traces', otlpProtocol: http, "
+                "randomSampling: true}}\n"
+            )
         if name.endswith("-guards"):
             own = own.replace("llm:\n", "llm:\n" + GUARDS, 1)
         args = [
