@@ -11,7 +11,7 @@
 use std::hint::black_box;
 
 use _core::framing::eventstream::encode_event;
-use _core::framing::http1::ResponseParser;
+use _core::framing::http1::{BodyBytes, ResponseParser};
 use _core::framing::SseParser;
 use _core::providers::bedrock_anthropic::encode_chunk;
 use _core::providers::{new_stream_translator_for, ClientApi};
@@ -95,8 +95,10 @@ const CASES: &[(&str, &str, &str)] = &[
         "anthropic",
     ),
     ("sse:openai", "sse", ""),
-    ("http1:length", "http1", ""),
-    ("http1:chunked", "http1", ""),
+    ("http1:length", "http1", "copy"),
+    ("http1:chunked", "http1", "copy"),
+    ("http1:length/borrowed", "http1", "borrow"),
+    ("http1:chunked/borrowed", "http1", "borrow"),
 ];
 
 fn transcript(case: &str) -> Vec<u8> {
@@ -107,7 +109,7 @@ fn transcript(case: &str) -> Vec<u8> {
         "bedrock" => bedrock(),
         "bedrock-error" => BEDROCK_ERROR.to_vec(),
         "bedrock-anthropic" => bedrock_anthropic(),
-        "http1" if case.ends_with("chunked") => http1_chunked(),
+        "http1" if case.contains("chunked") => http1_chunked(),
         "http1" => http1_length(),
         other => panic!("no transcript for {other}"),
     }
@@ -134,8 +136,20 @@ fn run(provider: &str, api: &str, input: &[u8]) -> usize {
             let mut total = 0;
             for read in input.chunks(READ) {
                 body.clear();
-                let head = parser.feed(read, &mut body).unwrap();
-                total += body.len() + head.map_or(0, |h| h.headers.len());
+                // `copy`: the body bytes of every read appended to a buffer; `borrow`: left in
+                // the read when they are one piece of it (what the Python binding does).
+                let (head, len) = if api == "borrow" {
+                    let (head, bytes) = parser.feed_borrowed(read, &mut body).unwrap();
+                    let len = match bytes {
+                        BodyBytes::Input(piece) => black_box(piece).len(),
+                        BodyBytes::Buffer => body.len(),
+                    };
+                    (head, len)
+                } else {
+                    let head = parser.feed(read, &mut body).unwrap();
+                    (head, body.len())
+                };
+                total += len + head.map_or(0, |h| h.headers.len());
             }
             parser.finish().unwrap();
             total

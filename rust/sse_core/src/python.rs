@@ -317,17 +317,20 @@ impl PyResponseParser {
     }
 
     /// Parse one read: `(head if it completed now, else None; decoded body bytes of this read)`.
+    /// A read that is all body (`Content-Length`, close-delimited, one chunk's data) comes back as
+    /// the same bytes object, not copied (issue 22).
     #[allow(clippy::type_complexity)]
     fn feed<'py>(
         &mut self,
         py: Python<'py>,
-        data: &[u8],
+        data: &Bound<'py, PyBytes>,
     ) -> PyResult<(Option<HeadTuple<'py>>, Bound<'py, PyBytes>)> {
         self.body.clear();
         let (inner, body) = (&mut self.inner, &mut self.body);
-        let head = self
+        let input = data.as_bytes();
+        let (head, read) = self
             .poison
-            .guarded(RESPONSE_PARSER, || inner.feed(data, body))?;
+            .guarded(RESPONSE_PARSER, || inner.feed_borrowed(input, body))?;
         let head = head.map(|head| {
             let headers = head
                 .headers
@@ -336,7 +339,11 @@ impl PyResponseParser {
                 .collect();
             (head.status, headers)
         });
-        let bytes = PyBytes::new(py, &self.body);
+        let bytes = match read {
+            http1::BodyBytes::Input(piece) if piece.len() == input.len() => data.clone(),
+            http1::BodyBytes::Input(piece) => PyBytes::new(py, piece),
+            http1::BodyBytes::Buffer => PyBytes::new(py, &self.body),
+        };
         if self.body.capacity() > MAX_KEPT_CAPACITY {
             self.body = Vec::new();
         }

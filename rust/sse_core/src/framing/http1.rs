@@ -19,11 +19,21 @@ const MAX_LINE_BYTES: usize = 64 * 1024;
 const MAX_HEADERS: usize = 128;
 
 /// Status and headers of a response. Header names are lower-cased; values are trimmed bytes.
+/// The reason phrase is not kept: it carries no meaning (RFC 9112 section 4), and copying it cost
+/// an allocation per response (issue 22).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ResponseHead {
     pub status: u16,
-    pub reason: String,
     pub headers: Vec<(Vec<u8>, Vec<u8>)>,
+}
+
+/// Where [`ResponseParser::feed_borrowed`] left the body bytes of one read.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BodyBytes<'a> {
+    /// They are this one piece of the read's input: nothing was copied.
+    Input(&'a [u8]),
+    /// They are in the caller's buffer (maybe none).
+    Buffer,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -89,6 +99,42 @@ impl ResponseParser {
         };
         self.feed_body(&rest, body_out)?;
         Ok(Some(head))
+    }
+
+    /// [`Self::feed`], without copying the body bytes when the whole read is body (a
+    /// `Content-Length` or close-delimited body, or the data of one chunk, after the read that held
+    /// the head): they are then [`BodyBytes::Input`] (all of `data`) and `body_out` is left as it
+    /// was, for the caller to hand the read on as it is: one copy per read fewer (issue 22). Other
+    /// reads go through [`Self::feed`] ([`BodyBytes::Buffer`]).
+    pub fn feed_borrowed<'a>(
+        &mut self,
+        data: &'a [u8],
+        body_out: &mut Vec<u8>,
+    ) -> Result<(Option<ResponseHead>, BodyBytes<'a>), CoreError> {
+        let len = data.len() as u64;
+        let next = match self.state {
+            State::UntilClose => Some(State::UntilClose),
+            State::Length(remaining) if remaining >= len => Some(if remaining == len {
+                State::Done
+            } else {
+                State::Length(remaining - len)
+            }),
+            State::Chunked(Chunk::Data(remaining)) if remaining >= len => {
+                Some(State::Chunked(if remaining == len {
+                    Chunk::DataEnd { seen_cr: false }
+                } else {
+                    Chunk::Data(remaining - len)
+                }))
+            }
+            _ => None,
+        };
+        match next {
+            Some(state) if !data.is_empty() => {
+                self.state = state;
+                Ok((None, BodyBytes::Input(data)))
+            }
+            _ => Ok((self.feed(data, body_out)?, BodyBytes::Buffer)),
+        }
     }
 
     /// The connection closed. A body delimited by the close ends here; any other unfinished
@@ -167,7 +213,6 @@ impl ResponseParser {
         }
         let status = response.code.unwrap_or(0);
         let version = response.version.unwrap_or(1);
-        let reason = response.reason.unwrap_or("").to_owned();
         let headers: Vec<(Vec<u8>, Vec<u8>)> = response
             .headers
             .iter()
@@ -183,11 +228,7 @@ impl ResponseParser {
             self.keep_alive =
                 self.state != State::UntilClose && connection_persists(version, &headers);
         }
-        Ok(ResponseHead {
-            status,
-            reason,
-            headers,
-        })
+        Ok(ResponseHead { status, headers })
     }
 
     fn feed_body(&mut self, data: &[u8], body_out: &mut Vec<u8>) -> Result<(), CoreError> {
@@ -410,7 +451,53 @@ mod tests {
             }
             start = cut;
         }
+        // The borrowing feed gives the same head and body, copying only what is not one piece.
+        let mut borrowing = ResponseParser::new();
+        let (mut head2, mut body2, mut start) = (None, Vec::new(), 0);
+        for &cut in cuts.iter().chain(std::iter::once(&input.len())) {
+            let mut scratch = Vec::new();
+            let (h, bytes) = borrowing
+                .feed_borrowed(&input[start..cut], &mut scratch)
+                .unwrap();
+            head2 = head2.or(h);
+            match bytes {
+                BodyBytes::Input(piece) => {
+                    assert!(scratch.is_empty());
+                    body2.extend_from_slice(piece);
+                }
+                BodyBytes::Buffer => body2.extend_from_slice(&scratch),
+            }
+            start = cut;
+        }
+        assert_eq!((&head2, &body2), (&head, &body), "cuts {cuts:?}");
+        assert_eq!(borrowing.is_complete(), parser.is_complete());
         (head, body, parser.is_complete())
+    }
+
+    #[test]
+    fn a_body_in_one_piece_of_a_read_is_not_copied() {
+        let mut parser = ResponseParser::new();
+        let mut buf = Vec::new();
+        let head = b"HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\n01234";
+        let (h, bytes) = parser.feed_borrowed(head, &mut buf).unwrap();
+        assert_eq!((h.map(|h| h.status), bytes), (Some(200), BodyBytes::Buffer));
+        assert_eq!(buf, b"01234");
+        buf.clear();
+        let (_, bytes) = parser.feed_borrowed(b"56789", &mut buf).unwrap();
+        assert_eq!(bytes, BodyBytes::Input(b"56789"));
+        assert!(buf.is_empty() && parser.is_complete());
+        // Two chunks in one read: copied, in order.
+        let mut parser = ResponseParser::new();
+        parser
+            .feed_borrowed(
+                b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n",
+                &mut buf,
+            )
+            .unwrap();
+        let (_, bytes) = parser
+            .feed_borrowed(b"2\r\nab\r\n3\r\ncde\r\n0\r\n\r\n", &mut buf)
+            .unwrap();
+        assert_eq!((bytes, buf.as_slice()), (BodyBytes::Buffer, &b"abcde"[..]));
     }
 
     fn every_split(input: &[u8], expected_body: &[u8]) {
@@ -436,7 +523,6 @@ mod tests {
         let (head, _, _) = run(input, &[]);
         let head = head.unwrap();
         assert_eq!(head.status, 200);
-        assert_eq!(head.reason, "OK");
         assert_eq!(
             head.headers[0],
             (b"content-type".to_vec(), b"application/json".to_vec())

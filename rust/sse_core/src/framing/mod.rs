@@ -7,5 +7,5 @@ pub mod http1;
 pub mod sse;
 
 pub use eventstream::{EventMessage, EventStreamDecoder, EventStreamError};
-pub use http1::{ResponseHead, ResponseParser};
+pub use http1::{BodyBytes, ResponseHead, ResponseParser};
 pub use sse::{SseEvent, SseParser};
