@@ -55,13 +55,6 @@ def apply_log_level(level: int | None) -> None:
     logging.getLogger("agentgateway").setLevel(logging.NOTSET if level is None else level)
 
 
-def _tokens(usage: tuple[Any, ...]) -> Tokens:
-    """``Facts.usage``: (prompt, completion, total, cached, cache write, reasoning); a count not reported is 0."""
-    if len(usage) < 6:
-        return Tokens(usage[0], usage[1])
-    return Tokens(usage[0], usage[1], usage[3] or 0, usage[4] or 0, usage[5] or 0)
-
-
 class Telemetry:
     """One per worker process (the Gateway's)."""
 
@@ -256,9 +249,14 @@ class Telemetry:
         tokens: Tokens | None = None
         cost: float | None = None
         if usage is not None:
-            tokens = _tokens(usage)
-            if last is not None and self.catalog:
-                price = self.catalog.price(last.backend.entry.params.model, last.model, exchange.client_model)
+            tokens = (
+                Tokens(usage[0], usage[1])
+                if len(usage) < 6
+                else Tokens(usage[0], usage[1], usage[3] or 0, usage[4] or 0, usage[5] or 0)
+            )  # Facts.usage: (prompt, completion, total, cached, cache write, reasoning); not reported: 0
+            lookup = self.catalog.lookup
+            if last is not None and lookup is not None:
+                price = lookup((last.backend.entry.params.model, last.model, exchange.client_model))
                 if price is not None:
                     cost = Catalog.cost(price, tokens)
         recorder = self.recorder

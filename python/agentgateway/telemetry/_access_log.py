@@ -14,7 +14,6 @@ whole lines stay whole with N workers writing to one pipe or file.
 
 from __future__ import annotations
 
-import contextlib
 import os
 import time
 from typing import Any
@@ -236,5 +235,7 @@ class AccessLog:
         pending.clear()
         self._size = 0
         self.flushes += 1
-        with contextlib.suppress(OSError):  # a closed stdout must not fail requests
+        try:  # noqa: SIM105  (contextlib.suppress costs ~0.3 µs per flush)
             os.write(self._fd, data)
+        except OSError:  # a closed stdout must not fail requests
+            pass

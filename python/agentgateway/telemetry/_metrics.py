@@ -310,9 +310,14 @@ class Recorder:
                 values[group.cost] += cost
         ttft = facts.ttft
         if exchange.streamed and ttft is not None:
-            _observe(values, group.ttft, TTFT_BUCKETS, ttft)
+            base = group.ttft
+            values[base + bisect_left(TTFT_BUCKETS, ttft)] += 1
+            values[base + _TTFT_SUM] += ttft
             if tokens is not None and tokens.output > 1:
-                _observe(values, group.tpot, TPOT_BUCKETS, (elapsed - ttft) / (tokens.output - 1))
+                tpot = (elapsed - ttft) / (tokens.output - 1)
+                base = group.tpot
+                values[base + bisect_left(TPOT_BUCKETS, tpot)] += 1
+                values[base + _TPOT_SUM] += tpot
         for attempt in attempts:
             outcome = attempt.outcome or "aborted"
             slots = self._attempts.get((attempt.backend.index, outcome, attempt.status))
@@ -415,11 +420,8 @@ def _histogram(table: WorkerTable, family: str, names: tuple[str, ...], labels: 
 _HTTP_SUM = len(HTTP_DURATION_BUCKETS) + 1
 _GENAI_SUM = len(GENAI_DURATION_BUCKETS) + 1
 _TOKEN_SUM = len(TOKEN_BUCKETS) + 1
-
-
-def _observe(values: Any, base: int, buckets: tuple[float, ...], value: float) -> None:
-    values[base + bisect_left(buckets, value)] += 1
-    values[base + len(buckets) + 1] += value
+_TTFT_SUM = len(TTFT_BUCKETS) + 1
+_TPOT_SUM = len(TPOT_BUCKETS) + 1
 
 
 # -- the main process: one scrape over every worker ------------------------------------------------------------------
