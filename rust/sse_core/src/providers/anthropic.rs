@@ -160,6 +160,31 @@ pub(crate) struct ErrorBody<'a> {
     pub(crate) message: Option<Cow<'a, str>>,
 }
 
+impl ErrorBody<'_> {
+    /// The error's type (`api_error` when missing).
+    pub(crate) fn kind(&self) -> &str {
+        self.kind.as_deref().unwrap_or("api_error")
+    }
+
+    /// The error's message (a generic one when missing).
+    pub(crate) fn message(&self) -> &str {
+        self.message
+            .as_deref()
+            .unwrap_or("the upstream reported an error")
+    }
+
+    /// A whole answer that is this error (a success status whose body is Anthropic's error).
+    #[cold]
+    #[inline(never)]
+    pub(crate) fn into_error(self) -> CoreError {
+        CoreError::Upstream {
+            status: status_for_error_type(self.kind()),
+            code: self.kind().to_owned(),
+            message: self.message().to_owned(),
+        }
+    }
+}
+
 /// One stream event's payload; which fields are set depends on its `type`.
 #[derive(Debug, Deserialize)]
 struct Event<'a> {
@@ -191,20 +216,7 @@ pub fn translate_response(
 pub fn decode_response(body: &[u8], client_model: Option<&str>) -> Result<Completion, CoreError> {
     let message: Message<'_> = parse(body, "response body")?;
     if message.kind.as_deref() == Some("error") {
-        let error = message.error.unwrap_or(ErrorBody {
-            kind: None,
-            message: None,
-        });
-        let code = error.kind.as_deref().unwrap_or("api_error");
-        return Err(CoreError::Upstream {
-            status: status_for_error_type(code),
-            code: code.to_owned(),
-            message: error
-                .message
-                .as_deref()
-                .unwrap_or("the upstream reported an error")
-                .to_owned(),
-        });
+        return Err(message.error.unwrap_or_default().into_error());
     }
     let model = client_model
         .or(message.model.as_deref())
@@ -372,16 +384,9 @@ impl AnthropicEvents {
             }
             "message_stop" => writer.end(out),
             "error" => {
-                let error = event.error.unwrap_or(ErrorBody {
-                    kind: None,
-                    message: None,
-                });
-                let kind = error.kind.as_deref().unwrap_or("api_error");
-                let message = error
-                    .message
-                    .as_deref()
-                    .unwrap_or("the upstream reported an error");
-                writer.error(out, status_for_error_type(kind), kind, message);
+                let error = event.error.unwrap_or_default();
+                let kind = error.kind();
+                writer.error(out, status_for_error_type(kind), kind, error.message());
             }
             // ping, and event types added after this was written.
             _ => {}

@@ -21,7 +21,7 @@ use std::borrow::Cow;
 use serde::Deserialize;
 use serde_json::value::RawValue;
 
-use super::anthropic::{finish_reason, status_for_error_type, AnthropicUsage, ErrorBody};
+use super::anthropic::{finish_reason, AnthropicUsage, ErrorBody};
 use super::encoder::FinishReason;
 use super::openai::{is_cut_off, MAX_EVENT_BYTES};
 use super::sse_writer::write_data;
@@ -101,16 +101,7 @@ pub fn translate_response(
             .get("error")
             .and_then(|raw| serde_json::from_str(raw.get()).ok())
             .unwrap_or_default();
-        let code = error.kind.as_deref().unwrap_or("api_error");
-        return Err(CoreError::Upstream {
-            status: status_for_error_type(code),
-            code: code.to_owned(),
-            message: error
-                .message
-                .as_deref()
-                .unwrap_or("the upstream reported an error")
-                .to_owned(),
-        });
+        return Err(error.into_error());
     }
     let usage = object
         .get("usage")
@@ -190,14 +181,7 @@ impl Passthrough {
             }
             "message_stop" => self.done = true,
             "error" => {
-                let error = view.error.unwrap_or_default();
-                self.error = Some(
-                    error
-                        .message
-                        .as_deref()
-                        .unwrap_or("the upstream reported an error")
-                        .to_owned(),
-                );
+                self.error = Some(view.error.unwrap_or_default().message().to_owned());
             }
             _ => {}
         }
