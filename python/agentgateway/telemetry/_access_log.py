@@ -195,13 +195,21 @@ class AccessLog:
                 counts = "input=- output=- cached=- reasoning=-"
             else:
                 counts = f"input={tokens[0]} output={tokens[1]} cached={tokens[2]} reasoning={tokens[3]}"
+            # Ours are hex: checked here, a call to `_id` only for the others.
+            ident = request_id if request_id.isascii() and request_id.isalnum() else _id(request_id)
+            upstream = "-" if upstream_id is None else _id(upstream_id)
             line = (
-                f"{stamp} request id={_id(request_id)} upstream_id={_id(upstream_id)} {middle} attempts={attempts}"
+                f"{stamp} request id={ident} upstream_id={upstream} {middle} attempts={attempts}"
                 f" status={status} {counts} cost={'-' if cost is None else format(cost, '.6g')}"
                 f" duration={duration:.6f} ttft={'-' if ttft is None else format(ttft, '.6g')}"
                 f" error={'-' if error is None else _text(error)}\n"
             ).encode()
-        self._add(line)
+        # `_add` inlined (once per request)
+        size = len(line)
+        if self._size + size > _BATCH_BYTES:
+            self.flush()
+        self._pending.append(line)
+        self._size += size
 
     def _custom(self, stamp: str, own: dict[str, Any], added: list[tuple[str, Any]]) -> bytes:
         """A text line with fields removed or added: the general (slower) way, only for configs that ask for it."""

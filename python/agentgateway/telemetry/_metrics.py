@@ -274,49 +274,49 @@ class Recorder:
             self._groups[key] = group
         table = self._table
         values = (table if table is not None else self.table).values
-        values[group.requests] += 1
+        values[group.requests] += 1.0
         base = group.duration
-        values[base + bisect_left(HTTP_DURATION_BUCKETS, elapsed)] += 1
+        values[base + bisect_left(HTTP_DURATION_BUCKETS, elapsed)] += 1.0
         values[base + _HTTP_SUM] += elapsed
         base = group.genai_duration
         if base < 0:
             return
-        values[base + bisect_left(GENAI_DURATION_BUCKETS, elapsed)] += 1
+        values[base + bisect_left(GENAI_DURATION_BUCKETS, elapsed)] += 1.0
         values[base + _GENAI_SUM] += elapsed
         if tokens is not None:
             # input and output always; cache reads and writes when there were some
             bases = group.tokens
             count = tokens.input
             base = bases[0]
-            values[base + bisect_left(TOKEN_BUCKETS, count)] += 1
+            values[base + bisect_left(_TOKEN_BOUNDS, count)] += 1.0
             values[base + _TOKEN_SUM] += count
             count = tokens.output
             base = bases[1]
-            values[base + bisect_left(TOKEN_BUCKETS, count)] += 1
+            values[base + bisect_left(_TOKEN_BOUNDS, count)] += 1.0
             values[base + _TOKEN_SUM] += count
             count = tokens.cached
             if count:
                 base = bases[2]
-                values[base + bisect_left(TOKEN_BUCKETS, count)] += 1
+                values[base + bisect_left(_TOKEN_BOUNDS, count)] += 1.0
                 values[base + _TOKEN_SUM] += count
             count = tokens.cache_write
             if count:
                 base = bases[3]
-                values[base + bisect_left(TOKEN_BUCKETS, count)] += 1
+                values[base + bisect_left(_TOKEN_BOUNDS, count)] += 1.0
                 values[base + _TOKEN_SUM] += count
             if cost is None:
-                values[group.unpriced] += 1
+                values[group.unpriced] += 1.0
             elif cost:
                 values[group.cost] += cost
         ttft = facts.ttft
         if exchange.streamed and ttft is not None:
             base = group.ttft
-            values[base + bisect_left(TTFT_BUCKETS, ttft)] += 1
+            values[base + bisect_left(TTFT_BUCKETS, ttft)] += 1.0
             values[base + _TTFT_SUM] += ttft
             if tokens is not None and tokens.output > 1:
                 tpot = (elapsed - ttft) / (tokens.output - 1)
                 base = group.tpot
-                values[base + bisect_left(TPOT_BUCKETS, tpot)] += 1
+                values[base + bisect_left(TPOT_BUCKETS, tpot)] += 1.0
                 values[base + _TPOT_SUM] += tpot
         for attempt in attempts:
             outcome = attempt.outcome or "aborted"
@@ -324,9 +324,9 @@ class Recorder:
             if slots is None or outcome in _FAILED:
                 self._attempt(values, attempt.backend, outcome, attempt.status)
                 continue
-            values[slots[0]] += 1
+            values[slots[0]] += 1.0
             if slots[1] >= 0:
-                values[slots[1]] += 1
+                values[slots[1]] += 1.0
 
     def _attempt(self, values: Any, backend: Backend, outcome: str, status: int | None) -> None:
         """One attempt's counts (``record`` inlines the common case: slots known, no failure)."""
@@ -346,9 +346,9 @@ class Recorder:
                 else -1
             )
             slots = self._attempts[key] = (attempts, retries)
-        values[slots[0]] += 1
+        values[slots[0]] += 1.0
         if slots[1] >= 0:
-            values[slots[1]] += 1
+            values[slots[1]] += 1.0
         if outcome in ("failover", "failed"):
             # An eviction sets a new end; a failure while evicted does not (health.py): a new end is a new eviction.
             until = backend.health.evicted_until
@@ -420,6 +420,10 @@ def _histogram(table: WorkerTable, family: str, names: tuple[str, ...], labels: 
 _HTTP_SUM = len(HTTP_DURATION_BUCKETS) + 1
 _GENAI_SUM = len(GENAI_DURATION_BUCKETS) + 1
 _TOKEN_SUM = len(TOKEN_BUCKETS) + 1
+#: TOKEN_BUCKETS as ints (powers of 4, exact either way): token counts are ints, and bisecting ints among floats
+#: compares across types (~190 ns a search, ~85 among ints); the same index for any number.
+_TOKEN_BOUNDS = tuple(int(bound) for bound in TOKEN_BUCKETS)
+assert all(float(bound) == original for bound, original in zip(_TOKEN_BOUNDS, TOKEN_BUCKETS, strict=True))
 _TTFT_SUM = len(TTFT_BUCKETS) + 1
 _TPOT_SUM = len(TPOT_BUCKETS) + 1
 
