@@ -32,6 +32,8 @@ LOADS = [
     "examples/llm-cost-routing/config.yaml",
     # models[].guardrails: a webhook with messageFormat: raw, path and minSizeBytes (issue 21, guardrails.py)
     "examples/llm-context-compression/config.yaml",
+    # an inline JWKS with no keys (loads, refuses every token), guardrails on one entry only, tokenize, matches
+    f"{LOCAL_TESTS}/llm_simple_config.yaml",
 ]
 
 # file -> the features it uses that issue 15 does not build (issue 21 brings most of them)
@@ -40,10 +42,6 @@ NOT_YET = {
     "examples/llm-active-health/config.yaml": "health.active (active health probes)",
     "examples/llm-server-tools/config.yaml": "top-level backends (MCP) and models[].serverTools",
     "examples/llm-semantic-routing/response-cache/standalone/agentgateway.yaml": "llm.policies.extProc",
-    f"{LOCAL_TESTS}/llm_simple_config.yaml": (
-        "an inline JWKS without keys (jwtAuth refuses it; its guardrails, promptCaching and params.tokenize load "
-        "since issue 21)"
-    ),
     f"{LOCAL_TESTS}/llm_active_health_config.yaml": "health.active in providers[].defaults and models[].health",
     f"{LOCAL_TESTS}/llm_copilot_config.yaml": "provider: copilot (deliberately not supported: a config error)",
     f"{LOCAL_TESTS}/llm_timeout_config.yaml": "llm.policies.timeout (top-level gateways load since issue 21)",

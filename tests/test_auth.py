@@ -377,6 +377,23 @@ def test_jwks_from_a_url_is_fetched_and_a_url_that_is_down_is_a_401(fake_openai:
         running.stop()
 
 
+def test_an_empty_jwks_loads_is_named_at_start_up_and_refuses_every_token(
+    fake_openai: FakeOpenAI, tmp_path: Path
+) -> None:
+    """agentgateway's own example configs write ``jwks: '{"keys":[]}'``: it loads, fail-closed."""
+    config = _jwt_config(fake_openai.base_url, """'{"keys":[]}'""")
+    notices = [line for line in load_config(config, "c.yaml").unserved if "jwks" in line]
+    line = config.splitlines().index(next(x for x in config.splitlines() if "jwks:" in x)) + 1
+    assert notices == [f"c.yaml:{line}: llm.policies.jwtAuth.jwks: has no keys: every bearer token is refused (401)"]
+    running = start_gateway(config, tmp_path)
+    try:
+        with pytest.raises(openai.AuthenticationError) as caught:
+            _client(running, _token()).chat.completions.create(model="gpt-4o-mini", messages=MESSAGES)
+        assert caught.value.status_code == 401
+    finally:
+        running.stop()
+
+
 def test_an_inline_jwks_that_is_not_one_is_a_config_error() -> None:
     with pytest.raises(ConfigError, match=r"llm\.policies\.jwtAuth\.jwks.*not JSON"):
         load_config(_policies_config("    jwtAuth:\n      jwks: 'not json'\n"))

@@ -1475,6 +1475,19 @@ def _unserved(config: GatewayConfig, document: dict[str, Any], source: str, line
             "port; only gateways.<name>.port is used)",
         )
     notices.extend(_backend_notices(config, source, lines))
+    jwt_auth = config.llm.policies.jwt_auth
+    if jwt_auth is not None and not isinstance(jwt_auth.jwks, JwksUrl):
+        from .policy.jwt_auth import load_jwks
+
+        if not load_jwks(jwt_auth.jwks):
+            notices.append(
+                _located(
+                    source,
+                    lines,
+                    ("llm", "policies", "jwtAuth", "jwks"),
+                    "has no keys: every bearer token is refused (401)",
+                )
+            )
     frontend = config.frontend_policies
     notices += _extra_keys(frontend, ("frontendPolicies",), source, lines, "accepted but not served by this gateway")
     notices += _extra_keys(
@@ -1624,6 +1637,9 @@ def _resolve_guardrails(
                 models.append(entry)
                 continue
             own = found
+        if own is None and shared is None:  # neither the entry nor llm.policies guards it
+            models.append(entry)
+            continue
         merged = own if shared is None else shared if own is None else None
         if merged is None:
             assert shared is not None and own is not None

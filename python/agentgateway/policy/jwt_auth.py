@@ -43,8 +43,10 @@ class TokenRejected(Exception):
     """The token is not accepted; the message says why (never the token)."""
 
 
-def load_jwks(source: str | JwksFile) -> PyJWKSet:
-    """An inline JWKS (a JSON string) or ``{file}``; ValueError saying what is wrong."""
+def load_jwks(source: str | JwksFile) -> list[PyJWK]:
+    """The keys of an inline JWKS (a JSON string) or ``{file}``; ValueError saying what is wrong. A set with no
+    keys (``{"keys": []}``, as agentgateway's own examples write) is accepted: it refuses every token (config.py
+    names it at start-up)."""
     if isinstance(source, str):
         text, where = source, "the inline JWKS"
     else:
@@ -58,7 +60,10 @@ def load_jwks(source: str | JwksFile) -> PyJWKSet:
             except OSError as exc:
                 raise ValueError(f"cannot read {where}: {exc.strerror or exc}") from None
     try:
-        return PyJWKSet.from_dict(json.loads(text))
+        document = json.loads(text)
+        if isinstance(document, dict) and document.get("keys") == []:
+            return []
+        return list(PyJWKSet.from_dict(document).keys)
     except json.JSONDecodeError as exc:
         raise ValueError(f"{where} is not JSON: {exc}") from None
     except Exception as exc:  # PyJWT's errors for sets without usable keys, unknown key types, bad fields
@@ -91,7 +96,7 @@ class JwtAuth:
             self._cache_duration = policy.jwks.cache_duration
             self._host = urlsplit(self._url).hostname or "?"
         else:
-            self._keys = list(load_jwks(policy.jwks).keys)
+            self._keys = load_jwks(policy.jwks)
 
     # -- keys ----------------------------------------------------------------------------------------------------
 
