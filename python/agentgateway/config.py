@@ -1548,11 +1548,32 @@ def _backend_notices(config: GatewayConfig, source: str, lines: dict[Path, int])
     return notices
 
 
+#: agentgateway keys this gateway deliberately does not serve, and why (README "agentgateway config parity"): a
+#: config using one fails to load with this reason instead of pydantic's "Extra inputs are not permitted".
+#: ``*`` stands for a list index.
+NOT_SUPPORTED: dict[tuple[str, ...], str] = {
+    ("config", "database"): "not supported: agentgateway's request database (PostgreSQL) is not part of this "
+    "gateway; the access log (config.logging) and the metrics carry the same facts",
+    ("llm", "models", "*", "health", "active"): "not supported: active health probes; eviction here is passive "
+    "(health.unhealthyExpression and health.eviction, from real answers)",
+    ("llm", "providers", "*", "defaults", "health", "active"): "not supported: active health probes; eviction "
+    "here is passive (health.unhealthyExpression and health.eviction, from real answers)",
+    ("llm", "models", "*", "serverTools"): "not supported: server-side tools (MCP servers run by the gateway)",
+    ("llm", "policies", "extProc"): "not supported: external processing (Envoy ext_proc) of requests",
+    ("llm", "policies", "timeout"): "not supported: agentgateway's requestTimeout / backendRequestTimeout; "
+    "upstream timeouts here are llm.timeouts (connect, firstByte, idle seconds; our extension)",
+}
+
+
 def _validation_problems(exc: ValidationError, source: str, lines: dict[Path, int], prefix: Path) -> list[str]:
-    return [
-        _located(source, lines, (*prefix, *error["loc"]), error["msg"].removeprefix("Value error, "))
-        for error in exc.errors(include_url=False)
-    ]
+    problems = []
+    for error in exc.errors(include_url=False):
+        path = (*prefix, *error["loc"])
+        message = error["msg"].removeprefix("Value error, ")
+        if error["type"] == "extra_forbidden":
+            message = NOT_SUPPORTED.get(tuple("*" if isinstance(part, int) else str(part) for part in path), message)
+        problems.append(_located(source, lines, path, message))
+    return problems
 
 
 _INHERITED = ("defaults", "overrides", "transformation", "request_headers", "response_headers", "health")
