@@ -122,6 +122,11 @@ def test_anthropic_messages_bodies_are_counted_too() -> None:
     ]
 
 
+def test_an_embeddings_request_counts_its_input_strings() -> None:
+    assert message_texts({"model": "e", "input": "one text"}) == ["one text"]
+    assert message_texts({"model": "e", "input": ["a", "b", [1, 2]]}) == ["a", "b"]
+
+
 def test_other_models_are_an_estimate_with_cl100k() -> None:
     tokens, exact = _core.count_chat_tokens("claude-sonnet-4-5", ["hello world"])
     assert (tokens, exact) == (_core.count_chat_tokens("gpt-4", ["hello world"])[0], False)

@@ -34,7 +34,8 @@ def count_input_tokens(model: str, body: Mapping[str, Any]) -> int:
 
 
 def message_texts(body: Mapping[str, Any]) -> list[str]:
-    """One text per message (the system prompt and the tool definitions count as one each)."""
+    """One text per message (the system prompt and the tool definitions count as one each; an embeddings
+    request's input strings one each)."""
     texts: list[str] = []
     system = body.get("system")  # Anthropic Messages: a string or text blocks
     if system:
@@ -47,6 +48,11 @@ def message_texts(body: Mapping[str, Any]) -> list[str]:
     tools = body.get("tools")
     if isinstance(tools, list) and tools:
         texts.append(orjson.dumps(tools).decode())
+    embedded = body.get("input")  # an embeddings request: its strings (token-id arrays are not text)
+    if isinstance(embedded, str):
+        texts.append(embedded)
+    elif isinstance(embedded, list):
+        texts.extend(item for item in embedded if isinstance(item, str))
     return texts
 
 
