@@ -43,6 +43,7 @@ from .providers.messages_input import estimate_input_tokens
 from .upstream import UpstreamClient, UpstreamRequest, UpstreamResponse
 
 if TYPE_CHECKING:
+    from .providers.base import Provider
     from .router import Route, Target
 
 __all__ = ["CLIENT_CLOSED", "Attempt", "Exchange", "Facts", "Observer"]
@@ -288,16 +289,8 @@ class Exchange:
                 attempt.outcome = "aborted"
                 raise
             attempt.status = response.status
-            if (
-                not renewed
-                and provider.rejects_credentials(response.status, response.headers)
-                and await provider.credentials_rejected()
-            ):
-                logger.info("upstream for %s refused its credentials; retrying once with new ones", backend.name)
-                attempt.ended = time.monotonic()
-                attempt.outcome = "renewed"
+            if not renewed and await _renewed(provider, backend, attempt, response):
                 renewed = True
-                await _discard(response)
                 continue
             return response
 
@@ -581,16 +574,8 @@ class Exchange:
             if refused is None:
                 break
             attempt.status = refused.status
-            if (
-                not renewed
-                and provider.rejects_credentials(refused.status, refused.headers)
-                and await provider.credentials_rejected()
-            ):
-                logger.info("upstream for %s refused its credentials; retrying once with new ones", backend.name)
-                attempt.ended = time.monotonic()
-                attempt.outcome = "renewed"
+            if not renewed and await _renewed(provider, backend, attempt, refused):
                 renewed = True
-                await _discard(refused)
                 continue
             # The refusal read as one call's (_stream): its status, message and headers reach the client.
             return await self._stream(backend, single, refused, send, more)
@@ -865,6 +850,18 @@ def _anthropic_first_event_error(frames: bytes, message: str) -> GatewayError:
         except (orjson.JSONDecodeError, KeyError, TypeError):
             pass
     return UpstreamHTTPError.create(status, message)
+
+
+async def _renewed(provider: Provider, backend: Backend, attempt: Attempt, response: UpstreamResponse) -> bool:
+    """Whether ``response`` refused credentials that the provider then renewed (a rotated Bedrock key, an expired
+    token): the attempt ends as ``renewed`` and the answer is thrown away, so that the caller sends once more."""
+    if not (provider.rejects_credentials(response.status, response.headers) and await provider.credentials_rejected()):
+        return False
+    logger.info("upstream for %s refused its credentials; retrying once with new ones", backend.name)
+    attempt.ended = time.monotonic()
+    attempt.outcome = "renewed"
+    await _discard(response)
+    return True
 
 
 async def _discard(response: UpstreamResponse) -> None:
