@@ -75,7 +75,7 @@ def test_a_reused_connection_closed_before_answering_is_retried_once_on_a_new_on
             second = await client.send(request(url, b'{"n":2}'))
             assert await second.read() == b"{}"
             second.release()
-            client.close()
+            await client.aclose()
         # n=2 went out twice: on the reused connection (closed unanswered) and once more on a fresh one.
         assert server.requests == [(1, b'{"n":1}'), (1, b'{"n":2}'), (2, b'{"n":2}')]
 
@@ -93,7 +93,7 @@ def test_the_retry_happens_once_only() -> None:
             first.release()
             with pytest.raises(UpstreamUnreachable, match="before answering"):
                 await client.send(request(url, b'{"n":2}'))
-            client.close()
+            await client.aclose()
         assert server.requests == [(1, b'{"n":1}'), (1, b'{"n":2}'), (2, b'{"n":2}')]
 
     asyncio.run(run())

@@ -499,7 +499,7 @@ def test_an_unknown_transfer_coding_is_an_upstream_protocol_error() -> None:
                 await client.send(UpstreamRequest(endpoint, b"", b"{}"))
             return failed.value.message
         finally:
-            client.close()
+            await client.aclose()
             server.close()
             await server.wait_closed()
 

@@ -407,7 +407,7 @@ def test_a_certificate_required_alert_is_named(pki: Pki, tmp_path: Path) -> None
                 await client.send(UpstreamRequest(endpoint, b"", b"{}", tls))
             return failed.value.message
         finally:
-            client.close()
+            await client.aclose()
 
     try:
         message = asyncio.run(run())
@@ -470,7 +470,7 @@ def test_a_reloaded_cap_lets_waiting_requests_through() -> None:
             release.set()
             assert await first == b"ok"
         finally:
-            client.close()
+            await client.aclose()
             server.close()
             await server.wait_closed()
 
@@ -503,7 +503,7 @@ def test_a_reload_closes_the_connections_of_a_backend_tls_no_entry_uses(pki: Pki
             client.reconfigure(timeouts, after)  # no entry uses it: closed
             return pools - kept, len(client._pools)
         finally:
-            client.close()
+            await client.aclose()
 
     assert asyncio.run(run()) == (0, 0)
 

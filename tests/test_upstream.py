@@ -89,7 +89,7 @@ def test_request_bytes_and_keep_alive_reuse() -> None:
                 assert response.status == 200
                 assert await response.read() == b'{"n":%d}' % n
                 response.release()
-            client.close()
+            await client.aclose()
         assert server.connections == 1, "keep-alive connections must be reused"
         head, body = server.requests[0]
         assert head.startswith(b"POST /v1/chat/completions HTTP/1.1\r\nHost: 127.0.0.1:")
@@ -126,7 +126,7 @@ def test_chunked_stream_arrives_piece_by_piece() -> None:
         assert await response.read_chunk() == b"abc"
         assert await response.read_chunk() == b""
         response.release()
-        client.close()
+        await client.aclose()
         server.close()
 
     asyncio.run(run())
@@ -142,7 +142,7 @@ def test_close_delimited_body_ends_at_eof() -> None:
             response.release()
             response = await client.send(request(url))  # the first connection cannot be reused
             assert await response.read() == b"whole body"
-            client.close()
+            await client.aclose()
         assert server.connections == 2
 
     asyncio.run(run())
@@ -156,7 +156,7 @@ def test_gzip_body_is_decoded() -> None:
             client = UpstreamClient(FAST)
             response = await client.send(request(url))
             assert await response.read() == b'{"ok":true}'
-            client.close()
+            await client.aclose()
 
     asyncio.run(run())
 
@@ -172,7 +172,7 @@ def test_server_closing_an_idle_connection_is_retried_once_on_a_new_one() -> Non
                 assert await response.read() == b"{}"
                 response.release()
                 await asyncio.sleep(0.05)  # let the close arrive, or not: both paths must work
-            client.close()
+            await client.aclose()
         assert len(server.requests) == 3
 
     asyncio.run(run())
@@ -185,7 +185,7 @@ def test_connection_dropped_after_the_request_without_answer_is_502_not_retried(
             client = UpstreamClient(FAST)
             with pytest.raises(UpstreamUnreachable, match="before answering"):
                 await client.send(request(url))
-            client.close()
+            await client.aclose()
         assert len(server.requests) == 1, "a fresh connection's request may have been processed: never resend"
 
     asyncio.run(run())
@@ -213,7 +213,7 @@ def test_no_head_within_first_byte_timeout_is_504() -> None:
             with pytest.raises(UpstreamTimeout, match=r"no response headers within 0\.5s"):
                 await client.send(request(url))
             assert asyncio.get_running_loop().time() - started < 1.5
-            client.close()
+            await client.aclose()
 
     asyncio.run(run())
 
@@ -227,7 +227,7 @@ def test_silence_in_the_middle_of_a_body_hits_the_idle_timeout() -> None:
             assert await response.read_chunk() == b"partial"
             with pytest.raises(UpstreamTimeout, match=r"nothing for 0\.5s"):
                 await response.read_chunk()
-            client.close()
+            await client.aclose()
 
     asyncio.run(run())
 
@@ -243,7 +243,7 @@ def test_idle_limit_shorter_than_first_byte_applies_from_the_first_byte() -> Non
             with pytest.raises(UpstreamTimeout, match=r"nothing for 0\.3s"):
                 await response.read_chunk()
             assert asyncio.get_running_loop().time() - started < 2
-            client.close()
+            await client.aclose()
 
     asyncio.run(run())
 
@@ -256,7 +256,7 @@ def test_truncated_body_is_an_error() -> None:
             response = await client.send(request(url))
             with pytest.raises(UpstreamUnreachable, match="in the middle of the response"):
                 await response.read()
-            client.close()
+            await client.aclose()
 
     asyncio.run(run())
 
@@ -268,7 +268,7 @@ def test_garbage_instead_of_http_is_a_protocol_error() -> None:
             client = UpstreamClient(FAST)
             with pytest.raises(UpstreamProtocolError):
                 await client.send(request(url))
-            client.close()
+            await client.aclose()
 
     asyncio.run(run())
 
@@ -305,7 +305,7 @@ def test_a_slow_reader_pauses_the_upstream_instead_of_buffering_everything() -> 
             received += len(chunk)
         assert received == total
         response.release()
-        client.close()
+        await client.aclose()
         server.close()
 
     asyncio.run(run())
@@ -360,7 +360,7 @@ def test_tls_upstream_is_verified_against_the_trust_store(tmp_path: Path, monkey
                 with pytest.raises(UpstreamUnreachable, match="TLS handshake"):
                     await client.send(request(f"https://localhost:{port}/v1/chat/completions"))
         finally:
-            client.close()
+            await client.aclose()
             listener.close()
 
     asyncio.run(run(trusted=False))  # a certificate nobody vouches for is refused
@@ -378,7 +378,7 @@ def test_a_whole_answer_larger_than_the_flow_control_window_is_read() -> None:
             response = await client.send(request(url))
             assert await asyncio.wait_for(response.read(), 5) == payload
             response.release()
-            client.close()
+            await client.aclose()
 
     asyncio.run(run())
 
@@ -392,6 +392,6 @@ def test_a_whole_answer_over_the_limit_is_refused(monkeypatch: pytest.MonkeyPatc
             response = await client.send(request(url))
             with pytest.raises(UpstreamProtocolError, match="larger than 1 MiB"):
                 await response.read()
-            client.close()
+            await client.aclose()
 
     asyncio.run(run())

@@ -150,7 +150,7 @@ class Gateway:
             self._follow_task.cancel()
             self._follow_task = None
         if self.client is not None:
-            self.client.close()
+            await self.client.aclose()
             self.client = None
             await self.guard.shutdown()
             self.telemetry.shutdown()

@@ -411,6 +411,7 @@ class _Connection(asyncio.Protocol):
         self.closed = True
         self._cancel_timer()
         self._forget()
+        self.pool.closing.finished(self)
         if self.parser is None or self.complete or self.error is not None:
             return
         if not self.received_any and self.reused:
@@ -488,6 +489,7 @@ class _Connection(asyncio.Protocol):
         if not self.closed:
             self.closed = True
             if self.transport is not None:
+                self.pool.closing.started(self)
                 if abort:
                     self.transport.abort()
                 else:
@@ -540,6 +542,24 @@ class _Connection(asyncio.Protocol):
             )
 
 
+class _Closing:
+    """The connections of one client whose transport is still closing: a TLS transport sends its close_notify
+    from the loop, so ``UpstreamClient.aclose`` waits for these before the loop may end."""
+
+    def __init__(self) -> None:
+        self.connections: set[_Connection] = set()
+        self.drained: asyncio.Future[None] | None = None
+
+    def started(self, connection: _Connection) -> None:
+        self.connections.add(connection)
+
+    def finished(self, connection: _Connection) -> None:
+        connections = self.connections
+        connections.discard(connection)
+        if not connections and self.drained is not None and not self.drained.done():
+            self.drained.set_result(None)
+
+
 class _Pool:
     """The idle keep-alive connections to one origin."""
 
@@ -556,8 +576,10 @@ class _Pool:
         client_certificate: bool = False,
         max_idle: int = _MAX_IDLE_PER_ORIGIN,
         idle_expiry: float = _IDLE_EXPIRY,
+        closing: _Closing | None = None,
     ) -> None:
         self.endpoint = endpoint
+        self.closing = _Closing() if closing is None else closing
         self.timeouts = timeouts
         self.ssl_context = ssl_context
         #: the name sent as SNI and checked in the certificate (backend TLS ``hostname``, else the endpoint's host)
@@ -972,6 +994,7 @@ class UpstreamClient:
         if pool is not None:
             self._limits(pool)
         self._pools: dict[tuple[ClientTLS | None, bool, str, int], _Pool] = {}
+        self._closing = _Closing()
         self._ssl_context: ssl.SSLContext | None = None
         self.user_agent = f"agentgateway/{__version__}"
         # Read once: the environment of the process (HTTPS_PROXY, HTTP_PROXY, NO_PROXY and lower-case forms).
@@ -1026,6 +1049,7 @@ class UpstreamClient:
                 client_certificate=tls is not None and tls.client_certificate,
                 max_idle=self.max_idle,
                 idle_expiry=self.idle_expiry,
+                closing=self._closing,
             )
         return pool
 
@@ -1075,3 +1099,22 @@ class UpstreamClient:
         for pool in self._pools.values():
             pool.close_idle()
         self._pools.clear()
+
+    async def aclose(self, grace: float = 2.0) -> None:
+        """``close``, then wait until every connection this client closed has finished closing (at most ``grace``
+        seconds, then the rest are reset): a TLS transport's shutdown runs on the loop, and a loop that ends first
+        leaves it for the garbage collector to find unclosed."""
+        self.close()
+        closing = self._closing
+        if not closing.connections:
+            return
+        closing.drained = asyncio.get_running_loop().create_future()
+        try:
+            await asyncio.wait_for(asyncio.shield(closing.drained), grace)
+        except TimeoutError:
+            for connection in list(closing.connections):
+                if connection.transport is not None:
+                    connection.transport.abort()
+            await asyncio.sleep(0)  # abort's connection_lost runs on the next iteration
+        finally:
+            closing.drained = None
