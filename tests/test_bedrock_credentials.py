@@ -391,3 +391,57 @@ def test_sso_profile_with_a_cached_token(fake: FakeBedrock, tmp_path: Path) -> N
     finally:
         gateway.stop()
         stop()
+
+
+_RESOLVE_IN_A_FRESH_PROCESS = """
+import sys
+from agentgateway.providers.bedrock import _resolve
+_, ours = _resolve(None)
+native = "botocore" in sys.modules
+import botocore.session
+theirs = botocore.session.Session().get_credentials().get_frozen_credentials()
+print(ours.access_key, ours.secret_key, ours.token, ours.expiry is None, native,
+      theirs.access_key, theirs.secret_key, theirs.token)
+"""
+
+
+@pytest.mark.parametrize(
+    "tokens",
+    [{}, {"AWS_SESSION_TOKEN": "session"}, {"AWS_SECURITY_TOKEN": "security", "AWS_SESSION_TOKEN": "session"}],
+)
+def test_static_keys_in_the_environment_are_read_as_botocore_reads_them_without_importing_it(
+    tmp_path: Path, tokens: dict[str, str]
+) -> None:
+    """Worker memory (issue 22): botocore is ~10 MB once imported; keys in the environment never need it. The
+    same credentials as botocore's chain resolves (its first link), token precedence included."""
+    import os
+    import subprocess
+    import sys
+
+    env = {key: value for key, value in os.environ.items() if not key.startswith("AWS_")}
+    env.update(aws_env(AWS_ACCESS_KEY_ID="AKIDSTATIC", AWS_SECRET_ACCESS_KEY="static-secret", **tokens))
+    env.update(no_files(tmp_path))
+    out = subprocess.run(
+        [sys.executable, "-c", _RESOLVE_IN_A_FRESH_PROCESS], env=env, capture_output=True, text=True, check=True
+    ).stdout.split()
+    token = tokens.get("AWS_SECURITY_TOKEN") or tokens.get("AWS_SESSION_TOKEN") or "None"
+    assert out == ["AKIDSTATIC", "static-secret", token, "True", "False", "AKIDSTATIC", "static-secret", token]
+
+
+def test_keys_with_an_expiration_in_the_environment_still_go_through_botocore(tmp_path: Path) -> None:
+    """botocore makes such keys refreshable (AWS_CREDENTIAL_EXPIRATION): their expiry must reach the cache."""
+    import os
+    import subprocess
+    import sys
+
+    env = {key: value for key, value in os.environ.items() if not key.startswith("AWS_")}
+    env.update(
+        aws_env(
+            AWS_ACCESS_KEY_ID="AKIDEXP", AWS_SECRET_ACCESS_KEY="s", AWS_CREDENTIAL_EXPIRATION="2099-01-01T00:00:00Z"
+        )
+    )
+    env.update(no_files(tmp_path))
+    out = subprocess.run(
+        [sys.executable, "-c", _RESOLVE_IN_A_FRESH_PROCESS], env=env, capture_output=True, text=True, check=True
+    ).stdout.split()
+    assert out[:5] == ["AKIDEXP", "s", "None", "False", "True"]

@@ -123,9 +123,27 @@ class FrozenCredentials:
         return (self.access_key, self.secret_key, self.token)
 
 
+def _from_environment() -> FrozenCredentials | None:
+    """The first link of botocore's chain, read without botocore: static keys in the environment. botocore costs
+    ~10 MB of every worker's memory once imported (issue 22), and a deployment that passes its keys this way never
+    needs the rest of the chain. Keys with ``AWS_CREDENTIAL_EXPIRATION`` are refreshable in botocore, and a key id
+    without its secret is botocore's error to word: both go the whole way."""
+    environ = os.environ
+    access_key = environ.get("AWS_ACCESS_KEY_ID", "")
+    secret_key = environ.get("AWS_SECRET_ACCESS_KEY", "")
+    if not access_key or not secret_key or environ.get("AWS_CREDENTIAL_EXPIRATION"):
+        return None
+    # botocore's EnvProvider: AWS_SECURITY_TOKEN first, then AWS_SESSION_TOKEN.
+    token = environ.get("AWS_SECURITY_TOKEN") or environ.get("AWS_SESSION_TOKEN") or None
+    return FrozenCredentials(access_key, secret_key, token, None)
+
+
 def _resolve(botocore_credentials: Any) -> tuple[Any, FrozenCredentials]:
     """Runs in a thread: resolve the chain once (then reuse its refreshable credentials) and freeze them."""
     if botocore_credentials is None:
+        static = _from_environment()
+        if static is not None:
+            return None, static
         import botocore.session
 
         botocore_credentials = botocore.session.Session().get_credentials()
