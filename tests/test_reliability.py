@@ -283,6 +283,45 @@ llm:
         gateway.stop()
 
 
+
+def test_a_disconnect_watch_starts_only_for_a_request_still_running_after_watch_after() -> None:
+    """The wait on receive() costs a thread hand-over (app.py `_DisconnectWatch`), so a request answered sooner than
+    WATCH_AFTER never starts one; one still running starts its wait once, not before its own deadline, and the
+    requests in flight share one timer that moves on to the next oldest."""
+    from agentgateway.app import _DisconnectWatch, _Watches
+
+    after = _DisconnectWatch.WATCH_AFTER
+
+    async def run() -> tuple[list[tuple[str, float]], float, float, int]:
+        loop = asyncio.get_running_loop()
+        watches = _Watches(loop)
+        calls: list[tuple[str, float]] = []
+
+        def receive_for(name: str) -> Any:
+            def receive() -> asyncio.Future[Any]:
+                calls.append((name, loop.time()))
+                return loop.create_future()  # the client stays: never answers
+
+            return receive
+
+        quick = _DisconnectWatch(receive_for("quick"), watches)
+        quick.stop()  # answered within the same step: never watched
+        slow = _DisconnectWatch(receive_for("slow"), watches)
+        await asyncio.sleep(after / 5)
+        later = _DisconnectWatch(receive_for("later"), watches)
+        while len(calls) < 2:
+            await asyncio.sleep(after / 10)
+        slow.stop()
+        later.stop()
+        return calls, slow.since, later.since, len(watches.pending)
+
+    calls, slow_since, later_since, left = asyncio.run(run())
+    assert [name for name, _ in calls] == ["slow", "later"]
+    assert calls[0][1] >= slow_since + after
+    assert calls[1][1] >= later_since + after
+    assert left == 0
+
+
 # -- flow control: a client that stops reading ------------------------------------------------------------------------
 
 _FIREHOSE_EVENT = (
