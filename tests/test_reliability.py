@@ -283,7 +283,6 @@ llm:
         gateway.stop()
 
 
-
 def test_a_disconnect_watch_starts_only_for_a_request_still_running_after_watch_after() -> None:
     """The wait on receive() costs a thread hand-over (app.py `_DisconnectWatch`), so a request answered sooner than
     WATCH_AFTER never starts one; one still running starts its wait once, not before its own deadline, and the
@@ -296,10 +295,13 @@ def test_a_disconnect_watch_starts_only_for_a_request_still_running_after_watch_
         loop = asyncio.get_running_loop()
         watches = _Watches(loop)
         calls: list[tuple[str, float]] = []
+        both = asyncio.Event()
 
         def receive_for(name: str) -> Any:
             def receive() -> asyncio.Future[Any]:
                 calls.append((name, loop.time()))
+                if len(calls) == 2:
+                    both.set()
                 return loop.create_future()  # the client stays: never answers
 
             return receive
@@ -309,8 +311,7 @@ def test_a_disconnect_watch_starts_only_for_a_request_still_running_after_watch_
         slow = _DisconnectWatch(receive_for("slow"), watches)
         await asyncio.sleep(after / 5)
         later = _DisconnectWatch(receive_for("later"), watches)
-        while len(calls) < 2:
-            await asyncio.sleep(after / 10)
+        await asyncio.wait_for(both.wait(), 10)
         slow.stop()
         later.stop()
         return calls, slow.since, later.since, len(watches.pending)

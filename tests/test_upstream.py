@@ -248,6 +248,45 @@ def test_idle_limit_shorter_than_first_byte_applies_from_the_first_byte() -> Non
     asyncio.run(run())
 
 
+def test_a_reused_connection_still_times_out_on_a_later_request() -> None:
+    """A keep-alive connection's deadline timer outlives its exchanges (re-armed about once per timeout, not once
+    per request): a later request on it still gets its first-byte limit, and its idle limit mid-body."""
+
+    async def run() -> None:
+        silent = RawServer(lambda n, body: json_answer(b'{"n":1}') if n == 1 else b"")  # the second: no answer
+        stalled = RawServer(
+            lambda n, body: json_answer(b'{"n":1}') if n == 1 else b"HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\npart"
+        )
+        loop = asyncio.get_running_loop()
+        async with silent as url:
+            client = UpstreamClient(FAST)
+            first = await client.send(request(url))
+            await first.read()
+            first.release()
+            # Later than the timer's resolution: the first exchange's timer now fires before this one's deadline.
+            await asyncio.sleep(0.2)
+            started = loop.time()
+            with pytest.raises(UpstreamTimeout, match=r"no response headers within 0\.5s"):
+                await asyncio.wait_for(client.send(request(url)), 10)  # a lost timer: a TimeoutError, not a hang
+            assert loop.time() - started < 1.5
+            assert silent.connections == 1  # the second request went out on the first one's connection
+            await client.aclose()
+        async with stalled as url:
+            client = UpstreamClient(FAST)
+            first = await client.send(request(url))
+            await first.read()
+            first.release()
+            await asyncio.sleep(0.2)
+            second = await client.send(request(url))
+            assert await second.read_chunk() == b"part"
+            with pytest.raises(UpstreamTimeout, match=r"nothing for 0\.5s"):
+                await asyncio.wait_for(second.read_chunk(), 10)
+            assert stalled.connections == 1
+            await client.aclose()
+
+    asyncio.run(run())
+
+
 def test_truncated_body_is_an_error() -> None:
     async def run() -> None:
         server = RawServer(lambda n, body: b"HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\npartial", close_after=True)

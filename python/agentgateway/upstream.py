@@ -32,6 +32,7 @@ import asyncio
 import base64
 import collections
 import hashlib
+import math
 import os
 import re
 import ssl
@@ -354,6 +355,11 @@ class _Connection(asyncio.Protocol):
         self.reused = False
         #: holds one of its pool's max_connections slots until it closes.
         self.counted = False
+        #: the connection's one deadline timer, which fires at ``timer_at``, never after the exchange's deadline
+        #: (it re-arms itself when it fires early). It outlives exchanges: a keep-alive connection re-arms it about
+        #: once per timeout, not once per request (a ``call_at`` and ``cancel`` cost ~1.5 µs).
+        self.timer: asyncio.TimerHandle | None = None
+        self.timer_at = math.inf
         self._reset_exchange()
 
     def _reset_exchange(self) -> None:
@@ -367,8 +373,6 @@ class _Connection(asyncio.Protocol):
         self.waiter: asyncio.Future[None] | None = None
         self.received_any = False
         self.deadline = 0.0
-        self.timer: asyncio.TimerHandle | None = None
-        self.timer_at = 0.0
 
     # -- asyncio.Protocol ----------------------------------------------------------------------------------------
 
@@ -400,8 +404,7 @@ class _Connection(asyncio.Protocol):
                 self.paused = True
                 self.transport.pause_reading()
         if parser.complete:
-            self.complete = True
-            self._cancel_timer()
+            self.complete = True  # the timer stays: it finds nothing to time when it fires, or the next exchange
         self._wake()
 
     def eof_received(self) -> bool:
@@ -470,7 +473,6 @@ class _Connection(asyncio.Protocol):
         """Back to the pool when the answer was read to its end and the server keeps the connection open."""
         parser = self.parser
         self.parser = None
-        self._cancel_timer()
         if self.closed or not self.complete or parser is None or not parser.keep_alive or self.chunks:
             self.close()
         else:
@@ -515,8 +517,12 @@ class _Connection(asyncio.Protocol):
         self.abort()
 
     def _arm_timer(self, when: float) -> None:
-        if self.timer is not None:
-            self.timer.cancel()
+        """A timer that fires by ``when``: the one armed already when it fires no later."""
+        timer = self.timer
+        if timer is not None:
+            if self.timer_at <= when:
+                return
+            timer.cancel()
         self.timer = self.loop.call_at(when, self._on_timer)
         self.timer_at = when
 
@@ -524,10 +530,12 @@ class _Connection(asyncio.Protocol):
         if self.timer is not None:
             self.timer.cancel()
             self.timer = None
+            self.timer_at = math.inf
 
     def _on_timer(self) -> None:
-        # One timer per exchange: data only moves the deadline; the timer re-arms itself when it fires early.
+        # Data only moves the deadline; the timer re-arms itself when it fires early, and ends with no exchange.
         self.timer = None
+        self.timer_at = math.inf
         if self.parser is None or self.complete:
             return
         if self.loop.time() < self.deadline:
