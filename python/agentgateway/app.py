@@ -411,6 +411,11 @@ async def _send_json(send: Send, status: int, body: bytes, headers: list[tuple[b
     await send({"type": "http.response.body", "body": body})
 
 
+_CONTENT_LENGTH, _CONTENT_TYPE, _EXPECT = 0, 1, 2
+#: The request headers `_read_body` reads.
+_BODY_HEADERS = {b"content-length": _CONTENT_LENGTH, b"content-type": _CONTENT_TYPE, b"expect": _EXPECT}
+
+
 async def _read_body(scope: Scope, receive: Receive, limit: int = MAX_REQUEST_BYTES) -> bytes:
     """The request body, at most ``limit`` bytes. A larger one is a 413 (in the inbound API's shape: the caller
     sends it): refused on its ``Content-Length`` before anything is kept, and for a body without one (chunked) as
@@ -418,13 +423,17 @@ async def _read_body(scope: Scope, receive: Receive, limit: int = MAX_REQUEST_BY
     bound (DISCARD_BYTES), so that the client reads the 413 rather than a reset connection."""
     declared = -1
     expects_continue = False
+    wanted = _BODY_HEADERS
     for name, value in scope["headers"]:
-        if name == b"content-length":
+        which = wanted.get(name)  # one lookup for the many headers that are none of these
+        if which is None:
+            continue
+        if which == _CONTENT_LENGTH:
             if value.isdigit():
                 declared = int(value)
-        elif name == b"content-type":
+        elif which == _CONTENT_TYPE:
             _check_content_type(value)
-        elif name == b"expect":
+        else:
             expects_continue = value.lower() == b"100-continue"
     if declared > limit:
         # A client waiting for "100 Continue" has sent nothing yet: refusing now spares it the upload (the server
