@@ -451,3 +451,32 @@ def test_a_hung_redis_costs_a_request_the_command_timeout_at_most(redis_server: 
         await store.close()
 
     asyncio.run(run())
+
+
+def test_a_held_table_lock_is_waited_for_then_taken(tmp_path: Path) -> None:
+    """The shared table's lock is tried without releasing the GIL (policy/shm.py `_lock`); held by another open
+    file (another worker), the take waits for it instead of failing or going ahead."""
+    import threading
+
+    from agentgateway.policy import shm
+
+    path = str(tmp_path / "table")
+    holder, waiter = os.open(path, os.O_RDWR | os.O_CREAT, 0o600), os.open(path, os.O_RDWR)
+    try:
+        shm._lock(holder)
+        taken = threading.Event()
+
+        def take() -> None:
+            shm._lock(waiter)
+            taken.set()
+            shm._unlock(waiter)
+
+        thread = threading.Thread(target=take)
+        thread.start()
+        assert not taken.wait(0.2)  # it cannot be taken while held, however loaded the machine
+        shm._unlock(holder)
+        assert taken.wait(10)
+        thread.join(10)
+    finally:
+        os.close(holder)
+        os.close(waiter)
