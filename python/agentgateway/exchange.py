@@ -232,7 +232,7 @@ class Exchange:
                 f"No target of the model {route.name!r} serves this request: their entries' 'matches' do not hold.",
                 param="model",
             )
-        if any(backend.authorization is not None for backend, _ in targets):
+        if route.authorizing and any(backend.authorization is not None for backend, _ in targets):
             targets = self._authorized(targets)
         last: GatewayError | None = None
         operation = self.operation

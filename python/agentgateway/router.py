@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import random
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from typing import TYPE_CHECKING, Any
 
 from .backend import Backend
@@ -44,13 +44,16 @@ _CACHE_LIMIT = 4096
 class Route:
     """Where one request may go, best first. ``name`` is the model the client asked for."""
 
-    __slots__ = ("name", "tokenize")
+    __slots__ = ("authorizing", "name", "tokenize")
 
     #: Whether more than one target may be tried (failover can happen).
     virtual = False
 
-    def __init__(self, name: str) -> None:
+    def __init__(self, name: str, backends: Iterable[Backend] = ()) -> None:
         self.name = name
+        #: whether an entry it may go to has an ``authorization`` (issue 21): only then are targets checked per
+        #: request (exchange.py ``serve``)
+        self.authorizing = any(backend.authorization is not None for backend in backends)
         #: the model whose vocabulary counts a request's input tokens before admission (``params.tokenize`` of
         #: the first entry that has it, tokenize.py); None: the byte estimate is used
         self.tokenize: str | None = None
@@ -65,7 +68,7 @@ class _Direct(Route):
     __slots__ = ("_targets",)
 
     def __init__(self, name: str, backend: Backend) -> None:
-        super().__init__(name)
+        super().__init__(name, (backend,))
         self._targets: tuple[Target, ...] = ((backend, name),)
 
     def targets(self, exchange: Exchange) -> Sequence[Target]:
@@ -78,7 +81,7 @@ class _ByHeaders(Route):
     __slots__ = ("_candidates",)
 
     def __init__(self, name: str, candidates: tuple[Backend, ...]) -> None:
-        super().__init__(name)
+        super().__init__(name, candidates)
         self._candidates = candidates
 
     def targets(self, exchange: Exchange) -> Sequence[Target]:
@@ -130,7 +133,7 @@ class _Failover(Route):
     virtual = True
 
     def __init__(self, name: str, groups: list[list[_TargetRef]]) -> None:
-        super().__init__(name)
+        super().__init__(name, (backend for group in groups for ref in group for backend in ref.candidates))
         self._groups = groups
 
     def targets(self, exchange: Exchange) -> Sequence[Target]:
@@ -168,7 +171,7 @@ class _Weighted(Route):
     virtual = True
 
     def __init__(self, name: str, refs: list[_TargetRef], weights: list[int]) -> None:
-        super().__init__(name)
+        super().__init__(name, (backend for ref in refs for backend in ref.candidates))
         self._refs = refs
         self._weights = weights
 
@@ -209,7 +212,7 @@ class _Conditional(Route):
     virtual = True
 
     def __init__(self, name: str, refs: list[_TargetRef], whens: list[Expression | None]) -> None:
-        super().__init__(name)
+        super().__init__(name, (backend for ref in refs for backend in ref.candidates))
         self._refs = refs
         self._whens = whens
         self._variables = frozenset().union(*(when.variables for when in whens if when is not None))
