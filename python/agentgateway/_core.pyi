@@ -15,9 +15,12 @@ __all__ = [
     "CLIENT_APIS",
     "ERROR_KINDS",
     "PROVIDERS",
+    "STATS_BUCKETS",
+    "AccessLogBatches",
     "CoreError",
     "ResponseParser",
     "SigV4Signer",
+    "StatsTable",
     "StreamTranslator",
     "UpstreamReportedError",
     "__version__",
@@ -409,3 +412,138 @@ class SigV4Signer:
         Raises:
             CoreError: the access key, token or date contain control characters.
         """
+
+STATS_BUCKETS: tuple[tuple[float, ...], ...]
+"""The bounds of the histograms `StatsTable.record` fills (rust/sse_core/src/stats.rs), in this order: HTTP request
+duration, GenAI request duration, token usage, time to first token, time per output token (telemetry/_metrics.py
+checks they are its own)."""
+
+@final
+class StatsTable:
+    """The metric updates of one settled exchange in one call (issue 18): the worker's table of ``f64`` values
+    (telemetry/_table.py's memory-mapped file) and the slots of each label group.
+
+    Every histogram takes ``len(bounds) + 2`` consecutive values: a count per bucket (the first bound not below
+    the value, as ``bisect_left`` finds it), one for ``+Inf``, then the sum. Every write is checked against the
+    bound buffer's length: a group whose series do not fit writes nothing and raises.
+    """
+
+    def __new__(cls) -> StatsTable: ...
+    def bind(self, buffer: object) -> None:
+        """Writes go to ``buffer``'s memory from now on (a writable buffer, 8-byte aligned: the worker's mmap),
+        read as native ``f64`` values. The table holds a ctypes view made with ``from_buffer`` until `unbind`:
+        while it does, the mmap cannot be closed or resized (``BufferError``), so call `unbind` first.
+
+        Raises:
+            TypeError: not a writable buffer.
+            CoreError: not 8-byte aligned.
+        """
+
+    def unbind(self) -> None:
+        """Drops the view of the buffer; `record` and `add` raise until the next `bind`."""
+
+    def __len__(self) -> int:
+        """How many ``f64`` values the bound buffer holds (0 when unbound)."""
+
+    def add_group(
+        self,
+        requests: int,
+        duration: int,
+        genai: tuple[int, int, int, int, int, int, int, int, int] | None = None,
+    ) -> int:
+        """A label group: the slots of its request counter and HTTP duration histogram and, for a request that
+        reached a backend, ``genai``: the GenAI duration histogram, the input, output, cache-read and cache-write
+        token histograms, the time-to-first-token and time-per-output-token histograms, the cost counter and the
+        unpriced counter. Returns the group's index for `record`."""
+
+    def clear_groups(self) -> None:
+        """Forgets every group: their indexes are not valid any more."""
+
+    @property
+    def groups(self) -> int:
+        """How many groups there are."""
+
+    def record(
+        self,
+        group: int,
+        elapsed: float,
+        streamed: bool,
+        ttft: float | None,
+        input: float | None,
+        output: float,
+        cached: float,
+        cache_write: float,
+        cost: float | None,
+    ) -> None:
+        """One settled exchange of ``group``, as telemetry/_metrics.py's recorder wrote it: the request count and
+        the HTTP duration; with GenAI series, the GenAI duration; with usage (``input`` not None), the input and
+        output token histograms, the cache ones when not zero, and the cost (or, ``cost`` None, the unpriced
+        count); streamed with a ``ttft``, the time to first token and, past one output token, the time per
+        output token, ``(elapsed - ttft) / (output - 1)``.
+
+        Raises:
+            CoreError: no such group, or its series end past the bound buffer (nothing is written then).
+        """
+
+    def add(self, slot: int, amount: float) -> None:
+        """Adds ``amount`` to the value at ``slot``.
+
+        Raises:
+            CoreError: ``slot`` is past the bound buffer.
+        """
+
+@final
+class AccessLogBatches:
+    """The access log's lines waiting to be written, in batches of at most ``batch_bytes`` (``PIPE_BUF``: whole
+    lines stay whole with several writers on one pipe), and the plain text line written in the core. A line that
+    does not fit after the current batch closes it (a longer line goes alone). Sans-IO: the caller writes.
+    """
+
+    def __new__(cls, batch_bytes: int = 4096) -> AccessLogBatches: ...
+    def text(
+        self,
+        request_id: str,
+        upstream_id: str | None,
+        caller: str | None,
+        model: str | None,
+        backend: str | None,
+        attempts: int,
+        status: int,
+        input: int | None,
+        output: int,
+        cached: int,
+        reasoning: int,
+        cost: float | None,
+        duration: float,
+        ttft: float | None,
+        error: str | None,
+        millis: int | None = None,
+    ) -> bool:
+        """Adds the text line of one request, byte for byte telemetry/_access_log.py's ``_text_line``:
+        ``<UTC time to the ms> request id=.. upstream_id=.. caller=.. model=.. backend=.. attempts=.. status=..
+        input=.. output=.. cached=.. reasoning=.. cost=.. duration=.. ttft=.. error=..``, ``-`` for None (all four
+        counts when ``input`` is None), strings as they are when made of letters, digits and ``-_.:/@*+`` and else
+        quoted as JSON strings, ``cost`` and ``ttft`` as ``format(x, '.6g')``, ``duration`` as ``f"{x:.6f}"``.
+
+        Args:
+            millis: the time, in milliseconds since the Unix epoch; default: now.
+
+        Returns:
+            Whether a closed batch waits (`take_full`).
+
+        Raises:
+            TypeError: a count that is not an int (the caller writes such a line itself).
+            OverflowError: a count past 64 bits.
+        """
+
+    def push(self, line: bytes) -> bool:
+        """Adds a line written elsewhere (with its newline); whether a closed batch waits."""
+
+    def take_full(self) -> bytes | None:
+        """The oldest closed batch, taken (None: there is none)."""
+
+    def take(self) -> bytes | None:
+        """The next batch to write, taken: closed ones first, then the open one (None: nothing waits)."""
+
+    def __len__(self) -> int:
+        """Bytes waiting."""

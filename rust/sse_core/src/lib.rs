@@ -9,6 +9,7 @@ pub mod guard;
 mod json;
 pub mod providers;
 pub mod sigv4;
+pub mod stats;
 pub mod tokenize;
 
 #[cfg(feature = "python")]

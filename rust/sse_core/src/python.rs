@@ -16,6 +16,7 @@ use crate::framing::http1;
 use crate::guard::{self, guarded, Poison};
 use crate::providers::{self, ClientApi, Usage};
 use crate::sigv4;
+use crate::stats;
 
 create_exception!(
     agentgateway._core,
@@ -485,6 +486,295 @@ fn sign_headers(
     Ok(out)
 }
 
+// -- telemetry: the metric updates and the access log's text line (issue 18, stats.rs) ----------
+
+const STATS_TABLE: &str = "the stats table";
+const ACCESS_LOG: &str = "the access-log writer";
+
+/// The worker's table memory, as bound by `StatsTable.bind`.
+struct Mapped {
+    /// A ctypes `c_ubyte` array made by `from_buffer` over the caller's buffer (the worker's
+    /// mmap): while it lives it holds a buffer export of that object.
+    _view: Py<PyAny>,
+    /// `ctypes.addressof(view)`: 8-aligned (checked in `bind`).
+    address: usize,
+    /// `ctypes.sizeof(view) / 8`.
+    len: usize,
+}
+
+impl Mapped {
+    fn values(&mut self) -> &mut [f64] {
+        if self.len == 0 || self.address == 0 {
+            return &mut [];
+        }
+        // SAFETY: `address .. address + 8 * len` is the memory of `_view` (its `addressof` and
+        // `sizeof`, read in `bind`; the address checked non-null and 8-aligned), and it stays
+        // valid while `_view` lives, which is as long as this `Mapped`: `_view` was made by
+        // ctypes' `from_buffer`, which holds a buffer export of the object it views, and CPython
+        // refuses to close or resize an mmap (or resize a bytearray) while an export exists
+        // (`BufferError`), so the memory cannot be unmapped or moved under us. Every f64 bit
+        // pattern is valid. The slice is the only Rust reference to that memory and lives only
+        // for this `&mut self` borrow (the pyclass borrow is exclusive), during which no Python
+        // code runs (the GIL is held and nothing calls back into Python): the `memoryview`
+        // through which Python updates other slots of the same table cannot interleave.
+        unsafe { std::slice::from_raw_parts_mut(self.address as *mut f64, self.len) }
+    }
+}
+
+/// The worker's table of metric values and the slots of each label group (`telemetry/_table.py`,
+/// `_metrics.py`): one `record` call per settled exchange.
+#[pyclass(module = "agentgateway._core", name = "StatsTable")]
+pub struct PyStatsTable {
+    mapped: Option<Mapped>,
+    groups: Vec<stats::GroupSlots>,
+}
+
+fn out_of_range(err: stats::OutOfRange) -> Error {
+    Error::internal(STATS_TABLE, err)
+}
+
+#[pymethods]
+impl PyStatsTable {
+    #[new]
+    fn new() -> Self {
+        Self {
+            mapped: None,
+            groups: Vec::new(),
+        }
+    }
+
+    /// Writes go to `buffer`'s memory (a writable buffer: the worker's mmap), viewed as f64s;
+    /// the view holds an export of it until `unbind` (or another `bind`).
+    fn bind(&mut self, py: Python<'_>, buffer: &Bound<'_, PyAny>) -> PyResult<()> {
+        self.mapped = None;
+        let ctypes = py.import("ctypes")?;
+        let size: usize = buffer.len()?;
+        let array_type = ctypes.getattr("c_ubyte")?.mul(size)?;
+        let view = array_type.call_method1("from_buffer", (buffer,))?;
+        let address: usize = ctypes.call_method1("addressof", (&view,))?.extract()?;
+        let bytes: usize = ctypes.call_method1("sizeof", (&view,))?.extract()?;
+        if address == 0 || !address.is_multiple_of(std::mem::align_of::<f64>()) {
+            return Err(Error::internal(STATS_TABLE, "the buffer is not 8-byte aligned").into());
+        }
+        self.mapped = Some(Mapped {
+            _view: view.unbind(),
+            address,
+            len: bytes / std::mem::size_of::<f64>(),
+        });
+        Ok(())
+    }
+
+    /// Drops the view (the buffer may be closed after this); later writes fail until `bind`.
+    fn unbind(&mut self) {
+        self.mapped = None;
+    }
+
+    /// How many f64 values the bound buffer holds (0 when unbound).
+    fn __len__(&self) -> usize {
+        self.mapped.as_ref().map_or(0, |m| m.len)
+    }
+
+    /// A label group's slots: the request counter, the HTTP duration histogram, and (when the
+    /// request reached a backend) `(genai duration, input, output, cache read, cache write
+    /// tokens, ttft, tpot, cost, unpriced)`; returns its index for `record`.
+    #[pyo3(signature = (requests, duration, genai=None))]
+    #[allow(clippy::type_complexity)]
+    fn add_group(
+        &mut self,
+        requests: usize,
+        duration: usize,
+        genai: Option<(
+            usize,
+            usize,
+            usize,
+            usize,
+            usize,
+            usize,
+            usize,
+            usize,
+            usize,
+        )>,
+    ) -> PyResult<usize> {
+        let groups = &mut self.groups;
+        Ok(guarded(STATS_TABLE, || {
+            let genai = genai.map(
+                |(duration, input, output, cached, written, ttft, tpot, cost, unpriced)| {
+                    stats::GenAiSlots {
+                        duration,
+                        tokens: [input, output, cached, written],
+                        ttft,
+                        tpot,
+                        cost,
+                        unpriced,
+                    }
+                },
+            );
+            let slots = stats::GroupSlots::new(requests, duration, genai)
+                .ok_or_else(|| Error::internal(STATS_TABLE, "a slot past the address space"))?;
+            groups.push(slots);
+            Ok(groups.len() - 1)
+        })?)
+    }
+
+    /// Forgets every group (their indexes are no longer valid).
+    fn clear_groups(&mut self) {
+        self.groups.clear();
+    }
+
+    /// How many groups there are.
+    #[getter]
+    fn groups(&self) -> usize {
+        self.groups.len()
+    }
+
+    /// One settled exchange of group `group`: `input` None when there was no usage (`output`,
+    /// `cached`, `cache_write` are then ignored), `cost` None when unpriced.
+    #[pyo3(signature = (group, elapsed, streamed, ttft, input, output, cached, cache_write, cost))]
+    #[allow(clippy::too_many_arguments)] // the Python signature: plain numbers, no tuple per call
+    fn record(
+        &mut self,
+        group: usize,
+        elapsed: f64,
+        streamed: bool,
+        ttft: Option<f64>,
+        input: Option<f64>,
+        output: f64,
+        cached: f64,
+        cache_write: f64,
+        cost: Option<f64>,
+    ) -> PyResult<()> {
+        let (mapped, groups) = (&mut self.mapped, &self.groups);
+        Ok(guarded(STATS_TABLE, || {
+            let slots = groups
+                .get(group)
+                .ok_or_else(|| Error::internal(STATS_TABLE, "no such group"))?;
+            let values = mapped.as_mut().map_or(&mut [][..], Mapped::values);
+            let observation = stats::Observation {
+                elapsed,
+                streamed,
+                ttft,
+                tokens: input.map(|input| stats::TokenCounts {
+                    input,
+                    output,
+                    cached,
+                    cache_write,
+                }),
+                cost,
+            };
+            stats::record(values, slots, &observation).map_err(out_of_range)
+        })?)
+    }
+
+    /// Adds `amount` to the value at `slot`.
+    fn add(&mut self, slot: usize, amount: f64) -> PyResult<()> {
+        let mapped = &mut self.mapped;
+        Ok(guarded(STATS_TABLE, || {
+            let values = mapped.as_mut().map_or(&mut [][..], Mapped::values);
+            stats::add_checked(values, slot, amount).map_err(out_of_range)
+        })?)
+    }
+}
+
+/// The access log's lines waiting to be written, in `PIPE_BUF` batches, and its text line.
+#[pyclass(module = "agentgateway._core", name = "AccessLogBatches")]
+pub struct PyAccessLogBatches {
+    batches: stats::Batches,
+    clock: stats::Clock,
+    /// Scratch for one line (a panic while writing it leaves the batches as they were).
+    line: Vec<u8>,
+}
+
+fn now_millis() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
+}
+
+#[pymethods]
+impl PyAccessLogBatches {
+    #[new]
+    #[pyo3(signature = (batch_bytes=4096))]
+    fn new(batch_bytes: usize) -> Self {
+        Self {
+            batches: stats::Batches::new(batch_bytes),
+            clock: stats::Clock::default(),
+            line: Vec::with_capacity(512),
+        }
+    }
+
+    /// Adds the text line of one request (stamped now, or at `millis` since the epoch); true
+    /// when a full batch waits (`take_full`).
+    #[pyo3(signature = (request_id, upstream_id, caller, model, backend, attempts, status, input, output, cached, reasoning, cost, duration, ttft, error, millis=None))]
+    #[allow(clippy::too_many_arguments)] // the Python signature: plain values, no tuple per call
+    fn text(
+        &mut self,
+        request_id: &str,
+        upstream_id: Option<&str>,
+        caller: Option<&str>,
+        model: Option<&str>,
+        backend: Option<&str>,
+        attempts: i64,
+        status: i64,
+        input: Option<i64>,
+        output: i64,
+        cached: i64,
+        reasoning: i64,
+        cost: Option<f64>,
+        duration: f64,
+        ttft: Option<f64>,
+        error: Option<&str>,
+        millis: Option<i64>,
+    ) -> PyResult<bool> {
+        let (batches, clock, line) = (&mut self.batches, &mut self.clock, &mut self.line);
+        Ok(guarded(ACCESS_LOG, || {
+            line.clear();
+            let fields = stats::TextLine {
+                request_id,
+                upstream_id,
+                caller,
+                model,
+                backend,
+                attempts,
+                status,
+                tokens: input.map(|input| [input, output, cached, reasoning]),
+                cost,
+                duration,
+                ttft,
+                error,
+            };
+            stats::write_text_line(line, clock, millis.unwrap_or_else(now_millis), &fields);
+            Ok(batches.push(line))
+        })?)
+    }
+
+    /// Adds a line written elsewhere (JSON); true when a full batch waits.
+    fn push(&mut self, line: &[u8]) -> PyResult<bool> {
+        let batches = &mut self.batches;
+        Ok(guarded(ACCESS_LOG, || Ok(batches.push(line)))?)
+    }
+
+    /// The oldest full batch, taken; None when there is none.
+    fn take_full<'py>(&mut self, py: Python<'py>) -> Option<Bound<'py, PyBytes>> {
+        self.batches
+            .pop_full()
+            .map(|batch| PyBytes::new(py, &batch))
+    }
+
+    /// The next batch to write, taken (full ones first, then what waits); None when nothing does.
+    fn take<'py>(&mut self, py: Python<'py>) -> Option<Bound<'py, PyBytes>> {
+        let bytes = self.batches.next().map(|batch| PyBytes::new(py, batch));
+        if bytes.is_some() {
+            self.batches.consume();
+        }
+        bytes
+    }
+
+    /// Bytes waiting.
+    fn __len__(&self) -> usize {
+        self.batches.len()
+    }
+}
+
 #[pymodule]
 fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add("__version__", env!("CARGO_PKG_VERSION"))?;
@@ -504,6 +794,18 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     )?)?;
     m.add_class::<PyResponseParser>()?;
     m.add_class::<PySigV4Signer>()?;
+    m.add_class::<PyStatsTable>()?;
+    m.add_class::<PyAccessLogBatches>()?;
+    m.add(
+        "STATS_BUCKETS",
+        pyo3::types::PyTuple::new(
+            m.py(),
+            stats::ALL_BUCKETS
+                .iter()
+                .map(|bounds| pyo3::types::PyTuple::new(m.py(), bounds.iter().copied()))
+                .collect::<PyResult<Vec<_>>>()?,
+        )?,
+    )?;
     m.add_function(wrap_pyfunction!(translate_response, m)?)?;
     m.add(
         "ERROR_KINDS",
