@@ -282,7 +282,7 @@ class Telemetry:
                 last.backend.entry.name if last is not None else None,
                 len(attempts),
                 exchange.status,
-                (tokens.input, tokens.output, tokens.cached, tokens.reasoning) if tokens is not None else None,
+                tokens,
                 cost,
                 elapsed,
                 facts.ttft,

@@ -9,16 +9,26 @@ formatting alone cost more than the whole budget of the line.
 `write` adds a line; `flush` writes the lines added since in one ``write()`` (Telemetry flushes once per
 event-loop iteration, benches/README.md 2026-12-01: a ``write()`` per request releases the GIL for the system
 call, and granian's threads under load take it each time). A batch never exceeds ``PIPE_BUF`` (4096 bytes), so
-whole lines stay whole with N workers writing to one pipe or file.
+whole lines stay whole with N workers writing to one pipe or file; a line that does not fit closes the batch, which
+is written at once.
+
+The lines wait in the core (``AccessLogBatches``, rust/sse_core/src/stats.rs), which also writes the plain text
+line, byte for byte what `_text_line` writes (its floats as Python's ``format`` writes them); the JSON line is
+orjson's, and a text line with fields added or removed is written here (`_custom`). The system calls are made here.
 """
 
 from __future__ import annotations
 
 import os
 import time
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import orjson
+
+from .._core import AccessLogBatches
+
+if TYPE_CHECKING:
+    from ._catalog import Tokens
 
 __all__ = ["AccessLog"]
 
@@ -82,8 +92,8 @@ def _json_value(value: Any) -> Any:
 
 
 class AccessLog:
-    __slots__ = ("_fd", "_json", "_middle", "_millis", "_pending", "_second", "_size", "_stamp", "_stamp_ms",
-                 "flushes", "format", "remove")  # fmt: skip
+    __slots__ = ("_batches", "_fd", "_json", "_millis", "_second", "_stamp", "_stamp_ms", "flushes", "format",
+                 "remove")  # fmt: skip
 
     def __init__(self, fmt: str, fd: int = 1, remove: frozenset[str] = frozenset()) -> None:
         self.format = fmt
@@ -95,10 +105,8 @@ class AccessLog:
         self._stamp = ""
         self._millis = -1
         self._stamp_ms = ""
-        #: ``caller=.. model=.. backend=..`` per (caller, model, backend): bounded like the quoting memo.
-        self._middle: dict[tuple[str | None, str | None, str | None], str] = {}
-        self._pending: list[bytes] = []
-        self._size = 0
+        #: the lines that wait, in batches of at most `_BATCH_BYTES`
+        self._batches = AccessLogBatches(_BATCH_BYTES)
         #: how many writes the batches took (benches read it).
         self.flushes = 0
 
@@ -124,7 +132,7 @@ class AccessLog:
         backend: str | None,
         attempts: int,
         status: int,
-        tokens: tuple[int, int, int, int] | None,  # input, output, cached, reasoning
+        tokens: Tokens | None,  # input, output, cached and reasoning are logged
         cost: float | None,
         duration: float,
         ttft: float | None,
@@ -133,8 +141,33 @@ class AccessLog:
     ) -> None:
         """One line; in text, ``-`` stands for a value that is not known (no usage, no upstream, ...). ``added``:
         the CEL fields of ``accessLog.add``, written after the own fields (telemetry/_fields.py)."""
+        if not self._json and added is None and not self.remove:
+            try:
+                if tokens is None:
+                    full = self._batches.text(
+                        request_id, upstream_id, caller, model, backend, attempts, status, None, 0, 0, 0, cost,
+                        duration, ttft, error,
+                    )  # fmt: skip
+                else:
+                    full = self._batches.text(
+                        request_id, upstream_id, caller, model, backend, attempts, status, tokens.input,
+                        tokens.output, tokens.cached, tokens.reasoning, cost, duration, ttft, error,
+                    )  # fmt: skip
+            except (TypeError, ValueError, OverflowError):
+                # What the core does not take (a count that is not an int or past 64 bits, a string that is not
+                # UTF-8, a bug in the core): the same line written here.
+                full = self._batches.push(
+                    _text_line(
+                        self._time(), request_id, upstream_id, caller, model, backend, attempts, status,
+                        None if tokens is None else (tokens.input, tokens.output, tokens.cached, tokens.reasoning),
+                        cost, duration, ttft, error,
+                    )
+                )  # fmt: skip
+            if full:
+                self._write_full()
+            return
         stamp = self._time()
-        if (added is not None or self.remove) and not self._json:
+        if not self._json:
             line = self._custom(
                 stamp,
                 {
@@ -145,10 +178,10 @@ class AccessLog:
                     "backend": backend,
                     "attempts": attempts,
                     "status": status,
-                    "input": tokens[0] if tokens is not None else None,
-                    "output": tokens[1] if tokens is not None else None,
-                    "cached": tokens[2] if tokens is not None else None,
-                    "reasoning": tokens[3] if tokens is not None else None,
+                    "input": tokens.input if tokens is not None else None,
+                    "output": tokens.output if tokens is not None else None,
+                    "cached": tokens.cached if tokens is not None else None,
+                    "reasoning": tokens.reasoning if tokens is not None else None,
                     "cost": cost,
                     "duration": round(duration, 6),
                     "ttft": round(ttft, 6) if ttft is not None else None,
@@ -156,7 +189,7 @@ class AccessLog:
                 },
                 added or [],
             )
-        elif self._json:
+        else:
             fields: dict[str, Any] = {"time": stamp, "id": request_id}
             if upstream_id is not None:
                 fields["upstream_id"] = upstream_id
@@ -169,7 +202,10 @@ class AccessLog:
             fields["attempts"] = attempts
             fields["status"] = status
             if tokens is not None:
-                fields["input"], fields["output"], fields["cached"], fields["reasoning"] = tokens
+                fields["input"] = tokens.input
+                fields["output"] = tokens.output
+                fields["cached"] = tokens.cached
+                fields["reasoning"] = tokens.reasoning
             if cost is not None:
                 fields["cost"] = cost
             fields["duration"] = round(duration, 6)
@@ -183,33 +219,8 @@ class AccessLog:
                 for name, value in added:
                     fields[name] = _json_value(value)
             line = orjson.dumps(fields, option=orjson.OPT_APPEND_NEWLINE)
-        else:
-            key = (caller, model, backend)
-            middle = self._middle.get(key)
-            if middle is None:
-                middle = f"caller={_text(caller)} model={_text(model)} backend={_text(backend)}"
-                if len(self._middle) >= 4096:  # clients choose model names
-                    self._middle.clear()
-                self._middle[key] = middle
-            if tokens is None:
-                counts = "input=- output=- cached=- reasoning=-"
-            else:
-                counts = f"input={tokens[0]} output={tokens[1]} cached={tokens[2]} reasoning={tokens[3]}"
-            # Ours are hex: checked here, a call to `_id` only for the others.
-            ident = request_id if request_id.isascii() and request_id.isalnum() else _id(request_id)
-            upstream = "-" if upstream_id is None else _id(upstream_id)
-            line = (
-                f"{stamp} request id={ident} upstream_id={upstream} {middle} attempts={attempts}"
-                f" status={status} {counts} cost={'-' if cost is None else format(cost, '.6g')}"
-                f" duration={duration:.6f} ttft={'-' if ttft is None else format(ttft, '.6g')}"
-                f" error={'-' if error is None else _text(error)}\n"
-            ).encode()
-        # `_add` inlined (once per request)
-        size = len(line)
-        if self._size + size > _BATCH_BYTES:
-            self.flush()
-        self._pending.append(line)
-        self._size += size
+        if self._batches.push(line):
+            self._write_full()
 
     def _custom(self, stamp: str, own: dict[str, Any], added: list[tuple[str, Any]]) -> bytes:
         """A text line with fields removed or added: the general (slower) way, only for configs that ask for it."""
@@ -228,22 +239,54 @@ class AccessLog:
         parts.extend(f"{name}={_value(value)}" for name, value in added)
         return (" ".join(parts) + "\n").encode()
 
-    def _add(self, line: bytes) -> None:
-        if self._size + len(line) > _BATCH_BYTES:
-            self.flush()
-        self._pending.append(line)
-        self._size += len(line)
+    def _write_full(self) -> None:
+        """Writes the batches a line closed (each was full: the line did not fit after it)."""
+        take = self._batches.take_full
+        data = take()
+        while data is not None:
+            self._write(data)
+            data = take()
 
     def flush(self) -> None:
         """Writes the lines that wait (each batch at most ``_BATCH_BYTES``, or one longer line alone)."""
-        pending = self._pending
-        if not pending:
-            return
-        data = pending[0] if len(pending) == 1 else b"".join(pending)
-        pending.clear()
-        self._size = 0
+        take = self._batches.take
+        data = take()
+        while data is not None:
+            self._write(data)
+            data = take()
+
+    def _write(self, data: bytes) -> None:
         self.flushes += 1
         try:  # noqa: SIM105  (contextlib.suppress costs ~0.3 µs per flush)
             os.write(self._fd, data)
         except OSError:  # a closed stdout must not fail requests
             pass
+
+
+def _text_line(
+    stamp: str,
+    request_id: str,
+    upstream_id: str | None,
+    caller: str | None,
+    model: str | None,
+    backend: str | None,
+    attempts: int,
+    status: int,
+    tokens: tuple[int, int, int, int] | None,
+    cost: float | None,
+    duration: float,
+    ttft: float | None,
+    error: str | None,
+) -> bytes:
+    """The plain text line as Python writes it: what the core's ``AccessLogBatches.text`` writes, for the values
+    the core does not take (and the tests' reference)."""
+    if tokens is None:
+        counts = "input=- output=- cached=- reasoning=-"
+    else:
+        counts = f"input={tokens[0]} output={tokens[1]} cached={tokens[2]} reasoning={tokens[3]}"
+    return (
+        f"{stamp} request id={_id(request_id)} upstream_id={_id(upstream_id)} caller={_text(caller)}"
+        f" model={_text(model)} backend={_text(backend)} attempts={attempts} status={status} {counts}"
+        f" cost={'-' if cost is None else format(cost, '.6g')} duration={duration:.6f}"
+        f" ttft={'-' if ttft is None else format(ttft, '.6g')} error={_text(error)}\n"
+    ).encode()

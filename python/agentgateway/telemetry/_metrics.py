@@ -27,12 +27,11 @@ caller's name only with ``config.metrics.fields: [caller]``, at most 256 names.
 from __future__ import annotations
 
 import os
-from bisect import bisect_left
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from .._core import ERROR_KINDS, error_kind
+from .._core import ERROR_KINDS, STATS_BUCKETS, error_kind
 from ._table import SeriesKey, WorkerTable, read_table
 
 if TYPE_CHECKING:
@@ -157,21 +156,6 @@ def provider_label(backend: Backend) -> str:
     return _PROVIDERS.get(backend.entry.provider_name, "unknown")
 
 
-class _Group:
-    """The slots of every series one kind of request updates (same labels): looked up once per request."""
-
-    __slots__ = ("cost", "duration", "genai_duration", "requests", "tokens", "tpot", "ttft", "unpriced")
-
-    requests: int
-    duration: int
-    genai_duration: int
-    tokens: tuple[int, int, int, int]
-    ttft: int
-    tpot: int
-    cost: int
-    unpriced: int
-
-
 class Recorder:
     """Writes settled exchanges into this worker's table. One per worker process (the Gateway's)."""
 
@@ -181,7 +165,8 @@ class Recorder:
         self._configured = frozenset(configured_models)
         self.caller = caller
         self._callers: set[str] = set()
-        self._groups: dict[tuple[Any, ...], _Group] = {}
+        #: label group -> the index of its slots in the table's core recorder (``native.add_group``)
+        self._groups: dict[tuple[Any, ...], int] = {}
         self._attempts: dict[tuple[int, str, int | None], tuple[int, int]] = {}
         self._evicted_until: dict[int, float] = {}
         self._counters: dict[tuple[str, tuple[str, ...], tuple[str, ...]], int] = {}
@@ -198,7 +183,7 @@ class Recorder:
             self._callers.clear()
             self._http_names = (*_HTTP, "caller") if caller else _HTTP
             self._genai_names = (*_GENAI, "caller") if caller else _GENAI
-        self._groups.clear()
+        self._clear_groups()
         self._attempts.clear()
         self._evicted_until.clear()
 
@@ -268,56 +253,25 @@ class Recorder:
         key = (exchange.api, backend, route.name if route is not None else None, status, error, caller)
         group = self._groups.get(key)
         if group is None:
+            if len(self._groups) >= 8192:  # keys hold route names: bounded like the router's memo
+                self._clear_groups()
             group = self._group(exchange, backend, last.model if last is not None else "", status, error or "", caller)
-            if len(self._groups) > 8192:  # keys hold route names: bounded like the router's memo
-                self._groups.clear()
             self._groups[key] = group
         table = self._table
-        values = (table if table is not None else self.table).values
-        values[group.requests] += 1.0
-        base = group.duration
-        values[base + bisect_left(HTTP_DURATION_BUCKETS, elapsed)] += 1.0
-        values[base + _HTTP_SUM] += elapsed
-        base = group.genai_duration
-        if base < 0:
-            return
-        values[base + bisect_left(GENAI_DURATION_BUCKETS, elapsed)] += 1.0
-        values[base + _GENAI_SUM] += elapsed
-        if tokens is not None:
-            # input and output always; cache reads and writes when there were some
-            bases = group.tokens
-            count = tokens.input
-            base = bases[0]
-            values[base + bisect_left(_TOKEN_BOUNDS, count)] += 1.0
-            values[base + _TOKEN_SUM] += count
-            count = tokens.output
-            base = bases[1]
-            values[base + bisect_left(_TOKEN_BOUNDS, count)] += 1.0
-            values[base + _TOKEN_SUM] += count
-            count = tokens.cached
-            if count:
-                base = bases[2]
-                values[base + bisect_left(_TOKEN_BOUNDS, count)] += 1.0
-                values[base + _TOKEN_SUM] += count
-            count = tokens.cache_write
-            if count:
-                base = bases[3]
-                values[base + bisect_left(_TOKEN_BOUNDS, count)] += 1.0
-                values[base + _TOKEN_SUM] += count
-            if cost is None:
-                values[group.unpriced] += 1.0
-            elif cost:
-                values[group.cost] += cost
-        ttft = facts.ttft
-        if exchange.streamed and ttft is not None:
-            base = group.ttft
-            values[base + bisect_left(TTFT_BUCKETS, ttft)] += 1.0
-            values[base + _TTFT_SUM] += ttft
-            if tokens is not None and tokens.output > 1:
-                tpot = (elapsed - ttft) / (tokens.output - 1)
-                base = group.tpot
-                values[base + bisect_left(TPOT_BUCKETS, tpot)] += 1.0
-                values[base + _TPOT_SUM] += tpot
+        if table is None:
+            table = self.table
+        # Every series of the group in one call (rust/sse_core/src/stats.rs): the buckets and sums as the Python
+        # recorder wrote them (benches/README.md, 2026-12-02).
+        if tokens is None:
+            table.native.record(group, elapsed, exchange.streamed, facts.ttft, None, 0, 0, 0, cost)
+            if not attempts:
+                return
+        else:
+            table.native.record(
+                group, elapsed, exchange.streamed, facts.ttft, tokens.input, tokens.output, tokens.cached,
+                tokens.cache_write, cost,
+            )  # fmt: skip
+        values = table.values
         for attempt in attempts:
             outcome = attempt.outcome or "aborted"
             slots = self._attempts.get((attempt.backend.index, outcome, attempt.status))
@@ -364,9 +318,15 @@ class Recorder:
             slot = self._counters[key] = self.table.slot(family, names, labels)
         self.table.values[slot] += amount
 
+    def _clear_groups(self) -> None:
+        self._groups.clear()
+        if self._table is not None:
+            self._table.native.clear_groups()
+
     def _group(
         self, exchange: Exchange, backend: Backend | None, model: str, status: int, error: str, caller: str
-    ) -> _Group:
+    ) -> int:
+        """The group's slots, handed to the core once: the index ``native.record`` takes."""
         table = self.table
         extra = (caller,) if self.caller else ()
         operation = _OPERATIONS.get(exchange.api, exchange.api)
@@ -383,30 +343,30 @@ class Recorder:
             request_model,
             *extra,
         )
-        group = _Group()
-        group.requests = table.slot("agentgateway_requests", self._http_names, http)
-        group.duration = _histogram(table, "agentgateway_request_duration_seconds", (*self._http_names, "error_type"),
-                                    (*http, error))  # fmt: skip
+        requests = table.slot("agentgateway_requests", self._http_names, http)
+        duration = _histogram(table, "agentgateway_request_duration_seconds", (*self._http_names, "error_type"),
+                              (*http, error))  # fmt: skip
         if backend is None:
-            group.genai_duration = -1
-            return group
+            return table.native.add_group(requests, duration)
         genai = (operation, provider, provider, request_model, self.response_model_label(backend, model), *extra)
         names = self._genai_names
-        group.genai_duration = _histogram(
-            table, "agentgateway_gen_ai_server_request_duration", (*names, "error_type"), (*genai, error)
-        )
         token_names = ("gen_ai_token_type", *names)
-        group.tokens = tuple(  # type: ignore[assignment]
-            _histogram(table, "agentgateway_gen_ai_client_token_usage", token_names, (kind, *genai))
-            for kind in ("input", "output", "input_cache_read", "input_cache_write")
+
+        def tokens(kind: str) -> int:
+            return _histogram(table, "agentgateway_gen_ai_client_token_usage", token_names, (kind, *genai))
+
+        genai_slots = (
+            _histogram(table, "agentgateway_gen_ai_server_request_duration", (*names, "error_type"), (*genai, error)),
+            tokens("input"),
+            tokens("output"),
+            tokens("input_cache_read"),
+            tokens("input_cache_write"),
+            _histogram(table, "agentgateway_gen_ai_server_time_to_first_token", names, genai),
+            _histogram(table, "agentgateway_gen_ai_server_time_per_output_token", names, genai),
+            table.slot("agentgateway_gen_ai_client_cost_usd", names, genai),
+            table.slot("agentgateway_model_catalog_unpriced_requests", ("gen_ai_response_model",), (genai[4],)),
         )
-        group.ttft = _histogram(table, "agentgateway_gen_ai_server_time_to_first_token", names, genai)
-        group.tpot = _histogram(table, "agentgateway_gen_ai_server_time_per_output_token", names, genai)
-        group.cost = table.slot("agentgateway_gen_ai_client_cost_usd", names, genai)
-        group.unpriced = table.slot(
-            "agentgateway_model_catalog_unpriced_requests", ("gen_ai_response_model",), (genai[4],)
-        )
-        return group
+        return table.native.add_group(requests, duration, genai_slots)
 
 
 #: The directory of the worker tables, handed by the CLI to granian's workers.
@@ -417,15 +377,9 @@ def _histogram(table: WorkerTable, family: str, names: tuple[str, ...], labels: 
     return table.slot(family, names, labels, FAMILIES[family].slots)
 
 
-_HTTP_SUM = len(HTTP_DURATION_BUCKETS) + 1
-_GENAI_SUM = len(GENAI_DURATION_BUCKETS) + 1
-_TOKEN_SUM = len(TOKEN_BUCKETS) + 1
-#: TOKEN_BUCKETS as ints (powers of 4, exact either way): token counts are ints, and bisecting ints among floats
-#: compares across types (~190 ns a search, ~85 among ints); the same index for any number.
-_TOKEN_BOUNDS = tuple(int(bound) for bound in TOKEN_BUCKETS)
-assert all(float(bound) == original for bound, original in zip(_TOKEN_BOUNDS, TOKEN_BUCKETS, strict=True))
-_TTFT_SUM = len(TTFT_BUCKETS) + 1
-_TPOT_SUM = len(TPOT_BUCKETS) + 1
+# The core's buckets (rust/sse_core/src/stats.rs) are these: checked once, as the module loads.
+if STATS_BUCKETS != (HTTP_DURATION_BUCKETS, GENAI_DURATION_BUCKETS, TOKEN_BUCKETS, TTFT_BUCKETS, TPOT_BUCKETS):
+    raise RuntimeError("agentgateway._core's histogram buckets differ from telemetry/_metrics.py's")
 
 
 # -- the main process: one scrape over every worker ------------------------------------------------------------------

@@ -3,8 +3,14 @@
 prometheus-client's multiprocess mode keeps a file per worker too, but every update goes through its metric
 objects (a label lookup with keyword arguments, a lock, a ``struct.pack_into``): ~1-2 µs per value, and a request
 updates about twenty. Here a worker resolves a series to a slot index once (a dict lookup per request for all its
-series together, see _metrics.py) and each update is ``values[slot] += x`` on a ``memoryview`` of the file: tens of
-nanoseconds, no lock (one writer per file).
+series together, see _metrics.py), and the updates of one settled exchange are one call into the core
+(``native.record``: rust/sse_core/src/stats.rs, bucket searches and additions over the same memory, every slot
+checked against the table's length); the few others are ``values[slot] += x`` on a ``memoryview`` of the file. No
+lock: one writer per file.
+
+The core writes through a ctypes view of the map that it holds (``StatsTable.bind``): while it is held the map
+cannot be closed or resized (``BufferError``), so the memory cannot go away under it; `_grow` and `close` unbind it
+first.
 
 File layout (native byte order, 8-byte aligned)::
 
@@ -26,6 +32,8 @@ import struct
 from collections.abc import Iterator
 
 import orjson
+
+from .._core import StatsTable
 
 __all__ = ["SeriesKey", "WorkerTable", "read_table"]
 
@@ -49,7 +57,7 @@ def _pad8(n: int) -> int:
 class WorkerTable:
     """This process's values. ``values`` is indexed by the slot numbers `slot` returns."""
 
-    __slots__ = ("_file", "_map", "_slots", "_used", "dropped", "path", "scratch", "values")
+    __slots__ = ("_file", "_map", "_slots", "_used", "dropped", "native", "path", "scratch", "values")
 
     def __init__(self, directory: str | None) -> None:
         self._slots: dict[SeriesKey, int] = {}
@@ -67,6 +75,9 @@ class WorkerTable:
             self._map = mmap.mmap(self._file, _INITIAL_SIZE)
         _HEADER.pack_into(self._map, 0, MAGIC, 0, os.getpid(), 0)
         self.values = memoryview(self._map).cast("d")
+        #: the same values for the core (one call per settled exchange, _metrics.py), and the groups' slots.
+        self.native = StatsTable()
+        self.native.bind(self._map)
         #: where updates of series that did not fit go (family "" is never exported).
         self.scratch = self.slot("", (), (), SCRATCH_SLOTS)
 
@@ -100,6 +111,7 @@ class WorkerTable:
         if size > MAX_SIZE:
             return False
         self.values.release()
+        self.native.unbind()  # its view holds the map open: dropped before it is closed
         if self._file is None:
             grown = mmap.mmap(-1, size)
             grown[: len(self._map)] = self._map[:]
@@ -110,6 +122,7 @@ class WorkerTable:
             os.ftruncate(self._file, size)
             self._map = mmap.mmap(self._file, size)
         self.values = memoryview(self._map).cast("d")
+        self.native.bind(self._map)
         return True
 
     def set_ready(self, ready: bool) -> None:
@@ -117,6 +130,7 @@ class WorkerTable:
 
     def close(self, *, remove: bool = False) -> None:
         self.values.release()
+        self.native.unbind()
         self._map.close()
         if self._file is not None:
             os.close(self._file)
