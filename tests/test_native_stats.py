@@ -170,6 +170,97 @@ def test_the_text_line_is_the_one_python_wrote(
     assert _access_log._text_line(_stamp(millis), *fields) == want
 
 
+def _reference_json(stamp: str, *f: Any) -> bytes:
+    """The JSON line `AccessLog.write` wrote with orjson before (the dict and all)."""
+    request_id, upstream_id, caller, model, backend, attempts, status, tokens, cost, duration, ttft, error = f
+    fields: dict[str, Any] = {"time": stamp, "id": request_id}
+    if upstream_id is not None:
+        fields["upstream_id"] = upstream_id
+    if caller is not None:
+        fields["caller"] = caller
+    if model is not None:
+        fields["model"] = model
+    if backend is not None:
+        fields["backend"] = backend
+    fields["attempts"] = attempts
+    fields["status"] = status
+    if tokens is not None:
+        fields["input"], fields["output"], fields["cached"], fields["reasoning"] = tokens
+    if cost is not None:
+        fields["cost"] = cost
+    fields["duration"] = round(duration, 6)
+    if ttft is not None:
+        fields["ttft"] = round(ttft, 6)
+    if error is not None:
+        fields["error"] = error
+    return orjson.dumps(fields, option=orjson.OPT_APPEND_NEWLINE)
+
+
+def _json_line(x: float, millis: int = 0) -> bytes:
+    batches = AccessLogBatches()
+    batches.json("r", None, None, None, None, 0, 200, None, 0, 0, 0, x, x, x, None, millis=millis)
+    data = batches.take()
+    assert data is not None
+    return data
+
+
+def test_json_floats_are_what_orjson_writes() -> None:
+    rng = random.Random(19)
+    values = [*EDGES, *(-x for x in EDGES)]
+    for _ in range(30_000):
+        values.append(struct.unpack("d", rng.getrandbits(64).to_bytes(8, "little"))[0])
+        values.append(rng.uniform(0, 120))
+        values.append(rng.uniform(0, 1) * 10 ** rng.randint(-12, 20))
+        values.append(round(rng.uniform(0, 100) * 10 ** rng.randint(-8, 18), rng.randint(0, 8)))
+    for x in values:
+        assert _json_line(x) == _reference_json(_stamp(0), "r", None, None, None, None, 0, 200, None, x, x, x, None)
+
+
+@settings(max_examples=1500, deadline=None)
+@given(
+    millis=st.integers(min_value=0, max_value=253402300799999),
+    request_id=st.text(max_size=24),
+    upstream_id=_texts,
+    caller=_texts,
+    model=_texts,
+    backend=_texts,
+    attempts=st.integers(min_value=0, max_value=10),
+    status=st.integers(min_value=-1000, max_value=1000),
+    tokens=st.one_of(st.none(), st.tuples(_counts, _counts, _counts, _counts)),
+    cost=st.one_of(st.none(), st.floats()),
+    duration=st.floats(),
+    ttft=st.one_of(st.none(), st.floats()),
+    error=_texts,
+)
+def test_the_json_line_is_the_one_orjson_wrote(
+    millis: int, request_id: str, upstream_id: str | None, caller: str | None, model: str | None,
+    backend: str | None, attempts: int, status: int, tokens: tuple[int, int, int, int] | None, cost: float | None,
+    duration: float, ttft: float | None, error: str | None,
+) -> None:  # fmt: skip
+    fields = (request_id, upstream_id, caller, model, backend, attempts, status, tokens, cost, duration, ttft, error)
+    batches = AccessLogBatches(1 << 20)
+    counts = (None, 0, 0, 0) if tokens is None else tokens
+    batches.json(request_id, upstream_id, caller, model, backend, attempts, status, *counts, cost, duration, ttft,
+                 error, millis=millis)  # fmt: skip
+    assert batches.take() == _reference_json(_stamp(millis), *fields)
+
+
+def test_json_numbers_that_are_not_floats_are_refused_for_python_to_write(tmp_path: Any) -> None:
+    batches = AccessLogBatches()
+    with pytest.raises(TypeError):
+        batches.json("r", None, None, None, None, 0, 200, None, 0, 0, 0, None, 1, None, None)  # int duration
+    with pytest.raises(TypeError):
+        batches.json("r", None, None, None, None, 0, 200, 1.0, 0, 0, 0, None, 1.0, None, None)  # float count
+    assert len(batches) == 0
+    log, path = _log(tmp_path, "json")
+    log.write("j2", None, None, "m", None, 0, 200, Tokens(2**64 - 1, 1), 3, 2, None, None)  # type: ignore[arg-type]
+    log.flush()
+    with open(path, "rb") as handle:
+        text = handle.read()
+    stamp = orjson.loads(text)["time"]
+    assert text == _reference_json(stamp, "j2", None, None, "m", None, 0, 200, (2**64 - 1, 1, 0, 0), 3, 2, None, None)
+
+
 def test_the_clock_is_utc_to_the_millisecond() -> None:
     rng = random.Random(7)
     moments = [0, 999, 1000, 951782400000, 951868799999, 4102444799999, int(time.time() * 1000)]

@@ -495,8 +495,9 @@ class StatsTable:
 @final
 class AccessLogBatches:
     """The access log's lines waiting to be written, in batches of at most ``batch_bytes`` (``PIPE_BUF``: whole
-    lines stay whole with several writers on one pipe), and the plain text line written in the core. A line that
-    does not fit after the current batch closes it (a longer line goes alone). Sans-IO: the caller writes.
+    lines stay whole with several writers on one pipe), and the plain text and JSON lines written in the core. A
+    line that does not fit after the current batch closes it (a longer line goes alone). Sans-IO: the caller
+    writes.
     """
 
     def __new__(cls, batch_bytes: int = 4096) -> AccessLogBatches: ...
@@ -533,6 +534,41 @@ class AccessLogBatches:
 
         Raises:
             TypeError: a count that is not an int (the caller writes such a line itself).
+            OverflowError: a count past 64 bits.
+        """
+
+    def json(
+        self,
+        request_id: str,
+        upstream_id: str | None,
+        caller: str | None,
+        model: str | None,
+        backend: str | None,
+        attempts: int,
+        status: int,
+        input: int | None,
+        output: int,
+        cached: int,
+        reasoning: int,
+        cost: float | None,
+        duration: float,
+        ttft: float | None,
+        error: str | None,
+        millis: int | None = None,
+    ) -> bool:
+        """Adds the JSON line of one request, byte for byte what telemetry/_access_log.py's orjson dict writes:
+        ``{"time","id","upstream_id","caller","model","backend","attempts","status","input","output","cached",
+        "reasoning","cost","duration","ttft","error"}`` in that order, compact, with a newline; a member left out
+        when its value is None (the four counts when ``input`` is None); ``duration`` and ``ttft`` after Python's
+        ``round(x, 6)``; floats as orjson writes them (shortest round-trip digits, fixed notation for exponents -5
+        to 15, ``null`` for NaN and infinities), strings escaped as orjson escapes them.
+
+        Returns:
+            Whether a closed batch waits (`take_full`).
+
+        Raises:
+            TypeError: a count that is not an int, or a ``cost``, ``duration`` or ``ttft`` that is not exactly a
+                ``float`` (orjson writes an int as an int: the caller writes such a line itself).
             OverflowError: a count past 64 bits.
         """
 

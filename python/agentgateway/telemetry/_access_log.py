@@ -12,9 +12,11 @@ call, and granian's threads under load take it each time). A batch never exceeds
 whole lines stay whole with N workers writing to one pipe or file; a line that does not fit closes the batch, which
 is written at once.
 
-The lines wait in the core (``AccessLogBatches``, rust/sse_core/src/stats.rs), which also writes the plain text
-line, byte for byte what `_text_line` writes (its floats as Python's ``format`` writes them); the JSON line is
-orjson's, and a text line with fields added or removed is written here (`_custom`). The system calls are made here.
+The lines wait in the core (``AccessLogBatches``, rust/sse_core/src/stats.rs), which also writes the line with
+the own fields only: the text line byte for byte what `_text_line` writes (its floats as Python's ``format`` writes
+them), the JSON line what orjson writes of the same dict (its floats as orjson writes them). A line with fields
+added or removed (`_custom`, or orjson's dict), or values the core does not take, is written here; so are the
+system calls.
 """
 
 from __future__ import annotations
@@ -92,8 +94,8 @@ def _json_value(value: Any) -> Any:
 
 
 class AccessLog:
-    __slots__ = ("_batches", "_fd", "_json", "_millis", "_second", "_stamp", "_stamp_ms", "flushes", "format",
-                 "remove")  # fmt: skip
+    __slots__ = ("_batches", "_fd", "_json", "_line", "_millis", "_second", "_stamp", "_stamp_ms", "flushes",
+                 "format", "remove")  # fmt: skip
 
     def __init__(self, fmt: str, fd: int = 1, remove: frozenset[str] = frozenset()) -> None:
         self.format = fmt
@@ -107,6 +109,8 @@ class AccessLog:
         self._stamp_ms = ""
         #: the lines that wait, in batches of at most `_BATCH_BYTES`
         self._batches = AccessLogBatches(_BATCH_BYTES)
+        #: the core's writer of the line (all own fields, none added)
+        self._line = self._batches.json if self._json else self._batches.text
         #: how many writes the batches took (benches read it).
         self.flushes = 0
 
@@ -141,33 +145,34 @@ class AccessLog:
     ) -> None:
         """One line; in text, ``-`` stands for a value that is not known (no usage, no upstream, ...). ``added``:
         the CEL fields of ``accessLog.add``, written after the own fields (telemetry/_fields.py)."""
-        if not self._json and added is None and not self.remove:
+        if added is None and not self.remove:
             try:
                 if tokens is None:
-                    full = self._batches.text(
+                    full = self._line(
                         request_id, upstream_id, caller, model, backend, attempts, status, None, 0, 0, 0, cost,
                         duration, ttft, error,
                     )  # fmt: skip
                 else:
-                    full = self._batches.text(
+                    full = self._line(
                         request_id, upstream_id, caller, model, backend, attempts, status, tokens.input,
                         tokens.output, tokens.cached, tokens.reasoning, cost, duration, ttft, error,
                     )  # fmt: skip
             except (TypeError, ValueError, OverflowError):
                 # What the core does not take (a count that is not an int or past 64 bits, a string that is not
-                # UTF-8, a bug in the core): the same line written here.
-                full = self._batches.push(
-                    _text_line(
-                        self._time(), request_id, upstream_id, caller, model, backend, attempts, status,
-                        None if tokens is None else (tokens.input, tokens.output, tokens.cached, tokens.reasoning),
-                        cost, duration, ttft, error,
-                    )
-                )  # fmt: skip
-            if full:
-                self._write_full()
-            return
+                # UTF-8, a number that is not a float in JSON, a bug in the core): the same line written below.
+                pass
+            else:
+                if full:
+                    self._write_full()
+                return
         stamp = self._time()
-        if not self._json:
+        if not self._json and added is None and not self.remove:
+            line = _text_line(
+                stamp, request_id, upstream_id, caller, model, backend, attempts, status,
+                None if tokens is None else (tokens.input, tokens.output, tokens.cached, tokens.reasoning),
+                cost, duration, ttft, error,
+            )  # fmt: skip
+        elif not self._json:
             line = self._custom(
                 stamp,
                 {

@@ -6,9 +6,9 @@
 //! poisoned: it refuses further calls, and its getters report it as failed.
 
 use pyo3::create_exception;
-use pyo3::exceptions::PyValueError;
+use pyo3::exceptions::{PyTypeError, PyValueError};
 use pyo3::prelude::*;
-use pyo3::types::PyBytes;
+use pyo3::types::{PyBytes, PyFloat};
 
 use crate::error::CoreError as Error;
 use crate::error_kind::{self as kinds, ErrorKind};
@@ -684,6 +684,14 @@ pub struct PyAccessLogBatches {
     line: Vec<u8>,
 }
 
+/// The value of a Python `float` (not an `int`, nor a subclass: orjson writes those otherwise).
+fn exact_float(value: &Bound<'_, PyAny>) -> PyResult<f64> {
+    match value.cast_exact::<PyFloat>() {
+        Ok(float) => Ok(float.value()),
+        Err(_) => Err(PyTypeError::new_err("not a float")),
+    }
+}
+
 fn now_millis() -> i64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
@@ -743,6 +751,55 @@ impl PyAccessLogBatches {
                 error,
             };
             stats::write_text_line(line, clock, millis.unwrap_or_else(now_millis), &fields);
+            Ok(batches.push(line))
+        })?)
+    }
+
+    /// Adds the JSON line of one request, byte for byte what orjson wrote of the same fields (floats
+    /// after `round(x, 6)` for `duration` and `ttft`); true when a full batch waits. `cost`,
+    /// `duration` and `ttft` must be floats (an int is a `TypeError`: orjson writes ints otherwise).
+    #[pyo3(signature = (request_id, upstream_id, caller, model, backend, attempts, status, input, output, cached, reasoning, cost, duration, ttft, error, millis=None))]
+    #[allow(clippy::too_many_arguments)] // the Python signature: plain values, no tuple per call
+    fn json(
+        &mut self,
+        request_id: &str,
+        upstream_id: Option<&str>,
+        caller: Option<&str>,
+        model: Option<&str>,
+        backend: Option<&str>,
+        attempts: i64,
+        status: i64,
+        input: Option<i64>,
+        output: i64,
+        cached: i64,
+        reasoning: i64,
+        cost: Option<&Bound<'_, PyAny>>,
+        duration: &Bound<'_, PyAny>,
+        ttft: Option<&Bound<'_, PyAny>>,
+        error: Option<&str>,
+        millis: Option<i64>,
+    ) -> PyResult<bool> {
+        let cost = cost.map(exact_float).transpose()?;
+        let duration = exact_float(duration)?;
+        let ttft = ttft.map(exact_float).transpose()?;
+        let (batches, clock, line) = (&mut self.batches, &mut self.clock, &mut self.line);
+        Ok(guarded(ACCESS_LOG, || {
+            line.clear();
+            let fields = stats::TextLine {
+                request_id,
+                upstream_id,
+                caller,
+                model,
+                backend,
+                attempts,
+                status,
+                tokens: input.map(|input| [input, output, cached, reasoning]),
+                cost,
+                duration,
+                ttft,
+                error,
+            };
+            stats::write_json_line(line, clock, millis.unwrap_or_else(now_millis), &fields);
             Ok(batches.push(line))
         })?)
     }

@@ -9,7 +9,9 @@
 //! the same buckets (`bisect_left`: the first bound not below the value), the same additions in
 //! `f64`, token counts converted to `f64` as Python's `float + int` converts them. The text line is
 //! byte for byte `telemetry/_access_log.py`'s: `format(x, '.6g')` ([`write_g6`]) and
-//! `f"{x:.6f}"` ([`write_f6`]) as Python writes them, strings quoted as its `_text` quotes them.
+//! `f"{x:.6f}"` ([`write_f6`]) as Python writes them, strings quoted as its `_text` quotes them;
+//! so is the JSON line orjson wrote ([`write_json_line`]: its floats as orjson writes them,
+//! [`write_json_f64`], after Python's `round(x, 6)`, [`round6`]).
 
 use std::collections::VecDeque;
 use std::fmt::{self, Write as _};
@@ -324,18 +326,7 @@ pub fn write_g6(out: &mut Vec<u8>, x: f64) {
         return;
     };
     let (mantissa, exponent) = text.split_at(e_at);
-    let exponent = exponent.get(1..).unwrap_or_default();
-    let (exp_negative, exp_digits) = match exponent.split_first() {
-        Some((b'-', rest)) => (true, rest),
-        _ => (false, exponent),
-    };
-    let mut exp: i32 = 0;
-    for &digit in exp_digits {
-        exp = exp * 10 + i32::from(digit.wrapping_sub(b'0'));
-    }
-    if exp_negative {
-        exp = -exp;
-    }
+    let exp = parse_exponent(exponent.get(1..).unwrap_or_default());
     // The six digits, without the point.
     let mut digits = [b'0'; 6];
     let mut count = 0;
@@ -395,6 +386,51 @@ pub fn write_f6(out: &mut Vec<u8>, x: f64) {
     }
     // Writing to a Vec cannot fail.
     let _ = std::io::Write::write_fmt(out, format_args!("{x:.6}"));
+}
+
+/// Python's `round(x, 6)`: the nearest float to `x` correctly rounded to six decimals (ties to
+/// even on the exact binary value, as CPython's dtoa rounds), what the JSON line logs for
+/// durations. NaN and infinities are returned as they are.
+#[must_use]
+pub fn round6(x: f64) -> f64 {
+    if !x.is_finite() {
+        return x;
+    }
+    let mut text = Vec::with_capacity(32);
+    write_f6(&mut text, x);
+    std::str::from_utf8(&text)
+        .ok()
+        .and_then(|t| t.parse().ok())
+        .unwrap_or(x)
+}
+
+/// Appends `x` as orjson writes a float: its shortest round-trip digits (an exact tie between two
+/// to the even one), in fixed notation for decimal exponents -5 to 15 (with `.0` when it is whole:
+/// `123456.0`, `0.00001`), else as `d.ddde-7` / `1e+16`; `null` for NaN and infinities. That is
+/// serde_json's float writer (zmij), which these tests and tests/test_native_stats.py check
+/// against orjson's bytes. (Rust's own `{}` breaks exact ties upwards: `849053650497420.3`.)
+pub fn write_json_f64(out: &mut Vec<u8>, x: f64) {
+    // Writing to a Vec cannot fail; serde_json writes `null` for NaN and infinities.
+    let _ = serde_json::to_writer(&mut *out, &x);
+}
+
+/// The exponent of Rust's `{:e}` output (`-5`, `16`).
+fn parse_exponent(text: &[u8]) -> i32 {
+    let (negative, digits) = match text.split_first() {
+        Some((b'-', rest)) => (true, rest),
+        _ => (false, text),
+    };
+    let mut exp: i32 = 0;
+    for &digit in digits {
+        exp = exp
+            .saturating_mul(10)
+            .saturating_add(i32::from(digit.wrapping_sub(b'0')));
+    }
+    if negative {
+        -exp
+    } else {
+        exp
+    }
 }
 
 // -- the access log's text line ---------------------------------------------------------------
@@ -568,6 +604,59 @@ pub fn write_text_line(out: &mut Vec<u8>, clock: &mut Clock, millis: i64, line: 
     out.extend_from_slice(b" error=");
     write_value(out, line.error);
     out.push(b'\n');
+}
+
+/// Appends the JSON line (with its newline) as `AccessLog.write` writes it with orjson:
+/// `{"time","id","upstream_id","caller","model","backend","attempts","status","input","output",
+/// "cached","reasoning","cost","duration","ttft","error"}` in that order, compact, a member left
+/// out when its value is None (the four counts together), `duration` and `ttft` rounded to six
+/// decimals (`round6`).
+pub fn write_json_line(out: &mut Vec<u8>, clock: &mut Clock, millis: i64, line: &TextLine<'_>) {
+    out.extend_from_slice(b"{\"time\":\"");
+    clock.write(out, millis);
+    out.extend_from_slice(b"\",\"id\":");
+    json::write_str(out, line.request_id);
+    let strings = [
+        (&b",\"upstream_id\":"[..], line.upstream_id),
+        (b",\"caller\":", line.caller),
+        (b",\"model\":", line.model),
+        (b",\"backend\":", line.backend),
+    ];
+    for (key, value) in strings {
+        if let Some(value) = value {
+            out.extend_from_slice(key);
+            json::write_str(out, value);
+        }
+    }
+    out.extend_from_slice(b",\"attempts\":");
+    write_i64(out, line.attempts);
+    out.extend_from_slice(b",\"status\":");
+    write_i64(out, line.status);
+    if let Some([input, output, cached, reasoning]) = line.tokens {
+        out.extend_from_slice(b",\"input\":");
+        write_i64(out, input);
+        out.extend_from_slice(b",\"output\":");
+        write_i64(out, output);
+        out.extend_from_slice(b",\"cached\":");
+        write_i64(out, cached);
+        out.extend_from_slice(b",\"reasoning\":");
+        write_i64(out, reasoning);
+    }
+    if let Some(cost) = line.cost {
+        out.extend_from_slice(b",\"cost\":");
+        write_json_f64(out, cost);
+    }
+    out.extend_from_slice(b",\"duration\":");
+    write_json_f64(out, round6(line.duration));
+    if let Some(ttft) = line.ttft {
+        out.extend_from_slice(b",\"ttft\":");
+        write_json_f64(out, round6(ttft));
+    }
+    if let Some(error) = line.error {
+        out.extend_from_slice(b",\"error\":");
+        json::write_str(out, error);
+    }
+    out.extend_from_slice(b"}\n");
 }
 
 /// Whole lines waiting to be written, in batches of at most `limit` bytes (a longer line alone),
@@ -1043,6 +1132,147 @@ mod tests {
              model=gpt-4o-mini backend=gpt-4o-mini attempts=0 status=404 input=- output=- \
              cached=- reasoning=- cost=- duration=0.001234 ttft=- error=model_not_found\n"
         );
+    }
+
+    fn json_f64(x: f64) -> String {
+        let mut out = Vec::new();
+        write_json_f64(&mut out, x);
+        String::from_utf8(out).unwrap_or_default()
+    }
+
+    #[test]
+    fn json_floats_are_what_orjson_writes() {
+        // Each pair checked with orjson 3.13.
+        let cases: &[(f64, &str)] = &[
+            (2.58e-05, "0.0000258"),
+            (1e-7, "1e-7"),
+            (0.0001, "0.0001"),
+            (1e-5, "0.00001"),
+            (1.5e-6, "1.5e-6"),
+            (123456.0, "123456.0"),
+            (1e15, "1000000000000000.0"),
+            (1e16, "1e+16"),
+            (1.2345e20, "1.2345e+20"),
+            (0.1, "0.1"),
+            (1.0, "1.0"),
+            (0.0, "0.0"),
+            (-0.0, "-0.0"),
+            (5e-324, "5e-324"),
+            (1.7976931348623157e308, "1.7976931348623157e+308"),
+            (12.5, "12.5"),
+            (1e-10, "1e-10"),
+            (0.00123456789012, "0.00123456789012"),
+            (9999000000000000.0, "9999000000000000.0"),
+            (1.2345678901234568e17, "1.2345678901234568e+17"),
+            (-2.5e-6, "-2.5e-6"),
+            (849_053_650_497_420.2, "849053650497420.2"), // exactly ...420.25, a tie: to even
+            (9_007_199_254_740_992.0, "9007199254740992.0"),
+            (f64::NAN, "null"),
+            (f64::INFINITY, "null"),
+        ];
+        for &(x, want) in cases {
+            assert_eq!(json_f64(x), want, "{x:e}");
+        }
+    }
+
+    #[test]
+    fn round6_is_pythons_round() {
+        // round(x, 6) in CPython 3.11
+        let cases: &[(f64, f64)] = &[
+            (0.0012345, 0.001234),
+            (0.0078125, 0.007812),
+            (0.0000005, 0.0),
+            (0.0000015, 0.000002),
+            (2.5, 2.5),
+            (0.1234565, 0.123456),
+            (-0.0000001, -0.0),
+            (1e300, 1e300),
+        ];
+        for &(x, want) in cases {
+            assert_eq!(round6(x).to_bits(), want.to_bits(), "{x:e}");
+        }
+        assert!(round6(f64::NAN).is_nan());
+    }
+
+    #[test]
+    fn a_json_line_is_orjsons() {
+        let mut out = Vec::new();
+        let line = TextLine {
+            request_id: "0a1b",
+            upstream_id: Some("req_fake_123"),
+            caller: None,
+            model: Some("evil\nmodel \"x\""),
+            backend: Some("gpt-4o-mini"),
+            attempts: 1,
+            status: 200,
+            tokens: Some([12, 40, 0, -1]),
+            cost: Some(2.58e-5),
+            duration: 0.0012345,
+            ttft: Some(0.0005),
+            error: None,
+        };
+        write_json_line(&mut out, &mut Clock::default(), 7, &line);
+        assert_eq!(
+            String::from_utf8(out).unwrap_or_default(),
+            "{\"time\":\"1970-01-01T00:00:00.007Z\",\"id\":\"0a1b\",\"upstream_id\":\"req_fake_123\",\
+             \"model\":\"evil\\nmodel \\\"x\\\"\",\"backend\":\"gpt-4o-mini\",\"attempts\":1,\
+             \"status\":200,\"input\":12,\"output\":40,\"cached\":0,\"reasoning\":-1,\
+             \"cost\":0.0000258,\"duration\":0.001234,\"ttft\":0.0005}\n"
+        );
+        let mut out = Vec::new();
+        let line = TextLine {
+            upstream_id: None,
+            model: None,
+            backend: None,
+            tokens: None,
+            cost: None,
+            ttft: None,
+            error: Some("model_not_found"),
+            ..line
+        };
+        write_json_line(&mut out, &mut Clock::default(), 7, &line);
+        assert_eq!(
+            String::from_utf8(out).unwrap_or_default(),
+            "{\"time\":\"1970-01-01T00:00:00.007Z\",\"id\":\"0a1b\",\"attempts\":1,\"status\":200,\
+             \"duration\":0.001234,\"error\":\"model_not_found\"}\n"
+        );
+    }
+
+    proptest! {
+        #[test]
+        fn json_floats_read_back_and_are_laid_out_as_orjson_lays_them_out(bits in any::<u64>()) {
+            let x = f64::from_bits(bits);
+            let text = json_f64(x);
+            if !x.is_finite() {
+                prop_assert_eq!(text, "null");
+                return Ok(());
+            }
+            prop_assert_eq!(text.parse::<f64>().ok().map(f64::to_bits), Some(x.to_bits()));
+            // the exponent of the shortest digits (Rust's `{:e}` has the same, ties aside)
+            let exp: i32 = format!("{x:e}")
+                .split_once('e')
+                .and_then(|(_, e)| e.parse().ok())
+                .unwrap_or(0);
+            let digits = text.trim_start_matches('-');
+            if (-5..16).contains(&exp) {
+                prop_assert!(!digits.contains('e') && digits.contains('.'), "{}", text);
+                prop_assert!(digits.len() <= 24, "{}", text);
+            } else {
+                let sign = if exp < 0 { '-' } else { '+' };
+                let suffix = format!("e{sign}{}", exp.unsigned_abs());
+                prop_assert!(digits.ends_with(&suffix), "{} {}", text, suffix);
+                let mantissa = digits.trim_end_matches(&suffix);
+                prop_assert!(!mantissa.ends_with('0') && !mantissa.ends_with('.'), "{}", text);
+                prop_assert!(mantissa.len() == 1 || mantissa.as_bytes().get(1) == Some(&b'.'), "{}", text);
+            }
+        }
+
+        #[test]
+        fn rounded_durations_read_back(x in 0.0f64..1e6) {
+            let rounded = round6(x);
+            prop_assert_eq!(json_f64(rounded).parse::<f64>().ok(), Some(rounded));
+            prop_assert!((rounded - x).abs() <= 5e-7 * (1.0 + f64::EPSILON) + x * f64::EPSILON);
+        }
     }
 
     #[test]
