@@ -18,7 +18,7 @@ import pytest
 from agentgateway._core import STATS_BUCKETS, AccessLogBatches, CoreError, StatsTable
 from agentgateway.telemetry import _access_log, _metrics
 from agentgateway.telemetry._access_log import AccessLog
-from agentgateway.telemetry._catalog import Tokens
+from agentgateway.telemetry._catalog import Catalog, Price, Tokens
 from agentgateway.telemetry._table import SCRATCH_SLOTS, WorkerTable, read_table
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -56,8 +56,7 @@ def _line(cost: float | None = None, duration: float = 0.0, ttft: float | None =
         args["status"], args["input"], args["output"], args["cached"], args["reasoning"], cost, duration, ttft,
         args["error"], millis=millis,
     )  # fmt: skip
-    data = batches.take()
-    assert data is not None
+    (data,) = batches.drain()
     return data.decode()
 
 
@@ -165,7 +164,7 @@ def test_the_text_line_is_the_one_python_wrote(
     batches.text(request_id, upstream_id, caller, model, backend, attempts, status, *counts, cost, duration, ttft,
                  error, millis=millis)  # fmt: skip
     want = _reference_line(_stamp(millis), *fields)
-    assert batches.take() == want
+    assert batches.drain() == (want,)
     # the module's own Python line (written for what the core does not take) is the same line
     assert _access_log._text_line(_stamp(millis), *fields) == want
 
@@ -199,8 +198,7 @@ def _reference_json(stamp: str, *f: Any) -> bytes:
 def _json_line(x: float, millis: int = 0) -> bytes:
     batches = AccessLogBatches()
     batches.json("r", None, None, None, None, 0, 200, None, 0, 0, 0, x, x, x, None, millis=millis)
-    data = batches.take()
-    assert data is not None
+    (data,) = batches.drain()
     return data
 
 
@@ -242,7 +240,7 @@ def test_the_json_line_is_the_one_orjson_wrote(
     counts = (None, 0, 0, 0) if tokens is None else tokens
     batches.json(request_id, upstream_id, caller, model, backend, attempts, status, *counts, cost, duration, ttft,
                  error, millis=millis)  # fmt: skip
-    assert batches.take() == _reference_json(_stamp(millis), *fields)
+    assert batches.drain() == (_reference_json(_stamp(millis), *fields),)
 
 
 def test_json_numbers_that_are_not_floats_are_refused_for_python_to_write(tmp_path: Any) -> None:
@@ -253,7 +251,7 @@ def test_json_numbers_that_are_not_floats_are_refused_for_python_to_write(tmp_pa
         batches.json("r", None, None, None, None, 0, 200, 1.0, 0, 0, 0, None, 1.0, None, None)  # float count
     assert len(batches) == 0
     log, path = _log(tmp_path, "json")
-    log.write("j2", None, None, "m", None, 0, 200, Tokens(2**64 - 1, 1), 3, 2, None, None)  # type: ignore[arg-type]
+    log.write("j2", None, None, "m", None, 0, 200, 2**64 - 1, 1, 0, 0, 3, 2, None, None)  # type: ignore[arg-type]
     log.flush()
     with open(path, "rb") as handle:
         text = handle.read()
@@ -268,8 +266,7 @@ def test_the_clock_is_utc_to_the_millisecond() -> None:
     batches = AccessLogBatches(1 << 30)
     for millis in moments:
         batches.text("r", None, None, None, None, 0, 0, None, 0, 0, 0, None, 0.0, None, None, millis=millis)
-    data = batches.take()
-    assert data is not None
+    (data,) = batches.drain()
     assert [line.split(" ", 1)[0] for line in data.decode().splitlines()] == [_stamp(m) for m in moments]
 
 
@@ -286,8 +283,9 @@ def _log(tmp_path: Any, fmt: str = "text") -> tuple[AccessLog, str]:
     return log, path
 
 
-def _write(log: AccessLog, request_id: str, tokens: Tokens | None = None, model: str = "gpt-4o-mini") -> None:
-    log.write(request_id, "up", None, model, "b", 1, 200, tokens, 1.5e-5, 0.25, 0.01, None)
+def _write(log: AccessLog, request_id: str, tokens: tuple[Any, Any] | None = None, model: str = "gpt-4o-mini") -> None:
+    prompt, completion = (None, 0) if tokens is None else tokens
+    log.write(request_id, "up", None, model, "b", 1, 200, prompt, completion, 0, 0, 1.5e-5, 0.25, 0.01, None)
 
 
 def test_access_log_batches_stay_under_pipe_buf_and_a_full_one_is_written_at_once(tmp_path: Any) -> None:
@@ -302,7 +300,7 @@ def test_access_log_batches_stay_under_pipe_buf_and_a_full_one_is_written_at_onc
     _access_log.os.write = write  # type: ignore[attr-defined]
     try:
         for index in range(40):
-            _write(log, f"{index:020x}", Tokens(12, 40))
+            _write(log, f"{index:020x}", (12, 40))
         line_size = os.path.getsize(path) if sizes else 0
         assert sizes, "40 lines of ~240 bytes are past 4096: the full batches went out before any flush"
         assert line_size == sum(sizes)
@@ -335,7 +333,7 @@ def test_a_line_longer_than_a_batch_is_written_alone_and_whole(tmp_path: Any) ->
 
 def test_json_lines_and_text_lines_the_core_cannot_take_keep_their_bytes(tmp_path: Any) -> None:
     log, path = _log(tmp_path, "json")
-    _write(log, "j1", Tokens(1, 2))
+    _write(log, "j1", (1, 2))
     log.flush()
     with open(path, "rb") as handle:
         line = orjson.loads(handle.read())
@@ -343,8 +341,7 @@ def test_json_lines_and_text_lines_the_core_cannot_take_keep_their_bytes(tmp_pat
 
     # A float token count (not an int) and one past 64 bits: written in Python, the same line as before.
     log, path = _log(tmp_path)
-    odd = Tokens(12.0, 2**70)  # type: ignore[arg-type]
-    _write(log, "t1", odd)
+    _write(log, "t1", (12.0, 2**70))
     log.flush()
     with open(path, "rb") as handle:
         text = handle.read()
@@ -553,3 +550,12 @@ def test_the_recorders_buckets_are_the_cores() -> None:
         _metrics.TTFT_BUCKETS,
         _metrics.TPOT_BUCKETS,
     )
+
+
+def test_the_observers_cost_shortcut_is_the_catalogs_float() -> None:
+    """Telemetry._observe prices the common case (no cache or reasoning tokens) itself, as Catalog.cost does."""
+    rng = random.Random(3)
+    for _ in range(20_000):
+        price = Price(rng.uniform(0, 100) * 1e-6, rng.uniform(0, 100) * 1e-6, 0.0, 0.0, 0.0)
+        prompt, completion = rng.randint(0, 10**7), rng.randint(0, 10**6)
+        assert prompt * price.input + completion * price.output == Catalog.cost(price, Tokens(prompt, completion))

@@ -530,7 +530,7 @@ class AccessLogBatches:
             millis: the time, in milliseconds since the Unix epoch; default: now.
 
         Returns:
-            Whether a closed batch waits (`take_full`).
+            Whether a closed batch waits (`drain_full`).
 
         Raises:
             TypeError: a count that is not an int (the caller writes such a line itself).
@@ -564,7 +564,7 @@ class AccessLogBatches:
         to 15, ``null`` for NaN and infinities), strings escaped as orjson escapes them.
 
         Returns:
-            Whether a closed batch waits (`take_full`).
+            Whether a closed batch waits (`drain_full`).
 
         Raises:
             TypeError: a count that is not an int, or a ``cost``, ``duration`` or ``ttft`` that is not exactly a
@@ -575,11 +575,11 @@ class AccessLogBatches:
     def push(self, line: bytes) -> bool:
         """Adds a line written elsewhere (with its newline); whether a closed batch waits."""
 
-    def take_full(self) -> bytes | None:
-        """The oldest closed batch, taken (None: there is none)."""
+    def drain_full(self) -> tuple[bytes, ...]:
+        """The closed batches, taken, oldest first (the open one stays)."""
 
-    def take(self) -> bytes | None:
-        """The next batch to write, taken: closed ones first, then the open one (None: nothing waits)."""
+    def drain(self) -> tuple[bytes, ...]:
+        """Every batch, taken, in order: the closed ones, then the open one; ``()`` when nothing waits."""
 
     def __len__(self) -> int:
         """Bytes waiting."""

@@ -246,27 +246,38 @@ class Telemetry:
         usage = facts.usage
         attempts = exchange.attempts
         last = attempts[-1] if attempts else None
-        tokens: Tokens | None = None
+        # Facts.usage: (prompt, completion, total, cached, cache write, reasoning); not reported: 0. Passed on as
+        # plain ints (a Tokens only where one is read: CEL fields, spans, the catalog's general case).
         cost: float | None = None
-        if usage is not None:
-            tokens = (
-                Tokens(usage[0], usage[1])
-                if len(usage) < 6
-                else Tokens(usage[0], usage[1], usage[3] or 0, usage[4] or 0, usage[5] or 0)
-            )  # Facts.usage: (prompt, completion, total, cached, cache write, reasoning); not reported: 0
+        if usage is None:
+            prompt: int | None = None
+            completion = cached = written = reasoning = 0
+        else:
+            prompt, completion = usage[0], usage[1]
+            if len(usage) < 6:
+                cached = written = reasoning = 0
+            else:
+                cached, written, reasoning = usage[3] or 0, usage[4] or 0, usage[5] or 0
             lookup = self.catalog.lookup
             if last is not None and lookup is not None:
                 price = lookup((last.backend.entry.params.model, last.model, exchange.client_model))
                 if price is not None:
-                    cost = Catalog.cost(price, tokens)
+                    if not (cached or written or reasoning) and prompt >= 0 <= completion:
+                        cost = prompt * price.input + completion * price.output  # Catalog.cost's own shortcut
+                    else:
+                        cost = Catalog.cost(price, Tokens(prompt, completion, cached, written, reasoning))
         recorder = self.recorder
         if recorder is not None:
-            recorder.record(exchange, elapsed, tokens, cost, recorder.caller_label(exchange) if recorder.caller else "")
+            recorder.record(
+                exchange, elapsed, prompt, completion, cached, written, cost,
+                recorder.caller_label(exchange) if recorder.caller else "",
+            )  # fmt: skip
         access_log = self.access_log
         if access_log is not None:
             added: list[tuple[str, Any]] | None = None
             fields = self.fields
             if fields is not None:
+                tokens = None if prompt is None else Tokens(prompt, completion, cached, written, reasoning)
                 added = fields.line(fields.activation(exchange, tokens))
                 if added is None:
                     access_log = None
@@ -282,7 +293,10 @@ class Telemetry:
                 last.backend.entry.name if last is not None else None,
                 len(attempts),
                 exchange.status,
-                tokens,
+                prompt,
+                completion,
+                cached,
+                reasoning,
                 cost,
                 elapsed,
                 facts.ttft,
@@ -291,6 +305,7 @@ class Telemetry:
             )
         trace = exchange.trace
         if trace is not None and self.tracer is not None:
+            tokens = None if prompt is None else Tokens(prompt, completion, cached, written, reasoning)
             self.tracer.finish(exchange, trace, self._span_attributes(exchange, last, tokens), ended)
 
     def _span_attributes(self, exchange: Exchange, last: Any, tokens: Tokens | None) -> dict[str, Any]:

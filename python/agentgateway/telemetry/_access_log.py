@@ -23,14 +23,11 @@ from __future__ import annotations
 
 import os
 import time
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import orjson
 
 from .._core import AccessLogBatches
-
-if TYPE_CHECKING:
-    from ._catalog import Tokens
 
 __all__ = ["AccessLog"]
 
@@ -136,7 +133,10 @@ class AccessLog:
         backend: str | None,
         attempts: int,
         status: int,
-        tokens: Tokens | None,  # input, output, cached and reasoning are logged
+        input_tokens: int | None,  # None: no usage (the other counts are then ignored)
+        output_tokens: int,
+        cached_tokens: int,
+        reasoning_tokens: int,
         cost: float | None,
         duration: float,
         ttft: float | None,
@@ -147,16 +147,10 @@ class AccessLog:
         the CEL fields of ``accessLog.add``, written after the own fields (telemetry/_fields.py)."""
         if added is None and not self.remove:
             try:
-                if tokens is None:
-                    full = self._line(
-                        request_id, upstream_id, caller, model, backend, attempts, status, None, 0, 0, 0, cost,
-                        duration, ttft, error,
-                    )  # fmt: skip
-                else:
-                    full = self._line(
-                        request_id, upstream_id, caller, model, backend, attempts, status, tokens.input,
-                        tokens.output, tokens.cached, tokens.reasoning, cost, duration, ttft, error,
-                    )  # fmt: skip
+                full = self._line(
+                    request_id, upstream_id, caller, model, backend, attempts, status, input_tokens, output_tokens,
+                    cached_tokens, reasoning_tokens, cost, duration, ttft, error,
+                )  # fmt: skip
             except (TypeError, ValueError, OverflowError):
                 # What the core does not take (a count that is not an int or past 64 bits, a string that is not
                 # UTF-8, a number that is not a float in JSON, a bug in the core): the same line written below.
@@ -169,7 +163,7 @@ class AccessLog:
         if not self._json and added is None and not self.remove:
             line = _text_line(
                 stamp, request_id, upstream_id, caller, model, backend, attempts, status,
-                None if tokens is None else (tokens.input, tokens.output, tokens.cached, tokens.reasoning),
+                None if input_tokens is None else (input_tokens, output_tokens, cached_tokens, reasoning_tokens),
                 cost, duration, ttft, error,
             )  # fmt: skip
         elif not self._json:
@@ -183,10 +177,10 @@ class AccessLog:
                     "backend": backend,
                     "attempts": attempts,
                     "status": status,
-                    "input": tokens.input if tokens is not None else None,
-                    "output": tokens.output if tokens is not None else None,
-                    "cached": tokens.cached if tokens is not None else None,
-                    "reasoning": tokens.reasoning if tokens is not None else None,
+                    "input": input_tokens,
+                    "output": output_tokens if input_tokens is not None else None,
+                    "cached": cached_tokens if input_tokens is not None else None,
+                    "reasoning": reasoning_tokens if input_tokens is not None else None,
                     "cost": cost,
                     "duration": round(duration, 6),
                     "ttft": round(ttft, 6) if ttft is not None else None,
@@ -206,11 +200,11 @@ class AccessLog:
                 fields["backend"] = backend
             fields["attempts"] = attempts
             fields["status"] = status
-            if tokens is not None:
-                fields["input"] = tokens.input
-                fields["output"] = tokens.output
-                fields["cached"] = tokens.cached
-                fields["reasoning"] = tokens.reasoning
+            if input_tokens is not None:
+                fields["input"] = input_tokens
+                fields["output"] = output_tokens
+                fields["cached"] = cached_tokens
+                fields["reasoning"] = reasoning_tokens
             if cost is not None:
                 fields["cost"] = cost
             fields["duration"] = round(duration, 6)
@@ -246,25 +240,23 @@ class AccessLog:
 
     def _write_full(self) -> None:
         """Writes the batches a line closed (each was full: the line did not fit after it)."""
-        take = self._batches.take_full
-        data = take()
-        while data is not None:
+        for data in self._batches.drain_full():
             self._write(data)
-            data = take()
 
     def flush(self) -> None:
         """Writes the lines that wait (each batch at most ``_BATCH_BYTES``, or one longer line alone)."""
-        take = self._batches.take
-        data = take()
-        while data is not None:
-            self._write(data)
-            data = take()
+        for data in self._batches.drain():
+            self.flushes += 1
+            try:  # noqa: SIM105  (contextlib.suppress costs ~0.3 µs per flush)
+                os.write(self._fd, data)
+            except OSError:  # a closed stdout must not fail requests
+                pass
 
     def _write(self, data: bytes) -> None:
         self.flushes += 1
-        try:  # noqa: SIM105  (contextlib.suppress costs ~0.3 µs per flush)
+        try:  # noqa: SIM105
             os.write(self._fd, data)
-        except OSError:  # a closed stdout must not fail requests
+        except OSError:
             pass
 
 

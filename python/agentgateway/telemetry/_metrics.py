@@ -37,7 +37,6 @@ from ._table import SeriesKey, WorkerTable, read_table
 if TYPE_CHECKING:
     from ..backend import Backend
     from ..exchange import Attempt, Exchange
-    from ._catalog import Tokens
 
 __all__ = ["FAMILIES", "Aggregator", "Family", "Recorder", "provider_label"]
 
@@ -231,11 +230,15 @@ class Recorder:
         self,
         exchange: Exchange,
         elapsed: float,
-        tokens: Tokens | None,
+        input_tokens: int | None,
+        output_tokens: int,
+        cached_tokens: int,
+        cache_write_tokens: int,
         cost: float | None,
         caller: str,
     ) -> None:
-        """``cost``: None when the model has no price."""
+        """``input_tokens``: None when there was no usage (the other counts are then ignored); ``cost``: None when
+        the model has no price."""
         attempts = exchange.attempts
         if attempts:
             last: Attempt | None = attempts[-1]
@@ -262,15 +265,12 @@ class Recorder:
             table = self.table
         # Every series of the group in one call (rust/sse_core/src/stats.rs): the buckets and sums as the Python
         # recorder wrote them (benches/README.md, 2026-12-02).
-        if tokens is None:
-            table.native.record(group, elapsed, exchange.streamed, facts.ttft, None, 0, 0, 0, cost)
-            if not attempts:
-                return
-        else:
-            table.native.record(
-                group, elapsed, exchange.streamed, facts.ttft, tokens.input, tokens.output, tokens.cached,
-                tokens.cache_write, cost,
-            )  # fmt: skip
+        table.native.record(
+            group, elapsed, exchange.streamed, facts.ttft, input_tokens, output_tokens, cached_tokens,
+            cache_write_tokens, cost,
+        )  # fmt: skip
+        if not attempts:
+            return
         values = table.values
         for attempt in attempts:
             outcome = attempt.outcome or "aborted"

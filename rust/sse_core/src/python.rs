@@ -8,7 +8,7 @@
 use pyo3::create_exception;
 use pyo3::exceptions::{PyTypeError, PyValueError};
 use pyo3::prelude::*;
-use pyo3::types::{PyBytes, PyFloat};
+use pyo3::types::{PyBytes, PyFloat, PyTuple};
 
 use crate::error::CoreError as Error;
 use crate::error_kind::{self as kinds, ErrorKind};
@@ -711,7 +711,7 @@ impl PyAccessLogBatches {
     }
 
     /// Adds the text line of one request (stamped now, or at `millis` since the epoch); true
-    /// when a full batch waits (`take_full`).
+    /// when a full batch waits (`drain_full`).
     #[pyo3(signature = (request_id, upstream_id, caller, model, backend, attempts, status, input, output, cached, reasoning, cost, duration, ttft, error, millis=None))]
     #[allow(clippy::too_many_arguments)] // the Python signature: plain values, no tuple per call
     fn text(
@@ -810,20 +810,24 @@ impl PyAccessLogBatches {
         Ok(guarded(ACCESS_LOG, || Ok(batches.push(line)))?)
     }
 
-    /// The oldest full batch, taken; None when there is none.
-    fn take_full<'py>(&mut self, py: Python<'py>) -> Option<Bound<'py, PyBytes>> {
-        self.batches
-            .pop_full()
-            .map(|batch| PyBytes::new(py, &batch))
+    /// The closed batches, taken, oldest first (the open one stays): what a line that did not fit
+    /// left to write at once.
+    fn drain_full<'py>(&mut self, py: Python<'py>) -> PyResult<Bound<'py, PyTuple>> {
+        let mut out = Vec::new();
+        while let Some(batch) = self.batches.pop_full() {
+            out.push(PyBytes::new(py, &batch));
+        }
+        PyTuple::new(py, out)
     }
 
-    /// The next batch to write, taken (full ones first, then what waits); None when nothing does.
-    fn take<'py>(&mut self, py: Python<'py>) -> Option<Bound<'py, PyBytes>> {
-        let bytes = self.batches.next().map(|batch| PyBytes::new(py, batch));
-        if bytes.is_some() {
+    /// Every batch, taken, in order (closed ones, then the open one); `()` when nothing waits.
+    fn drain<'py>(&mut self, py: Python<'py>) -> PyResult<Bound<'py, PyTuple>> {
+        let mut out = Vec::new();
+        while let Some(batch) = self.batches.next() {
+            out.push(PyBytes::new(py, batch));
             self.batches.consume();
         }
-        bytes
+        PyTuple::new(py, out)
     }
 
     /// Bytes waiting.
