@@ -311,33 +311,10 @@ pub fn write_g6(out: &mut Vec<u8>, x: f64) {
     if write_special(out, x) {
         return;
     }
-    // Rust's exact formatting rounds as Python's dtoa does (ties to even on the exact value):
-    // `{:.5e}` gives the six digits and the exponent after rounding.
-    let mut text = Stack::new();
-    if write!(text, "{x:.5e}").is_err() {
-        return; // at most 13 bytes ("-1.23456e-308"): cannot happen
-    }
-    let text = text.bytes();
-    let (negative, text) = match text.split_first() {
-        Some((b'-', rest)) => (true, rest),
-        _ => (false, text),
+    let (negative, digits, exp) = match g6_digits_exact(x) {
+        Some((digits, exp)) => (x.is_sign_negative(), digits, exp),
+        None => g6_digits_std(x),
     };
-    let Some(e_at) = text.iter().position(|&b| b == b'e') else {
-        return;
-    };
-    let (mantissa, exponent) = text.split_at(e_at);
-    let exp = parse_exponent(exponent.get(1..).unwrap_or_default());
-    // The six digits, without the point.
-    let mut digits = [b'0'; 6];
-    let mut count = 0;
-    for &b in mantissa {
-        if b.is_ascii_digit() {
-            if let Some(slot) = digits.get_mut(count) {
-                *slot = b;
-                count += 1;
-            }
-        }
-    }
     // Significant digits once trailing zeros are dropped (at least one).
     let significant = digits
         .iter()
@@ -378,14 +355,142 @@ pub fn write_g6(out: &mut Vec<u8>, x: f64) {
     }
 }
 
+/// The six significant digits of a finite `x` and the decimal exponent after rounding, from
+/// Rust's exact `{:.5e}` (which rounds as Python's dtoa does: ties to even on the exact value).
+fn g6_digits_std(x: f64) -> (bool, [u8; 6], i32) {
+    let mut digits = [b'0'; 6];
+    let mut text = Stack::new();
+    // at most 13 bytes ("-1.23456e-308"): cannot fail
+    let _ = write!(text, "{x:.5e}");
+    let text = text.bytes();
+    let (negative, text) = match text.split_first() {
+        Some((b'-', rest)) => (true, rest),
+        _ => (false, text),
+    };
+    let e_at = text.iter().position(|&b| b == b'e').unwrap_or(text.len());
+    let (mantissa, exponent) = text.split_at(e_at);
+    let exp = parse_exponent(exponent.get(1..).unwrap_or_default());
+    let mut count = 0;
+    for &b in mantissa {
+        if b.is_ascii_digit() {
+            if let Some(slot) = digits.get_mut(count) {
+                *slot = b;
+                count += 1;
+            }
+        }
+    }
+    (negative, digits, exp)
+}
+
+/// `x = m * 2^e` exactly (finite `x`; the sign dropped).
+fn decompose(x: f64) -> (u64, i32) {
+    let bits = x.to_bits();
+    // 11 bits: the cast is exact
+    let biased = ((bits >> 52) & 0x7ff) as i32;
+    let fraction = bits & ((1 << 52) - 1);
+    if biased == 0 {
+        (fraction, -1074)
+    } else {
+        (fraction | (1 << 52), biased - 1075)
+    }
+}
+
+/// `m * 2^e * 10^k` rounded to an integer, ties to even, in exact integer arithmetic: the floor
+/// and the rounded value; None when a term does not fit 128 bits (the caller formats otherwise).
+fn scaled(m: u64, e: i32, k: i32) -> Option<(u128, u128)> {
+    let ten = |power: i32| 10u128.checked_pow(power.unsigned_abs());
+    let shift = |value: u128, by: i32| {
+        let by = by.unsigned_abs();
+        (by < 128 && value.leading_zeros() >= by).then(|| value << by)
+    };
+    let mut num = u128::from(m);
+    let mut den: u128 = 1;
+    if k >= 0 {
+        num = num.checked_mul(ten(k)?)?;
+    } else {
+        den = ten(k)?;
+    }
+    if e >= 0 {
+        num = shift(num, e)?;
+    } else {
+        den = shift(den, e)?;
+    }
+    let floor = num / den;
+    let rest = num % den;
+    // rest < den < 2^127 here or `shift` refused: doubling cannot overflow
+    let twice = rest.checked_mul(2)?;
+    let up = twice > den || (twice == den && floor & 1 == 1);
+    Some((floor, floor + u128::from(up)))
+}
+
+/// The six significant digits and the decimal exponent of `format(x, '.6e')`-style rounding of a
+/// finite `x`, in exact integer arithmetic (the quick way: no decimal expansion of the exact
+/// value); None for zero or when the numbers do not fit (huge or tiny `x`).
+fn g6_digits_exact(x: f64) -> Option<([u8; 6], i32)> {
+    let (m, e) = decompose(x);
+    if m == 0 {
+        return None;
+    }
+    // An estimate of floor(log10 |x|), corrected below (it can be one off near a power of ten).
+    // |x| is finite and not zero: the cast cannot saturate past ±325.
+    let mut exp = x.abs().log10().floor() as i32;
+    for _ in 0..3 {
+        let (floor, rounded) = scaled(m, e, 5 - exp)?;
+        if floor >= 1_000_000 {
+            exp += 1;
+        } else if floor < 100_000 {
+            exp -= 1;
+        } else {
+            let (value, exp) = if rounded == 1_000_000 {
+                (100_000, exp + 1)
+            } else {
+                (rounded, exp)
+            };
+            let mut digits = [b'0'; 6];
+            let mut rest = value;
+            for slot in digits.iter_mut().rev() {
+                // rest % 10 < 10: the cast is exact
+                *slot = b'0' + (rest % 10) as u8;
+                rest /= 10;
+            }
+            return Some((digits, exp));
+        }
+    }
+    None
+}
+
 /// Appends `f"{x:.6f}"` as Python writes it: six decimals, correctly rounded (ties to even on the
-/// exact binary value), every digit of the integer part; `-0.000000` for negative zero.
+/// exact binary value), every digit of the integer part; `-0.000000` for negative zero (and any
+/// negative number that rounds to zero).
 pub fn write_f6(out: &mut Vec<u8>, x: f64) {
     if write_special(out, x) {
         return;
     }
-    // Writing to a Vec cannot fail.
-    let _ = std::io::Write::write_fmt(out, format_args!("{x:.6}"));
+    let (m, e) = decompose(x);
+    match scaled(m, e, 6) {
+        // Exact integer arithmetic for all but huge values (the quick way).
+        Some((_, micros)) if micros < u128::from(u64::MAX) => {
+            if x.is_sign_negative() {
+                out.push(b'-');
+            }
+            let micros = u64::try_from(micros).unwrap_or(0);
+            json::write_u64(out, micros / 1_000_000);
+            let fraction = micros % 1_000_000;
+            out.push(b'.');
+            let mut digits = [b'0'; 6];
+            let mut rest = fraction;
+            for slot in digits.iter_mut().rev() {
+                // rest % 10 < 10: the cast is exact
+                *slot = b'0' + (rest % 10) as u8;
+                rest /= 10;
+            }
+            out.extend_from_slice(&digits);
+        }
+        // Writing to a Vec cannot fail.
+        _ => {
+            let _ = std::io::Write::write_fmt(out, format_args!("{x:.6}"));
+        }
+    }
 }
 
 /// Python's `round(x, 6)`: the nearest float to `x` correctly rounded to six decimals (ties to
@@ -920,6 +1025,38 @@ mod tests {
             let joined: Vec<u8> = written.concat();
             let expected: Vec<u8> = lines.iter().flat_map(|l| l.iter().copied().chain([b'\n'])).collect();
             prop_assert_eq!(joined, expected);
+        }
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(20_000))]
+
+        #[test]
+        fn the_integer_paths_agree_with_rusts_exact_formatting(bits in any::<u64>()) {
+            let x = f64::from_bits(bits);
+            if x.is_finite() {
+                if let Some((digits, exp)) = g6_digits_exact(x) {
+                    let (_, want, want_exp) = g6_digits_std(x);
+                    prop_assert_eq!((digits, exp), (want, want_exp), "{:e}", x);
+                }
+                let mut fast = Vec::new();
+                write_f6(&mut fast, x);
+                prop_assert_eq!(String::from_utf8(fast).unwrap_or_default(), format!("{x:.6}"));
+            }
+        }
+
+        #[test]
+        fn the_integer_paths_agree_where_durations_and_costs_are(
+            mantissa in 1.0f64..10.0, exp in -12i32..16, neg in any::<bool>()
+        ) {
+            let x = mantissa * 10f64.powi(exp) * if neg { -1.0 } else { 1.0 };
+            let digits = g6_digits_exact(x);
+            prop_assert!(digits.is_some(), "{:e} took the slow way", x);
+            let (_, want, want_exp) = g6_digits_std(x);
+            prop_assert_eq!(digits, Some((want, want_exp)), "{:e}", x);
+            let mut fast = Vec::new();
+            write_f6(&mut fast, x);
+            prop_assert_eq!(String::from_utf8(fast).unwrap_or_default(), format!("{x:.6}"));
         }
     }
 
