@@ -559,3 +559,49 @@ def test_the_observers_cost_shortcut_is_the_catalogs_float() -> None:
         price = Price(rng.uniform(0, 100) * 1e-6, rng.uniform(0, 100) * 1e-6, 0.0, 0.0, 0.0)
         prompt, completion = rng.randint(0, 10**7), rng.randint(0, 10**6)
         assert prompt * price.input + completion * price.output == Catalog.cost(price, Tokens(prompt, completion))
+
+
+def test_attempts_are_counted_once_whether_their_group_or_the_loop_counts_them(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The usual single attempt is counted by its group's core record; failures, several attempts and none by
+    the recorder's loop, as before."""
+    from agentgateway.app import Gateway
+    from agentgateway.config import load_config
+    from agentgateway.exchange import Attempt, Exchange
+
+    monkeypatch.delenv("AGENTGATEWAY_STATS_DIR", raising=False)
+    monkeypatch.setenv("STATS_ADDR", "127.0.0.1:1")
+    gateway = Gateway(
+        load_config(
+            "llm:\n  models:\n  - {name: m, provider: openAI, params: {apiKey: k, baseUrl: 'http://127.0.0.1:9/v1'}}\n"
+        )
+    )
+    recorder = gateway.telemetry.recorder
+    assert recorder is not None
+    route = gateway.router.route("m")
+    backend = route.targets(None)[0][0]  # type: ignore[arg-type]
+    scope = {"type": "http", "method": "POST", "path": "/v1/chat/completions", "headers": []}
+
+    def settle(status: int, *attempts: tuple[str, int | None]) -> None:
+        exchange = Exchange(scope, [])
+        exchange.route = route
+        exchange.status = status
+        for outcome, upstream_status in attempts:
+            exchange.attempts.append(Attempt(backend, "m", 0.0, 0.1, upstream_status, outcome))
+        recorder.record(exchange, 0.1, 12, 40, 0, 0, None, "")
+
+    for _ in range(3):
+        settle(200, ("ok", 200))
+    settle(502, ("failed", 500))
+    settle(200, ("failover", 503), ("ok", 200))
+    settle(499, ("", None))
+    settle(404)
+    settle(200, ("ok", 200))
+    _, _, series = read_table(recorder.table._map[:])
+    counts = {(name, labels): values for (name, _, labels), values in series}
+    attempts = {labels[2:]: values[0] for (name, labels), values in counts.items() if name.endswith("attempts")}
+    assert attempts == {("ok", "200"): 5.0, ("failed", "500"): 1.0, ("failover", "503"): 1.0, ("aborted", ""): 1.0}
+    retries = {labels: values[0] for (name, labels), values in counts.items() if name == "agentgateway_retries"}
+    assert retries == {("m", "failover"): 1.0}
+    assert sum(values[0] for (name, _), values in counts.items() if name == "agentgateway_requests") == 8.0

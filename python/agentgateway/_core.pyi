@@ -450,11 +450,13 @@ class StatsTable:
         requests: int,
         duration: int,
         genai: tuple[int, int, int, int, int, int, int, int, int] | None = None,
+        counters: tuple[int, ...] | None = None,
     ) -> int:
         """A label group: the slots of its request counter and HTTP duration histogram and, for a request that
         reached a backend, ``genai``: the GenAI duration histogram, the input, output, cache-read and cache-write
         token histograms, the time-to-first-token and time-per-output-token histograms, the cost counter and the
-        unpriced counter. Returns the group's index for `record`."""
+        unpriced counter; ``counters``: other counters each `record` of the group adds one to (its upstream
+        attempt's). Returns the group's index for `record`."""
 
     def clear_groups(self) -> None:
         """Forgets every group: their indexes are not valid any more."""

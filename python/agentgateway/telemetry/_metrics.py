@@ -144,6 +144,8 @@ KNOWN_ERRORS = frozenset(_ERROR_NAMES)
 _CALLER_LIMIT = 256
 #: attempt outcomes that may have evicted the backend (``_attempt`` checks).
 _FAILED = frozenset(("failover", "failed"))
+#: in a group's key instead of the outcome of its one attempt: none, several, or one that failed.
+_SEVERAL = object()
 
 
 def outcome_of(attempt: Attempt, last: Attempt | None) -> str:
@@ -253,12 +255,24 @@ class Recorder:
         elif error is not None and error not in KNOWN_ERRORS:
             error = "other"
         route = exchange.route
-        key = (exchange.api, backend, route.name if route is not None else None, status, error, caller)
+        # One attempt (the usual case) that did not fail: its counter is one of the group's (the key names its
+        # outcome and status). Failures (evictions to check) and several attempts are counted below.
+        name = route.name if route is not None else None
+        key: tuple[Any, ...]
+        if last is not None and len(attempts) == 1 and last.outcome not in _FAILED:
+            single = True
+            key = (exchange.api, backend, name, status, error, caller, last.outcome, last.status)
+        else:
+            single = False
+            key = (exchange.api, backend, name, status, error, caller, _SEVERAL, None)
         group = self._groups.get(key)
         if group is None:
             if len(self._groups) >= 8192:  # keys hold route names: bounded like the router's memo
                 self._clear_groups()
-            group = self._group(exchange, backend, last.model if last is not None else "", status, error or "", caller)
+            group = self._group(
+                exchange, backend, last.model if last is not None else "", status, error or "", caller,
+                last if single else None,
+            )  # fmt: skip
             self._groups[key] = group
         table = self._table
         if table is None:
@@ -269,21 +283,14 @@ class Recorder:
             group, elapsed, exchange.streamed, facts.ttft, input_tokens, output_tokens, cached_tokens,
             cache_write_tokens, cost,
         )  # fmt: skip
-        if not attempts:
+        if single or not attempts:
             return
         values = table.values
         for attempt in attempts:
-            outcome = attempt.outcome or "aborted"
-            slots = self._attempts.get((attempt.backend.index, outcome, attempt.status))
-            if slots is None or outcome in _FAILED:
-                self._attempt(values, attempt.backend, outcome, attempt.status)
-                continue
-            values[slots[0]] += 1.0
-            if slots[1] >= 0:
-                values[slots[1]] += 1.0
+            self._attempt(values, attempt.backend, attempt.outcome or "aborted", attempt.status)
 
-    def _attempt(self, values: Any, backend: Backend, outcome: str, status: int | None) -> None:
-        """One attempt's counts (``record`` inlines the common case: slots known, no failure)."""
+    def _attempt_slots(self, backend: Backend, outcome: str, status: int | None) -> tuple[int, int]:
+        """The attempt counter of (backend, outcome, status) and its retry counter (-1: not a retry)."""
         key = (backend.index, outcome, status)
         slots = self._attempts.get(key)
         if slots is None:
@@ -300,6 +307,12 @@ class Recorder:
                 else -1
             )
             slots = self._attempts[key] = (attempts, retries)
+        return slots
+
+    def _attempt(self, values: Any, backend: Backend, outcome: str, status: int | None) -> None:
+        """One attempt's counts, and the eviction it caused (``record``: the usual single attempt is counted by
+        its group)."""
+        slots = self._attempt_slots(backend, outcome, status)
         values[slots[0]] += 1.0
         if slots[1] >= 0:
             values[slots[1]] += 1.0
@@ -324,9 +337,17 @@ class Recorder:
             self._table.native.clear_groups()
 
     def _group(
-        self, exchange: Exchange, backend: Backend | None, model: str, status: int, error: str, caller: str
+        self,
+        exchange: Exchange,
+        backend: Backend | None,
+        model: str,
+        status: int,
+        error: str,
+        caller: str,
+        attempt: Attempt | None,
     ) -> int:
-        """The group's slots, handed to the core once: the index ``native.record`` takes."""
+        """The group's slots, handed to the core once: the index ``native.record`` takes. ``attempt``: the one
+        attempt its exchanges made, counted with them."""
         table = self.table
         extra = (caller,) if self.caller else ()
         operation = _OPERATIONS.get(exchange.api, exchange.api)
@@ -346,8 +367,14 @@ class Recorder:
         requests = table.slot("agentgateway_requests", self._http_names, http)
         duration = _histogram(table, "agentgateway_request_duration_seconds", (*self._http_names, "error_type"),
                               (*http, error))  # fmt: skip
+        counters: tuple[int, ...] = ()
+        if attempt is not None:
+            counters = tuple(
+                slot for slot in self._attempt_slots(attempt.backend, attempt.outcome or "aborted", attempt.status)
+                if slot >= 0
+            )  # fmt: skip
         if backend is None:
-            return table.native.add_group(requests, duration)
+            return table.native.add_group(requests, duration, None, counters)
         genai = (operation, provider, provider, request_model, self.response_model_label(backend, model), *extra)
         names = self._genai_names
         token_names = ("gen_ai_token_type", *names)
@@ -366,7 +393,7 @@ class Recorder:
             table.slot("agentgateway_gen_ai_client_cost_usd", names, genai),
             table.slot("agentgateway_model_catalog_unpriced_requests", ("gen_ai_response_model",), (genai[4],)),
         )
-        return table.native.add_group(requests, duration, genai_slots)
+        return table.native.add_group(requests, duration, genai_slots, counters)
 
 
 #: The directory of the worker tables, handed by the CLI to granian's workers.

@@ -576,8 +576,9 @@ impl PyStatsTable {
 
     /// A label group's slots: the request counter, the HTTP duration histogram, and (when the
     /// request reached a backend) `(genai duration, input, output, cache read, cache write
-    /// tokens, ttft, tpot, cost, unpriced)`; returns its index for `record`.
-    #[pyo3(signature = (requests, duration, genai=None))]
+    /// tokens, ttft, tpot, cost, unpriced)`; `counters`: other counters each exchange of the
+    /// group adds one to (its attempt's). Returns its index for `record`.
+    #[pyo3(signature = (requests, duration, genai=None, counters=None))]
     #[allow(clippy::type_complexity)]
     fn add_group(
         &mut self,
@@ -594,6 +595,7 @@ impl PyStatsTable {
             usize,
             usize,
         )>,
+        counters: Option<Vec<usize>>,
     ) -> PyResult<usize> {
         let groups = &mut self.groups;
         Ok(guarded(STATS_TABLE, || {
@@ -610,6 +612,7 @@ impl PyStatsTable {
                 },
             );
             let slots = stats::GroupSlots::new(requests, duration, genai)
+                .and_then(|slots| slots.with_counters(counters.as_deref().unwrap_or_default()))
                 .ok_or_else(|| Error::internal(STATS_TABLE, "a slot past the address space"))?;
             groups.push(slots);
             Ok(groups.len() - 1)

@@ -95,11 +95,13 @@ pub struct GenAiSlots {
 
 /// The slots of every series one kind of request updates (the same labels), resolved once per
 /// label group by the caller: `record` only adds.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct GroupSlots {
     requests: usize,
     duration: usize,
     genai: Option<GenAiSlots>,
+    /// Other counters every exchange of the group adds one to (its upstream attempt's).
+    counters: Vec<usize>,
     /// One past the last value any `record` of this group writes.
     end: usize,
 }
@@ -128,8 +130,19 @@ impl GroupSlots {
             requests,
             duration,
             genai,
+            counters: Vec::new(),
             end,
         })
+    }
+
+    /// The same group, whose exchanges also add one to each of `counters`.
+    #[must_use]
+    pub fn with_counters(mut self, counters: &[usize]) -> Option<Self> {
+        for &slot in counters {
+            self.end = self.end.max(slot.checked_add(1)?);
+        }
+        self.counters = counters.to_vec();
+        Some(self)
     }
 
     /// One past the last value any `record` of this group writes: the table must hold that many.
@@ -210,6 +223,9 @@ pub fn record(values: &mut [f64], slots: &GroupSlots, ex: &Observation) -> Resul
     // Every index below is < slots.end (GroupSlots::new): `add` checks anyway.
     let elapsed = ex.elapsed;
     add(values, slots.requests, 1.0);
+    for &slot in &slots.counters {
+        add(values, slot, 1.0);
+    }
     observe(values, slots.duration, &HTTP_DURATION_BUCKETS, elapsed);
     let Some(genai) = &slots.genai else {
         return Ok(());
@@ -1177,6 +1193,30 @@ mod tests {
         assert!(short.iter().all(|v| *v == 0.0));
         assert!(add_checked(&mut short, 20, 1.0).is_err());
         assert!(add_checked(&mut short, 19, 1.0).is_ok());
+    }
+
+    #[test]
+    fn a_groups_counters_count_each_exchange_and_bound_the_table_too() {
+        let slots = GroupSlots::new(0, 1, None).and_then(|g| g.with_counters(&[17, 30]));
+        let Some(slots) = slots else {
+            panic!("no group")
+        };
+        assert_eq!(slots.end(), 31);
+        let ex = Observation {
+            elapsed: 0.2,
+            streamed: false,
+            ttft: None,
+            tokens: None,
+            cost: None,
+        };
+        let mut values = vec![0.0; 31];
+        assert_eq!(record(&mut values, &slots, &ex), Ok(()));
+        assert_eq!(record(&mut values, &slots, &ex), Ok(()));
+        assert_eq!((values.get(17), values.get(30)), (Some(&2.0), Some(&2.0)));
+        assert!(record(&mut vec![0.0; 30], &slots, &ex).is_err());
+        assert!(GroupSlots::new(0, 1, None)
+            .and_then(|g| g.with_counters(&[usize::MAX]))
+            .is_none());
     }
 
     #[test]
