@@ -78,6 +78,7 @@ class Telemetry:
         self._id_count = 0
         #: exchanges settled in this loop iteration, with when: recorded at its end (observe).
         self._pending: list[tuple[Exchange, float]] = []
+        self._settle = self.settle_pending  # bound once (observe schedules it every loop iteration)
         self._configure(config)
 
     def _configure(self, config: GatewayConfig) -> None:
@@ -223,7 +224,7 @@ class Telemetry:
             except RuntimeError:
                 self.settle_pending()
                 return
-            loop.call_soon(self.settle_pending)
+            loop.call_soon(self._settle)
 
     def settle_pending(self) -> None:
         """Records the exchanges observed since the last call."""

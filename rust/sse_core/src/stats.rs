@@ -447,10 +447,12 @@ fn g6_digits_exact(x: f64) -> Option<([u8; 6], i32)> {
     if m == 0 {
         return None;
     }
-    // An estimate of floor(log10 |x|), corrected below (it can be one off near a power of ten).
-    // |x| is finite and not zero: the cast cannot saturate past ±325.
-    let mut exp = x.abs().log10().floor() as i32;
-    for _ in 0..3 {
+    // An estimate of floor(log10 |x|) from the binary exponent (|x| = m * 2^e, m < 2^53:
+    // log2 |x| is within one of e + bit length of m - 1; 78913 / 2^18 is log10(2) rounded down),
+    // corrected below by a step or two.
+    let log2 = e + 63 - i32::try_from(m.leading_zeros()).unwrap_or(0);
+    let mut exp = (log2 * 78_913) >> 18;
+    for _ in 0..4 {
         let (floor, rounded) = scaled(m, e, 5 - exp)?;
         if floor >= 1_000_000 {
             exp += 1;
