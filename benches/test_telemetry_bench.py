@@ -5,6 +5,8 @@ As in the worker, an event loop is running: `observe` queues the exchange and `s
 iteration) records it, one request per iteration here (under load several settle in one iteration and share it).
 
     python -m pytest benches/test_telemetry_bench.py --benchmark-enable -p no:cacheprovider
+    python benches/test_telemetry_bench.py          # CPU µs per request of each case, and minus ``off``
+    python benches/test_telemetry_bench.py parts    # timeit of the observer's parts (the streamed exchange)
 """
 
 from __future__ import annotations
@@ -142,5 +144,67 @@ def main() -> None:
                 )
 
 
+def parts() -> None:
+    """``timeit`` (best of 5) of each part of the observer for the bench's streamed exchange: the recorder's one
+    call per exchange, the access-log line (text, JSON) without its write, the flush with one line waiting (its
+    ``write()`` to /dev/null), and `Telemetry._observe` with each case's configuration."""
+    import timeit
+
+    os.environ["AGENTGATEWAY_STATS_DIR"] = tempfile.mkdtemp()
+    asyncio.events._set_running_loop(asyncio.new_event_loop())
+
+    def exchange_of(gateway: Gateway) -> Exchange:
+        route = gateway.router.route("gpt-4o-mini")
+        backend = route.targets(None)[0][0]  # type: ignore[arg-type]
+        exchange = Exchange(SCOPE, [])
+        gateway.telemetry.begin(exchange)
+        exchange.client_model, exchange.route, exchange.streamed, exchange.status = "gpt-4o-mini", route, True, 200
+        exchange.attempts.append(Attempt(backend, "gpt-4o-mini", exchange.started, exchange.started + 0.001, 200, "ok"))
+        exchange.facts.usage = (12, 40, 52, None, None, None)
+        exchange.facts.ttft = 0.0005
+        return exchange
+
+    def report(label: str, fn: Callable[[], object], number: int = 200_000) -> None:
+        best = min(timeit.repeat(fn, number=number, repeat=5)) / number * 1e6
+        print(f"{label:38} {best:6.3f} µs")
+
+    text, json = _gateway(CASES["metrics+log"]), _gateway(CASES["metrics+log json"])
+    exchange = exchange_of(text)
+    recorder, text_log, json_log = text.telemetry.recorder, text.telemetry.access_log, json.telemetry.access_log
+    assert recorder is not None and text_log is not None and json_log is not None
+    line = (exchange.request_id, None, None, "gpt-4o-mini", "gpt-4o-mini", 1, 200, 12, 40, 0, 0, 2.4e-05, 0.0123,
+            0.0005, None)  # fmt: skip
+    report("Recorder.record", lambda: recorder.record(exchange, 0.0123, 12, 40, 0, 0, 2.4e-05, ""))
+    for label, log in (("text", text_log), ("json", json_log)):
+
+        def write(log: Any = log) -> None:
+            log.write(*line)
+
+        report(f"AccessLog.write {label} (no write)", write)
+        log.flush()
+
+    def flush() -> None:
+        text_log.write(*line)
+        text_log.flush()
+
+    report("AccessLog.write text + flush", flush)
+    for case in ("metrics", "metrics+log", "metrics+log json"):
+        gateway = _gateway(CASES[case])
+        one = exchange_of(gateway)
+        telemetry = gateway.telemetry
+
+        def observe(telemetry: Any = telemetry, one: Exchange = one) -> None:
+            telemetry._observe(one, one.started + 0.0123)
+            if telemetry.access_log is not None:
+                telemetry.access_log.flush()
+
+        report(f"Telemetry._observe ({case})", observe)
+
+
 if __name__ == "__main__":
-    main()
+    import sys
+
+    if sys.argv[1:] == ["parts"]:
+        parts()
+    else:
+        main()
