@@ -536,11 +536,13 @@ fn out_of_range(err: stats::OutOfRange) -> Error {
 #[pymethods]
 impl PyStatsTable {
     #[new]
-    fn new() -> Self {
-        Self {
-            mapped: None,
-            groups: Vec::new(),
-        }
+    fn new() -> PyResult<Self> {
+        Ok(guarded(STATS_TABLE, || {
+            Ok(Self {
+                mapped: None,
+                groups: Vec::new(),
+            })
+        })?)
     }
 
     /// Writes go to `buffer`'s memory (a writable buffer: the worker's mmap), viewed as f64s;
@@ -553,25 +555,38 @@ impl PyStatsTable {
         let view = array_type.call_method1("from_buffer", (buffer,))?;
         let address: usize = ctypes.call_method1("addressof", (&view,))?.extract()?;
         let bytes: usize = ctypes.call_method1("sizeof", (&view,))?.extract()?;
-        if address == 0 || !address.is_multiple_of(std::mem::align_of::<f64>()) {
-            return Err(Error::internal(STATS_TABLE, "the buffer is not 8-byte aligned").into());
-        }
-        self.mapped = Some(Mapped {
-            _view: view.unbind(),
-            address,
-            len: bytes / std::mem::size_of::<f64>(),
-        });
+        let view = view.unbind();
+        self.mapped = Some(guarded(STATS_TABLE, || {
+            if address == 0 || !address.is_multiple_of(std::mem::align_of::<f64>()) {
+                return Err(Error::internal(
+                    STATS_TABLE,
+                    "the buffer is not 8-byte aligned",
+                ));
+            }
+            Ok(Mapped {
+                _view: view,
+                address,
+                len: bytes / std::mem::size_of::<f64>(),
+            })
+        })?);
         Ok(())
     }
 
     /// Drops the view (the buffer may be closed after this); later writes fail until `bind`.
-    fn unbind(&mut self) {
-        self.mapped = None;
+    fn unbind(&mut self) -> PyResult<()> {
+        let mapped = &mut self.mapped;
+        Ok(guarded(STATS_TABLE, || {
+            *mapped = None;
+            Ok(())
+        })?)
     }
 
     /// How many f64 values the bound buffer holds (0 when unbound).
-    fn __len__(&self) -> usize {
-        self.mapped.as_ref().map_or(0, |m| m.len)
+    fn __len__(&self) -> PyResult<usize> {
+        let mapped = &self.mapped;
+        Ok(guarded(STATS_TABLE, || {
+            Ok(mapped.as_ref().map_or(0, |m| m.len))
+        })?)
     }
 
     /// A label group's slots: the request counter, the HTTP duration histogram, and (when the
@@ -620,14 +635,19 @@ impl PyStatsTable {
     }
 
     /// Forgets every group (their indexes are no longer valid).
-    fn clear_groups(&mut self) {
-        self.groups.clear();
+    fn clear_groups(&mut self) -> PyResult<()> {
+        let groups = &mut self.groups;
+        Ok(guarded(STATS_TABLE, || {
+            groups.clear();
+            Ok(())
+        })?)
     }
 
     /// How many groups there are.
     #[getter]
-    fn groups(&self) -> usize {
-        self.groups.len()
+    fn groups(&self) -> PyResult<usize> {
+        let groups = &self.groups;
+        Ok(guarded(STATS_TABLE, || Ok(groups.len()))?)
     }
 
     /// One settled exchange of group `group`: `input` None when there was no usage (`output`,
@@ -705,12 +725,14 @@ fn now_millis() -> i64 {
 impl PyAccessLogBatches {
     #[new]
     #[pyo3(signature = (batch_bytes=4096))]
-    fn new(batch_bytes: usize) -> Self {
-        Self {
-            batches: stats::Batches::new(batch_bytes),
-            clock: stats::Clock::default(),
-            line: Vec::with_capacity(512),
-        }
+    fn new(batch_bytes: usize) -> PyResult<Self> {
+        Ok(guarded(ACCESS_LOG, || {
+            Ok(Self {
+                batches: stats::Batches::new(batch_bytes),
+                clock: stats::Clock::default(),
+                line: Vec::with_capacity(512),
+            })
+        })?)
     }
 
     /// Adds the text line of one request (stamped now, or at `millis` since the epoch); true
@@ -816,26 +838,35 @@ impl PyAccessLogBatches {
     /// The closed batches, taken, oldest first (the open one stays): what a line that did not fit
     /// left to write at once.
     fn drain_full<'py>(&mut self, py: Python<'py>) -> PyResult<Bound<'py, PyTuple>> {
-        let mut out = Vec::new();
-        while let Some(batch) = self.batches.pop_full() {
-            out.push(PyBytes::new(py, &batch));
-        }
+        let batches = &mut self.batches;
+        let out = guarded(ACCESS_LOG, || {
+            let mut out = Vec::new();
+            while let Some(batch) = batches.pop_full() {
+                out.push(PyBytes::new(py, &batch));
+            }
+            Ok(out)
+        })?;
         PyTuple::new(py, out)
     }
 
     /// Every batch, taken, in order (closed ones, then the open one); `()` when nothing waits.
     fn drain<'py>(&mut self, py: Python<'py>) -> PyResult<Bound<'py, PyTuple>> {
-        let mut out = Vec::new();
-        while let Some(batch) = self.batches.next() {
-            out.push(PyBytes::new(py, batch));
-            self.batches.consume();
-        }
+        let batches = &mut self.batches;
+        let out = guarded(ACCESS_LOG, || {
+            let mut out = Vec::new();
+            while let Some(batch) = batches.next() {
+                out.push(PyBytes::new(py, batch));
+                batches.consume();
+            }
+            Ok(out)
+        })?;
         PyTuple::new(py, out)
     }
 
     /// Bytes waiting.
-    fn __len__(&self) -> usize {
-        self.batches.len()
+    fn __len__(&self) -> PyResult<usize> {
+        let batches = &self.batches;
+        Ok(guarded(ACCESS_LOG, || Ok(batches.len()))?)
     }
 }
 
