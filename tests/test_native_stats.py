@@ -552,13 +552,16 @@ def test_the_recorders_buckets_are_the_cores() -> None:
     )
 
 
-def test_the_observers_cost_shortcut_is_the_catalogs_float() -> None:
-    """Telemetry._observe prices the common case (no cache or reasoning tokens) itself, as Catalog.cost does."""
+def test_the_catalogs_cost_shortcut_is_the_general_float() -> None:
+    """Catalog.cost_of prices the common case (no cache or reasoning tokens) with two terms: the same float as
+    the general formula, whose other terms are 0 * price."""
     rng = random.Random(3)
     for _ in range(20_000):
-        price = Price(rng.uniform(0, 100) * 1e-6, rng.uniform(0, 100) * 1e-6, 0.0, 0.0, 0.0)
+        price = Price(*(rng.uniform(0, 100) * 1e-6 for _ in range(5)))
         prompt, completion = rng.randint(0, 10**7), rng.randint(0, 10**6)
-        assert prompt * price.input + completion * price.output == Catalog.cost(price, Tokens(prompt, completion))
+        general = Catalog._cost_general(price, prompt, completion, 0, 0, 0)
+        assert Catalog.cost_of(price, prompt, completion, 0, 0, 0) == general
+        assert Catalog.cost(price, Tokens(prompt, completion)) == general
 
 
 def test_attempts_are_counted_once_whether_their_group_or_the_loop_counts_them(

@@ -263,10 +263,7 @@ class Telemetry:
             if last is not None and lookup is not None:
                 price = lookup((last.backend.entry.params.model, last.model, exchange.client_model))
                 if price is not None:
-                    if not (cached or written or reasoning) and prompt >= 0 <= completion:
-                        cost = prompt * price.input + completion * price.output  # Catalog.cost's own shortcut
-                    else:
-                        cost = Catalog.cost(price, Tokens(prompt, completion, cached, written, reasoning))
+                    cost = Catalog.cost_of(price, prompt, completion, cached, written, reasoning)
         recorder = self.recorder
         if recorder is not None:
             recorder.record(

@@ -85,16 +85,25 @@ class Catalog:
 
     @staticmethod
     def cost(price: Price, tokens: Tokens) -> float:
-        if not (tokens.cached or tokens.cache_write or tokens.reasoning) and tokens.input >= 0 <= tokens.output:
+        return Catalog.cost_of(price, tokens.input, tokens.output, tokens.cached, tokens.cache_write, tokens.reasoning)
+
+    @staticmethod
+    def cost_of(price: Price, input: int, output: int, cached: int, cache_write: int, reasoning: int) -> float:
+        """`cost` of plain counts (the per-request path builds no Tokens)."""
+        if not (cached or cache_write or reasoning) and input >= 0 <= output:
             # The common case, the same float: each other term is 0 * price, and x + 0.0 is x.
-            return tokens.input * price.input + tokens.output * price.output
-        cached = min(tokens.cached, tokens.input)
-        written = min(tokens.cache_write, tokens.input - cached)
-        reasoning = min(tokens.reasoning, tokens.output)
+            return input * price.input + output * price.output
+        return Catalog._cost_general(price, input, output, cached, cache_write, reasoning)
+
+    @staticmethod
+    def _cost_general(price: Price, input: int, output: int, cached: int, cache_write: int, reasoning: int) -> float:
+        cached = min(cached, input)
+        written = min(cache_write, input - cached)
+        reasoning = min(reasoning, output)
         return (
-            (tokens.input - cached - written) * price.input
+            (input - cached - written) * price.input
             + cached * price.cache_read
             + written * price.cache_write
-            + (tokens.output - reasoning) * price.output
+            + (output - reasoning) * price.output
             + reasoning * price.reasoning
         )
