@@ -618,7 +618,8 @@ class _Pool:
             if self.client_certificate:
                 return " -- the upstream did not accept the client certificate of tls.cert"
             return " -- the upstream requires a client certificate (mTLS): set tls.cert and tls.key"
-        if exc is None and not self.client_certificate:
+        # A hang-up reaches us as an EOF or, when the server closed with our data unread, as a reset.
+        if (exc is None or isinstance(exc, ConnectionResetError)) and not self.client_certificate:
             return (
                 " -- an upstream that requires a client certificate (mTLS) may hang up like this, and none is "
                 "presented (tls.cert, tls.key)"
