@@ -9,11 +9,12 @@ use serde_json::value::RawValue;
 
 use crate::error::CoreError;
 
-/// One top-level member of a JSON object: its (unescaped) key and its raw value text.
+/// One top-level member of a JSON object: its (unescaped) key and its raw value text, a slice of
+/// the parsed bytes (so [`write_edited`] can splice around it).
 #[derive(Debug)]
 pub(crate) struct Member<'a> {
     pub key: Cow<'a, str>,
-    pub value: &'a RawValue,
+    pub value: &'a str,
 }
 
 /// The members of a JSON object, in their original order (duplicates kept).
@@ -23,12 +24,25 @@ pub(crate) struct Object<'a>(pub Vec<Member<'a>>);
 impl<'a> Object<'a> {
     /// Parse `bytes` as a JSON object; `what` names the payload in the error.
     pub fn parse(bytes: &'a [u8], what: &'static str) -> Result<Self, CoreError> {
-        parse(bytes, what)
+        parse_object(bytes, what)
     }
 
     /// The value of the last member named `key` (the one JavaScript's `JSON.parse` would keep).
-    pub fn get(&self, key: &str) -> Option<&'a RawValue> {
+    pub fn get(&self, key: &str) -> Option<&'a str> {
         self.0.iter().rev().find(|m| m.key == key).map(|m| m.value)
+    }
+}
+
+/// Split a JSON object into its members with [`Scan`], falling back to serde_json for what the
+/// scanner leaves to it: invalid JSON (serde_json's error names what is wrong and where) and
+/// nesting deeper than [`SCAN_DEPTH`].
+fn parse_object<'a>(bytes: &'a [u8], what: &'static str) -> Result<Object<'a>, CoreError> {
+    let text = std::str::from_utf8(bytes).map_err(|err| CoreError::invalid_utf8(what, &err))?;
+    match scan_object(text) {
+        Some(object) => Ok(object),
+        None => serde_json::from_str::<SerdeObject<'a>>(text)
+            .map(|object| object.0)
+            .map_err(|err| CoreError::from_json(what, &err)),
     }
 }
 
@@ -44,8 +58,364 @@ pub(crate) fn parse<'a, T: serde::Deserialize<'a>>(
 }
 
 /// Whether a raw value is the JSON literal `null`.
-pub(crate) fn is_null(value: &RawValue) -> bool {
-    value.get() == "null"
+pub(crate) fn is_null(value: &str) -> bool {
+    value == "null"
+}
+
+/// How far [`Scan`] follows nested arrays and objects: it recurses, and an upstream must not be
+/// able to overflow the stack; deeper payloads are split by serde_json, which does not recurse
+/// over skipped values.
+const SCAN_DEPTH: u32 = 64;
+
+/// The members of the JSON object `text`, or `None` when it is not one or is nested deeper than
+/// [`SCAN_DEPTH`] (the caller asks serde_json then).
+///
+/// Why not serde_json: splitting a stream chunk into `&RawValue` members cost ~5k instructions
+/// per OpenAI chunk, most of a pass-through stream's cost in the core (issue 22). This accepts
+/// exactly what serde_json accepts (the property tests below compare the two on valid and broken
+/// JSON),
+/// with `text` already checked to be UTF-8 so strings need no per-character decoding.
+fn scan_object(text: &str) -> Option<Object<'_>> {
+    let mut scan = Scan {
+        bytes: text.as_bytes(),
+        at: 0,
+    };
+    scan.skip_whitespace();
+    scan.eat(b'{')?;
+    scan.skip_whitespace();
+    let mut members = Vec::with_capacity(8);
+    if scan.eat(b'}').is_none() {
+        loop {
+            let key_start = scan.at;
+            if scan.peek()? != b'"' {
+                return None;
+            }
+            let escaped = scan.string()?;
+            let literal = text.get(key_start..scan.at)?;
+            let key = if escaped {
+                // Rare: let serde_json decode the escapes (and refuse a lone surrogate as it would).
+                Cow::Owned(serde_json::from_str::<String>(literal).ok()?)
+            } else {
+                Cow::Borrowed(literal.get(1..literal.len() - 1)?)
+            };
+            scan.skip_whitespace();
+            scan.eat(b':')?;
+            scan.skip_whitespace();
+            let value_start = scan.at;
+            scan.value(SCAN_DEPTH)?;
+            members.push(Member {
+                key,
+                value: text.get(value_start..scan.at)?,
+            });
+            scan.skip_whitespace();
+            match scan.peek()? {
+                b',' => {
+                    scan.at += 1;
+                    scan.skip_whitespace();
+                }
+                b'}' => {
+                    scan.at += 1;
+                    break;
+                }
+                _ => return None,
+            }
+        }
+    }
+    scan.skip_whitespace();
+    (scan.at == scan.bytes.len()).then_some(Object(members))
+}
+
+/// The bytes that end a run of plain string characters: `"`, `\\` and the control characters
+/// JSON strings may not hold raw.
+static ENDS_STRING_RUN: [bool; 256] = {
+    let mut table = [false; 256];
+    let mut byte = 0;
+    while byte < 0x20 {
+        table[byte] = true;
+        byte += 1;
+    }
+    table[b'"' as usize] = true;
+    table[b'\\' as usize] = true;
+    table
+};
+
+/// The bytes of `word` (little-endian) in [`ENDS_STRING_RUN`], as their high bits: a zero-byte
+/// test on the word XORed with `"` and with `\\`, and a borrow test for bytes below 0x20. The
+/// lowest bit set is exact; bits above it may be false (a borrow carried on), so only the lowest
+/// one is used.
+fn string_run_ends(word: u64) -> u64 {
+    const ONES: u64 = 0x0101_0101_0101_0101;
+    const HIGH: u64 = 0x8080_8080_8080_8080;
+    let has_zero = |v: u64| v.wrapping_sub(ONES) & !v & HIGH;
+    let quote = word ^ (ONES * u64::from(b'"'));
+    let backslash = word ^ (ONES * u64::from(b'\\'));
+    let control = word.wrapping_sub(ONES * 0x20) & !word & HIGH;
+    has_zero(quote) | has_zero(backslash) | control
+}
+
+/// A validating JSON scanner over UTF-8 text: each method moves past one grammar element, or
+/// returns `None` where the text is not JSON.
+struct Scan<'a> {
+    bytes: &'a [u8],
+    at: usize,
+}
+
+impl Scan<'_> {
+    fn peek(&self) -> Option<u8> {
+        self.bytes.get(self.at).copied()
+    }
+
+    fn eat(&mut self, byte: u8) -> Option<()> {
+        (self.peek()? == byte).then(|| self.at += 1)
+    }
+
+    fn skip_whitespace(&mut self) {
+        while matches!(self.peek(), Some(b' ' | b'\n' | b'\t' | b'\r')) {
+            self.at += 1;
+        }
+    }
+
+    /// At a `"`: past the closing one; whether the string had escapes.
+    fn string(&mut self) -> Option<bool> {
+        self.at += 1;
+        let mut escaped = false;
+        loop {
+            // Eight bytes at a time: the lowest flagged byte of a word is the run's end (as in
+            // serde_json's scan); the last few bytes of the text one at a time.
+            if let Some(word) = self.bytes.get(self.at..self.at + 8) {
+                let mask = string_run_ends(u64::from_le_bytes(word.try_into().unwrap_or([0; 8])));
+                if mask == 0 {
+                    self.at += 8;
+                    continue;
+                }
+                self.at += (mask.trailing_zeros() / 8) as usize;
+            } else {
+                while !ENDS_STRING_RUN
+                    .get(usize::from(self.peek()?))
+                    .copied()
+                    .unwrap_or(true)
+                {
+                    self.at += 1;
+                }
+            }
+            match self.peek()? {
+                b'"' => {
+                    self.at += 1;
+                    return Some(escaped);
+                }
+                b'\\' => {
+                    escaped = true;
+                    match self.bytes.get(self.at + 1)? {
+                        b'"' | b'\\' | b'/' | b'b' | b'f' | b'n' | b'r' | b't' => self.at += 2,
+                        b'u' => {
+                            let hex = self.bytes.get(self.at + 2..self.at + 6)?;
+                            if !hex.iter().all(u8::is_ascii_hexdigit) {
+                                return None;
+                            }
+                            self.at += 6;
+                        }
+                        _ => return None,
+                    }
+                }
+                _ => return None, // a raw control character
+            }
+        }
+    }
+
+    fn digits(&mut self) -> usize {
+        let start = self.at;
+        while matches!(self.peek(), Some(b'0'..=b'9')) {
+            self.at += 1;
+        }
+        self.at - start
+    }
+
+    fn number(&mut self) -> Option<()> {
+        if self.peek() == Some(b'-') {
+            self.at += 1;
+        }
+        match self.peek()? {
+            b'0' => {
+                self.at += 1;
+                if matches!(self.peek(), Some(b'0'..=b'9')) {
+                    return None; // a leading zero (what follows would refuse it too)
+                }
+            }
+            b'1'..=b'9' => {
+                self.digits();
+            }
+            _ => return None,
+        }
+        if self.peek() == Some(b'.') {
+            self.at += 1;
+            if self.digits() == 0 {
+                return None;
+            }
+        }
+        if matches!(self.peek(), Some(b'e' | b'E')) {
+            self.at += 1;
+            if matches!(self.peek(), Some(b'+' | b'-')) {
+                self.at += 1;
+            }
+            if self.digits() == 0 {
+                return None;
+            }
+        }
+        Some(())
+    }
+
+    fn literal(&mut self, word: &[u8]) -> Option<()> {
+        let end = self.at + word.len();
+        (self.bytes.get(self.at..end)? == word).then(|| self.at = end)
+    }
+
+    /// One value, nested at most `depth` deep.
+    fn value(&mut self, depth: u32) -> Option<()> {
+        match self.peek()? {
+            b'"' => self.string().map(drop),
+            b'{' => {
+                let depth = depth.checked_sub(1)?;
+                self.at += 1;
+                self.skip_whitespace();
+                if self.eat(b'}').is_some() {
+                    return Some(());
+                }
+                loop {
+                    if self.peek()? != b'"' {
+                        return None;
+                    }
+                    self.string()?;
+                    self.skip_whitespace();
+                    self.eat(b':')?;
+                    self.skip_whitespace();
+                    self.value(depth)?;
+                    self.skip_whitespace();
+                    match self.peek()? {
+                        b',' => {
+                            self.at += 1;
+                            self.skip_whitespace();
+                        }
+                        b'}' => {
+                            self.at += 1;
+                            return Some(());
+                        }
+                        _ => return None,
+                    }
+                }
+            }
+            b'[' => {
+                let depth = depth.checked_sub(1)?;
+                self.at += 1;
+                self.skip_whitespace();
+                if self.eat(b']').is_some() {
+                    return Some(());
+                }
+                loop {
+                    self.value(depth)?;
+                    self.skip_whitespace();
+                    match self.peek()? {
+                        b',' => {
+                            self.at += 1;
+                            self.skip_whitespace();
+                        }
+                        b']' => {
+                            self.at += 1;
+                            return Some(());
+                        }
+                        _ => return None,
+                    }
+                }
+            }
+            b't' => self.literal(b"true"),
+            b'f' => self.literal(b"false"),
+            b'n' => self.literal(b"null"),
+            b'-' | b'0'..=b'9' => self.number(),
+            _ => None,
+        }
+    }
+}
+
+/// What [`write_edited`] does with one member.
+pub(crate) enum Edit<'e> {
+    Keep,
+    Drop,
+    /// Keep the key, write this raw value instead.
+    Replace(&'e [u8]),
+}
+
+/// Append the object `text`, whose members are `members` (parsed from `text` itself), with each
+/// member kept, dropped or given a new value as `edit` says; every other byte is kept as it came:
+/// whitespace, key spellings, the separators around the members kept. Runs of kept members are
+/// copied whole.
+pub(crate) fn write_edited<'e>(
+    out: &mut Vec<u8>,
+    text: &[u8],
+    members: &[Member<'_>],
+    mut edit: impl FnMut(&Member<'_>) -> Edit<'e>,
+) {
+    let base = text.as_ptr() as usize;
+    let span = |m: &Member<'_>| {
+        let start = (m.value.as_ptr() as usize).wrapping_sub(base);
+        (start, start + m.value.len())
+    };
+    // Only whitespace and `,` come between a value and the next key: its first `"`.
+    let key_after = |at: usize| {
+        let rest = text.get(at..).unwrap_or_default();
+        at + memchr::memchr(b'"', rest).unwrap_or(rest.len())
+    };
+    let mut copied = 0; // text[..copied] is written, or cut
+    let mut previous_end = None; // the value end of the member before, once one is kept
+    let mut key_start = None; // this member's key start, when every member before it was cut
+    for (at, member) in members.iter().enumerate() {
+        let (value_start, value_end) = span(member);
+        debug_assert!(value_end <= text.len(), "a member not from this text");
+        match edit(member) {
+            Edit::Keep => previous_end = Some(value_end),
+            Edit::Replace(value) => {
+                out.extend_from_slice(text.get(copied..value_start).unwrap_or_default());
+                out.extend_from_slice(value);
+                copied = value_end;
+                previous_end = Some(value_end);
+            }
+            // After a member kept: cut from its value's end (the `,` before this one) to this
+            // value's end. Before any: cut this member and the separator after it.
+            Edit::Drop => {
+                let (cut_start, cut_end) = match previous_end {
+                    Some(end) => (end, value_end),
+                    None => {
+                        // The first member's key follows the object's `{`, the first one in
+                        // `text`; a later one's was found when the member before it was cut.
+                        let start = key_start.unwrap_or_else(|| {
+                            key_after(memchr::memchr(b'{', text).map_or(0, |at| at + 1))
+                        });
+                        let end = if at + 1 < members.len() {
+                            key_after(value_end)
+                        } else {
+                            value_end
+                        };
+                        key_start = Some(end);
+                        (start, end)
+                    }
+                };
+                out.extend_from_slice(text.get(copied..cut_start).unwrap_or_default());
+                copied = cut_end;
+                if previous_end.is_some() {
+                    previous_end = Some(value_end);
+                }
+            }
+        }
+    }
+    out.extend_from_slice(text.get(copied..).unwrap_or_default());
+}
+
+/// Append `text` with its slice `part` replaced by `replacement`.
+pub(crate) fn write_spliced(out: &mut Vec<u8>, text: &[u8], part: &str, replacement: &[u8]) {
+    let start = (part.as_ptr() as usize).wrapping_sub(text.as_ptr() as usize);
+    let end = start + part.len();
+    debug_assert!(end <= text.len(), "a part not from this text");
+    out.extend_from_slice(text.get(..start).unwrap_or_default());
+    out.extend_from_slice(replacement);
+    out.extend_from_slice(text.get(end..).unwrap_or_default());
 }
 
 /// Append `s` as a JSON string literal.
@@ -83,34 +453,6 @@ pub(crate) fn string_literal(s: &str) -> Vec<u8> {
     out
 }
 
-/// Append `{"k":v,...}` for the given members, values written verbatim.
-pub(crate) fn write_object<'m>(
-    out: &mut Vec<u8>,
-    members: impl IntoIterator<Item = (&'m Cow<'m, str>, &'m [u8])>,
-) {
-    out.push(b'{');
-    let mut first = true;
-    for (key, value) in members {
-        if !first {
-            out.push(b',');
-        }
-        first = false;
-        match key {
-            // Borrowed from the input: it had no escape sequence, and JSON strings hold no raw
-            // `"` or control characters, so it needs none.
-            Cow::Borrowed(key) => {
-                out.push(b'"');
-                out.extend_from_slice(key.as_bytes());
-                out.push(b'"');
-            }
-            Cow::Owned(key) => write_str(out, key),
-        }
-        out.push(b':');
-        out.extend_from_slice(value);
-    }
-    out.push(b'}');
-}
-
 /// A key that borrows from the input unless it had escapes.
 struct Key<'a>(Cow<'a, str>);
 
@@ -136,11 +478,14 @@ impl<'de> Deserialize<'de> for Key<'de> {
     }
 }
 
-impl<'de> Deserialize<'de> for Object<'de> {
+/// serde_json's reading of an [`Object`], for what [`scan_object`] leaves to it.
+struct SerdeObject<'a>(Object<'a>);
+
+impl<'de> Deserialize<'de> for SerdeObject<'de> {
     fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
         struct ObjectVisitor;
         impl<'de> Visitor<'de> for ObjectVisitor {
-            type Value = Object<'de>;
+            type Value = SerdeObject<'de>;
             fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
                 f.write_str("a JSON object")
             }
@@ -148,9 +493,12 @@ impl<'de> Deserialize<'de> for Object<'de> {
                 let mut members = Vec::with_capacity(map.size_hint().unwrap_or(8));
                 while let Some(Key(key)) = map.next_key()? {
                     let value: &'de RawValue = map.next_value()?;
-                    members.push(Member { key, value });
+                    members.push(Member {
+                        key,
+                        value: value.get(),
+                    });
                 }
-                Ok(Object(members))
+                Ok(SerdeObject(Object(members)))
             }
         }
         deserializer.deserialize_map(ObjectVisitor)
@@ -257,12 +605,12 @@ mod tests {
             Ok(obj) => obj,
             Err(err) => panic!("{err}"),
         };
-        let members: Vec<(&str, &str)> = obj.0.iter().map(|m| (&*m.key, m.value.get())).collect();
+        let members: Vec<(&str, &str)> = obj.0.iter().map(|m| (&*m.key, m.value)).collect();
         assert_eq!(
             members,
             vec![("b", "[1, 2]"), ("aA", "null"), ("b", r#"{"x" : 1}"#)]
         );
-        assert_eq!(obj.get("b").map(RawValue::get), Some(r#"{"x" : 1}"#));
+        assert_eq!(obj.get("b"), Some(r#"{"x" : 1}"#));
         assert!(obj.get("aA").is_some_and(is_null));
     }
 
@@ -284,5 +632,261 @@ mod tests {
             Object::parse(b"{\"a\":\"\xFF\"}", "chunk"),
             Err(CoreError::InvalidJson { .. })
         ));
+    }
+
+    /// serde_json's split of `text` (the path the scanner replaces), as comparable values.
+    fn serde_split(text: &str) -> Option<Vec<(String, String)>> {
+        let object = serde_json::from_str::<SerdeObject<'_>>(text).ok()?;
+        Some(members_of(&object.0))
+    }
+
+    fn members_of(object: &Object<'_>) -> Vec<(String, String)> {
+        object
+            .0
+            .iter()
+            .map(|m| (m.key.to_string(), m.value.to_owned()))
+            .collect()
+    }
+
+    /// JSON text with random whitespace between tokens, built from `value`.
+    fn spaced(value: &serde_json::Value, spaces: &mut impl Iterator<Item = u8>) -> String {
+        fn space(spaces: &mut impl Iterator<Item = u8>) -> &'static str {
+            match spaces.next().unwrap_or(0) % 8 {
+                0 => " ",
+                1 => "\n",
+                2 => "\t ",
+                3 => "\r\n",
+                _ => "",
+            }
+        }
+        match value {
+            serde_json::Value::Array(items) => {
+                let items: Vec<String> = items
+                    .iter()
+                    .map(|v| format!("{}{}{}", space(spaces), spaced(v, spaces), space(spaces)))
+                    .collect();
+                format!("[{}]", items.join(","))
+            }
+            serde_json::Value::Object(map) => {
+                let members: Vec<String> = map
+                    .iter()
+                    .map(|(k, v)| {
+                        let key = serde_json::to_string(k).unwrap_or_default();
+                        format!(
+                            "{}{key}{}:{}{}",
+                            space(spaces),
+                            space(spaces),
+                            space(spaces),
+                            spaced(v, spaces)
+                        )
+                    })
+                    .collect();
+                format!("{{{}}}", members.join(","))
+            }
+            scalar => serde_json::to_string(scalar).unwrap_or_default(),
+        }
+    }
+
+    fn json_value() -> impl Strategy<Value = serde_json::Value> {
+        let leaf = prop_oneof![
+            Just(serde_json::Value::Null),
+            any::<bool>().prop_map(serde_json::Value::Bool),
+            any::<i64>().prop_map(serde_json::Value::from),
+            any::<f64>()
+                .prop_filter("finite", |f| f.is_finite())
+                .prop_map(serde_json::Value::from),
+            "(\\PC|[\"\\\\\u{0}-\u{1f}]){0,12}".prop_map(serde_json::Value::String),
+        ];
+        leaf.prop_recursive(4, 32, 5, |inner| {
+            prop_oneof![
+                proptest::collection::vec(inner.clone(), 0..5).prop_map(serde_json::Value::Array),
+                proptest::collection::btree_map("[a-z\"\\\\é]{0,6}", inner, 0..5)
+                    .prop_map(|m| serde_json::Value::Object(m.into_iter().collect())),
+            ]
+        })
+    }
+
+    /// Bytes that matter to a JSON parser, for breaking valid text.
+    const BREAKERS: &[u8] = b"{}[]:,\"\\ \n0123456789-+.eEtrufalsn\x01\x1f/bu";
+
+    use proptest::prelude::*;
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(512))]
+
+        #[test]
+        fn scanner_splits_valid_objects_as_serde_json_does(
+            map in proptest::collection::btree_map("[a-z_\"\\\\]{0,8}", json_value(), 0..6),
+            spaces in proptest::collection::vec(any::<u8>(), 64),
+        ) {
+            let value = serde_json::Value::Object(map.into_iter().collect());
+            let text = spaced(&value, &mut spaces.into_iter().cycle());
+            let scanned = scan_object(&text).map(|o| members_of(&o));
+            prop_assert!(scanned.is_some(), "valid JSON refused: {}", text);
+            prop_assert_eq!(scanned, serde_split(&text));
+        }
+
+        #[test]
+        fn scanner_refuses_what_serde_json_refuses(
+            map in proptest::collection::btree_map("[a-z]{0,4}", json_value(), 0..4),
+            edits in proptest::collection::vec((any::<prop::sample::Index>(), 0u8..3, 0..BREAKERS.len()), 1..4),
+        ) {
+            let value = serde_json::Value::Object(map.into_iter().collect());
+            let mut bytes = spaced(&value, &mut [0u8, 5, 1, 7, 2].into_iter().cycle()).into_bytes();
+            for (at, op, byte) in edits {
+                let byte = BREAKERS.get(byte).copied().unwrap_or(b' ');
+                let at = at.index(bytes.len() + 1);
+                match op {
+                    0 if at < bytes.len() => { bytes.remove(at); }
+                    1 => bytes.insert(at, byte),
+                    _ if at < bytes.len() => { if let Some(b) = bytes.get_mut(at) { *b = byte; } }
+                    _ => {}
+                }
+            }
+            // Only text that is still UTF-8 reaches the scanner (`parse_object` checks first).
+            if let Ok(text) = std::str::from_utf8(&bytes) {
+                prop_assert_eq!(scan_object(text).map(|o| members_of(&o)), serde_split(text), "{}", text);
+            }
+        }
+    }
+
+    #[test]
+    fn scanner_agrees_with_serde_json_on_the_edges_of_the_grammar() {
+        let values = [
+            "0",
+            "-0",
+            "01",
+            "-01",
+            "00",
+            "1.",
+            "1.5",
+            ".5",
+            "-",
+            "-a",
+            "1e",
+            "1e+",
+            "1e5",
+            "1E-5",
+            "1.5e3",
+            "0.0",
+            "2.e1",
+            "1e1.5",
+            "+1",
+            "true",
+            "tru",
+            "truex",
+            "false",
+            "fals",
+            "null",
+            "nul",
+            "NaN",
+            "\"\"",
+            "\"a\\\"\"",
+            "\"\\u12\"",
+            "\"\\u12g4\"",
+            "\"\\u00e9\"",
+            "\"\\ud800\"",
+            "\"\\x\"",
+            "\"\u{1}\"",
+            "\"\u{7f}\"",
+            "\"\t\"",
+            "\"\\/\"",
+            "[]",
+            "[,]",
+            "[1,]",
+            "[1 2]",
+            "{}",
+            "{,}",
+            "{\"a\"}",
+            "{\"a\":}",
+            "{\"a\":1,}",
+            "{\"a\" 1}",
+            "{1:2}",
+            "[[[]]]",
+            "[\"a\",{\"b\":[null]}]",
+            "\"unterminated",
+            "[1",
+        ];
+        for value in values {
+            for text in [
+                format!("{{\"k\":{value}}}"),
+                format!(" {{ \"k\" : {value} , \"z\" : 1 }} "),
+                format!("{{\"k\":[{value}]}}"),
+            ] {
+                let scanned = scan_object(&text).map(|o| members_of(&o));
+                assert_eq!(scanned, serde_split(&text), "{text}");
+            }
+        }
+        for text in [
+            "",
+            " ",
+            "[]",
+            "1",
+            "{",
+            "}",
+            "{}x",
+            "{} {}",
+            "{\"\\ud800\":1}",
+            "{\"a\":1}\u{0}",
+        ] {
+            assert_eq!(
+                scan_object(text).map(|o| members_of(&o)),
+                serde_split(text),
+                "{text:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn scanner_leaves_deep_nesting_to_serde_json() {
+        let deep = format!("{{\"a\":{}1{}}}", "[".repeat(200), "]".repeat(200));
+        assert!(scan_object(&deep).is_none());
+        let object = Object::parse(deep.as_bytes(), "test").unwrap_or(Object(Vec::new()));
+        assert_eq!(object.0.len(), 1);
+    }
+
+    #[test]
+    fn write_edited_keeps_every_byte_it_does_not_change() {
+        let text = " {\"a\" : 1 ,\n \"usage\":null, \"model\" :\"m\",\"z\":[ ]} ";
+        let object = Object::parse(text.as_bytes(), "test").unwrap_or(Object(Vec::new()));
+        let edited = |edit: &dyn Fn(&Member<'_>) -> Edit<'static>| {
+            let mut out = Vec::new();
+            write_edited(&mut out, text.as_bytes(), &object.0, edit);
+            String::from_utf8(out).unwrap_or_default()
+        };
+        assert_eq!(edited(&|_| Edit::Keep), text);
+        assert_eq!(
+            edited(&|m| match &*m.key {
+                "usage" => Edit::Drop,
+                "model" => Edit::Replace(b"\"x\""),
+                _ => Edit::Keep,
+            }),
+            " {\"a\" : 1, \"model\" :\"x\",\"z\":[ ]} "
+        );
+        // First, last, every member dropped.
+        assert_eq!(
+            edited(&|m| if m.key == "a" { Edit::Drop } else { Edit::Keep }),
+            " {\"usage\":null, \"model\" :\"m\",\"z\":[ ]} "
+        );
+        assert_eq!(
+            edited(&|m| if m.key == "z" || m.key == "model" {
+                Edit::Drop
+            } else {
+                Edit::Keep
+            }),
+            " {\"a\" : 1 ,\n \"usage\":null} "
+        );
+        assert_eq!(edited(&|_| Edit::Drop), " {} ");
+        for keep in ["a", "usage", "model", "z"] {
+            let out = edited(&|m| {
+                if m.key == keep {
+                    Edit::Keep
+                } else {
+                    Edit::Drop
+                }
+            });
+            let parsed: serde_json::Value = serde_json::from_str(&out).unwrap_or_default();
+            assert_eq!(parsed.as_object().map(|o| o.len()), Some(1), "{out}");
+        }
     }
 }

@@ -57,10 +57,10 @@ fn transcript_with_model_rewrite_and_no_usage() {
         before["model"] = "x".into();
         assert_eq!(before, after);
     }
-    // Byte-exact for one chunk: key order kept, value bytes verbatim, top level compacted.
+    // Byte-exact for one chunk: only the model's value changed, every other byte as it came.
     assert_eq!(
         std::str::from_utf8(&output[0]).unwrap(),
-        r#"{"id":"chatcmpl-mock","object":"chat.completion.chunk","created":1700000000,"model":"x","choices":[{"index": 0, "delta": {"role": "assistant", "content": "Once "}, "finish_reason": null}]}"#
+        r#"{"id": "chatcmpl-mock", "object": "chat.completion.chunk", "created": 1700000000, "model": "x", "choices": [{"index": 0, "delta": {"role": "assistant", "content": "Once "}, "finish_reason": null}]}"#
     );
 }
 

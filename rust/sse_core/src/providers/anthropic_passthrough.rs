@@ -29,7 +29,7 @@ use super::{Translate, Usage};
 use crate::error::CoreError;
 use crate::error_kind::{write_anthropic_error_event, ErrorKind, TRUNCATED_MESSAGE};
 use crate::framing::{SseEvent, SseParser};
-use crate::json::{is_null, parse, string_literal, write_object, Object};
+use crate::json::{is_null, parse, string_literal, write_edited, write_spliced, Edit, Object};
 
 /// What the pass-through reads of an event (the rest is only checked to be JSON).
 #[derive(Deserialize)]
@@ -61,28 +61,24 @@ struct MessageView<'a> {
     usage: Option<AnthropicUsage>,
 }
 
-/// `object` with its top-level `model` replaced by `model` (a JSON literal), or `None` when it
-/// has no `model` member to change.
-fn with_model(object: &Object<'_>, model: &[u8]) -> Option<Vec<u8>> {
+/// `object` (parsed from `text`) with its top-level `model` replaced by `model` (a JSON literal),
+/// or `None` when it has no `model` member to change.
+fn with_model(text: &[u8], object: &Object<'_>, model: &[u8]) -> Option<Vec<u8>> {
     let needs_edit = object
         .0
         .iter()
-        .any(|m| m.key == "model" && m.value.get().as_bytes() != model);
+        .any(|m| m.key == "model" && m.value.as_bytes() != model);
     if !needs_edit {
         return None;
     }
-    let mut out = Vec::with_capacity(object.0.len() * 16 + 256);
-    write_object(
-        &mut out,
-        object.0.iter().map(|m| {
-            let value = if m.key == "model" {
-                model
-            } else {
-                m.value.get().as_bytes()
-            };
-            (&m.key, value)
-        }),
-    );
+    let mut out = Vec::with_capacity(text.len() + model.len());
+    write_edited(&mut out, text, &object.0, |m| {
+        if m.key == "model" {
+            Edit::Replace(model)
+        } else {
+            Edit::Keep
+        }
+    });
     Some(out)
 }
 
@@ -95,20 +91,20 @@ pub fn translate_response(
     let object = Object::parse(body, "response body")?;
     let kind = object
         .get("type")
-        .and_then(|raw| serde_json::from_str::<Cow<'_, str>>(raw.get()).ok());
+        .and_then(|raw| serde_json::from_str::<Cow<'_, str>>(raw).ok());
     if kind.as_deref() == Some("error") {
         let error: ErrorBody<'_> = object
             .get("error")
-            .and_then(|raw| serde_json::from_str(raw.get()).ok())
+            .and_then(|raw| serde_json::from_str(raw).ok())
             .unwrap_or_default();
         return Err(error.into_error());
     }
     let usage = object
         .get("usage")
         .filter(|v| !is_null(v))
-        .and_then(|raw| serde_json::from_str::<AnthropicUsage>(raw.get()).ok())
+        .and_then(|raw| serde_json::from_str::<AnthropicUsage>(raw).ok())
         .map(AnthropicUsage::to_openai);
-    let edited = client_model.and_then(|model| with_model(&object, &string_literal(model)));
+    let edited = client_model.and_then(|model| with_model(body, &object, &string_literal(model)));
     Ok((edited.unwrap_or_else(|| body.to_vec()), usage))
 }
 
@@ -213,22 +209,12 @@ impl Passthrough {
         let Ok(inner) = Object::parse(message.get().as_bytes(), "stream event") else {
             return Ok(None);
         };
-        let Some(new_message) = with_model(&inner, model) else {
+        let Some(new_message) = with_model(message.get().as_bytes(), &inner, model) else {
             return Ok(None);
         };
-        let outer = Object::parse(data, "stream event")?;
+        // `message` is a slice of `data`: splice the new one in, every other byte as it came.
         let mut event = Vec::with_capacity(data.len() + model.len());
-        write_object(
-            &mut event,
-            outer.0.iter().map(|m| {
-                let value = if m.key == "message" {
-                    new_message.as_slice()
-                } else {
-                    m.value.get().as_bytes()
-                };
-                (&m.key, value)
-            }),
-        );
+        write_spliced(&mut event, data, message.get(), &new_message);
         Ok(Some(event))
     }
 

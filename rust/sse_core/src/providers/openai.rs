@@ -18,7 +18,6 @@ use std::sync::LazyLock;
 
 use memchr::{memchr, memchr_iter, memmem};
 use serde::Deserialize;
-use serde_json::value::RawValue;
 
 use super::sse_writer::{write_data, write_done};
 use super::Usage;
@@ -27,7 +26,7 @@ use crate::error_kind::{
     error_type_for_status, status_for_error_type, write_error_event, ErrorKind, TRUNCATED_MESSAGE,
 };
 use crate::framing::{SseEvent, SseParser};
-use crate::json::{is_null, string_literal, write_object, Object};
+use crate::json::{is_null, string_literal, write_edited, Edit, Member, Object};
 
 /// The largest event (data plus unterminated line) held while waiting for its end: far above any
 /// real chunk, low enough that an upstream that never ends a line cannot exhaust memory.
@@ -69,8 +68,7 @@ struct ChoicesFacts {
 
 impl ChoicesFacts {
     /// Lenient: a `choices` of another shape says nothing (and is passed through untouched).
-    fn of(choices: &RawValue) -> Self {
-        let text = choices.get();
+    fn of(text: &str) -> Self {
         if let Some(inner) = text.strip_prefix('[') {
             if inner.trim_start().starts_with(']') {
                 return Self {
@@ -267,7 +265,7 @@ impl OpenAIStream {
         }
 
         let usage = chunk.get("usage").filter(|v| !is_null(v));
-        if let Some(usage) = usage.and_then(|raw| Usage::from_openai_json(raw.get())) {
+        if let Some(usage) = usage.and_then(Usage::from_openai_json) {
             self.usage = Some(usage);
         }
         let mut no_choices = false;
@@ -284,32 +282,23 @@ impl OpenAIStream {
         }
         let client_model = self.client_model.as_deref();
         let drop_usage_null = !self.include_usage;
-        let needs_edit = chunk.0.iter().any(|m| {
-            (m.key == "model" && client_model.is_some_and(|cm| m.value.get().as_bytes() != cm))
-                || (drop_usage_null && m.key == "usage" && is_null(m.value))
-        });
-        if !needs_edit {
+        let edit = |m: &Member<'_>| match client_model {
+            Some(cm) if m.key == "model" && m.value.as_bytes() != cm => Edit::Replace(cm),
+            _ if drop_usage_null && m.key == "usage" && is_null(m.value) => Edit::Drop,
+            _ => Edit::Keep,
+        };
+        if chunk.0.iter().all(|m| matches!(edit(m), Edit::Keep)) {
             write_data(out, data);
             return Ok(());
         }
-        let members = chunk.0.iter().filter_map(|m| {
-            if drop_usage_null && m.key == "usage" && is_null(m.value) {
-                return None;
-            }
-            let value = match client_model {
-                Some(cm) if m.key == "model" => cm,
-                _ => m.value.get().as_bytes(),
-            };
-            Some((&m.key, value))
-        });
         if memchr(b'\n', data).is_none() {
             // Common case: one-line payload, so the edited one is one line too; write in place.
             out.extend_from_slice(b"data: ");
-            write_object(out, members);
+            write_edited(out, data, &chunk.0, edit);
             out.extend_from_slice(b"\n\n");
         } else {
             let mut payload = Vec::with_capacity(data.len() + 16);
-            write_object(&mut payload, members);
+            write_edited(&mut payload, data, &chunk.0, edit);
             write_data(out, &payload);
         }
         Ok(())
@@ -332,7 +321,7 @@ impl OpenAIStream {
         let message = parsed
             .as_ref()
             .and_then(|o| o.get("message"))
-            .and_then(|m| serde_json::from_str::<String>(m.get()).ok())
+            .and_then(|m| serde_json::from_str::<String>(m).ok())
             .unwrap_or_else(|| String::from_utf8_lossy(data).into_owned());
         ErrorKind::UpstreamReported.write_event(out, &message);
         self.record_error(message);
@@ -341,7 +330,7 @@ impl OpenAIStream {
     /// An upstream's OpenAI `error` value, sent on as the gateway's error event.
     #[cold]
     #[inline(never)]
-    fn upstream_error(&mut self, error: &RawValue, out: &mut Vec<u8>) {
+    fn upstream_error(&mut self, error: &str, out: &mut Vec<u8>) {
         let error = UpstreamError::read(error);
         let kind = error
             .kind
@@ -367,14 +356,14 @@ pub(crate) struct UpstreamError {
 impl UpstreamError {
     #[cold]
     #[inline(never)]
-    pub(crate) fn read(error: &RawValue) -> Self {
+    pub(crate) fn read(error: &str) -> Self {
         #[derive(Deserialize)]
         struct View {
             code: Option<serde_json::Value>,
             #[serde(rename = "type")]
             kind: Option<serde_json::Value>,
         }
-        let view = serde_json::from_str::<View>(error.get()).ok();
+        let view = serde_json::from_str::<View>(error).ok();
         let code = view.as_ref().and_then(|v| v.code.as_ref());
         let kind = match view.as_ref().and_then(|v| v.kind.as_ref()) {
             Some(serde_json::Value::String(s)) => Some(s.clone()),
@@ -423,7 +412,7 @@ pub(crate) fn is_cut_off(data: &[u8]) -> bool {
 /// and name as [`UpstreamError`] reads them.
 #[cold]
 #[inline(never)]
-pub(crate) fn reported_error(error: &RawValue) -> CoreError {
+pub(crate) fn reported_error(error: &str) -> CoreError {
     let error = UpstreamError::read(error);
     CoreError::Upstream {
         status: error.status,
@@ -435,14 +424,14 @@ pub(crate) fn reported_error(error: &RawValue) -> CoreError {
 /// The message of an OpenAI `error` value: `{"message": ...}`, a bare string, or the raw JSON.
 #[cold]
 #[inline(never)]
-fn error_message(error: &RawValue) -> String {
-    match serde_json::from_str::<serde_json::Value>(error.get()) {
+fn error_message(error: &str) -> String {
+    match serde_json::from_str::<serde_json::Value>(error) {
         Ok(serde_json::Value::String(message)) => message,
         Ok(serde_json::Value::Object(fields)) => match fields.get("message") {
             Some(serde_json::Value::String(message)) => message.clone(),
-            _ => error.get().to_owned(),
+            _ => error.to_owned(),
         },
-        _ => error.get().to_owned(),
+        _ => error.to_owned(),
     }
 }
 
@@ -462,29 +451,22 @@ pub fn translate_response(
     let usage = response
         .get("usage")
         .filter(|v| !is_null(v))
-        .and_then(|raw| Usage::from_openai_json(raw.get()));
+        .and_then(Usage::from_openai_json);
     let Some(client_model) = client_model.map(string_literal) else {
         return Ok((body.to_vec(), usage));
     };
-    let needs_edit = response
-        .0
-        .iter()
-        .any(|m| m.key == "model" && m.value.get().as_bytes() != client_model.as_slice());
-    if !needs_edit {
+    let edit = |m: &Member<'_>| {
+        if m.key == "model" && m.value.as_bytes() != client_model.as_slice() {
+            Edit::Replace(client_model.as_slice())
+        } else {
+            Edit::Keep
+        }
+    };
+    if response.0.iter().all(|m| matches!(edit(m), Edit::Keep)) {
         return Ok((body.to_vec(), usage));
     }
     let mut out = Vec::with_capacity(body.len() + client_model.len());
-    write_object(
-        &mut out,
-        response.0.iter().map(|m| {
-            let value = if m.key == "model" {
-                client_model.as_slice()
-            } else {
-                m.value.get().as_bytes()
-            };
-            (&m.key, value)
-        }),
-    );
+    write_edited(&mut out, body, &response.0, edit);
     Ok((out, usage))
 }
 
@@ -539,17 +521,21 @@ mod tests {
         let out = String::from_utf8(t.feed(&sse(&[CHUNK])).unwrap()).unwrap();
         assert_eq!(
             out,
-            "data: {\"id\":\"c1\",\"object\":\"chat.completion.chunk\",\"created\":1,\"model\":\"my \\\"alias\\\"\",\"choices\":[{\"index\": 0, \"delta\": {\"content\": \"Hi\"}, \"finish_reason\": null}]}\n\n"
+            "data: {\"id\": \"c1\", \"object\": \"chat.completion.chunk\", \"created\": 1, \"model\": \"my \\\"alias\\\"\", \"choices\": [{\"index\": 0, \"delta\": {\"content\": \"Hi\"}, \"finish_reason\": null}]}\n\n"
         );
     }
 
     #[test]
-    fn escaped_keys_are_re_escaped() {
+    fn escaped_keys_are_kept_as_spelled() {
         let mut t = OpenAIStream::new(Some("x".to_owned()), true);
         let out = t
             .feed(b"data: {\"model\":\"m\",\"a\\\"b\\u00e9\":1}\n\n")
             .unwrap();
-        assert_eq!(out, "data: {\"model\":\"x\",\"a\\\"bé\":1}\n\n".as_bytes());
+        assert_eq!(out, b"data: {\"model\":\"x\",\"a\\\"b\\u00e9\":1}\n\n");
+        // A key spelled with escapes is still recognised.
+        let mut t = OpenAIStream::new(Some("x".to_owned()), true);
+        let out = t.feed(b"data: {\"mod\\u0065l\":\"m\"}\n\n").unwrap();
+        assert_eq!(out, b"data: {\"mod\\u0065l\":\"x\"}\n\n");
     }
 
     #[test]
@@ -646,7 +632,7 @@ mod tests {
     }
 
     fn facts(choices: &str) -> ChoicesFacts {
-        ChoicesFacts::of(&serde_json::from_str::<Box<RawValue>>(choices).unwrap())
+        ChoicesFacts::of(choices)
     }
 
     fn reason(reason: &str) -> ChoicesFacts {
@@ -882,7 +868,10 @@ mod tests {
         let out = t
             .feed(b"data: {\"model\": \"m\",\ndata: \"choices\": []}\n\n")
             .unwrap();
-        assert_eq!(out, b"data: {\"model\":\"alias\",\"choices\":[]}\n\n");
+        assert_eq!(
+            out,
+            b"data: {\"model\": \"alias\",\ndata: \"choices\": []}\n\n"
+        );
         let mut t = OpenAIStream::new(None, true);
         let out = t
             .feed(b"data: {\"model\": \"m\",\ndata: \"choices\": []}\n\n")
@@ -896,7 +885,7 @@ mod tests {
         let (out, usage) = translate_response(body, Some("alias")).unwrap();
         assert_eq!(
             String::from_utf8(out).unwrap(),
-            r#"{"id":"x","model":"alias","choices":[],"usage":{"prompt_tokens": 1, "completion_tokens": 2, "total_tokens": 3}}"#
+            r#"{"id": "x", "model": "alias", "choices": [], "usage": {"prompt_tokens": 1, "completion_tokens": 2, "total_tokens": 3}}"#
         );
         assert_eq!(usage.map(|u| u.as_tuple()), Some((1, 2, 3)));
     }

@@ -223,7 +223,7 @@ pub fn decode_response(body: &[u8], client_model: Option<&str>) -> Result<Comple
     let response: ResponseView<'_> = parse(body, "response body")?;
     if response.choices.is_none() {
         if let Some(error) = response.error.filter(|v| v.get() != "null") {
-            return Err(reported_error(error));
+            return Err(reported_error(error.get()));
         }
     }
     let model = client_model
@@ -337,7 +337,7 @@ impl OpenAIChatEvents {
     #[cold]
     #[inline(never)]
     fn error<W: Encoder>(error: &RawValue, writer: &mut W, out: &mut Vec<u8>) {
-        let error = UpstreamError::read(error);
+        let error = UpstreamError::read(error.get());
         let code = error.code().to_owned();
         let code = if code.is_empty() {
             error_type_for_status(error.status).to_owned()
