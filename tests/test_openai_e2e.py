@@ -145,6 +145,28 @@ def test_custom_provider_forwards_client_authorization_and_unknown_fields_byte_e
     assert response.json()["model"] == "passthrough-ok"
 
 
+def test_streamed_request_reaches_the_upstream_as_the_clients_bytes_plus_the_usage_ask(
+    gateway: RunningGateway, fake_openai: FakeOpenAI
+) -> None:
+    """Issue 22: a stream's body is not re-serialized to ask for usage; the member is appended to the client's bytes
+    (numbers keep their spelling, unknown fields their order). A body that has ``stream_options`` is merged."""
+    raw = (
+        b'{"model":"passthrough-ok","messages":[{"role":"user","content":"hi"}],'
+        b'"temperature":0.10000000000000001,"stream":true,"x_vendor_field":{"a":[1,2]}}\n'
+    )
+    headers = {"Authorization": "Bearer client-own-key", "Content-Type": "application/json"}
+    response = httpx.post(gateway.url + "/chat/completions", content=raw, headers=headers, timeout=10)
+    assert response.status_code == 200 and response.text.endswith("data: [DONE]\n\n")
+    assert fake_openai.last().raw == raw.rstrip()[:-1] + b',"stream_options":{"include_usage":true}}'
+
+    merged = raw.replace(b'"stream":true', b'"stream":true,"stream_options":{"include_usage":false,"x":1}')
+    response = httpx.post(gateway.url + "/chat/completions", content=merged, headers=headers, timeout=10)
+    assert response.status_code == 200
+    sent = fake_openai.last()
+    assert sent.body["stream_options"] == {"include_usage": True, "x": 1}
+    assert sent.body["temperature"] == 0.1 and sent.body["x_vendor_field"] == {"a": [1, 2]}
+
+
 def test_stream_framed_with_crlf_and_split_anywhere(gateway: RunningGateway) -> None:
     stream = client(gateway).chat.completions.create(
         model="passthrough-crlf",

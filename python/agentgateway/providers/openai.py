@@ -20,6 +20,8 @@ from .messages_input import chat_body, read_messages, responses_input_tokens_bod
 __all__ = ["OpenAIProvider"]
 
 DEFAULT_BASE_URL = "https://api.openai.com/v1"
+#: The member a streamed body gets, written before its closing brace (the body has members: ``model`` at least).
+_ASK_FOR_USAGE = b',"stream_options":{"include_usage":true}}'
 
 
 class OpenAIProvider(Provider):
@@ -62,6 +64,12 @@ class OpenAIProvider(Provider):
             edits["model"] = model
         if request.stream:
             options = body.get("stream_options")
+            if options is None and not edits and "stream_options" not in body and request.raw:
+                # The usual stream: only usage to ask for. Appended to the client's bytes (issue 22: re-serializing
+                # every streamed body cost more than the rest of prepare), which keep their exact spelling.
+                raw = request.raw.rstrip()
+                if raw.endswith(b"}"):
+                    return UpstreamRequest(self.endpoint, headers, raw[:-1] + _ASK_FOR_USAGE)
             if not (isinstance(options, dict) and options.get("include_usage") is True):
                 edits["stream_options"] = {**(options if isinstance(options, dict) else {}), "include_usage": True}
         # Nothing to change: the client's bytes go upstream untouched (and its numbers keep their exact spelling).
