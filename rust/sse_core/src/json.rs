@@ -125,21 +125,13 @@ fn scan_object(text: &str) -> Option<Object<'_>> {
     (scan.at == scan.bytes.len()).then_some(Object(members))
 }
 
-/// The bytes that end a run of plain string characters: `"`, `\\` and the control characters
-/// JSON strings may not hold raw.
-static ENDS_STRING_RUN: [bool; 256] = {
-    let mut table = [false; 256];
-    let mut byte = 0;
-    while byte < 0x20 {
-        table[byte] = true;
-        byte += 1;
-    }
-    table[b'"' as usize] = true;
-    table[b'\\' as usize] = true;
-    table
-};
+/// Whether `byte` ends a run of plain string characters: `"`, `\\`, or a control character,
+/// which JSON strings may not hold raw.
+fn ends_string_run(byte: u8) -> bool {
+    byte == b'"' || byte == b'\\' || byte < 0x20
+}
 
-/// The bytes of `word` (little-endian) in [`ENDS_STRING_RUN`], as their high bits: a zero-byte
+/// The bytes of `word` (little-endian) that [`ends_string_run`], as their high bits: a zero-byte
 /// test on the word XORed with `"` and with `\\`, and a borrow test for bytes below 0x20. The
 /// lowest bit set is exact; bits above it may be false (a borrow carried on), so only the lowest
 /// one is used.
@@ -190,11 +182,7 @@ impl Scan<'_> {
                 }
                 self.at += (mask.trailing_zeros() / 8) as usize;
             } else {
-                while !ENDS_STRING_RUN
-                    .get(usize::from(self.peek()?))
-                    .copied()
-                    .unwrap_or(true)
-                {
+                while !ends_string_run(self.peek()?) {
                     self.at += 1;
                 }
             }
