@@ -261,21 +261,24 @@ impl Scan<'_> {
     fn value(&mut self, depth: u32) -> Option<()> {
         match self.peek()? {
             b'"' => self.string().map(drop),
-            b'{' => {
+            open @ (b'{' | b'[') => {
                 let depth = depth.checked_sub(1)?;
+                let (object, close) = (open == b'{', if open == b'{' { b'}' } else { b']' });
                 self.at += 1;
                 self.skip_whitespace();
-                if self.eat(b'}').is_some() {
+                if self.eat(close).is_some() {
                     return Some(());
                 }
                 loop {
-                    if self.peek()? != b'"' {
-                        return None;
+                    if object {
+                        if self.peek()? != b'"' {
+                            return None;
+                        }
+                        self.string()?;
+                        self.skip_whitespace();
+                        self.eat(b':')?;
+                        self.skip_whitespace();
                     }
-                    self.string()?;
-                    self.skip_whitespace();
-                    self.eat(b':')?;
-                    self.skip_whitespace();
                     self.value(depth)?;
                     self.skip_whitespace();
                     match self.peek()? {
@@ -283,30 +286,7 @@ impl Scan<'_> {
                             self.at += 1;
                             self.skip_whitespace();
                         }
-                        b'}' => {
-                            self.at += 1;
-                            return Some(());
-                        }
-                        _ => return None,
-                    }
-                }
-            }
-            b'[' => {
-                let depth = depth.checked_sub(1)?;
-                self.at += 1;
-                self.skip_whitespace();
-                if self.eat(b']').is_some() {
-                    return Some(());
-                }
-                loop {
-                    self.value(depth)?;
-                    self.skip_whitespace();
-                    match self.peek()? {
-                        b',' => {
-                            self.at += 1;
-                            self.skip_whitespace();
-                        }
-                        b']' => {
+                        byte if byte == close => {
                             self.at += 1;
                             return Some(());
                         }
