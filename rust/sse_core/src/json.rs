@@ -73,8 +73,7 @@ const SCAN_DEPTH: u32 = 64;
 /// Why not serde_json: splitting a stream chunk into `&RawValue` members cost ~5k instructions
 /// per OpenAI chunk, most of a pass-through stream's cost in the core (issue 22). This accepts
 /// exactly what serde_json accepts (the property tests below compare the two on valid and broken
-/// JSON),
-/// with `text` already checked to be UTF-8 so strings need no per-character decoding.
+/// JSON), with `text` already checked to be UTF-8 so strings need no per-character decoding.
 fn scan_object(text: &str) -> Option<Object<'_>> {
     let mut scan = Scan {
         bytes: text.as_bytes(),
