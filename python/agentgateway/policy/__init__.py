@@ -209,7 +209,7 @@ class Guard:
                     cost = min(estimate, limit.bucket.max_tokens)
                     items.append((limit, cost))
                     tokens.append((limit, cost))
-        taken = await store.take(items)
+        taken = store.take_now(items) if isinstance(store, LocalStore) else await store.take(items)
         if taken is None:
             return  # failOpen while the store is away: admitted, uncounted
         if not taken[0]:
