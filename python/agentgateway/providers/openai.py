@@ -64,7 +64,7 @@ class OpenAIProvider(Provider):
             edits["model"] = model
         if request.stream:
             options = body.get("stream_options")
-            if options is None and not edits and "stream_options" not in body and request.raw:
+            if not edits and "stream_options" not in body and request.raw:
                 # The usual stream: only usage to ask for. Appended to the client's bytes (issue 22: re-serializing
                 # every streamed body cost more than the rest of prepare), which keep their exact spelling.
                 raw = request.raw.rstrip()

@@ -375,6 +375,24 @@ pub(crate) fn write_edited<'e>(
     out.extend_from_slice(text.get(copied..).unwrap_or_default());
 }
 
+/// `object` (parsed from `text`) with its top-level `model` replaced by `model` (a JSON literal),
+/// every other byte as it came; `None` when no `model` member differs from it.
+pub(crate) fn with_model(text: &[u8], object: &Object<'_>, model: &[u8]) -> Option<Vec<u8>> {
+    let edit = |m: &Member<'_>| {
+        if m.key == "model" && m.value.as_bytes() != model {
+            Edit::Replace(model)
+        } else {
+            Edit::Keep
+        }
+    };
+    if object.0.iter().all(|m| matches!(edit(m), Edit::Keep)) {
+        return None;
+    }
+    let mut out = Vec::with_capacity(text.len() + model.len());
+    write_edited(&mut out, text, &object.0, edit);
+    Some(out)
+}
+
 /// Append `text` with its slice `part` replaced by `replacement`.
 pub(crate) fn write_spliced(out: &mut Vec<u8>, text: &[u8], part: &str, replacement: &[u8]) {
     let start = (part.as_ptr() as usize).wrapping_sub(text.as_ptr() as usize);

@@ -29,7 +29,7 @@ use super::{Translate, Usage};
 use crate::error::CoreError;
 use crate::error_kind::{write_anthropic_error_event, ErrorKind, TRUNCATED_MESSAGE};
 use crate::framing::{SseEvent, SseParser};
-use crate::json::{is_null, parse, string_literal, write_edited, write_spliced, Edit, Object};
+use crate::json::{is_null, parse, string_literal, with_model, write_spliced, Object};
 
 /// What the pass-through reads of an event (the rest is only checked to be JSON).
 #[derive(Deserialize)]
@@ -59,27 +59,6 @@ struct MessageView<'a> {
     stop_reason: Option<Cow<'a, str>>,
     #[serde(default)]
     usage: Option<AnthropicUsage>,
-}
-
-/// `object` (parsed from `text`) with its top-level `model` replaced by `model` (a JSON literal),
-/// or `None` when it has no `model` member to change.
-fn with_model(text: &[u8], object: &Object<'_>, model: &[u8]) -> Option<Vec<u8>> {
-    let needs_edit = object
-        .0
-        .iter()
-        .any(|m| m.key == "model" && m.value.as_bytes() != model);
-    if !needs_edit {
-        return None;
-    }
-    let mut out = Vec::with_capacity(text.len() + model.len());
-    write_edited(&mut out, text, &object.0, |m| {
-        if m.key == "model" {
-            Edit::Replace(model)
-        } else {
-            Edit::Keep
-        }
-    });
-    Some(out)
 }
 
 /// Pass a whole Messages body on: the top-level `model` rewritten to `client_model` (verbatim

@@ -26,7 +26,7 @@ use crate::error_kind::{
     error_type_for_status, status_for_error_type, write_error_event, ErrorKind, TRUNCATED_MESSAGE,
 };
 use crate::framing::{SseEvent, SseParser};
-use crate::json::{is_null, string_literal, write_edited, Edit, Member, Object};
+use crate::json::{is_null, string_literal, with_model, write_edited, Edit, Member, Object};
 
 /// The largest event (data plus unterminated line) held while waiting for its end: far above any
 /// real chunk, low enough that an upstream that never ends a line cannot exhaust memory.
@@ -452,22 +452,8 @@ pub fn translate_response(
         .get("usage")
         .filter(|v| !is_null(v))
         .and_then(Usage::from_openai_json);
-    let Some(client_model) = client_model.map(string_literal) else {
-        return Ok((body.to_vec(), usage));
-    };
-    let edit = |m: &Member<'_>| {
-        if m.key == "model" && m.value.as_bytes() != client_model.as_slice() {
-            Edit::Replace(client_model.as_slice())
-        } else {
-            Edit::Keep
-        }
-    };
-    if response.0.iter().all(|m| matches!(edit(m), Edit::Keep)) {
-        return Ok((body.to_vec(), usage));
-    }
-    let mut out = Vec::with_capacity(body.len() + client_model.len());
-    write_edited(&mut out, body, &response.0, edit);
-    Ok((out, usage))
+    let edited = client_model.and_then(|model| with_model(body, &response, &string_literal(model)));
+    Ok((edited.unwrap_or_else(|| body.to_vec()), usage))
 }
 
 #[cfg(test)]
